@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Copyright The xdplane Authors */
+
+/*
+ * Map layouts shared by every xdplane program. The Go side never mirrors
+ * these by hand: bpf2go generates the Go types from the object's BTF, so a
+ * change here shows up as a compile error in Go rather than a silent
+ * mismatch.
+ *
+ * Addresses are always 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d)
+ * so that one key layout serves both families.
+ */
+#ifndef XDPLANE_H
+#define XDPLANE_H
+
+#include <linux/types.h>
+
+/* services: frontend -> service. Written last when a service is created
+ * or grows, first when it shrinks, so no packet sees a half-written one. */
+struct svc_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope; /* reserved, always 0 */
+};
+
+struct svc_value {
+	__u32 id;    /* service id: key of slots and revnat, never 0 */
+	__u16 count; /* number of backend slots, 1..count are valid */
+	__u8 flags;
+	__u8 algorithm; /* 0: random */
+};
+
+/* backend_slots: (service, slot) -> backend id. A backend of weight w owns
+ * w slots, so a uniform pick over the slots honours the weights. */
+struct slot_key {
+	__u32 svc_id;
+	__u32 slot;
+};
+
+/* backends: backend id -> where to send. A backend id belongs to exactly
+ * one service. */
+struct backend {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+	__u32 svc_id;
+};
+
+/* revnat: service id -> the frontend replies must appear to come from. */
+struct revnat_value {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+enum ct_dir {
+	CT_FORWARD = 0, /* client -> frontend, as it arrives */
+	CT_REPLY = 1,   /* backend -> client, as it arrives */
+};
+
+/* conntrack (LRU): one entry per direction of a load-balanced flow. */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* enum ct_dir */
+	__u16 pad;
+};
+
+struct ct_value {
+	__u32 backend_id; /* forward entries: the chosen backend */
+	__u32 svc_id;     /* the service, and so the revnat entry */
+	__u64 last_seen;  /* bpf_ktime_get_ns, refreshed at most once a second */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* backend_stats (per-CPU array indexed by backend id) and stats (per-CPU
+ * array indexed by enum stat). */
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum stat {
+	STAT_PASS = 0,        /* not for a service, not a reply: untouched */
+	STAT_FORWARD_NEW = 1, /* first packet of a flow, backend chosen */
+	STAT_FORWARD_EST = 2, /* packet of a tracked flow */
+	STAT_REPLY = 3,       /* reply translated back to the frontend */
+	STAT_NO_BACKEND = 4,  /* service with no usable backend: dropped */
+	STAT_MALFORMED = 5,   /* could not be parsed: passed untouched */
+	STAT_FRAGMENT = 6,    /* IPv4 fragment: passed untouched */
+	STAT_CT_FULL = 7,     /* conntrack insert failed: dropped */
+	STAT_MAX = 8,
+};
+
+#endif

@@ -1,0 +1,293 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+
+	"github.com/xdplane/xdplane/bpf"
+)
+
+// DefaultDir is where Open pins state when Options.Dir is empty.
+const DefaultDir = "/sys/fs/bpf/xdplane"
+
+// Default limits, used for every zero field of Limits when nothing is
+// pinned yet.
+const (
+	DefaultMaxServices     = 65536
+	DefaultMaxBackends     = 262144
+	DefaultMaxBackendSlots = 262144
+	DefaultConntrackSize   = 131072
+)
+
+// Limits size the datapath's maps. They are fixed when the maps are first
+// created; a later Open adopts what is pinned.
+type Limits struct {
+	// MaxServices is how many frontends the datapath holds. Optional.
+	// Default: what is pinned, else DefaultMaxServices.
+	MaxServices uint32
+	// MaxBackends is how many backends all services hold together.
+	// Optional. Default: what is pinned, else DefaultMaxBackends.
+	MaxBackends uint32
+	// MaxBackendSlots is the sum over all services of their backends'
+	// weights. Optional. Default: what is pinned, else
+	// DefaultMaxBackendSlots.
+	MaxBackendSlots uint32
+	// ConntrackSize is the number of conntrack entries; each load-balanced
+	// flow takes two. The least recently used are evicted when it is full.
+	// Optional. Default: what is pinned, else DefaultConntrackSize.
+	ConntrackSize uint32
+}
+
+// Options configure Open. The zero value is ready to use.
+type Options struct {
+	// Dir is the bpffs directory that holds the pinned maps and links.
+	// A bpffs is mounted if the directory is not on one. Optional.
+	// Default: DefaultDir.
+	Dir string
+	// Limits size the maps. Optional; see Limits for the defaults.
+	Limits Limits
+}
+
+// Datapath is a handle on xdplane's programs and maps in the kernel. The
+// kernel objects outlive it: Close releases the handle and leaves every
+// attached program running with its maps; Remove tears them down.
+//
+// A Datapath is safe for concurrent use.
+type Datapath struct {
+	dir    string
+	limits Limits
+	maps   bpf.XdplaneMaps
+	progs  *bpf.XdplanePrograms // nil when opened with OpenPinned
+
+	mu sync.Mutex // serialises attach, detach and upgrade
+}
+
+// mapsWithLimits lists the maps whose size a Limits field sets.
+func limitFields(l *Limits) map[string]*uint32 {
+	return map[string]*uint32{
+		bpf.XdplaneMapServices:     &l.MaxServices,
+		bpf.XdplaneMapBackends:     &l.MaxBackends,
+		bpf.XdplaneMapBackendSlots: &l.MaxBackendSlots,
+		bpf.XdplaneMapRevnat:       &l.MaxServices,
+		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
+	}
+}
+
+// Open loads xdplane's programs and pins their maps under opts.Dir,
+// reusing maps already pinned there, so services and conntrack survive a
+// restart of the process. Attachments made by an earlier process stay in
+// place and keep running the programs they had; Attach or Upgrade moves
+// them to the programs this call loaded.
+//
+// Open needs CAP_BPF and CAP_NET_ADMIN (root), and CAP_SYS_ADMIN when it
+// has to mount a bpffs.
+func Open(opts Options) (*Datapath, error) {
+	if err := probe(); err != nil {
+		return nil, err
+	}
+	dir, err := cleanDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureBPFFS(dir); err != nil {
+		return nil, fmt.Errorf("prepare bpffs: %w", err)
+	}
+
+	spec, err := bpf.LoadXdplane()
+	if err != nil {
+		return nil, fmt.Errorf("load object: %w", err)
+	}
+	limits, err := resolveLimits(dir, opts.Limits)
+	if err != nil {
+		return nil, err
+	}
+	sizes := limitFields(&limits)
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = *n
+	}
+	// Backend ids index backend_stats directly; id 0 is never used.
+	spec.Maps[bpf.XdplaneMapBackendStats].MaxEntries = limits.MaxBackends + 1
+
+	var objs bpf.XdplaneObjects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: dir},
+	})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("%w: %w (remove %s to start afresh)", ErrIncompatible, err, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load programs and maps: %w", err)
+	}
+	return &Datapath{dir: dir, limits: limits, maps: objs.XdplaneMaps, progs: &objs.XdplanePrograms}, nil
+}
+
+// OpenPinned opens the maps an earlier Open pinned in dir, without loading
+// programs or creating anything: for tools that only read state. Attach and
+// Upgrade return ErrNoPrograms on such a Datapath. An empty dir means
+// DefaultDir.
+func OpenPinned(dir string) (*Datapath, error) {
+	dir, err := cleanDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadXdplane()
+	if err != nil {
+		return nil, fmt.Errorf("load object: %w", err)
+	}
+	d := &Datapath{dir: dir}
+	var limits Limits
+	sizes := limitFields(&limits)
+	for name := range spec.Maps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			d.maps.Close()
+			return nil, fmt.Errorf("%w in %s: map %s is missing", ErrNotPinned, dir, name)
+		}
+		if err != nil {
+			d.maps.Close()
+			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
+		}
+		if err := spec.Maps[name].Compatible(m); err != nil && sizes[name] == nil && name != bpf.XdplaneMapBackendStats {
+			m.Close()
+			d.maps.Close()
+			return nil, fmt.Errorf("%w: map %s: %w", ErrIncompatible, name, err)
+		}
+		if p, ok := sizes[name]; ok {
+			*p = m.MaxEntries()
+		}
+		if err := d.assignMap(name, m); err != nil {
+			m.Close()
+			d.maps.Close()
+			return nil, err
+		}
+	}
+	d.limits = limits
+	return d, nil
+}
+
+func (d *Datapath) assignMap(name string, m *ebpf.Map) error {
+	switch name {
+	case bpf.XdplaneMapServices:
+		d.maps.Services = m
+	case bpf.XdplaneMapBackendSlots:
+		d.maps.BackendSlots = m
+	case bpf.XdplaneMapBackends:
+		d.maps.Backends = m
+	case bpf.XdplaneMapRevnat:
+		d.maps.Revnat = m
+	case bpf.XdplaneMapConntrack:
+		d.maps.Conntrack = m
+	case bpf.XdplaneMapBackendStats:
+		d.maps.BackendStats = m
+	case bpf.XdplaneMapStats:
+		d.maps.Stats = m
+	default:
+		return fmt.Errorf("unknown map %s in object", name)
+	}
+	return nil
+}
+
+func cleanDir(dir string) (string, error) {
+	if dir == "" {
+		return DefaultDir, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: dir %q: %w", ErrInvalid, dir, err)
+	}
+	return abs, nil
+}
+
+// resolveLimits fills every zero limit from the pinned map, else from the
+// default.
+func resolveLimits(dir string, want Limits) (Limits, error) {
+	defaults := Limits{
+		MaxServices:     DefaultMaxServices,
+		MaxBackends:     DefaultMaxBackends,
+		MaxBackendSlots: DefaultMaxBackendSlots,
+		ConntrackSize:   DefaultConntrackSize,
+	}
+	got := want
+	fields := limitFields(&got)
+	defs := limitFields(&defaults)
+	for name, p := range fields {
+		if *p != 0 {
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err == nil {
+			*p = m.MaxEntries()
+			m.Close()
+			continue
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return Limits{}, fmt.Errorf("open pinned map %s: %w", name, err)
+		}
+		if *p == 0 {
+			*p = *defs[name]
+		}
+	}
+	return got, nil
+}
+
+var probeOnce = sync.OnceValue(func() error {
+	checks := []struct {
+		name string
+		err  func() error
+	}{
+		{"XDP programs", func() error { return features.HaveProgramType(ebpf.XDP) }},
+		{"tc (sched_cls) programs", func() error { return features.HaveProgramType(ebpf.SchedCLS) }},
+		{"hash maps", func() error { return features.HaveMapType(ebpf.Hash) }},
+		{"LRU hash maps", func() error { return features.HaveMapType(ebpf.LRUHash) }},
+		{"per-CPU array maps", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
+	}
+	for _, c := range checks {
+		if err := c.err(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrNotSupported, c.name, err)
+		}
+	}
+	return nil
+})
+
+// probe checks, once per process, the kernel features every datapath needs.
+func probe() error { return probeOnce() }
+
+// Dir returns the bpffs directory holding this datapath's pins.
+func (d *Datapath) Dir() string { return d.dir }
+
+// Limits returns the sizes of the maps as they are in the kernel.
+func (d *Datapath) Limits() Limits { return d.limits }
+
+// Maps returns the datapath's maps. They belong to the Datapath: do not
+// close them. Packages lb and policy write them; a user rarely needs to.
+func (d *Datapath) Maps() *bpf.XdplaneMaps { return &d.maps }
+
+// Close releases the file descriptors this handle holds. Programs stay
+// attached and maps stay pinned: the datapath keeps forwarding. Close on a
+// nil Datapath does nothing.
+func (d *Datapath) Close() error {
+	if d == nil {
+		return nil
+	}
+	var errs []error
+	if d.progs != nil {
+		errs = append(errs, d.progs.Close())
+	}
+	errs = append(errs, d.maps.Close())
+	return errors.Join(errs...)
+}
+
+// mapNames lists every map the object pins.
+func mapNames() []string {
+	return []string{
+		bpf.XdplaneMapServices, bpf.XdplaneMapBackendSlots, bpf.XdplaneMapBackends,
+		bpf.XdplaneMapRevnat, bpf.XdplaneMapConntrack, bpf.XdplaneMapBackendStats,
+		bpf.XdplaneMapStats,
+	}
+}

@@ -1,0 +1,26 @@
+package datapath
+
+import "errors"
+
+// Errors returned by this package. Test for them with errors.Is; the
+// returned errors add the detail (which map, which interface, which
+// feature).
+var (
+	// ErrNotSupported: the running kernel lacks a feature xdplane needs.
+	// The error names the feature.
+	ErrNotSupported = errors.New("kernel feature not supported")
+
+	// ErrNotPinned: OpenPinned found no datapath in the directory.
+	ErrNotPinned = errors.New("no datapath pinned")
+
+	// ErrIncompatible: state pinned by another xdplane version has a
+	// layout the loaded programs cannot use. Remove it first.
+	ErrIncompatible = errors.New("pinned state is incompatible")
+
+	// ErrInvalid: an argument is out of range; the error names it.
+	ErrInvalid = errors.New("invalid argument")
+
+	// ErrNoPrograms: the call needs programs, and this Datapath was opened
+	// with OpenPinned, which opens maps only.
+	ErrNoPrograms = errors.New("datapath opened without programs")
+)
