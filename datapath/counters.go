@@ -1,0 +1,53 @@
+package datapath
+
+import (
+	"fmt"
+
+	"github.com/xdplane/xdplane/bpf"
+)
+
+// Counter is a count of packets and their bytes.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters are the datapath's global packet counters, summed over CPUs,
+// since the maps were created. Every packet a program sees lands in
+// exactly one of them.
+type Counters struct {
+	Passed             Counter // neither for a service nor a tracked reply
+	ForwardNew         Counter // first packet of a flow; a backend was chosen
+	ForwardEstablished Counter // later packets of tracked flows
+	Replies            Counter // replies translated back to the frontend
+	NoBackend          Counter // for a service with no usable backend: dropped
+	Malformed          Counter // could not be parsed: passed untouched
+	Fragments          Counter // IPv4 fragments: passed untouched
+	ConntrackFull      Counter // no conntrack entry could be made: dropped
+}
+
+// Counters reads the global counters.
+func (d *Datapath) Counters() (Counters, error) {
+	var c Counters
+	fields := map[bpf.XdplaneStat]*Counter{
+		bpf.XdplaneStatSTAT_PASS:        &c.Passed,
+		bpf.XdplaneStatSTAT_FORWARD_NEW: &c.ForwardNew,
+		bpf.XdplaneStatSTAT_FORWARD_EST: &c.ForwardEstablished,
+		bpf.XdplaneStatSTAT_REPLY:       &c.Replies,
+		bpf.XdplaneStatSTAT_NO_BACKEND:  &c.NoBackend,
+		bpf.XdplaneStatSTAT_MALFORMED:   &c.Malformed,
+		bpf.XdplaneStatSTAT_FRAGMENT:    &c.Fragments,
+		bpf.XdplaneStatSTAT_CT_FULL:     &c.ConntrackFull,
+	}
+	for stat, dst := range fields {
+		var per []bpf.XdplaneCounter
+		if err := d.maps.Stats.Lookup(stat, &per); err != nil {
+			return Counters{}, fmt.Errorf("read counter %d: %w", stat, err)
+		}
+		for _, v := range per {
+			dst.Packets += v.Packets
+			dst.Bytes += v.Bytes
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,42 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by this package; test for them with errors.Is.
+var (
+	// ErrInvalid: a service, frontend or backend is malformed. The
+	// returned error is a *ValidationError naming the field.
+	ErrInvalid = errors.New("invalid")
+	// ErrCapacity: the change needs more room than the datapath's maps
+	// have (see datapath.Limits).
+	ErrCapacity = errors.New("datapath capacity exceeded")
+	// ErrNotFound: no service has that frontend.
+	ErrNotFound = errors.New("service not found")
+)
+
+// ValidationError tells which field of which service is wrong. It wraps
+// ErrInvalid or ErrCapacity.
+type ValidationError struct {
+	Frontend Frontend // the service's frontend, as given
+	Field    string   // for example "backends[2].address"
+	Value    any      // the offending value
+	Reason   string
+	err      error
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("service %s: %s %v: %s", e.Frontend, e.Field, e.Value, e.Reason)
+}
+
+func (e *ValidationError) Unwrap() error { return e.err }
+
+func invalid(f Frontend, field string, value any, reason string) *ValidationError {
+	return &ValidationError{Frontend: f, Field: field, Value: value, Reason: reason, err: ErrInvalid}
+}
+
+func overCapacity(f Frontend, field string, value any, reason string) *ValidationError {
+	return &ValidationError{Frontend: f, Field: field, Value: value, Reason: reason, err: ErrCapacity}
+}

@@ -1,0 +1,409 @@
+package lb
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+)
+
+// Manager installs services into a datapath. It keeps a copy of what it
+// wrote, recovered from the maps when it is created, so a restarted process
+// carries on where the last one stopped.
+//
+// Every call validates its whole input before it touches a map, and a
+// failure part-way through a call (the kernel refusing a write) rolls back
+// what that call wrote. Packets never see a half-written service: backends
+// and slots are written before the service entry that publishes them, and a
+// shrinking service lowers its slot count before the slots and backends
+// behind it go.
+//
+// A Manager is safe for concurrent use. Two Managers, or two processes,
+// must not write the same datapath at once.
+type Manager struct {
+	maps   *bpf.XdplaneMaps
+	limits datapath.Limits
+
+	mu       sync.Mutex
+	services map[Frontend]*entry
+	svcIDs   *idAlloc
+	beIDs    *idAlloc
+	slots    int // slots in use, over all services
+}
+
+// SyncResult says what Sync changed.
+type SyncResult struct {
+	Added   []Frontend
+	Changed []Frontend
+	Removed []Frontend
+}
+
+// NewManager reads the services already in dp and returns a Manager for
+// them. Entries a crashed writer left without a service are deleted.
+func NewManager(dp *datapath.Datapath) (*Manager, error) {
+	m := &Manager{maps: dp.Maps(), limits: dp.Limits()}
+	services, orph, err := loadState(m.maps)
+	if err != nil {
+		return nil, err
+	}
+	if err := orph.delete(m.maps); err != nil {
+		return nil, fmt.Errorf("delete orphaned entries: %w", err)
+	}
+	m.services = services
+	m.svcIDs = newIDAlloc(m.limits.MaxServices)
+	m.beIDs = newIDAlloc(m.limits.MaxBackends)
+	for _, e := range services {
+		m.svcIDs.take(e.id)
+		for _, id := range e.backendIDs {
+			m.beIDs.take(id)
+		}
+		m.slots += len(e.slots)
+	}
+	return m, nil
+}
+
+// List returns the installed services, ordered by frontend.
+func (m *Manager) List() []Service {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Service, 0, len(m.services))
+	for _, e := range m.services {
+		out = append(out, cloneService(e.svc))
+	}
+	slices.SortFunc(out, func(a, b Service) int { return compareFrontends(a.Frontend, b.Frontend) })
+	return out
+}
+
+// Get returns the service with frontend f.
+func (m *Manager) Get(f Frontend) (Service, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.services[f]
+	if !ok {
+		return Service{}, false
+	}
+	return cloneService(e.svc), true
+}
+
+func cloneService(s Service) Service {
+	s.Backends = slices.Clone(s.Backends)
+	return s
+}
+
+// Upsert installs s, or replaces the service with the same frontend.
+// Flows already established keep their backend if it is still among the
+// service's backends.
+func (m *Manager) Upsert(s Service) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	s = s.normalized()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.services[s.Frontend]
+	if old != nil && old.svc.equal(s) {
+		return nil
+	}
+	if err := m.checkCapacity([]Service{s}, nil); err != nil {
+		return err
+	}
+	var t txn
+	if err := m.apply(&t, old, s); err != nil {
+		return t.rollback(err)
+	}
+	return nil
+}
+
+// Delete removes the service with frontend f. Its flows stop being
+// translated at once.
+func (m *Manager) Delete(f Frontend) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.services[f]
+	if e == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, f)
+	}
+	var t txn
+	if err := m.remove(&t, e); err != nil {
+		return t.rollback(err)
+	}
+	return nil
+}
+
+// Sync makes the installed services exactly the given ones: it adds the
+// missing, rewrites the changed and removes the rest, and says which.
+// The whole set is validated first; if the kernel refuses a write on the
+// way, everything Sync wrote is rolled back and the previous set stays in
+// force. Each service switches atomically; the set as a whole does not
+// (a packet may meet one service already updated and another not yet).
+func (m *Manager) Sync(desired []Service) (SyncResult, error) {
+	want := make(map[Frontend]Service, len(desired))
+	for i, s := range desired {
+		if err := s.Validate(); err != nil {
+			return SyncResult{}, err
+		}
+		if _, dup := want[s.Frontend]; dup {
+			return SyncResult{}, invalid(s.Frontend, fmt.Sprintf("services[%d].frontend", i), s.Frontend, "duplicate frontend")
+		}
+		want[s.Frontend] = s.normalized()
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var res SyncResult
+	var changes []Service
+	for f, s := range want {
+		old := m.services[f]
+		switch {
+		case old == nil:
+			res.Added = append(res.Added, f)
+			changes = append(changes, s)
+		case !old.svc.equal(s):
+			res.Changed = append(res.Changed, f)
+			changes = append(changes, s)
+		}
+	}
+	for f := range m.services {
+		if _, ok := want[f]; !ok {
+			res.Removed = append(res.Removed, f)
+		}
+	}
+	for _, l := range [][]Frontend{res.Added, res.Changed, res.Removed} {
+		slices.SortFunc(l, compareFrontends)
+	}
+	slices.SortFunc(changes, func(a, b Service) int { return compareFrontends(a.Frontend, b.Frontend) })
+	if err := m.checkCapacity(changes, res.Removed); err != nil {
+		return SyncResult{}, err
+	}
+
+	// Removals first: they free room for what comes after.
+	var t txn
+	before := m.snapshot()
+	for _, f := range res.Removed {
+		if err := m.remove(&t, m.services[f]); err != nil {
+			m.restore(before)
+			return SyncResult{}, t.rollback(err)
+		}
+	}
+	for _, s := range changes {
+		if err := m.apply(&t, m.services[s.Frontend], s); err != nil {
+			m.restore(before)
+			return SyncResult{}, t.rollback(err)
+		}
+	}
+	return res, nil
+}
+
+// checkCapacity refuses a change that would not fit, counting the room a
+// service needs while both its old and its new backends are in the maps.
+func (m *Manager) checkCapacity(changes []Service, removed []Frontend) error {
+	services := len(m.services) - len(removed)
+	backends := m.beIDs.inUse()
+	slots := m.slots
+	for _, f := range removed {
+		e := m.services[f]
+		backends -= len(e.backendIDs)
+		slots -= len(e.slots)
+	}
+	for _, s := range changes {
+		old := m.services[s.Frontend]
+		n := 0
+		for _, b := range s.Backends {
+			n += int(b.Weight)
+			if old == nil || old.backendIDs[b.Address] == 0 {
+				backends++
+			}
+		}
+		if old == nil {
+			services++
+			slots += n
+		} else if n > len(old.slots) {
+			slots += n - len(old.slots)
+		}
+		switch {
+		case services > int(m.limits.MaxServices):
+			return overCapacity(s.Frontend, "frontend", s.Frontend,
+				fmt.Sprintf("the datapath holds at most %d services", m.limits.MaxServices))
+		case backends > int(m.limits.MaxBackends):
+			return overCapacity(s.Frontend, "backends", len(s.Backends),
+				fmt.Sprintf("the datapath holds at most %d backends in all", m.limits.MaxBackends))
+		case slots > int(m.limits.MaxBackendSlots):
+			return overCapacity(s.Frontend, "backends", len(s.Backends),
+				fmt.Sprintf("the datapath holds at most %d backend slots (weights) in all", m.limits.MaxBackendSlots))
+		}
+	}
+	return nil
+}
+
+type snapshot struct {
+	services map[Frontend]*entry
+	svcIDs   idAlloc
+	beIDs    idAlloc
+	slots    int
+}
+
+func (m *Manager) snapshot() snapshot {
+	s := snapshot{services: maps.Clone(m.services), svcIDs: *m.svcIDs, beIDs: *m.beIDs, slots: m.slots}
+	s.svcIDs.used = maps.Clone(m.svcIDs.used)
+	s.beIDs.used = maps.Clone(m.beIDs.used)
+	return s
+}
+
+func (m *Manager) restore(s snapshot) {
+	m.services, m.slots = s.services, s.slots
+	*m.svcIDs, *m.beIDs = s.svcIDs, s.beIDs
+}
+
+// apply writes service s over old (nil for a new service). The order is
+// what keeps packets from seeing a half-written service:
+//
+//  1. new backends;
+//  2. slots 1..n of the new layout (beyond the old count they are not
+//     yet visible; below it each slot names a live backend, old or new);
+//  3. reverse NAT, then the service entry with count n: the switch;
+//  4. slots beyond n, which no packet reads any more;
+//  5. backends no slot names any more.
+func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
+	e := &entry{svc: s, backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends))}
+	var newIDs []uint32
+	defer func() {
+		if err != nil {
+			for _, id := range newIDs {
+				m.beIDs.release(id)
+			}
+			if old == nil && e.id != 0 {
+				m.svcIDs.release(e.id)
+			}
+		}
+	}()
+	if old != nil {
+		e.id = old.id
+	} else {
+		id, ok := m.svcIDs.alloc()
+		if !ok {
+			return overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
+		}
+		e.id = id
+	}
+
+	for _, b := range s.Backends {
+		if old != nil {
+			if id := old.backendIDs[b.Address]; id != 0 {
+				e.backendIDs[b.Address] = id
+				continue
+			}
+		}
+		id, ok := m.beIDs.alloc()
+		if !ok {
+			return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
+		}
+		newIDs = append(newIDs, id)
+		e.backendIDs[b.Address] = id
+		if err := m.resetBackendStats(id); err != nil {
+			return err
+		}
+		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b.Address)); err != nil {
+			return err
+		}
+	}
+
+	for _, b := range s.Backends {
+		for range b.Weight {
+			e.slots = append(e.slots, e.backendIDs[b.Address])
+		}
+	}
+	for i, id := range e.slots {
+		slot := uint32(i + 1)
+		if old != nil && i < len(old.slots) && old.slots[i] == id {
+			continue
+		}
+		if err := t.put(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: slot}, id); err != nil {
+			return err
+		}
+	}
+
+	f := s.Frontend
+	if old == nil {
+		rn := bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: htons(f.Address.Port())}
+		if err := t.put(m.maps.Revnat, e.id, rn); err != nil {
+			return err
+		}
+	}
+	if err := t.put(m.maps.Services, svcKey(f), bpf.XdplaneSvcValue{Id: e.id, Count: uint16(len(e.slots))}); err != nil {
+		return err
+	}
+
+	if old != nil {
+		for i := len(e.slots); i < len(old.slots); i++ {
+			if err := t.del(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
+				return err
+			}
+		}
+		for a, id := range old.backendIDs {
+			if _, kept := e.backendIDs[a]; kept {
+				continue
+			}
+			if err := t.del(m.maps.Backends, id); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Only now, with the kernel written, does the in-memory copy change.
+	if old != nil {
+		for a, id := range old.backendIDs {
+			if _, kept := e.backendIDs[a]; !kept {
+				m.beIDs.release(id)
+			}
+		}
+		m.slots -= len(old.slots)
+	}
+	m.slots += len(e.slots)
+	m.services[f] = e
+	return nil
+}
+
+// remove deletes a service: the service entry first, so no new packet
+// reaches the rest, then slots, backends and reverse NAT.
+func (m *Manager) remove(t *txn, e *entry) error {
+	if err := t.del(m.maps.Services, svcKey(e.svc.Frontend)); err != nil {
+		return err
+	}
+	for i := range e.slots {
+		if err := t.del(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
+			return err
+		}
+	}
+	for _, id := range e.backendIDs {
+		if err := t.del(m.maps.Backends, id); err != nil {
+			return err
+		}
+	}
+	if err := t.del(m.maps.Revnat, e.id); err != nil {
+		return err
+	}
+	for _, id := range e.backendIDs {
+		m.beIDs.release(id)
+	}
+	m.svcIDs.release(e.id)
+	m.slots -= len(e.slots)
+	delete(m.services, e.svc.Frontend)
+	return nil
+}
+
+// resetBackendStats zeroes the counters of a backend id about to be
+// used, so a new backend does not inherit an old one's packets. It is not
+// undone on rollback: the id is unused either way.
+func (m *Manager) resetBackendStats(id uint32) error {
+	zero := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
+	if err := m.maps.BackendStats.Update(id, zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset counters of backend %d: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// txn applies map writes in order and remembers how to undo each, so that
+// a change that fails half-way is rolled back to the state before it.
+type txn struct {
+	undo []func() error
+}
+
+func (t *txn) put(m *ebpf.Map, key, value any) error {
+	var prev []byte
+	err := m.Lookup(key, &prev)
+	switch {
+	case err == nil:
+		t.undo = append(t.undo, func() error { return m.Update(key, prev, ebpf.UpdateAny) })
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		t.undo = append(t.undo, func() error { return ignoreMissing(m.Delete(key)) })
+	default:
+		return fmt.Errorf("read %s: %w", m, err)
+	}
+	if err := m.Update(key, value, ebpf.UpdateAny); err != nil {
+		t.undo = t.undo[:len(t.undo)-1]
+		return fmt.Errorf("write %s: %w", m, err)
+	}
+	return nil
+}
+
+func (t *txn) del(m *ebpf.Map, key any) error {
+	var prev []byte
+	if err := m.Lookup(key, &prev); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read %s: %w", m, err)
+	}
+	if err := ignoreMissing(m.Delete(key)); err != nil {
+		return fmt.Errorf("delete from %s: %w", m, err)
+	}
+	t.undo = append(t.undo, func() error { return m.Update(key, prev, ebpf.UpdateAny) })
+	return nil
+}
+
+// rollback undoes every write, newest first. Its error, if any, joins the
+// one that caused the rollback.
+func (t *txn) rollback(cause error) error {
+	var errs []error
+	for i := len(t.undo) - 1; i >= 0; i-- {
+		if err := t.undo[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.undo = nil
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (rollback also failed: %w)", cause, errors.Join(errs...))
+	}
+	return cause
+}

@@ -1,0 +1,140 @@
+package lb
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Protocol is a transport protocol a frontend serves.
+type Protocol uint8
+
+// The protocols xdplane load-balances. The values are IANA protocol
+// numbers.
+const (
+	TCP Protocol = 6
+	UDP Protocol = 17
+)
+
+// ParseProtocol parses "tcp" or "udp", in any case.
+func ParseProtocol(s string) (Protocol, error) {
+	switch strings.ToLower(s) {
+	case "tcp":
+		return TCP, nil
+	case "udp":
+		return UDP, nil
+	}
+	return 0, fmt.Errorf("%w: protocol %q: want tcp or udp", ErrInvalid, s)
+}
+
+// IsValid reports whether p is TCP or UDP.
+func (p Protocol) IsValid() bool { return p == TCP || p == UDP }
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return "proto(" + strconv.Itoa(int(p)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (p Protocol) MarshalText() ([]byte, error) {
+	if !p.IsValid() {
+		return nil, fmt.Errorf("%w: protocol %d", ErrInvalid, uint8(p))
+	}
+	return []byte(p.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *Protocol) UnmarshalText(b []byte) error {
+	v, err := ParseProtocol(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// Frontend is where clients reach a service: an address, a port and a
+// protocol. It is comparable and identifies a service.
+type Frontend struct {
+	Address  netip.AddrPort
+	Protocol Protocol
+}
+
+// String formats f as "10.96.0.10:80/tcp".
+func (f Frontend) String() string {
+	return f.Address.String() + "/" + f.Protocol.String()
+}
+
+// ParseFrontend parses the form String returns.
+func ParseFrontend(s string) (Frontend, error) {
+	addr, proto, ok := strings.Cut(s, "/")
+	if !ok {
+		return Frontend{}, fmt.Errorf("%w: frontend %q: want address:port/protocol", ErrInvalid, s)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return Frontend{}, fmt.Errorf("%w: frontend %q: %w", ErrInvalid, s, err)
+	}
+	p, err := ParseProtocol(proto)
+	if err != nil {
+		return Frontend{}, err
+	}
+	return Frontend{Address: ap, Protocol: p}, nil
+}
+
+func compareFrontends(a, b Frontend) int {
+	if c := a.Address.Compare(b.Address); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Protocol, b.Protocol)
+}
+
+// MaxWeight is the largest backend weight.
+const MaxWeight = 1000
+
+// Backend is one destination of a service.
+type Backend struct {
+	// Address is where the backend listens.
+	Address netip.AddrPort
+	// Weight is the backend's share of new flows relative to the other
+	// backends of the service, 1 to MaxWeight. Optional. Default: 1.
+	Weight uint16
+}
+
+func (b Backend) weight() uint16 {
+	if b.Weight == 0 {
+		return 1
+	}
+	return b.Weight
+}
+
+// Service is a frontend and the backends its flows are spread over. A
+// service with no backends is valid: its packets are dropped.
+type Service struct {
+	Frontend Frontend
+	Backends []Backend
+}
+
+// normalized returns s with defaults filled in and backends sorted, the form
+// in which services are stored and compared.
+func (s Service) normalized() Service {
+	out := Service{Frontend: s.Frontend, Backends: make([]Backend, len(s.Backends))}
+	for i, b := range s.Backends {
+		out.Backends[i] = Backend{Address: b.Address, Weight: b.weight()}
+	}
+	slices.SortFunc(out.Backends, func(a, b Backend) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
+// equal reports whether two normalized services are the same.
+func (s Service) equal(o Service) bool {
+	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends)
+}

@@ -1,0 +1,68 @@
+package lb
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// maxSlotsPerService is the most slots one service can have: the
+// datapath stores the count in 16 bits.
+const maxSlotsPerService = 65535
+
+// Validate checks s on its own, without looking at the datapath. Upsert and
+// Sync call it; callers that build services from user input may call it
+// early to report errors.
+func (s Service) Validate() error {
+	f := s.Frontend
+	if err := validAddr(f, "frontend.address", f.Address.Addr()); err != nil {
+		return err
+	}
+	if f.Address.Port() == 0 {
+		return invalid(f, "frontend.port", 0, "port 0 is not allowed")
+	}
+	if !f.Protocol.IsValid() {
+		return invalid(f, "frontend.protocol", f.Protocol, "want tcp or udp")
+	}
+	seen := make(map[netip.AddrPort]int, len(s.Backends))
+	slots := 0
+	for i, b := range s.Backends {
+		field := fmt.Sprintf("backends[%d]", i)
+		if err := validAddr(f, field+".address", b.Address.Addr()); err != nil {
+			return err
+		}
+		if b.Address.Port() == 0 {
+			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
+		}
+		if b.Weight > MaxWeight {
+			return invalid(f, field+".weight", b.Weight, fmt.Sprintf("weight above %d", MaxWeight))
+		}
+		if j, dup := seen[b.Address]; dup {
+			return invalid(f, field+".address", b.Address, fmt.Sprintf("duplicate of backends[%d]", j))
+		}
+		seen[b.Address] = i
+		slots += int(b.weight())
+	}
+	if slots > maxSlotsPerService {
+		return overCapacity(f, "backends", len(s.Backends),
+			fmt.Sprintf("weights add up to %d, above the per-service limit of %d", slots, maxSlotsPerService))
+	}
+	return nil
+}
+
+func validAddr(f Frontend, field string, a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return invalid(f, field, "(none)", "address missing")
+	case a.Is6() && !a.Is4In6():
+		return invalid(f, field, a, "IPv6 is not supported yet")
+	case a.Is4In6():
+		return invalid(f, field, a, "write IPv4 addresses in their IPv4 form")
+	case a.IsUnspecified():
+		return invalid(f, field, a, "unspecified address")
+	case a.IsMulticast():
+		return invalid(f, field, a, "multicast address")
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return invalid(f, field, a, "broadcast address")
+	}
+	return nil
+}
