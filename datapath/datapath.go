@@ -268,6 +268,12 @@ func (d *Datapath) Limits() Limits { return d.limits }
 // close them. Packages lb and policy write them; a user rarely needs to.
 func (d *Datapath) Maps() *bpf.XdplaneMaps { return &d.maps }
 
+// Programs returns the loaded programs, for running them with
+// BPF_PROG_TEST_RUN (tests, benchmarks, debugging) or attaching them by
+// other means. They belong to the Datapath: do not close them. Nil for a
+// Datapath from OpenPinned.
+func (d *Datapath) Programs() *bpf.XdplanePrograms { return d.progs }
+
 // Close releases the file descriptors this handle holds. Programs stay
 // attached and maps stay pinned: the datapath keeps forwarding. Close on a
 // nil Datapath does nothing.
