@@ -8,6 +8,10 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/vishvananda/netns v0.0.5 // indirect
+require (
+	github.com/google/gopacket v1.1.19 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

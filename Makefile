@@ -1,0 +1,37 @@
+# xdplane: `make help` lists the targets. Everything that needs the kernel
+# runs as root.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help deps generate build vet test bench demo clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## Install what building and testing need (Debian packages, as root)
+	@bash internal/scripts/deps.sh
+
+generate: deps ## Regenerate the BPF objects and their Go bindings (needs clang)
+	cd bpf && $(GO) generate ./...
+
+build: ## Build the standalone load balancer into bin/xdplane-lb
+	$(GO) build -o $(BIN)/xdplane-lb ./examples/standalone-lb
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+test: deps vet ## Run every test: unit, golden packets, namespaces (as root)
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: deps ## Kernel-measured per-packet cost, as a table of ratios
+	@bash internal/scripts/bench.sh
+
+demo: deps build ## Build, run xdplane-lb across namespaces, send traffic, clean up
+	@bash examples/standalone-lb/demo.sh $(BIN)/xdplane-lb
+
+clean: ## Remove build output
+	rm -rf $(BIN)
