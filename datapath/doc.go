@@ -1,0 +1,37 @@
+// Package datapath loads xdplane's eBPF programs, pins their maps and
+// attaches them to interfaces. It is the only package that loads or
+// attaches programs; packages lb and policy program the maps it owns.
+//
+// # Lifetimes
+//
+// The kernel objects outlive the Go handle. Open loads the programs and
+// pins the maps by name under a bpffs directory (DefaultDir unless
+// Options.Dir says otherwise), reusing maps already pinned there, so
+// services and conntrack survive a restart of the process. Attach pins its
+// links beside the maps, so attachments survive too. Close releases the
+// handle's file descriptors and leaves everything running. Remove detaches
+// every program and deletes the pins: the one call that stops the
+// datapath.
+//
+//	Open ──► Attach ──► Close       (datapath keeps forwarding)
+//	Open ──► Attach/Upgrade         (new programs, same maps, no gap)
+//	Remove                          (detached, pins gone)
+//
+// # Hooks
+//
+// HookTC runs the load balancer at tc ingress and reverse NAT at tc egress,
+// through TCX where the kernel has it and a clsact qdisc with a cls_bpf
+// filter where it does not. HookXDP runs it at XDP, native where the driver
+// supports it and generic otherwise. Use tc on veths and wherever traffic
+// may originate on the host; XDP on a physical NIC's receive path.
+//
+// Attach, Detach and Remove act on interfaces in the network namespace of
+// the calling OS thread.
+//
+// # Upgrades
+//
+// A newer process calls Open (which adopts the pinned maps if their layout
+// is compatible, and fails with ErrIncompatible otherwise) and then Attach
+// or Upgrade, which replace the program inside each existing link with one
+// atomic update.
+package datapath

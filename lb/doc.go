@@ -1,0 +1,28 @@
+// Package lb installs load-balanced services into an xdplane datapath.
+//
+// A Service is a Frontend (address, port, protocol) and the Backends its
+// flows are spread over. Manager writes services into the datapath's maps:
+// Upsert and Delete one at a time, or Sync the whole desired set, which
+// reports what it added, changed and removed. All input is validated
+// before any map is touched; errors are *ValidationError values naming the
+// field, wrapping ErrInvalid or ErrCapacity.
+//
+// # What the datapath does with a service
+//
+// The first packet of a flow to a frontend picks a backend at random,
+// weighted by Backend.Weight, and the choice is kept in an LRU conntrack
+// map: later packets of the flow go to the same backend for as long as
+// that backend stays in the service, however the rest of the backend set
+// changes. Replies are translated back so the client sees the frontend's
+// address and port. A flow whose backend is removed is balanced afresh on
+// its next packet.
+//
+// # Consistency
+//
+// Packets never see a half-written service: backends and slots are written
+// before the service entry that publishes them, and a shrinking service
+// lowers its count before the entries beyond it are deleted. A call that
+// fails part-way is rolled back. Manager recovers its state from the maps
+// when created, so a restarted process continues where the last one
+// stopped.
+package lb

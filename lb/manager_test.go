@@ -1,0 +1,373 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/testutil"
+)
+
+func openDatapath(t *testing.T, limits datapath.Limits) (*datapath.Datapath, string) {
+	t.Helper()
+	dir := testutil.BPFFS(t)
+	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dp.Close()
+		if err := datapath.Remove(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return dp, dir
+}
+
+func newManager(t *testing.T, dp *datapath.Datapath) *Manager {
+	t.Helper()
+	m, err := NewManager(dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func svc(fe string, backends ...string) Service {
+	f, err := ParseFrontend(fe)
+	if err != nil {
+		panic(err)
+	}
+	s := Service{Frontend: f}
+	for _, b := range backends {
+		s.Backends = append(s.Backends, Backend{Address: netip.MustParseAddrPort(b)})
+	}
+	return s
+}
+
+// dump reads every service-related map into comparable form: what the
+// kernel holds, byte for byte.
+func dump(t *testing.T, dp *datapath.Datapath) map[string]map[string]string {
+	t.Helper()
+	m := dp.Maps()
+	out := map[string]map[string]string{}
+	for name, mp := range map[string]*ebpf.Map{
+		"services": m.Services, "slots": m.BackendSlots, "backends": m.Backends, "revnat": m.Revnat,
+	} {
+		out[name] = map[string]string{}
+		var k, v []byte
+		it := mp.Iterate()
+		for it.Next(&k, &v) {
+			out[name][string(k)] = string(v)
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func sameDump(a, b map[string]map[string]string) bool {
+	for name := range a {
+		if !maps.Equal(a[name], b[name]) {
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
+
+// checkConsistent verifies the invariants packets rely on: every service
+// has slots 1..count naming backends of that service, and nothing else
+// exists.
+func checkConsistent(t *testing.T, dp *datapath.Datapath) {
+	t.Helper()
+	services, orph, err := loadState(dp.Maps())
+	if err != nil {
+		t.Fatalf("inconsistent maps: %v", err)
+	}
+	if len(orph.slots)+len(orph.backends)+len(orph.revnat) != 0 {
+		t.Fatalf("orphans left: %+v", orph)
+	}
+	for f, e := range services {
+		var rn bpf.XdplaneRevnatValue
+		if err := dp.Maps().Revnat.Lookup(e.id, &rn); err != nil {
+			t.Fatalf("service %s has no revnat entry: %v", f, err)
+		}
+		if addrPortOf(rn.Addr, rn.Port) != f.Address {
+			t.Fatalf("revnat of %s is %s", f, addrPortOf(rn.Addr, rn.Port))
+		}
+	}
+}
+
+func TestManagerUpsertListDelete(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+
+	a := svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080")
+	b := svc("10.96.0.10:53/udp", "10.0.1.2:5353")
+	for _, s := range []Service{a, b} {
+		if err := m.Upsert(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkConsistent(t, dp)
+	got := m.List()
+	if len(got) != 2 || !got[0].equal(b.normalized()) || !got[1].equal(a.normalized()) {
+		t.Fatalf("List() = %+v", got)
+	}
+	if s, ok := m.Get(a.Frontend); !ok || !s.equal(a.normalized()) {
+		t.Fatalf("Get(%s) = %+v, %v", a.Frontend, s, ok)
+	}
+
+	// Shrink, grow, reweight.
+	for _, s := range []Service{
+		svc("10.96.0.10:80/tcp", "10.0.2.2:8080"),
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080"),
+		{Frontend: a.Frontend, Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.3.2:8080"), Weight: 3}}},
+		{Frontend: a.Frontend},
+	} {
+		if err := m.Upsert(s); err != nil {
+			t.Fatal(err)
+		}
+		checkConsistent(t, dp)
+		var v bpf.XdplaneSvcValue
+		if err := dp.Maps().Services.Lookup(svcKey(a.Frontend), &v); err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		for _, b := range s.normalized().Backends {
+			want += int(b.Weight)
+		}
+		if int(v.Count) != want {
+			t.Fatalf("slot count %d, want %d", v.Count, want)
+		}
+	}
+
+	if err := m.Delete(a.Frontend); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(a.Frontend); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second Delete = %v, want ErrNotFound", err)
+	}
+	checkConsistent(t, dp)
+	if got := m.List(); len(got) != 1 || got[0].Frontend != b.Frontend {
+		t.Fatalf("after delete List() = %+v", got)
+	}
+}
+
+func TestManagerKeepsBackendIDs(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	s := svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080")
+	if err := m.Upsert(s); err != nil {
+		t.Fatal(err)
+	}
+	id := m.services[s.Frontend].backendIDs[netip.MustParseAddrPort("10.0.2.2:8080")]
+	if err := m.Upsert(svc("10.96.0.10:80/tcp", "10.0.2.2:8080", "10.0.3.2:8080")); err != nil {
+		t.Fatal(err)
+	}
+	// Conntrack entries name backends by id: a kept backend must keep it.
+	if got := m.services[s.Frontend].backendIDs[netip.MustParseAddrPort("10.0.2.2:8080")]; got != id {
+		t.Fatalf("kept backend changed id from %d to %d", id, got)
+	}
+}
+
+func TestManagerSync(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	a := svc("10.96.0.10:80/tcp", "10.0.1.2:8080")
+	b := svc("10.96.0.11:80/tcp", "10.0.1.2:8080")
+	c := svc("10.96.0.12:80/tcp", "10.0.1.2:8080")
+
+	res, err := m.Sync([]Service{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Added, []Frontend{a.Frontend, b.Frontend}) || res.Changed != nil || res.Removed != nil {
+		t.Fatalf("first Sync = %+v", res)
+	}
+	res, err = m.Sync([]Service{a, b})
+	if err != nil || res.Added != nil || res.Changed != nil || res.Removed != nil {
+		t.Fatalf("repeated Sync = %+v, %v; want no change", res, err)
+	}
+	b2 := svc("10.96.0.11:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080")
+	res, err = m.Sync([]Service{b2, c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SyncResult{Added: []Frontend{c.Frontend}, Changed: []Frontend{b.Frontend}, Removed: []Frontend{a.Frontend}}
+	if fmt.Sprint(res) != fmt.Sprint(want) {
+		t.Fatalf("Sync = %+v, want %+v", res, want)
+	}
+	checkConsistent(t, dp)
+
+	// Backend order and a default weight written as 1 are no change.
+	b3 := b2
+	b3.Backends = []Backend{b2.Backends[1], {Address: b2.Backends[0].Address, Weight: 1}}
+	if res, err := m.Sync([]Service{b3, c}); err != nil || res.Changed != nil {
+		t.Fatalf("reordered Sync = %+v, %v; want no change", res, err)
+	}
+}
+
+func TestManagerSyncInvalidLeavesStateAlone(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	if _, err := m.Sync([]Service{svc("10.96.0.10:80/tcp", "10.0.1.2:8080")}); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, dp)
+	for name, set := range map[string][]Service{
+		"bad backend":        {svc("10.96.0.11:80/tcp", "10.0.1.2:8080"), svc("10.96.0.12:80/tcp", "10.0.1.2:0")},
+		"duplicate frontend": {svc("10.96.0.11:80/tcp", "10.0.1.2:8080"), svc("10.96.0.11:80/tcp", "10.0.1.3:8080")},
+	} {
+		_, err := m.Sync(set)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: Sync = %v, want a ValidationError", name, err)
+		}
+		if !sameDump(before, dump(t, dp)) {
+			t.Fatalf("%s: failed Sync changed the maps", name)
+		}
+	}
+}
+
+func TestManagerCapacity(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{MaxServices: 2, MaxBackends: 3, MaxBackendSlots: 4})
+	m := newManager(t, dp)
+	if err := m.Upsert(svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080")); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, dp)
+	for name, s := range map[string]Service{
+		"backends": svc("10.96.0.11:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080"),
+		"slots": {Frontend: Frontend{netip.MustParseAddrPort("10.96.0.11:80"), TCP},
+			Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.1.2:8080"), Weight: 3}}},
+		// Replacing both backends needs four at once: old and new
+		// coexist until the switch.
+		"transient": svc("10.96.0.10:80/tcp", "10.0.2.2:8080", "10.0.2.3:8080"),
+	} {
+		err := m.Upsert(s)
+		var ve *ValidationError
+		if !errors.Is(err, ErrCapacity) || !errors.As(err, &ve) {
+			t.Fatalf("%s: Upsert = %v, want ErrCapacity", name, err)
+		}
+		if !sameDump(before, dump(t, dp)) {
+			t.Fatalf("%s: refused Upsert changed the maps", name)
+		}
+	}
+	if _, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp"), svc("10.96.0.11:80/tcp"), svc("10.96.0.12:80/tcp"),
+	}); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("three services with room for two: %v", err)
+	}
+	// Sync counts removals first: swapping the one service for another fits.
+	if _, err := m.Sync([]Service{svc("10.96.0.11:80/tcp", "10.0.3.2:8080", "10.0.3.3:8080", "10.0.3.4:8080")}); err != nil {
+		t.Fatalf("swap within capacity: %v", err)
+	}
+	checkConsistent(t, dp)
+}
+
+// A kernel refusal half-way through must roll everything back. Fill the
+// backends map behind the Manager's back so that its accounting says yes
+// and the kernel says no.
+func TestManagerRollback(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{MaxBackends: 4})
+	m := newManager(t, dp)
+	if _, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080"),
+		svc("10.96.0.11:80/tcp", "10.0.1.2:8080"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for id := uint32(100); id < 102; id++ {
+		if err := dp.Maps().Backends.Put(id, bpf.XdplaneBackend{SvcId: 999}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := dump(t, dp)
+	listBefore := m.List()
+	_, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080"),
+		svc("10.96.0.12:80/tcp", "10.0.1.2:8080"),
+	})
+	if err == nil {
+		t.Fatal("Sync succeeded with the backends map full")
+	}
+	if errors.Is(err, ErrCapacity) {
+		t.Fatalf("refused by accounting, not by the kernel, so no rollback ran: %v", err)
+	}
+	if !sameDump(before, dump(t, dp)) {
+		t.Fatal("failed Sync left the maps changed")
+	}
+	if fmt.Sprint(m.List()) != fmt.Sprint(listBefore) {
+		t.Fatalf("failed Sync changed the Manager's view: %v", m.List())
+	}
+}
+
+func TestManagerRecovers(t *testing.T) {
+	dp, dir := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	set := []Service{
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080"),
+		{Frontend: Frontend{netip.MustParseAddrPort("10.96.0.10:53"), UDP},
+			Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.1.2:5353"), Weight: 4}}},
+	}
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	// Leftovers of a writer that died mid-update.
+	maps := dp.Maps()
+	if err := maps.BackendSlots.Put(bpf.XdplaneSlotKey{SvcId: 4242, Slot: 1}, uint32(7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := maps.Backends.Put(uint32(4243), bpf.XdplaneBackend{SvcId: 4242}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process: a new handle on the same pins.
+	dp2, err := datapath.Open(datapath.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp2.Close()
+	m2 := newManager(t, dp2)
+	if fmt.Sprint(m2.List()) != fmt.Sprint(m.List()) {
+		t.Fatalf("recovered %v, want %v", m2.List(), m.List())
+	}
+	checkConsistent(t, dp2)
+	if res, err := m2.Sync(set); err != nil || res.Added != nil || res.Changed != nil || res.Removed != nil {
+		t.Fatalf("Sync of the same set after restart = %+v, %v; want no change", res, err)
+	}
+	// New ids must not collide with recovered ones.
+	if err := m2.Upsert(svc("10.96.0.20:80/tcp", "10.0.3.2:8080")); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp2)
+}
+
+func TestReadStatus(t *testing.T) {
+	dp, dir := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	if err := m.Upsert(svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080")); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := datapath.OpenPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	st, err := ReadStatus(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || len(st[0].Backends) != 2 || st[0].Backends[0].Packets != 0 {
+		t.Fatalf("ReadStatus = %+v", st)
+	}
+}
