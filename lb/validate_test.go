@@ -29,7 +29,7 @@ func TestValidate(t *testing.T) {
 		{"backend unspecified", Service{Frontend: fe, Backends: []Backend{be("0.0.0.0:8080", 1)}}, "backends[0].address", ErrInvalid},
 		{"backend ipv6", Service{Frontend: fe, Backends: []Backend{be("[fd00::2]:8080", 1)}}, "backends[0].address", ErrInvalid},
 		{"duplicate backend", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", 1), be("10.0.1.2:8080", 2)}}, "backends[1].address", ErrInvalid},
-		{"weight too high", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", MaxWeight + 1)}}, "backends[0].weight", ErrInvalid},
+		{"weight too high", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", MaxWeight+1)}}, "backends[0].weight", ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
