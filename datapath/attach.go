@@ -131,7 +131,7 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := checkMode(opts); err != nil {
 		return err
 	}
-	ifindex, err := ifindexOf(ifname)
+	ifindex, err := attachableIfindex(ifname)
 	if err != nil {
 		return err
 	}
@@ -176,6 +176,20 @@ func ifindexOf(ifname string) (int, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return 0, fmt.Errorf("%w: interface %q: %w", ErrInvalid, ifname, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+// attachableIfindex is ifindexOf for Attach: the programs parse Ethernet
+// frames, so an interface without an Ethernet header (tun, wireguard,
+// loopback) is refused rather than misparsed.
+func attachableIfindex(ifname string) (int, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return 0, fmt.Errorf("%w: interface %q: %w", ErrInvalid, ifname, err)
+	}
+	if enc := l.Attrs().EncapType; enc != "ether" {
+		return 0, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
 	}
 	return l.Attrs().Index, nil
 }

@@ -360,6 +360,7 @@ func TestAttachInvalid(t *testing.T) {
 		opts   datapath.AttachOptions
 	}{
 		"no such interface": {"nope0", datapath.AttachOptions{}},
+		"not ethernet":      {"lo", datapath.AttachOptions{}},
 		"xdp mode on tc":    {"a", datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeXDPNative}},
 		"tc mode on xdp":    {"a", datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeTCX}},
 		"unknown hook":      {"a", datapath.AttachOptions{Hook: 9}},
