@@ -236,27 +236,33 @@ func resolveLimits(dir string, want Limits) (Limits, error) {
 	return got, nil
 }
 
-var probeOnce = sync.OnceValue(func() error {
-	checks := []struct {
-		name string
-		err  func() error
-	}{
-		{"XDP programs", func() error { return features.HaveProgramType(ebpf.XDP) }},
-		{"tc (sched_cls) programs", func() error { return features.HaveProgramType(ebpf.SchedCLS) }},
-		{"hash maps", func() error { return features.HaveMapType(ebpf.Hash) }},
-		{"LRU hash maps", func() error { return features.HaveMapType(ebpf.LRUHash) }},
-		{"per-CPU array maps", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
-	}
-	for _, c := range checks {
-		if err := c.err(); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrNotSupported, c.name, err)
+// feature is a kernel capability the datapath cannot work without.
+type feature struct {
+	name  string
+	probe func() error
+}
+
+var required = []feature{
+	{"XDP programs", func() error { return features.HaveProgramType(ebpf.XDP) }},
+	{"tc (sched_cls) programs", func() error { return features.HaveProgramType(ebpf.SchedCLS) }},
+	{"hash maps", func() error { return features.HaveMapType(ebpf.Hash) }},
+	{"LRU hash maps", func() error { return features.HaveMapType(ebpf.LRUHash) }},
+	{"per-CPU array maps", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
+}
+
+// checkFeatures returns an error wrapping ErrNotSupported that names the
+// first missing feature.
+func checkFeatures(fs []feature) error {
+	for _, f := range fs {
+		if err := f.probe(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrNotSupported, f.name, err)
 		}
 	}
 	return nil
-})
+}
 
 // probe checks, once per process, the kernel features every datapath needs.
-func probe() error { return probeOnce() }
+var probe = sync.OnceValue(func() error { return checkFeatures(required) })
 
 // Dir returns the bpffs directory holding this datapath's pins.
 func (d *Datapath) Dir() string { return d.dir }
