@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xdplane/xdplane/internal/testutil"
 )
 
 func TestCheckFeaturesNamesTheMissingOne(t *testing.T) {
@@ -21,6 +23,10 @@ func TestCheckFeaturesNamesTheMissingOne(t *testing.T) {
 	if !strings.Contains(err.Error(), "LRU hash maps") {
 		t.Fatalf("%q does not name the feature", err)
 	}
+}
+
+func TestRequiredFeaturesPresent(t *testing.T) {
+	testutil.RequireRoot(t)
 	if err := checkFeatures(required); err != nil {
 		t.Fatalf("this kernel lacks a required feature: %v", err)
 	}
