@@ -118,6 +118,7 @@ struct flow {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	bool udp_no_csum; /* UDP checksum 0: "none" (RFC 768) */
 };
 
 static __always_inline void count(__u32 idx, void *map, __u32 len)
@@ -163,15 +164,17 @@ static __always_inline int parse(void *data, void *data_end, __u32 pkt_len,
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return STAT_PASS;
 
+	/* A later fragment has no ports; the first one alone cannot be
+	 * translated consistently with the rest. Checked before the L4
+	 * lengths: a short last fragment is a fragment, not malformed. */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return STAT_FRAGMENT;
+
 	ihl = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
 	l4_len = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
 	if (tot_len < ihl + l4_len || ETH_HLEN + tot_len > pkt_len)
 		return STAT_MALFORMED;
-	/* A later fragment has no ports; the first one alone cannot be
-	 * translated consistently with the rest. */
-	if (ip->frag_off & bpf_htons(0x3fff))
-		return STAT_FRAGMENT;
 
 	f->l4_off = ETH_HLEN + ihl;
 	if (ip->protocol == IPPROTO_TCP) {
@@ -192,6 +195,7 @@ static __always_inline int parse(void *data, void *data_end, __u32 pkt_len,
 			return STAT_MALFORMED;
 		f->sport = uh->source;
 		f->dport = uh->dest;
+		f->udp_no_csum = uh->check == 0;
 	}
 	f->saddr = ip->saddr;
 	f->daddr = ip->daddr;
@@ -294,7 +298,11 @@ static __always_inline int rewrite_tc(struct __sk_buff *skb, const struct flow *
 		return -1;
 	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0))
 		return -1;
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0))
+	/* With a checksum field to absorb it, a port change leaves the sum of
+	 * the packet's bytes alone. A UDP packet without a checksum has none,
+	 * so a CHECKSUM_COMPLETE skb's csum must learn of the new port. */
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, 2,
+				f->udp_no_csum ? BPF_F_RECOMPUTE_CSUM : 0))
 		return -1;
 	return 0;
 }
