@@ -45,6 +45,12 @@ func ensureBPFFS(dir string) error {
 		return os.MkdirAll(dir, 0o700)
 	}
 
+	if private, ref := privateMountNS(); private {
+		return fmt.Errorf("%w: %s is not on a bpffs, and this process runs in a mount namespace of its own "+
+			"(not that of %s), as under `ip netns exec`: a bpffs mounted here would vanish with the process, "+
+			"and the datapath with it; mount a bpffs outside (mount -t bpf bpf /sys/fs/bpf) or choose a directory on one",
+			ErrBPFFS, dir, ref)
+	}
 	mountAt := dir
 	if dir == bpffsRoot || strings.HasPrefix(dir, bpffsRoot+"/") {
 		mountAt = bpffsRoot
@@ -55,4 +61,21 @@ func ensureBPFFS(dir string) error {
 		return fmt.Errorf("mount bpffs at %s: %w", mountAt, err)
 	}
 	return os.MkdirAll(dir, 0o700)
+}
+
+// privateMountNS reports whether this process's mount namespace differs
+// from that of init (or, where init's cannot be read, of the parent), and
+// which it compared with. A mount made in such a namespace is gone when
+// the namespace's last process exits.
+func privateMountNS() (bool, string) {
+	self, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return false, ""
+	}
+	for _, ref := range []string{"/proc/1", fmt.Sprintf("/proc/%d", os.Getppid())} {
+		if other, err := os.Readlink(ref + "/ns/mnt"); err == nil {
+			return other != self, ref
+		}
+	}
+	return false, ""
 }

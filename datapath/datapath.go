@@ -96,7 +96,7 @@ func Open(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	if err := ensureBPFFS(dir); err != nil {
-		return nil, fmt.Errorf("prepare bpffs: %w", err)
+		return nil, err
 	}
 
 	spec, err := bpf.LoadXdplane()

@@ -17,6 +17,10 @@ var (
 	// layout the loaded programs cannot use. Remove it first.
 	ErrIncompatible = errors.New("pinned state is incompatible")
 
+	// ErrBPFFS: the pin directory is not on a bpffs and none can be
+	// mounted that would outlive the process.
+	ErrBPFFS = errors.New("no usable bpffs")
+
 	// ErrInvalid: an argument is out of range; the error names it.
 	ErrInvalid = errors.New("invalid argument")
 

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/lb"
+)
+
+// Command-line mistakes and missing state are refused before anything
+// touches the kernel, so none of these needs root.
+func TestCLI(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("services:\n  - {name: web, frontend: 10.96.0.10:80}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("services:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pins := filepath.Join(dir, "pins")
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string // a part of it
+		stderr   string // a part of it
+		mustNot  string // a path that must not exist afterwards
+		noStdout bool
+	}{
+		{name: "no command", args: nil, code: exitUsage, stderr: "Usage:"},
+		{name: "unknown command", args: []string{"start"}, code: exitUsage, stderr: `unknown command "start"`},
+		{name: "help", args: []string{"help"}, code: exitOK, stdout: "xdplane-lb run --config FILE"},
+		{name: "run -h", args: []string{"run", "-h"}, code: exitOK, stderr: "-interface"},
+		{name: "run without config", args: []string{"run", "--interface", "lo"}, code: exitUsage, stderr: "--config is required"},
+		{name: "run without interface", args: []string{"run", "--config", good}, code: exitUsage, stderr: "at least one --interface is required"},
+		{name: "run with a bad hook", args: []string{"run", "--config", good, "--interface", "lo", "--hook", "xdpp"}, code: exitUsage, stderr: `--hook "xdpp": want tc or xdp`},
+		{name: "run with an empty interface", args: []string{"run", "--config", good, "--interface", "lo,"}, code: exitUsage, stderr: "empty value"},
+		{name: "run with a stray argument", args: []string{"run", "--config", good, "--interface", "lo", "extra"}, code: exitUsage, stderr: `unexpected argument "extra"`},
+		{
+			name: "run with an invalid config", args: []string{"run", "--config", bad, "--interface", "lo", "--bpffs", pins},
+			code: exitError, stderr: bad + `:2: services[0] "web": backends[0].address "10.0.1.2": missing port`, mustNot: pins,
+		},
+		{
+			name: "run with a missing config", args: []string{"run", "--config", filepath.Join(dir, "absent.yaml"), "--interface", "lo", "--bpffs", pins},
+			code: exitError, stderr: "no such file", mustNot: pins,
+		},
+		{
+			name: "run on a missing interface", args: []string{"run", "--config", good, "--interface", "nosuchif0", "--bpffs", pins},
+			code: exitError, stderr: `interface "nosuchif0"`, mustNot: pins,
+		},
+		{
+			name: "status with nothing pinned", args: []string{"status", "--bpffs", pins},
+			code: exitError, stderr: "no load balancer is pinned in " + pins, noStdout: true,
+		},
+		{
+			name: "status with a bad config", args: []string{"status", "--bpffs", pins, "--config", bad},
+			code: exitError, stderr: "missing port",
+		},
+		{name: "cleanup with nothing there", args: []string{"cleanup", "--bpffs", pins}, code: exitOK, stdout: "Nothing to remove"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := realMain(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("stdout %q does not contain %q", &stdout, tt.stdout)
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr %q does not contain %q", &stderr, tt.stderr)
+			}
+			if tt.noStdout && stdout.Len() > 0 {
+				t.Errorf("stdout %q, want nothing", &stdout)
+			}
+			if tt.mustNot != "" {
+				if _, err := os.Stat(tt.mustNot); err == nil {
+					t.Errorf("%s exists after a refused command", tt.mustNot)
+				}
+			}
+		})
+	}
+}
+
+// The status table lines up and shows what a reader needs: names when
+// known, empty services, interfaces that are gone.
+func TestPrintStatus(t *testing.T) {
+	web := lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: lb.TCP}
+	empty := lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.11:80"), Protocol: lb.TCP}
+	services := []lb.ServiceStatus{
+		{Frontend: web, ID: 1, Backends: []lb.BackendStatus{
+			{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.1.2:8080"), Weight: 1}, ID: 1, Packets: 12, Bytes: 900},
+			{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 20}, ID: 2, Packets: 3456789, Bytes: 1 << 32},
+		}},
+		{Frontend: empty, ID: 2},
+	}
+	atts := []datapath.Attachment{
+		{Ifindex: 2, Interface: "eth0", Point: "xdp", Mode: datapath.ModeXDPNative, ProgramID: 7},
+		{Ifindex: 9, Point: "tc-ingress", Mode: datapath.ModeTCX, ProgramID: 8},
+	}
+	var out bytes.Buffer
+	err := printStatus(&out, "/sys/fs/bpf/xdplane", services, map[lb.Frontend]string{web: "web"},
+		datapath.Counters{ForwardNew: datapath.Counter{Packets: 5, Bytes: 300}}, atts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `Datapath pinned in /sys/fs/bpf/xdplane
+
+INTERFACE              POINT       MODE        PROGRAM
+eth0                   xdp         xdp-native  7
+(ifindex 9, not here)  tc-ingress  tcx         8
+
+SERVICE            NAME  BACKEND        WEIGHT  PACKETS  BYTES
+10.96.0.10:80/tcp  web   10.0.1.2:8080  1       12       900
+                         10.0.2.2:8080  20      3456789  4294967296
+10.96.0.11:80/tcp  -     (none)         -       -        -
+
+COUNTER                    PACKETS  BYTES
+forwarded, new flow        5        300
+forwarded, established     0        0
+replies translated         0        0
+passed, not for a service  0        0
+dropped, no backend        0        0
+dropped, conntrack full    0        0
+passed, malformed          0        0
+passed, fragment           0        0
+`
+	if out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", &out, want)
+	}
+
+	out.Reset()
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"Attached to no interface.", "No services."} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("empty status %q does not say %q", &out, s)
+		}
+	}
+}

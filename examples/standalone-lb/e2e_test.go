@@ -1,0 +1,637 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/testutil"
+)
+
+var (
+	webVIP = netip.MustParseAddrPort("10.96.0.10:80")
+	dnsVIP = netip.MustParseAddrPort("10.96.0.10:53")
+)
+
+const (
+	webPort = 8080
+	dnsPort = 5353
+	askWait = 2 * time.Second
+)
+
+// buildBinary builds xdplane-lb the way the Makefile does.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "xdplane-lb")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// lbEnv is a topology with servers on every backend, a bpffs, a built
+// binary and a configuration file: everything `xdplane-lb run` needs.
+type lbEnv struct {
+	t       *testing.T
+	bin     string
+	tp      *testutil.LBTopology
+	dir     string
+	cfgPath string
+}
+
+func newLBEnv(t *testing.T, hook datapath.Hook) *lbEnv {
+	t.Helper()
+	testutil.RequireRoot(t)
+	e := &lbEnv{t: t, bin: buildBinary(t), cfgPath: filepath.Join(t.TempDir(), "lb.yaml")}
+	e.tp = testutil.NewLBTopology(t, 3)
+	if hook == datapath.HookXDP {
+		e.tp.DisableChecksumOffload()
+	}
+	e.dir = testutil.BPFFS(t)
+	// Whatever the test did, take the datapath down before the bpffs and
+	// namespaces go (cleanups run last-registered first).
+	t.Cleanup(func() {
+		e.tp.Node.Do(func() error { return datapath.Remove(e.dir) })
+	})
+	for i, be := range e.tp.Backends {
+		name := backendName(i)
+		testutil.ServeTCP(t, be, netip.AddrPortFrom(e.tp.BackendAddrs[i], webPort), name)
+		testutil.ServeUDP(t, be, netip.AddrPortFrom(e.tp.BackendAddrs[i], dnsPort), name)
+	}
+	return e
+}
+
+func backendName(i int) string { return fmt.Sprintf("backend%d", i) }
+
+// writeConfig writes a configuration with a web (TCP) and a dns (UDP)
+// service over the backends given by index. It renames a finished file
+// into place, as an operator's tooling should.
+func (e *lbEnv) writeConfig(backends ...int) {
+	e.t.Helper()
+	var b strings.Builder
+	b.WriteString("services:\n")
+	for _, svc := range []struct {
+		name, proto string
+		vip         netip.AddrPort
+		port        uint16
+	}{{"web", "tcp", webVIP, webPort}, {"dns", "udp", dnsVIP, dnsPort}} {
+		fmt.Fprintf(&b, "  - name: %s\n    frontend: %s\n    protocol: %s\n    backends:\n", svc.name, svc.vip, svc.proto)
+		for _, i := range backends {
+			fmt.Fprintf(&b, "      - address: %s\n", netip.AddrPortFrom(e.tp.BackendAddrs[i], svc.port))
+		}
+	}
+	e.writeRaw(b.String())
+}
+
+func (e *lbEnv) writeRaw(content string) {
+	e.t.Helper()
+	tmp := e.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.cfgPath); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// run starts `xdplane-lb run` on the node and waits until it says it is
+// running.
+func (e *lbEnv) run(hook datapath.Hook) *lbProc {
+	e.t.Helper()
+	args := []string{e.bin, "run", "--config", e.cfgPath, "--hook", hook.String(), "--bpffs", e.dir}
+	for _, ifname := range e.tp.NodeInterfaces {
+		args = append(args, "--interface", ifname)
+	}
+	p := startProc(e.t, e.tp.Node.Command(args...))
+	p.waitLog(`msg=running`)
+	return p
+}
+
+// cli runs a short xdplane-lb command on the node and returns its output
+// and exit code.
+func (e *lbEnv) cli(args ...string) (string, int) {
+	e.t.Helper()
+	out, err := e.tp.Node.Command(append([]string{e.bin}, args...)...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	e.t.Fatalf("xdplane-lb %s: %v", strings.Join(args, " "), err)
+	return "", -1
+}
+
+// lbProc is a running xdplane-lb whose log the test reads line by line.
+type lbProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited
+	err  error         // Wait's result, once done
+
+	mu      sync.Mutex
+	lines   []string
+	next    int           // the first line waitLog has not consumed
+	newLine chan struct{} // closed and replaced at every line
+}
+
+func startProc(t *testing.T, cmd *exec.Cmd) *lbProc {
+	t.Helper()
+	p := &lbProc{t: t, cmd: cmd, done: make(chan struct{}), newLine: make(chan struct{})}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", strings.Join(cmd.Args, " "), err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.newLine)
+			p.newLine = make(chan struct{})
+			p.mu.Unlock()
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", strings.Join(cmd.Args, " "), p.log())
+		}
+	})
+	return p
+}
+
+func (p *lbProc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitLog waits for a log line, after the last one waited for, that
+// contains every part, and returns it.
+func (p *lbProc) waitLog(parts ...string) string {
+	p.t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		p.mu.Lock()
+		for i := p.next; i < len(p.lines); i++ {
+			if containsAll(p.lines[i], parts) {
+				p.next = i + 1
+				line := p.lines[i]
+				p.mu.Unlock()
+				return line
+			}
+		}
+		p.next = len(p.lines)
+		wake := p.newLine
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-p.done:
+			// The reader has read every line before done closes.
+			p.mu.Lock()
+			more := p.next < len(p.lines)
+			p.mu.Unlock()
+			if !more {
+				p.t.Fatalf("xdplane-lb exited (%v) before logging %q", p.err, parts)
+			}
+		case <-deadline:
+			p.t.Fatalf("xdplane-lb did not log %q within 15s", parts)
+		}
+	}
+}
+
+// logged reports whether any line so far contains every part.
+func (p *lbProc) logged(parts ...string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if containsAll(l, parts) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, part := range parts {
+		if !strings.Contains(s, part) {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *lbProc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("send %v: %v", sig, err)
+	}
+}
+
+func (p *lbProc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends sig and expects a clean exit.
+func (p *lbProc) stop(sig syscall.Signal) {
+	p.t.Helper()
+	p.signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.t.Fatalf("xdplane-lb still running 10s after %v", sig)
+	}
+	if p.err != nil {
+		p.t.Fatalf("xdplane-lb exit after %v: %v, want status 0", sig, p.err)
+	}
+}
+
+// reach asks the service over TCP and UDP, with fresh connections and
+// source ports, until every backend in want has answered both. Any
+// answer from a backend outside want, or any failed request, fails the
+// test.
+func (e *lbEnv) reach(want ...int) {
+	e.t.Helper()
+	wantNames := map[string]bool{}
+	for _, i := range want {
+		wantNames[backendName(i)] = true
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		seen := map[string]int{}
+		const maxAsks = 100
+		for n := 0; n < maxAsks && len(seen) < len(wantNames); n++ {
+			var name string
+			var err error
+			if proto == "tcp" {
+				name, err = testutil.AskTCP(e.tp.Client, webVIP, askWait)
+			} else {
+				name, err = testutil.AskUDP(e.tp.Client, dnsVIP, askWait)
+			}
+			if err != nil {
+				e.t.Fatalf("%s request %d: %v (answers so far: %v)", proto, n, err, seen)
+			}
+			if !wantNames[name] {
+				e.t.Fatalf("%s request %d reached %s; only %v should answer", proto, n, name, want)
+			}
+			seen[name]++
+		}
+		if len(seen) < len(wantNames) {
+			e.t.Fatalf("%s: after %d requests only %v answered, want all of backends %v", proto, maxAsks, seen, want)
+		}
+	}
+}
+
+// notReachedAfter sends n more TCP and UDP requests and fails if any
+// reaches backend i or fails.
+func (e *lbEnv) notReached(i, n int) {
+	e.t.Helper()
+	gone := backendName(i)
+	for k := range n {
+		name, err := testutil.AskTCP(e.tp.Client, webVIP, askWait)
+		if err != nil {
+			e.t.Fatalf("tcp request %d: %v", k, err)
+		}
+		if name == gone {
+			e.t.Fatalf("tcp request %d reached removed %s", k, gone)
+		}
+		name, err = testutil.AskUDP(e.tp.Client, dnsVIP, askWait)
+		if err != nil {
+			e.t.Fatalf("udp request %d: %v", k, err)
+		}
+		if name == gone {
+			e.t.Fatalf("udp request %d reached removed %s", k, gone)
+		}
+	}
+}
+
+// dialNot opens a TCP connection through the frontend that lands on any
+// backend but `not`.
+func (e *lbEnv) dialNot(not int) *testutil.Conn {
+	e.t.Helper()
+	for range 100 {
+		c, err := testutil.DialTCP(e.tp.Client, webVIP, askWait)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if c.Server != backendName(not) {
+			e.t.Cleanup(func() { c.Close() })
+			return c
+		}
+		c.Close()
+	}
+	e.t.Fatalf("100 connections all reached %s", backendName(not))
+	return nil
+}
+
+func echo(t *testing.T, c *testutil.Conn, when string) {
+	t.Helper()
+	if err := c.Echo("hello "+when, askWait); err != nil {
+		t.Fatalf("established connection to %s %s: %v", c.Server, when, err)
+	}
+}
+
+// statusPackets parses the status table into backend address → packets.
+func statusPackets(t *testing.T, out string) map[string]uint64 {
+	t.Helper()
+	got := map[string]uint64{}
+	inServices := false
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "SERVICE":
+			inServices = true
+			continue
+		case len(f) == 0:
+			inServices = false
+		}
+		if !inServices {
+			continue
+		}
+		// A backend row ends in address, weight, packets, bytes.
+		if len(f) < 4 {
+			t.Fatalf("status row %q: too few columns", line)
+		}
+		f = f[len(f)-4:]
+		if f[0] == "(none)" {
+			continue
+		}
+		n, err := strconv.ParseUint(f[2], 10, 64)
+		if err != nil {
+			t.Fatalf("status row %q: packets %q: %v", line, f[2], err)
+		}
+		got[f[0]] = n
+	}
+	return got
+}
+
+// checkStatus runs status and checks that exactly the given backends are
+// listed for both services, each with packets counted.
+func (e *lbEnv) checkStatus(backends []int, args ...string) string {
+	e.t.Helper()
+	out, code := e.cli(append([]string{"status", "--bpffs", e.dir}, args...)...)
+	if code != 0 {
+		e.t.Fatalf("status exited %d:\n%s", code, out)
+	}
+	got := statusPackets(e.t, out)
+	var want []string
+	for _, i := range backends {
+		want = append(want,
+			netip.AddrPortFrom(e.tp.BackendAddrs[i], webPort).String(),
+			netip.AddrPortFrom(e.tp.BackendAddrs[i], dnsPort).String())
+	}
+	for _, a := range want {
+		if got[a] == 0 {
+			e.t.Errorf("status: backend %s has no packets counted (or is missing):\n%s", a, out)
+		}
+	}
+	if len(got) != len(want) {
+		e.t.Errorf("status lists backends %v, want exactly %v:\n%s", got, want, out)
+	}
+	for _, ifname := range e.tp.NodeInterfaces {
+		if !strings.Contains(out, ifname+" ") {
+			e.t.Errorf("status does not list the attachment on %s:\n%s", ifname, out)
+		}
+	}
+	return out
+}
+
+// checkGone checks that cleanup left no pins, no attachment and no load
+// balancing.
+func (e *lbEnv) checkGone() {
+	e.t.Helper()
+	entries, err := os.ReadDir(e.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.t.Fatal(err)
+	}
+	if len(entries) > 0 {
+		e.t.Errorf("cleanup left %d entries in %s", len(entries), e.dir)
+	}
+	for _, ifname := range e.tp.NodeInterfaces {
+		for _, dir := range []string{"ingress", "egress"} {
+			if out := e.tp.Node.Exec("tc", "filter", "show", "dev", ifname, dir); strings.TrimSpace(out) != "" {
+				e.t.Errorf("tc %s filters left on %s:\n%s", dir, ifname, out)
+			}
+		}
+		if out := e.tp.Node.Exec("ip", "link", "show", "dev", ifname); strings.Contains(out, "xdp") {
+			e.t.Errorf("XDP program left on %s:\n%s", ifname, out)
+		}
+	}
+	for _, ifname := range e.tp.NodeInterfaces {
+		if n := e.tcxPrograms(ifname); n > 0 {
+			e.t.Errorf("%d TCX programs left on %s", n, ifname)
+		}
+	}
+	// Nothing translates the frontend any more: the node has no route
+	// for it.
+	if name, err := testutil.AskTCP(e.tp.Client, webVIP, askWait); err == nil {
+		e.t.Errorf("after cleanup, a connection to %s still reached %s", webVIP, name)
+	}
+}
+
+// tcxPrograms counts the TCX programs on the node's interface ifname.
+// TCX attachments show in neither tc nor this iproute2: ask the kernel.
+func (e *lbEnv) tcxPrograms(ifname string) int {
+	e.t.Helper()
+	n := 0
+	e.tp.Node.MustDo(func() error {
+		l, err := e.tp.Node.Netlink().LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+			if err != nil {
+				return fmt.Errorf("query %s on %s: %w", at, ifname, err)
+			}
+			n += len(res.Programs)
+		}
+		return nil
+	})
+	return n
+}
+
+// TestRun drives `xdplane-lb run` at tc through a configuration's life:
+// start, remove a backend, refuse a bad file, restart, status, cleanup.
+func TestRun(t *testing.T) {
+	e := newLBEnv(t, datapath.HookTC)
+	e.writeConfig(0, 1, 2)
+	p := e.run(datapath.HookTC)
+	e.reach(0, 1, 2)
+
+	// A long-lived connection that must survive everything below.
+	conn := e.dialNot(2)
+	echo(t, conn, "before any reload")
+
+	// Remove backend 2.
+	e.writeConfig(0, 1)
+	p.signal(syscall.SIGHUP)
+	line := p.waitLog(`msg="config applied"`)
+	for _, want := range []string{"web=" + webVIP.String() + "/tcp", "dns=" + dnsVIP.String() + "/udp"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("reload log %q does not name the changed service %s", line, want)
+		}
+	}
+	e.reach(0, 1)
+	e.notReached(2, 30)
+	echo(t, conn, "after removing a backend")
+
+	// An invalid file changes nothing.
+	e.writeRaw("services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends:\n      - address: 10.0.1.2\n")
+	p.signal(syscall.SIGHUP)
+	line = p.waitLog(`msg="config rejected`)
+	if want := `services[0] \"web\": backends[0].address \"10.0.1.2\": missing port`; !strings.Contains(line, want) {
+		t.Errorf("rejection log %q does not contain %q", line, want)
+	}
+	if !p.alive() {
+		t.Fatalf("xdplane-lb exited on an invalid config: %v", p.err)
+	}
+	e.reach(0, 1)
+	e.notReached(2, 10)
+	echo(t, conn, "after an invalid config")
+
+	// Restart: the datapath and the connection carry on while no process
+	// runs, and the new process adopts the state without changing it.
+	e.writeConfig(0, 1)
+	p.stop(syscall.SIGTERM)
+	echo(t, conn, "with no xdplane-lb running")
+	e.reach(0, 1)
+	e.checkStatus([]int{0, 1})
+
+	p = e.run(datapath.HookTC)
+	if !p.logged(`msg="config applied: no change"`) {
+		t.Errorf("the restarted process changed the services it adopted:\n%s", p.log())
+	}
+	echo(t, conn, "after a restart")
+	e.reach(0, 1)
+	out := e.checkStatus([]int{0, 1}, "--config", e.cfgPath)
+	for _, want := range []string{" web ", " dns ", "tc-ingress", "tc-egress"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status does not show %q:\n%s", want, out)
+		}
+	}
+	t.Logf("status:\n%s", out)
+
+	p.stop(syscall.SIGINT)
+	echo(t, conn, "after a SIGINT")
+	for _, ifname := range e.tp.NodeInterfaces {
+		if n := e.tcxPrograms(ifname); n != 2 {
+			t.Errorf("%s has %d TCX programs before cleanup, want 2 (ingress and egress)", ifname, n)
+		}
+	}
+
+	if out, code := e.cli("cleanup", "--bpffs", e.dir); code != 0 {
+		t.Fatalf("cleanup exited %d:\n%s", code, out)
+	}
+	e.checkGone()
+	out, code := e.cli("status", "--bpffs", e.dir)
+	if code == 0 || !strings.Contains(out, "no load balancer is pinned in "+e.dir) {
+		t.Errorf("status after cleanup exited %d with:\n%s\nwant non-zero and \"no load balancer is pinned\"", code, out)
+	}
+}
+
+// TestRunXDP checks the same connectivity at XDP.
+func TestRunXDP(t *testing.T) {
+	e := newLBEnv(t, datapath.HookXDP)
+	e.writeConfig(0, 1, 2)
+	p := e.run(datapath.HookXDP)
+	e.reach(0, 1, 2)
+	out := e.checkStatus([]int{0, 1, 2})
+	if !strings.Contains(out, "xdp") || strings.Contains(out, "tc-ingress") {
+		t.Errorf("status does not show XDP attachments only:\n%s", out)
+	}
+	p.stop(syscall.SIGTERM)
+	if out, code := e.cli("cleanup", "--bpffs", e.dir); code != 0 {
+		t.Fatalf("cleanup exited %d:\n%s", code, out)
+	}
+	e.checkGone()
+}
+
+// TestRunRefusesInvalidConfig: a bad file at start is refused before
+// anything is created, with the service and field named.
+func TestRunRefusesInvalidConfig(t *testing.T) {
+	bin := buildBinary(t)
+	dir := filepath.Join(t.TempDir(), "bpffs")
+	cfg := filepath.Join(t.TempDir(), "lb.yaml")
+	os.WriteFile(cfg, []byte(`
+services:
+  - name: web
+    frontend: 10.96.0.10:80
+    backends: [{address: 10.0.1.2:8080}]
+  - name: dns
+    frontend: 10.96.0.10:53
+    protocol: udp
+    backends:
+      - address: 10.0.1.2
+`), 0o600)
+	out, err := exec.Command(bin, "run", "--config", cfg, "--interface", "lo", "--bpffs", dir).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("run with an invalid config: %v, want exit status %d\n%s", err, exitError, out)
+	}
+	want := cfg + `:10: services[1] "dns": backends[0].address "10.0.1.2": missing port`
+	if !strings.Contains(string(out), want) {
+		t.Errorf("output %q does not contain %q", out, want)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run created %s although the config was invalid", dir)
+	}
+}
+
+// TestRunRefusesTransientBPFFS: under `ip netns exec`, /sys/fs/bpf is
+// hidden, and a bpffs run mounted there itself would die with it, taking
+// the load balancer along. run refuses and says what to do instead.
+func TestRunRefusesTransientBPFFS(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := buildBinary(t)
+	ns := testutil.NewGroup(t).NS("node")
+	cfg := filepath.Join(t.TempDir(), "lb.yaml")
+	if err := os.WriteFile(cfg, []byte("services: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, ns.Command(bin, "run", "--config", cfg, "--interface", "lo"))
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run kept running with a bpffs that dies with it")
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("run: %v, want exit status %d\n%s", p.err, exitError, p.log())
+	}
+	if want := "--bpffs " + datapath.DefaultDir + ": no usable bpffs"; !strings.Contains(p.log(), want) {
+		t.Errorf("output %q does not contain %q", p.log(), want)
+	}
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/lb"
+)
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory run pinned its state in")
+	configPath := fs.String("config", "", "a configuration to take service names from (optional)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var names map[lb.Frontend]string
+	if *configPath != "" {
+		cfg, err := LoadConfig(*configPath)
+		if err != nil {
+			return err
+		}
+		names = cfg.Names()
+	}
+
+	dp, err := datapath.OpenPinned(*dir)
+	if errors.Is(err, datapath.ErrNotPinned) {
+		hint := ""
+		if strings.HasPrefix(filepath.Clean(*dir), "/sys/fs/bpf") {
+			hint = " (`ip netns exec` hides /sys/fs/bpf: there, use a bpffs mounted elsewhere)"
+		}
+		return fmt.Errorf("no load balancer is pinned in %s: is `xdplane-lb run` started with the same --bpffs?%s", *dir, hint)
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned datapath: %w", err)
+	}
+	defer dp.Close()
+	services, err := lb.ReadStatus(dp)
+	if err != nil {
+		return fmt.Errorf("read services: %w", err)
+	}
+	counters, err := dp.Counters()
+	if err != nil {
+		return fmt.Errorf("read counters: %w", err)
+	}
+	atts, err := dp.Attachments()
+	if err != nil {
+		return fmt.Errorf("list attachments: %w", err)
+	}
+	return printStatus(stdout, dp.Dir(), services, names, counters, atts)
+}
+
+func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, names map[lb.Frontend]string,
+	c datapath.Counters, atts []datapath.Attachment) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+
+	fmt.Fprintf(tw, "Datapath pinned in %s\n\n", dir)
+
+	if len(atts) == 0 {
+		fmt.Fprintln(tw, "Attached to no interface.")
+	} else {
+		fmt.Fprintln(tw, "INTERFACE\tPOINT\tMODE\tPROGRAM")
+		for _, a := range atts {
+			name := a.Interface
+			if name == "" {
+				name = fmt.Sprintf("(ifindex %d, not here)", a.Ifindex)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", name, a.Point, a.Mode, a.ProgramID)
+		}
+	}
+	fmt.Fprintln(tw)
+
+	if len(services) == 0 {
+		fmt.Fprintln(tw, "No services.")
+	} else {
+		fmt.Fprintln(tw, "SERVICE\tNAME\tBACKEND\tWEIGHT\tPACKETS\tBYTES")
+		for _, s := range services {
+			name := names[s.Frontend]
+			if name == "" {
+				name = "-"
+			}
+			if len(s.Backends) == 0 {
+				// Its packets are dropped, under "dropped, no backend".
+				fmt.Fprintf(tw, "%s\t%s\t(none)\t-\t-\t-\n", s.Frontend, name)
+				continue
+			}
+			for i, b := range s.Backends {
+				svc, n := s.Frontend.String(), name
+				if i > 0 {
+					svc, n = "", ""
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", svc, n, b.Address, b.Weight, b.Packets, b.Bytes)
+			}
+		}
+	}
+	fmt.Fprintln(tw)
+
+	fmt.Fprintln(tw, "COUNTER\tPACKETS\tBYTES")
+	for _, r := range []struct {
+		name string
+		c    datapath.Counter
+	}{
+		{"forwarded, new flow", c.ForwardNew},
+		{"forwarded, established", c.ForwardEstablished},
+		{"replies translated", c.Replies},
+		{"passed, not for a service", c.Passed},
+		{"dropped, no backend", c.NoBackend},
+		{"dropped, conntrack full", c.ConntrackFull},
+		{"passed, malformed", c.Malformed},
+		{"passed, fragment", c.Fragments},
+	} {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", r.name, r.c.Packets, r.c.Bytes)
+	}
+	return tw.Flush()
+}
+
+func cmdCleanup(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("cleanup", stderr)
+	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory run pinned its state in")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "Nothing to remove: %s does not exist.\n", abs)
+		return nil
+	}
+	if err := datapath.Remove(abs); err != nil {
+		return fmt.Errorf("remove the datapath in %s: %w", abs, err)
+	}
+	fmt.Fprintf(stdout, "Detached from every interface and removed %s.\n", abs)
+	return nil
+}
