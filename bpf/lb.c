@@ -334,6 +334,17 @@ static __always_inline struct backend *pick_backend(const struct svc_value *svc,
 	return be;
 }
 
+/* flow_key is the conntrack key of a packet as it arrives. */
+static __always_inline void flow_key(struct ct_key *k, const struct flow *f, enum ct_dir dir)
+{
+	v4_mapped(k->saddr, f->saddr);
+	v4_mapped(k->daddr, f->daddr);
+	k->sport = f->sport;
+	k->dport = f->dport;
+	k->proto = f->proto;
+	k->dir = dir;
+}
+
 static __always_inline void reply_key(struct ct_key *rk, const struct flow *f,
 				      const struct backend *be)
 {
@@ -355,12 +366,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 	__u32 be_id = 0;
 	__be32 be_addr;
 
-	v4_mapped(key.saddr, f->saddr);
-	v4_mapped(key.daddr, f->daddr);
-	key.sport = f->sport;
-	key.dport = f->dport;
-	key.proto = f->proto;
-	key.dir = CT_FORWARD;
+	flow_key(&key, f, CT_FORWARD);
 
 	ct = bpf_map_lookup_elem(&conntrack, &key);
 	if (ct && ct->svc_id == svc->id) {
@@ -426,12 +432,7 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
 	__be32 fe_addr;
 	__u64 now;
 
-	v4_mapped(key.saddr, f->saddr);
-	v4_mapped(key.daddr, f->daddr);
-	key.sport = f->sport;
-	key.dport = f->dport;
-	key.proto = f->proto;
-	key.dir = CT_REPLY;
+	flow_key(&key, f, CT_REPLY);
 
 	ct = bpf_map_lookup_elem(&conntrack, &key);
 	if (!ct) {

@@ -140,57 +140,40 @@ func OpenPinned(dir string) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load object: %w", err)
 	}
-	d := &Datapath{dir: dir}
-	var limits Limits
-	sizes := limitFields(&limits)
-	for name := range spec.Maps {
+	pinned := make(map[string]*ebpf.Map, len(spec.Maps))
+	defer func() {
+		for _, m := range pinned {
+			m.Close()
+		}
+	}()
+	for name, ms := range spec.Maps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
-			d.maps.Close()
 			return nil, fmt.Errorf("%w in %s: map %s is missing", ErrNotPinned, dir, name)
 		}
 		if err != nil {
-			d.maps.Close()
 			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
 		}
-		if err := spec.Maps[name].Compatible(m); err != nil && sizes[name] == nil && name != bpf.XdplaneMapBackendStats {
-			m.Close()
-			d.maps.Close()
-			return nil, fmt.Errorf("%w: map %s: %w", ErrIncompatible, name, err)
-		}
-		if p, ok := sizes[name]; ok {
-			*p = m.MaxEntries()
-		}
-		if err := d.assignMap(name, m); err != nil {
-			m.Close()
-			d.maps.Close()
-			return nil, err
-		}
+		pinned[name] = m
+		ms.MaxEntries = m.MaxEntries() // the sizes are the pinned datapath's
 	}
-	d.limits = limits
-	return d, nil
-}
 
-func (d *Datapath) assignMap(name string, m *ebpf.Map) error {
-	switch name {
-	case bpf.XdplaneMapServices:
-		d.maps.Services = m
-	case bpf.XdplaneMapBackendSlots:
-		d.maps.BackendSlots = m
-	case bpf.XdplaneMapBackends:
-		d.maps.Backends = m
-	case bpf.XdplaneMapRevnat:
-		d.maps.Revnat = m
-	case bpf.XdplaneMapConntrack:
-		d.maps.Conntrack = m
-	case bpf.XdplaneMapBackendStats:
-		d.maps.BackendStats = m
-	case bpf.XdplaneMapStats:
-		d.maps.Stats = m
-	default:
-		return fmt.Errorf("unknown map %s in object", name)
+	// Assigning only maps loads no program; the replacements are cloned.
+	d := &Datapath{dir: dir}
+	err = spec.LoadAndAssign(&d.maps, &ebpf.CollectionOptions{MapReplacements: pinned})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("open pinned maps: %w", err)
+	}
+	d.limits = Limits{
+		MaxServices:     d.maps.Services.MaxEntries(),
+		MaxBackends:     d.maps.Backends.MaxEntries(),
+		MaxBackendSlots: d.maps.BackendSlots.MaxEntries(),
+		ConntrackSize:   d.maps.Conntrack.MaxEntries(),
+	}
+	return d, nil
 }
 
 func cleanDir(dir string) (string, error) {
