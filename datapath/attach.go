@@ -53,9 +53,12 @@ func ParseHook(s string) (Hook, error) {
 type Mode uint8
 
 const (
-	// ModeAuto picks the best the kernel offers: TCX, else a clsact
-	// qdisc with a cls_bpf filter, for HookTC; native XDP, else generic,
-	// for HookXDP.
+	// ModeAuto picks the best the kernel offers for HookTC: TCX, else a
+	// clsact qdisc with a cls_bpf filter. For HookXDP it means native XDP
+	// only: generic XDP is opt-in (ModeXDPGeneric), because it sees
+	// locally sent packets with partial checksums, which XDP cannot
+	// rewrite correctly; where a driver has no native XDP, HookTC is the
+	// better fallback.
 	ModeAuto Mode = iota
 	ModeTCX
 	ModeTCLegacy
@@ -77,15 +80,22 @@ func (m Mode) String() string {
 type AttachOptions struct {
 	// Hook is where to attach. Optional. Default: HookTC.
 	Hook Hook
-	// Mode forces one mechanism; it must belong to Hook. Optional.
-	// Default: ModeAuto.
+	// Mode forces one mechanism; it must belong to Hook. An interface
+	// already attached with another mechanism is re-attached with this one.
+	// Optional. Default: ModeAuto.
 	Mode Mode
 }
 
 // Attachment is one program attached to one interface.
 type Attachment struct {
-	Ifindex   int
-	Interface string // resolved in the caller's network namespace; empty if gone
+	// NetNS identifies the network namespace of the interface (the inode
+	// number of its nsfs file, as `ls -i /proc/self/ns/net` shows).
+	NetNS uint64
+	// Ifindex is the interface's index in that namespace.
+	Ifindex int
+	// Interface is the interface's name, resolved when NetNS is the
+	// caller's; empty otherwise, or if the interface is gone.
+	Interface string
 	Point     string // "tc-ingress", "tc-egress" or "xdp"
 	Mode      Mode
 	ProgramID ebpf.ProgramID
@@ -103,8 +113,46 @@ const (
 	legacyPriority = 0x7864
 )
 
-func (d *Datapath) linkPin(ifindex int, point string) string {
-	return filepath.Join(d.dir, linksDir, strconv.Itoa(ifindex)+"_"+point)
+// pinKey names one attach point: the network namespace, the interface
+// index in it, and the point. Interface indexes repeat across namespaces,
+// so the namespace is part of the name.
+type pinKey struct {
+	netns   uint64
+	ifindex int
+	point   string
+}
+
+func (k pinKey) name() string { return fmt.Sprintf("%d_%d_%s", k.netns, k.ifindex, k.point) }
+
+// parsePin reads a pin's file name back into its key.
+func parsePin(name string) (k pinKey, legacy bool, ok bool) {
+	legacy = strings.HasSuffix(name, legacySuffix)
+	parts := strings.SplitN(strings.TrimSuffix(name, legacySuffix), "_", 3)
+	if len(parts) != 3 {
+		return pinKey{}, false, false
+	}
+	ns, err1 := strconv.ParseUint(parts[0], 10, 64)
+	idx, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return pinKey{}, false, false
+	}
+	switch parts[2] {
+	case pointTCIngress, pointTCEgress, pointXDP:
+	default:
+		return pinKey{}, false, false
+	}
+	return pinKey{netns: ns, ifindex: idx, point: parts[2]}, legacy, true
+}
+
+func pinPath(dir string, k pinKey) string { return filepath.Join(dir, linksDir, k.name()) }
+
+// currentNetNS identifies the calling thread's network namespace.
+func currentNetNS() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("identify network namespace: %w", err)
+	}
+	return st.Ino, nil
 }
 
 func (d *Datapath) program(point string) *ebpf.Program {
@@ -123,7 +171,8 @@ func (d *Datapath) program(point string) *ebpf.Program {
 // it outlives this process. If xdplane is already attached there at the
 // same hook, the programs inside the existing attachment are replaced with
 // this Datapath's, without a moment of detachment; if it is attached at the
-// other hook, that attachment is removed once the new one is in place.
+// other hook, that attachment is removed once the new one is in place. If
+// Attach fails, what it attached is detached again.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.progs == nil {
 		return ErrNoPrograms
@@ -132,6 +181,10 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		return err
 	}
 	ifindex, err := attachableIfindex(ifname)
+	if err != nil {
+		return err
+	}
+	ns, err := currentNetNS()
 	if err != nil {
 		return err
 	}
@@ -145,13 +198,22 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if opts.Hook == HookXDP {
 		points, others = others, points
 	}
+	var created []pinKey
 	for _, p := range points {
-		if err := d.attachPoint(ifindex, p, opts.Mode); err != nil {
+		k := pinKey{netns: ns, ifindex: ifindex, point: p}
+		fresh, err := d.attachPoint(k, opts.Mode, true)
+		if err != nil {
+			for _, c := range created {
+				err = errors.Join(err, detachPin(d.dir, c, ns))
+			}
 			return fmt.Errorf("attach %s to %s: %w", p, ifname, err)
+		}
+		if fresh {
+			created = append(created, k)
 		}
 	}
 	for _, p := range others {
-		if err := d.detachPoint(ifindex, p); err != nil {
+		if err := detachPin(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
 	}
@@ -194,55 +256,121 @@ func attachableIfindex(ifname string) (int, error) {
 	return l.Attrs().Index, nil
 }
 
-func (d *Datapath) attachPoint(ifindex int, point string, mode Mode) error {
-	prog := d.program(point)
-	pin := d.linkPin(ifindex, point)
+// errSevered: a pinned link whose interface has gone.
+var errSevered = errors.New("link severed: its interface is gone")
 
-	// Already attached by us: replace the program in place.
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		defer l.Close()
-		if err := l.Update(prog); err != nil {
-			return fmt.Errorf("replace program: %w", err)
-		}
-		return nil
-	}
+// pinnedMode says how the point k is attached now, from its pins; ok is
+// false if it is not.
+func pinnedMode(dir string, k pinKey) (mode Mode, ok bool) {
+	pin := pinPath(dir, k)
 	if _, err := os.Stat(pin + legacySuffix); err == nil {
-		return d.attachLegacy(ifindex, point, prog, pin)
+		return ModeTCLegacy, true
+	}
+	if _, err := os.Stat(pin); err != nil {
+		return ModeAuto, false
+	}
+	if k.point != pointXDP {
+		return ModeTCX, true
+	}
+	return xdpMode(k.ifindex), true
+}
+
+// attachPoint attaches the program for k, or replaces the program in the
+// attachment that is there. It reports whether it made a new attachment.
+// A pinned link whose interface has gone is unpinned; with fresh set, the
+// point is then attached afresh, else errSevered is returned.
+func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
+	prog := d.program(k.point)
+	pin := pinPath(d.dir, k)
+
+	if have, ok := pinnedMode(d.dir, k); ok {
+		switch {
+		case mode != ModeAuto && have != mode:
+			// Another mechanism was asked for: start over with it.
+			if err := detachPin(d.dir, k, k.netns); err != nil {
+				return false, err
+			}
+		case have == ModeTCLegacy:
+			return false, d.attachLegacy(k, prog)
+		default:
+			err := updateLink(pin, prog)
+			if err == nil {
+				return false, nil
+			}
+			if !errors.Is(err, errSevered) || !fresh {
+				return false, err
+			}
+		}
 	}
 
 	var (
 		l   link.Link
 		err error
 	)
-	switch point {
+	switch k.point {
 	case pointXDP:
-		if mode != ModeXDPGeneric {
-			l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
+		flags := link.XDPDriverMode
+		if mode == ModeXDPGeneric {
+			flags = link.XDPGenericMode
 		}
-		if mode == ModeXDPGeneric || (mode == ModeAuto && err != nil) {
-			l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: k.ifindex, Flags: flags})
+		if err != nil && mode == ModeAuto {
+			err = fmt.Errorf("%w (native XDP only; use HookTC, or ModeXDPGeneric where partial checksums cannot occur)", err)
 		}
 	default:
 		attach := ebpf.AttachTCXIngress
-		if point == pointTCEgress {
+		if k.point == pointTCEgress {
 			attach = ebpf.AttachTCXEgress
 		}
 		if mode != ModeTCLegacy {
-			l, err = link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: attach})
+			l, err = link.AttachTCX(link.TCXOptions{Program: prog, Interface: k.ifindex, Attach: attach})
 			if err == nil || mode == ModeTCX || !errors.Is(err, ebpf.ErrNotSupported) {
 				break
 			}
 		}
-		return d.attachLegacy(ifindex, point, prog, pin)
+		return true, d.attachLegacy(k, prog)
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer l.Close()
 	if err := l.Pin(pin); err != nil {
-		return errors.Join(fmt.Errorf("pin link: %w", err), l.Unpin())
+		return false, errors.Join(fmt.Errorf("pin link: %w", err), l.Detach())
 	}
-	return nil
+	return true, nil
+}
+
+// updateLink swaps prog into the link pinned at pin. A link whose
+// interface has gone is unpinned, and errSevered returned.
+func updateLink(pin string, prog *ebpf.Program) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return fmt.Errorf("open pinned link: %w", err)
+	}
+	defer l.Close()
+	uerr := l.Update(prog)
+	if uerr == nil {
+		return nil
+	}
+	if severed(l) {
+		return errors.Join(errSevered, l.Unpin())
+	}
+	return fmt.Errorf("replace program: %w", uerr)
+}
+
+// severed reports whether a link's interface has gone.
+func severed(l link.Link) bool {
+	info, err := l.Info()
+	if err != nil {
+		return true
+	}
+	if x := info.XDP(); x != nil {
+		return x.Ifindex == 0
+	}
+	if t := info.TCX(); t != nil {
+		return t.Ifindex == 0
+	}
+	return false
 }
 
 func legacyFilter(ifindex int, point string, fd int) *netlink.BpfFilter {
@@ -264,42 +392,47 @@ func legacyFilter(ifindex int, point string, fd int) *netlink.BpfFilter {
 	}
 }
 
-// attachLegacy installs (or replaces) a cls_bpf filter on a clsact qdisc.
-// Such a filter has no link to pin; the program is pinned instead, as the
-// record that xdplane owns the filter.
-func (d *Datapath) attachLegacy(ifindex int, point string, prog *ebpf.Program, pin string) error {
+// attachLegacy installs (or replaces) a cls_bpf filter on a clsact qdisc,
+// in the calling thread's network namespace. Such a filter has no link to
+// pin; a clone of the program is pinned instead, one per point, as the
+// record that xdplane owns the filter. (A clone, because a Program
+// remembers where it was pinned and would move that one pin around.)
+func (d *Datapath) attachLegacy(k pinKey, prog *ebpf.Program) error {
 	qdisc := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: k.ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
 	}
 	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add clsact qdisc: %w", err)
 	}
-	if err := netlink.FilterReplace(legacyFilter(ifindex, point, prog.FD())); err != nil {
+	if err := netlink.FilterReplace(legacyFilter(k.ifindex, k.point, prog.FD())); err != nil {
 		return fmt.Errorf("add cls_bpf filter: %w", err)
 	}
-	// Re-pinning the same path needs the old pin gone first.
-	_ = os.Remove(pin + legacySuffix)
-	if err := prog.Pin(pin + legacySuffix); err != nil {
+	record, err := prog.Clone()
+	if err != nil {
+		return err
+	}
+	defer record.Close()
+	path := pinPath(d.dir, k) + legacySuffix
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := record.Pin(path); err != nil {
 		return fmt.Errorf("pin program: %w", err)
 	}
-	// The Program object must not keep the pin: it is shared by every
-	// interface this program is attached to.
 	return nil
 }
 
-func (d *Datapath) detachPoint(ifindex int, point string) error {
-	return detachPin(d.linkPin(ifindex, point))
-}
-
-// detachPin detaches and unpins whatever the pin path records, be it a
-// link or a legacy filter. A missing pin is not an error.
-func detachPin(pin string) error {
+// detachPin detaches and unpins whatever is pinned for k, be it a link or
+// a legacy filter. A link detaches from any namespace; a cls_bpf filter
+// only from its own, here. Nothing pinned is not an error.
+func detachPin(dir string, k pinKey, here uint64) error {
+	pin := pinPath(dir, k)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		defer l.Close()
 		// Detach rather than rely on unpinning: another process may hold
 		// the link open.
-		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) && !severed(l) {
 			return fmt.Errorf("detach link: %w", err)
 		}
 		return l.Unpin()
@@ -310,27 +443,32 @@ func detachPin(pin string) error {
 	if _, err := os.Stat(legacy); err != nil {
 		return nil
 	}
-	ifindex, point, ok := parsePin(filepath.Base(pin))
-	if ok {
-		err := netlink.FilterDel(legacyFilter(ifindex, point, 0))
-		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("delete cls_bpf filter: %w", err)
-		}
+	if k.netns != here {
+		return fmt.Errorf("cls_bpf filter on interface %d of network namespace %d: remove it from there", k.ifindex, k.netns)
+	}
+	err := netlink.FilterDel(legacyFilter(k.ifindex, k.point, 0))
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("delete cls_bpf filter: %w", err)
 	}
 	return os.Remove(legacy)
 }
 
-func parsePin(name string) (ifindex int, point string, ok bool) {
-	name = strings.TrimSuffix(name, legacySuffix)
-	idx, point, found := strings.Cut(name, "_")
-	if !found {
-		return 0, "", false
+// pins lists the attach points pinned in dir.
+func pins(dir string) ([]pinKey, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, linksDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
 	}
-	n, err := strconv.Atoi(idx)
 	if err != nil {
-		return 0, "", false
+		return nil, err
 	}
-	return n, point, true
+	var out []pinKey
+	for _, e := range entries {
+		if k, _, ok := parsePin(e.Name()); ok {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }
 
 // Detach removes xdplane from the interface named ifname (every hook), in
@@ -340,39 +478,43 @@ func (d *Datapath) Detach(ifname string) error {
 	if err != nil {
 		return err
 	}
+	ns, err := currentNetNS()
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range []string{pointTCIngress, pointTCEgress, pointXDP} {
-		if err := d.detachPoint(ifindex, p); err != nil {
+		if err := detachPin(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
 	}
 	return nil
 }
 
-// Attachments lists what this datapath has attached, from its pins.
+// Attachments lists what this datapath has attached, in every network
+// namespace, from its pins.
 func (d *Datapath) Attachments() ([]Attachment, error) {
-	entries, err := os.ReadDir(filepath.Join(d.dir, linksDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+	keys, err := pins(d.dir)
+	if err != nil {
+		return nil, err
 	}
+	here, err := currentNetNS()
 	if err != nil {
 		return nil, err
 	}
 	var out []Attachment
-	for _, e := range entries {
-		ifindex, point, ok := parsePin(e.Name())
-		if !ok {
-			continue
+	for _, k := range keys {
+		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: strings.ReplaceAll(k.point, "_", "-")}
+		if k.netns == here {
+			if l, err := netlink.LinkByIndex(k.ifindex); err == nil {
+				a.Interface = l.Attrs().Name
+			}
 		}
-		a := Attachment{Ifindex: ifindex, Point: strings.ReplaceAll(point, "_", "-")}
-		if l, err := netlink.LinkByIndex(ifindex); err == nil {
-			a.Interface = l.Attrs().Name
-		}
-		path := filepath.Join(d.dir, linksDir, e.Name())
-		if strings.HasSuffix(e.Name(), legacySuffix) {
+		path := pinPath(d.dir, k)
+		if _, err := os.Stat(path + legacySuffix); err == nil {
 			a.Mode = ModeTCLegacy
-			if p, err := ebpf.LoadPinnedProgram(path, nil); err == nil {
+			if p, err := ebpf.LoadPinnedProgram(path+legacySuffix, nil); err == nil {
 				if info, err := p.Info(); err == nil {
 					a.ProgramID, _ = info.ID()
 				}
@@ -381,15 +523,15 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 		} else {
 			l, err := link.LoadPinnedLink(path, nil)
 			if err != nil {
-				return nil, fmt.Errorf("open pinned link %s: %w", e.Name(), err)
+				return nil, fmt.Errorf("open pinned link %s: %w", k.name(), err)
 			}
 			if info, err := l.Info(); err == nil {
 				a.ProgramID = info.Program
 				switch {
-				case point != pointXDP:
+				case k.point != pointXDP:
 					a.Mode = ModeTCX
-				case info.XDP() != nil:
-					a.Mode = xdpMode(ifindex)
+				case k.netns == here:
+					a.Mode = xdpMode(k.ifindex)
 				}
 			}
 			l.Close()
@@ -397,6 +539,9 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 		out = append(out, a)
 	}
 	sort.Slice(out, func(i, j int) bool {
+		if out[i].NetNS != out[j].NetNS {
+			return out[i].NetNS < out[j].NetNS
+		}
 		if out[i].Ifindex != out[j].Ifindex {
 			return out[i].Ifindex < out[j].Ifindex
 		}
@@ -420,28 +565,31 @@ func xdpMode(ifindex int) Mode {
 
 // Upgrade moves every attachment pinned in this datapath's directory to the
 // programs this Datapath loaded, each with one atomic replacement: no
-// packet meets a detached interface.
+// packet meets a detached interface. Links work from any network
+// namespace; cls_bpf filters are replaced in the calling thread's only.
+// Links whose interface has gone are unpinned.
 func (d *Datapath) Upgrade() error {
 	if d.progs == nil {
 		return ErrNoPrograms
 	}
+	here, err := currentNetNS()
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := os.ReadDir(filepath.Join(d.dir, linksDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	keys, err := pins(d.dir)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		ifindex, point, ok := parsePin(e.Name())
-		if !ok {
+	for _, k := range keys {
+		if mode, _ := pinnedMode(d.dir, k); mode == ModeTCLegacy && k.netns != here {
+			errs = append(errs, fmt.Errorf("upgrade %s: a cls_bpf filter in another network namespace", k.name()))
 			continue
 		}
-		if err := d.attachPoint(ifindex, point, ModeAuto); err != nil {
-			errs = append(errs, fmt.Errorf("upgrade %s: %w", e.Name(), err))
+		if _, err := d.attachPoint(k, ModeAuto, false); err != nil && !errors.Is(err, errSevered) {
+			errs = append(errs, fmt.Errorf("upgrade %s: %w", k.name(), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -449,22 +597,28 @@ func (d *Datapath) Upgrade() error {
 
 // Remove tears down the datapath pinned in dir (DefaultDir if empty):
 // detaches every program it attached, then removes the pinned links and
-// maps, and the directory itself. Conntrack and services are lost. Remove
-// detaches interfaces by index in the calling thread's network namespace.
-// A directory that holds nothing is not an error.
+// maps, and the directory. If dir is itself the mount point of a bpffs (as
+// Open makes when dir is not on one), that bpffs is unmounted. Conntrack
+// and services are lost. Links are detached in whatever network namespace
+// they are; cls_bpf filters only in the calling thread's, so a datapath
+// with filters elsewhere must be removed from there. A directory that
+// holds nothing is not an error.
 func Remove(dir string) error {
 	dir, err := cleanDir(dir)
 	if err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(filepath.Join(dir, linksDir))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	keys, err := pins(dir)
+	if err != nil {
+		return err
+	}
+	here, err := currentNetNS()
+	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		pin := filepath.Join(dir, linksDir, strings.TrimSuffix(e.Name(), legacySuffix))
-		if err := detachPin(pin); err != nil {
+	for _, k := range keys {
+		if err := detachPin(dir, k, here); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -480,7 +634,6 @@ func Remove(dir string) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	// A bpffs that Open mounted on dir itself goes too.
 	if onFS, _ := isBPFFS(dir); onFS {
 		if parentOnFS, _ := isBPFFS(filepath.Dir(dir)); !parentOnFS {
 			if err := unix.Unmount(dir, 0); err != nil {

@@ -68,7 +68,23 @@ type Datapath struct {
 	mu sync.Mutex // serialises attach, detach and upgrade
 }
 
-// mapsWithLimits lists the maps whose size a Limits field sets.
+// maxLimit bounds every limit: far above any real need, and low enough
+// that no map size overflows.
+const maxLimit = 1 << 26
+
+func (l Limits) validate() error {
+	for name, v := range map[string]uint32{
+		"MaxServices": l.MaxServices, "MaxBackends": l.MaxBackends,
+		"MaxBackendSlots": l.MaxBackendSlots, "ConntrackSize": l.ConntrackSize,
+	} {
+		if v > maxLimit {
+			return fmt.Errorf("%w: Limits.%s %d is above the most xdplane supports, %d", ErrInvalid, name, v, maxLimit)
+		}
+	}
+	return nil
+}
+
+// limitFields lists the maps whose size a Limits field sets.
 func limitFields(l *Limits) map[string]*uint32 {
 	return map[string]*uint32{
 		bpf.XdplaneMapServices:     &l.MaxServices,
@@ -88,6 +104,9 @@ func limitFields(l *Limits) map[string]*uint32 {
 // Open needs CAP_BPF and CAP_NET_ADMIN (root), and CAP_SYS_ADMIN when it
 // has to mount a bpffs.
 func Open(opts Options) (*Datapath, error) {
+	if err := opts.Limits.validate(); err != nil {
+		return nil, err
+	}
 	if err := probe(); err != nil {
 		return nil, err
 	}
@@ -234,18 +253,42 @@ var required = []feature{
 }
 
 // checkFeatures returns an error wrapping ErrNotSupported that names the
-// first missing feature.
+// first missing feature. A probe that fails for another reason (no
+// privilege, no memory) is reported as it is, not as a missing feature.
 func checkFeatures(fs []feature) error {
 	for _, f := range fs {
-		if err := f.probe(); err != nil {
+		err := f.probe()
+		if errors.Is(err, ebpf.ErrNotSupported) {
 			return fmt.Errorf("%w: %s: %w", ErrNotSupported, f.name, err)
+		}
+		if err != nil {
+			return fmt.Errorf("probe for %s: %w", f.name, err)
 		}
 	}
 	return nil
 }
 
-// probe checks, once per process, the kernel features every datapath needs.
-var probe = sync.OnceValue(func() error { return checkFeatures(required) })
+var (
+	probeMu  sync.Mutex
+	probeErr error
+	probed   bool
+)
+
+// probe checks the kernel features every datapath needs. The answer is
+// kept once it is final: the features are there, or one is missing.
+// Other failures are tried again on the next call.
+func probe() error {
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if probed {
+		return probeErr
+	}
+	err := checkFeatures(required)
+	if err == nil || errors.Is(err, ErrNotSupported) {
+		probed, probeErr = true, err
+	}
+	return err
+}
 
 // Dir returns the bpffs directory holding this datapath's pins.
 func (d *Datapath) Dir() string { return d.dir }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -89,6 +90,17 @@ func TestOpenRefusesIncompatiblePin(t *testing.T) {
 	defer m2.Close()
 	if m2.KeySize() != 4 {
 		t.Fatalf("foreign map replaced: key size %d", m2.KeySize())
+	}
+}
+
+func TestOpenRefusesAbsurdLimits(t *testing.T) {
+	dir := testutil.BPFFS(t)
+	_, err := datapath.Open(datapath.Options{Dir: dir, Limits: datapath.Limits{MaxBackends: 0xffffffff}})
+	if !errors.Is(err, datapath.ErrInvalid) || !strings.Contains(err.Error(), "MaxBackends 4294967295") {
+		t.Fatalf("Open with MaxBackends 2^32-1 = %v, want ErrInvalid naming the field and value", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "services")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("refused Open pinned maps anyway")
 	}
 }
 
@@ -320,7 +332,7 @@ func TestUpgradeReplacesProgramsInPlace(t *testing.T) {
 
 func pinName(a datapath.Attachment) string {
 	name := map[string]string{"tc-ingress": "tc_ingress", "tc-egress": "tc_egress", "xdp": "xdp"}[a.Point]
-	return strconv.Itoa(a.Ifindex) + "_" + name
+	return strconv.FormatUint(a.NetNS, 10) + "_" + strconv.Itoa(a.Ifindex) + "_" + name
 }
 
 func TestAttachSwitchesHookAndDetaches(t *testing.T) {
@@ -375,5 +387,157 @@ func TestAttachInvalid(t *testing.T) {
 	}
 	if _, err := datapath.ParseHook("ebpf"); !errors.Is(err, datapath.ErrInvalid) {
 		t.Fatalf("ParseHook(ebpf) = %v", err)
+	}
+}
+
+func filterCount(t *testing.T, ns *testutil.NS, ifname string) int {
+	t.Helper()
+	l, err := ns.Netlink().LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		f, err := ns.Netlink().FilterList(l, parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(f)
+	}
+	return n
+}
+
+// cls_bpf filters have no link; their pinned records must stay one per
+// interface and point through attaching more interfaces, re-attaching and
+// upgrading, so that Remove finds every filter.
+func TestLegacyOnSeveralInterfaces(t *testing.T) {
+	ns := vethNS(t)
+	dir := testutil.BPFFS(t)
+	t.Cleanup(func() { ns.Do(func() error { return datapath.Remove(dir) }) })
+	dp := open(t, datapath.Options{Dir: dir})
+	legacy := datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}
+	ns.MustDo(func() error {
+		for _, ifname := range []string{"a", "b", "b", "a"} {
+			if err := dp.Attach(ifname, legacy); err != nil {
+				return err
+			}
+		}
+		return dp.Upgrade()
+	})
+	if got := attachments(t, ns, dp); len(got) != 4 {
+		t.Fatalf("after attaching a, b, b, a and upgrading: %d attachments, want 4: %+v", len(got), got)
+	}
+	for _, ifname := range []string{"a", "b"} {
+		if n := filterCount(t, ns, ifname); n != 2 {
+			t.Fatalf("%s has %d filters, want 2", ifname, n)
+		}
+	}
+	ns.MustDo(func() error { return datapath.Remove(dir) })
+	for _, ifname := range []string{"a", "b"} {
+		if n := filterCount(t, ns, ifname); n != 0 {
+			t.Fatalf("Remove left %d filters on %s", n, ifname)
+		}
+	}
+}
+
+// Interface indexes repeat across namespaces; one pin directory used from
+// two of them must keep their attachments apart.
+func TestPinsKeepNamespacesApart(t *testing.T) {
+	ns1, ns2 := vethNS(t), vethNS(t)
+	dir := testutil.BPFFS(t)
+	t.Cleanup(func() {
+		ns1.Do(func() error { return datapath.Remove(dir) })
+	})
+	dp := open(t, datapath.Options{Dir: dir})
+	ns1.MustDo(func() error { return dp.Attach("a", datapath.AttachOptions{}) })
+	ns2.MustDo(func() error { return dp.Attach("a", datapath.AttachOptions{}) })
+	if got := attachments(t, ns1, dp); len(got) != 4 {
+		t.Fatalf("attachments over two namespaces: %+v", got)
+	}
+	tcx := func(ns *testutil.NS) int {
+		var n int
+		ns.MustDo(func() error {
+			l, err := netlink.LinkByName("a")
+			if err != nil {
+				return err
+			}
+			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				r, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+				if err != nil {
+					return err
+				}
+				n += len(r.Programs)
+			}
+			return nil
+		})
+		return n
+	}
+	if tcx(ns1) != 2 || tcx(ns2) != 2 {
+		t.Fatalf("TCX programs: %d in the first namespace, %d in the second; want 2 and 2", tcx(ns1), tcx(ns2))
+	}
+	ns2.MustDo(func() error { return dp.Detach("a") })
+	if tcx(ns1) != 2 || tcx(ns2) != 0 {
+		t.Fatalf("after Detach in the second namespace: %d and %d, want 2 and 0", tcx(ns1), tcx(ns2))
+	}
+}
+
+// A deleted interface leaves a severed link behind: Upgrade prunes it and
+// a new interface that reuses the index can be attached.
+func TestSeveredLinks(t *testing.T) {
+	ns := vethNS(t)
+	dir := testutil.BPFFS(t)
+	t.Cleanup(func() { ns.Do(func() error { return datapath.Remove(dir) }) })
+	dp := open(t, datapath.Options{Dir: dir})
+	ns.MustDo(func() error { return dp.Attach("a", datapath.AttachOptions{}) })
+	l, _ := ns.Netlink().LinkByName("a")
+	idx := l.Attrs().Index
+	if err := ns.Netlink().LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Upgrade(); err != nil {
+		t.Fatalf("Upgrade with a severed link: %v", err)
+	}
+	if got := attachments(t, ns, dp); len(got) != 0 {
+		t.Fatalf("severed links not pruned: %+v", got)
+	}
+
+	// Deleting a took its peer b along. Give the old index to a new
+	// interface and attach it.
+	if err := ns.Netlink().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "d0", Index: idx}, PeerName: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	ns.MustDo(func() error { return dp.Attach("d0", datapath.AttachOptions{}) })
+	got := attachments(t, ns, dp)
+	if len(got) != 2 || got[0].Interface != "d0" || got[0].Ifindex != idx {
+		t.Fatalf("attach to the reused index: %+v", got)
+	}
+}
+
+// An explicit mode re-attaches an interface attached with another one.
+func TestAttachSwitchesMode(t *testing.T) {
+	ns := vethNS(t)
+	dir := testutil.BPFFS(t)
+	t.Cleanup(func() { ns.Do(func() error { return datapath.Remove(dir) }) })
+	dp := open(t, datapath.Options{Dir: dir})
+	for _, step := range []struct {
+		opts datapath.AttachOptions
+		want datapath.Mode
+	}{
+		{datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPGeneric}, datapath.ModeXDPGeneric},
+		{datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPNative}, datapath.ModeXDPNative},
+		{datapath.AttachOptions{Hook: datapath.HookXDP}, datapath.ModeXDPNative}, // auto keeps what is there
+		{datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}, datapath.ModeTCLegacy},
+		{datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCX}, datapath.ModeTCX},
+	} {
+		ns.MustDo(func() error { return dp.Attach("a", step.opts) })
+		got := attachments(t, ns, dp)
+		for _, a := range got {
+			if a.Mode != step.want {
+				t.Fatalf("after Attach(%+v): %+v, want mode %s", step.opts, got, step.want)
+			}
+		}
+	}
+	if n := filterCount(t, ns, "a"); n != 0 {
+		t.Fatalf("switching to TCX left %d cls_bpf filters", n)
 	}
 }
