@@ -357,7 +357,8 @@ static __always_inline void reply_key(struct ct_key *rk, const struct flow *f,
 }
 
 static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const struct flow *f,
-					       const struct svc_value *svc, __u32 len)
+					       const struct svc_key *sk, const struct svc_value *svc,
+					       __u32 len)
 {
 	struct ct_key key = {}, rkey = {};
 	struct ct_value *ct, entry = {};
@@ -372,7 +373,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 	if (ct && ct->svc_id == svc->id) {
 		be_id = ct->backend_id;
 		be = bpf_map_lookup_elem(&backends, &be_id);
-		if (be && be->svc_id != svc->id)
+		if (be && (be->svc_id != svc->id || be->cookie != ct->backend_cookie))
 			be = NULL;
 	}
 
@@ -387,6 +388,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 			if (!bpf_map_lookup_elem(&conntrack, &rkey)) {
 				entry.backend_id = be_id;
 				entry.svc_id = svc->id;
+				entry.backend_cookie = be->cookie;
 				entry.last_seen = now;
 				bpf_map_update_elem(&conntrack, &rkey, &entry, BPF_ANY);
 			}
@@ -396,11 +398,19 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		/* A new flow, or one whose backend has gone: choose again. */
 		be = pick_backend(svc, &be_id);
 		if (!be) {
+			/* The service may have shrunk between the read of its
+			 * count and of the slot: read it again, once. */
+			svc = bpf_map_lookup_elem(&services, sk);
+			if (svc)
+				be = pick_backend(svc, &be_id);
+		}
+		if (!be || !svc) {
 			count(STAT_NO_BACKEND, &stats, len);
 			return V_DROP;
 		}
 		entry.backend_id = be_id;
 		entry.svc_id = svc->id;
+		entry.backend_cookie = be->cookie;
 		entry.last_seen = now;
 		reply_key(&rkey, f, be);
 		if (bpf_map_update_elem(&conntrack, &rkey, &entry, BPF_ANY)) {
@@ -478,7 +488,7 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 		sk.proto = f.proto;
 		svc = bpf_map_lookup_elem(&services, &sk);
 		if (svc)
-			return lb_forward(ctx, xdp, &f, svc, len);
+			return lb_forward(ctx, xdp, &f, &sk, svc, len);
 	}
 	return lb_reply(ctx, xdp, &f, len);
 }

@@ -14,12 +14,13 @@ import (
 )
 
 type XdplaneBackend struct {
-	_     structs.HostLayout
-	Addr  [16]uint8
-	Port  uint16
-	Proto uint8
-	Flags uint8
-	SvcId uint32
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Flags  uint8
+	SvcId  uint32
+	Cookie uint32
 }
 
 type XdplaneCounter struct {
@@ -40,12 +41,14 @@ type XdplaneCtKey struct {
 }
 
 type XdplaneCtValue struct {
-	_         structs.HostLayout
-	BackendId uint32
-	SvcId     uint32
-	LastSeen  uint64
-	Packets   uint64
-	Bytes     uint64
+	_             structs.HostLayout
+	BackendId     uint32
+	SvcId         uint32
+	LastSeen      uint64
+	Packets       uint64
+	Bytes         uint64
+	BackendCookie uint32
+	Pad           uint32
 }
 
 type XdplaneRevnatValue struct {

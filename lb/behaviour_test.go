@@ -1,6 +1,7 @@
 package lb_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -69,7 +70,10 @@ func (n *lbNode) open(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.dp, n.mgr = dp, mgr
-	t.Cleanup(func() { dp.Close() })
+	t.Cleanup(func() {
+		mgr.Close()
+		dp.Close()
+	})
 }
 
 func (n *lbNode) service(proto lb.Protocol, vip netip.AddrPort, port uint16, idx ...int) lb.Service {
@@ -178,7 +182,9 @@ func TestBehaviourBackendRemoval(t *testing.T) {
 			}
 			defer conn.Close()
 			var kept int
-			fmt.Sscanf(conn.Server, "backend%d", &kept)
+			if _, err := fmt.Sscanf(conn.Server, "backend%d", &kept); err != nil {
+				t.Fatalf("server name %q: %v", conn.Server, err)
+			}
 
 			// Keep only the connection's backend.
 			if err := n.mgr.Upsert(n.service(lb.TCP, vipTCP, 8080, kept)); err != nil {
@@ -227,7 +233,7 @@ func TestBehaviourRestart(t *testing.T) {
 			defer conn.Close()
 
 			// The process goes away: only the kernel state remains.
-			if err := n.dp.Close(); err != nil {
+			if err := errors.Join(n.mgr.Close(), n.dp.Close()); err != nil {
 				t.Fatal(err)
 			}
 			if err := conn.Echo("while no process holds the datapath", 2*time.Second); err != nil {

@@ -15,6 +15,11 @@ var (
 	ErrCapacity = errors.New("datapath capacity exceeded")
 	// ErrNotFound: no service has that frontend.
 	ErrNotFound = errors.New("service not found")
+	// ErrBusy: another Manager, in this process or another, already
+	// writes the datapath. Close it first.
+	ErrBusy = errors.New("datapath has another writer")
+	// ErrClosed: the Manager was closed.
+	ErrClosed = errors.New("manager closed")
 )
 
 // ValidationError tells which field of which service is wrong. It wraps

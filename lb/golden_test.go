@@ -643,6 +643,45 @@ func TestGoldenReusedBackendID(t *testing.T) {
 	}
 }
 
+// A backend id freed and reused within the same service (as after a
+// restart, when the allocator starts over) must not capture the old
+// backend's flows: the conntrack entry carries the backend's cookie, so the
+// flow is balanced afresh to the newcomer, reply entry and all.
+func TestGoldenReusedBackendIDSameService(t *testing.T) {
+	g := newGoldenLimits(t, datapath.Limits{MaxBackends: 2})
+	a, b, c := gBackends[0], gBackends[1], gBackends[2]
+	fe := lb.Frontend{Address: gVIPUDP, Protocol: lb.UDP}
+	for i, be := range []*netip.AddrPort{&a, &b, &c} {
+		*be = netip.AddrPortFrom(gBackends[i].Addr(), gBackendUDP.Port())
+	}
+	pkt := goldenFlow(lb.UDP, gClient, gVIPUDP, []byte("query"))
+	in := goldenBuild(t, pkt)
+	for _, h := range goldenForwardHooks {
+		t.Run(h.name, func(t *testing.T) {
+			g.flushConntrack(t)
+			g.upsert(t, goldenService(lb.UDP, gVIPUDP, a))
+			_, ids := g.ids(t, fe)
+			idA := ids[a]
+			g.translated(t, h, in, goldenBuild(t, goldenDNAT(pkt, a)))
+
+			// a goes, b comes, then b goes and c comes: with two ids,
+			// c gets a's.
+			g.upsert(t, goldenService(lb.UDP, gVIPUDP, b))
+			g.upsert(t, goldenService(lb.UDP, gVIPUDP, c))
+			if _, ids := g.ids(t, fe); ids[c] != idA {
+				t.Fatalf("test setup: %s got id %d, want a's id %d", c, ids[c], idA)
+			}
+
+			g.requireCounted(t, goldenCounts{ForwardNew: 1}, len(in), func() {
+				g.translated(t, h, in, goldenBuild(t, goldenDNAT(pkt, c)))
+			})
+			g.requireFlow(t, fe, gClient, c)
+			reply := goldenFlow(lb.UDP, c, gClient, []byte("answer"))
+			g.translated(t, h, goldenBuild(t, reply), goldenBuild(t, goldenSNAT(reply, gVIPUDP)))
+		})
+	}
+}
+
 // sentTo runs in (built from p) through h, requires it to come out DNATed
 // to exactly one of backends and returns which.
 func (g *golden) sentTo(t *testing.T, h goldenHook, in []byte, p packets.IPv4, backends ...netip.AddrPort) netip.AddrPort {

@@ -1,13 +1,16 @@
 package lb
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -24,11 +27,14 @@ import (
 // shrinking service lowers its slot count before the slots and backends
 // behind it go.
 //
-// A Manager is safe for concurrent use. Two Managers, or two processes,
-// must not write the same datapath at once.
+// A Manager is safe for concurrent use. It holds an exclusive lock on the
+// datapath's pin directory until Close, so a second Manager on the same
+// datapath, in this process or another, fails with ErrBusy instead of
+// corrupting the first one's writes.
 type Manager struct {
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
+	lock   *os.File // flock(LOCK_EX) on the pin directory
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
@@ -45,19 +51,42 @@ type SyncResult struct {
 }
 
 // NewManager reads the services already in dp and returns a Manager for
-// them. Entries a crashed writer left without a service are deleted.
+// them. Entries a crashed writer left without a service are deleted, and a
+// service it left half-written is rewritten by the next Upsert or Sync of
+// it. Close releases the Manager's lock on the datapath.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
-	m := &Manager{maps: dp.Maps(), limits: dp.Limits()}
-	services, orph, err := loadState(m.maps)
+	lock, err := os.Open(dp.Dir())
 	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it: %w", dp.Dir(), err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is locked by another lb.Manager", ErrBusy, dp.Dir())
+		}
+		return nil, fmt.Errorf("lock %s: %w", dp.Dir(), err)
+	}
+	m := &Manager{maps: dp.Maps(), limits: dp.Limits(), lock: lock}
+	if err := m.load(); err != nil {
+		lock.Close()
 		return nil, err
 	}
+	return m, nil
+}
+
+// load (re)builds the Manager's view from the maps.
+func (m *Manager) load() error {
+	services, orph, err := loadState(m.maps)
+	if err != nil {
+		return err
+	}
 	if err := orph.delete(m.maps); err != nil {
-		return nil, fmt.Errorf("delete orphaned entries: %w", err)
+		return fmt.Errorf("delete orphaned entries: %w", err)
 	}
 	m.services = services
 	m.svcIDs = newIDAlloc(m.limits.MaxServices)
 	m.beIDs = newIDAlloc(m.limits.MaxBackends)
+	m.slots = 0
 	for _, e := range services {
 		m.svcIDs.take(e.id)
 		for _, id := range e.backendIDs {
@@ -65,7 +94,33 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 		}
 		m.slots += len(e.slots)
 	}
-	return m, nil
+	return nil
+}
+
+// Close releases the Manager's lock on the datapath. The services stay
+// installed. Calls after Close return ErrClosed.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lock == nil {
+		return nil
+	}
+	err := m.lock.Close()
+	m.lock = nil
+	return err
+}
+
+// fail ends a call whose writes the kernel refused part-way: it rolls them
+// back, and if even that fails, re-reads the maps so that the Manager's
+// view matches what the kernel holds.
+func (m *Manager) fail(t *txn, cause error) error {
+	err, clean := t.rollback(cause)
+	if !clean {
+		if rerr := m.load(); rerr != nil {
+			err = fmt.Errorf("%w (and re-reading the datapath failed: %w)", err, rerr)
+		}
+	}
+	return err
 }
 
 // List returns the installed services, ordered by frontend.
@@ -106,6 +161,9 @@ func (m *Manager) Upsert(s Service) error {
 	s = s.normalized()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lock == nil {
+		return ErrClosed
+	}
 	old := m.services[s.Frontend]
 	if old != nil && old.svc.equal(s) {
 		return nil
@@ -115,7 +173,7 @@ func (m *Manager) Upsert(s Service) error {
 	}
 	var t txn
 	if err := m.apply(&t, old, s); err != nil {
-		return t.rollback(err)
+		return m.fail(&t, err)
 	}
 	return nil
 }
@@ -125,13 +183,16 @@ func (m *Manager) Upsert(s Service) error {
 func (m *Manager) Delete(f Frontend) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lock == nil {
+		return ErrClosed
+	}
 	e := m.services[f]
 	if e == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, f)
 	}
 	var t txn
 	if err := m.remove(&t, e); err != nil {
-		return t.rollback(err)
+		return m.fail(&t, err)
 	}
 	return nil
 }
@@ -156,6 +217,9 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.lock == nil {
+		return SyncResult{}, ErrClosed
+	}
 	var res SyncResult
 	var changes []Service
 	for f, s := range want {
@@ -188,55 +252,67 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 	for _, f := range res.Removed {
 		if err := m.remove(&t, m.services[f]); err != nil {
 			m.restore(before)
-			return SyncResult{}, t.rollback(err)
+			return SyncResult{}, m.fail(&t, err)
 		}
 	}
 	for _, s := range changes {
 		if err := m.apply(&t, m.services[s.Frontend], s); err != nil {
 			m.restore(before)
-			return SyncResult{}, t.rollback(err)
+			return SyncResult{}, m.fail(&t, err)
 		}
 	}
 	return res, nil
 }
 
-// checkCapacity refuses a change that would not fit, counting the room a
-// service needs while both its old and its new backends are in the maps.
+// checkCapacity refuses a change that would not fit. It replays the
+// writes in the order Sync makes them (removals, then each change) and
+// checks the peak at each step: while a service changes, its old and new
+// backends, and max(old, new) slots, are in the maps together.
 func (m *Manager) checkCapacity(changes []Service, removed []Frontend) error {
-	services := len(m.services) - len(removed)
+	services := len(m.services)
 	backends := m.beIDs.inUse()
 	slots := m.slots
 	for _, f := range removed {
 		e := m.services[f]
+		services--
 		backends -= len(e.backendIDs)
 		slots -= len(e.slots)
 	}
 	for _, s := range changes {
 		old := m.services[s.Frontend]
-		n := 0
+		n, added, dropped := 0, 0, 0
+		kept := make(map[netip.AddrPort]bool, len(s.Backends))
 		for _, b := range s.Backends {
 			n += int(b.Weight)
+			kept[b.Address] = true
 			if old == nil || old.backendIDs[b.Address] == 0 {
-				backends++
+				added++
 			}
 		}
+		oldSlots := 0
 		if old == nil {
 			services++
-			slots += n
-		} else if n > len(old.slots) {
-			slots += n - len(old.slots)
+		} else {
+			oldSlots = len(old.slots)
+			for a := range old.backendIDs {
+				if !kept[a] {
+					dropped++
+				}
+			}
 		}
 		switch {
 		case services > int(m.limits.MaxServices):
 			return overCapacity(s.Frontend, "frontend", s.Frontend,
 				fmt.Sprintf("the datapath holds at most %d services", m.limits.MaxServices))
-		case backends > int(m.limits.MaxBackends):
+		case backends+added > int(m.limits.MaxBackends):
 			return overCapacity(s.Frontend, "backends", len(s.Backends),
 				fmt.Sprintf("the datapath holds at most %d backends in all", m.limits.MaxBackends))
-		case slots > int(m.limits.MaxBackendSlots):
+		case slots+max(n-oldSlots, 0) > int(m.limits.MaxBackendSlots):
 			return overCapacity(s.Frontend, "backends", len(s.Backends),
 				fmt.Sprintf("the datapath holds at most %d backend slots (weights) in all", m.limits.MaxBackendSlots))
 		}
+		backends += added - dropped
+		slots += n - oldSlots
 	}
 	return nil
 }
@@ -305,7 +381,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		}
 		newIDs = append(newIDs, id)
 		e.backendIDs[b.Address] = id
-		if err := m.resetBackendStats(id); err != nil {
+		if err := m.resetBackendStats(t, id); err != nil {
 			return err
 		}
 		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b.Address)); err != nil {
@@ -398,12 +474,16 @@ func (m *Manager) remove(t *txn, e *entry) error {
 }
 
 // resetBackendStats zeroes the counters of a backend id about to be
-// used, so a new backend does not inherit an old one's packets. It is not
-// undone on rollback: the id is unused either way.
-func (m *Manager) resetBackendStats(id uint32) error {
-	zero := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
-	if err := m.maps.BackendStats.Update(id, zero, ebpf.UpdateAny); err != nil {
+// used, so a new backend does not inherit an old one's packets.
+func (m *Manager) resetBackendStats(t *txn, id uint32) error {
+	stats := m.maps.BackendStats
+	var prev []bpf.XdplaneCounter
+	if err := stats.Lookup(id, &prev); err != nil {
+		return fmt.Errorf("read counters of backend %d: %w", id, err)
+	}
+	if err := stats.Update(id, make([]bpf.XdplaneCounter, len(prev)), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("reset counters of backend %d: %w", id, err)
 	}
+	t.undo = append(t.undo, func() error { return stats.Update(id, prev, ebpf.UpdateAny) })
 	return nil
 }

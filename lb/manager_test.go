@@ -37,6 +37,7 @@ func newManager(t *testing.T, dp *datapath.Datapath) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 
@@ -268,10 +269,41 @@ func TestManagerCapacity(t *testing.T) {
 		t.Fatalf("three services with room for two: %v", err)
 	}
 	// Sync counts removals first: swapping the one service for another fits.
+	// (The replay of Sync's order is checked in TestManagerCapacityReplay.)
 	if _, err := m.Sync([]Service{svc("10.96.0.11:80/tcp", "10.0.3.2:8080", "10.0.3.3:8080", "10.0.3.4:8080")}); err != nil {
 		t.Fatalf("swap within capacity: %v", err)
 	}
 	checkConsistent(t, dp)
+}
+
+// Capacity is checked against the peak of each step, in Sync's order: a
+// change that frees backends makes room for the next one.
+func TestManagerCapacityReplay(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{MaxBackends: 6})
+	m := newManager(t, dp)
+	if _, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080"),
+		svc("10.96.0.11:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Four in use; each change adds two (peak six) and then frees two.
+	if _, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp", "10.0.2.2:8080", "10.0.2.3:8080"),
+		svc("10.96.0.11:80/tcp", "10.0.3.2:8080", "10.0.3.3:8080"),
+	}); err != nil {
+		t.Fatalf("replacing both backend sets, peak 6 of 6: %v", err)
+	}
+	checkConsistent(t, dp)
+	// Three new backends on top of four: peak seven.
+	_, err := m.Sync([]Service{
+		svc("10.96.0.10:80/tcp", "10.0.4.2:8080", "10.0.4.3:8080", "10.0.4.4:8080"),
+		svc("10.96.0.11:80/tcp", "10.0.3.2:8080", "10.0.3.3:8080"),
+	})
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !errors.Is(err, ErrCapacity) || ve.Frontend.Address.String() != "10.96.0.10:80" {
+		t.Fatalf("peak of 7 with room for 6: %v, want ErrCapacity naming 10.96.0.10:80", err)
+	}
 }
 
 // A kernel refusal half-way through must roll everything back. Fill the
@@ -293,6 +325,26 @@ func TestManagerRollback(t *testing.T) {
 	}
 	before := dump(t, dp)
 	listBefore := m.List()
+	// Counters of the ids the failed Sync will reuse must survive it too.
+	stats := func() string {
+		var out []string
+		for id := uint32(0); id <= 4; id++ {
+			var per []bpf.XdplaneCounter
+			if err := dp.Maps().BackendStats.Lookup(id, &per); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprint(per))
+		}
+		return fmt.Sprint(out)
+	}
+	for id := uint32(0); id <= 4; id++ {
+		per := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
+		per[0] = bpf.XdplaneCounter{Packets: uint64(id) + 5, Bytes: 500}
+		if err := dp.Maps().BackendStats.Put(id, per); err != nil {
+			t.Fatal(err)
+		}
+	}
+	statsBefore := stats()
 	_, err := m.Sync([]Service{
 		svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.1.3:8080"),
 		svc("10.96.0.12:80/tcp", "10.0.1.2:8080"),
@@ -308,6 +360,55 @@ func TestManagerRollback(t *testing.T) {
 	}
 	if fmt.Sprint(m.List()) != fmt.Sprint(listBefore) {
 		t.Fatalf("failed Sync changed the Manager's view: %v", m.List())
+	}
+	if got := stats(); got != statsBefore {
+		t.Fatalf("failed Sync changed backend counters:\n got  %s\n want %s", got, statsBefore)
+	}
+}
+
+// A writer that died half-way leaves a service whose count covers a
+// missing slot. Reading it back must not fail, and the next Sync must
+// repair it.
+func TestManagerRepairsHalfWrittenService(t *testing.T) {
+	dp, dir := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	set := []Service{svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080")}
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	id := m.services[set[0].Frontend].id
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Maps().BackendSlots.Delete(bpf.XdplaneSlotKey{SvcId: id, Slot: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	ro, err := datapath.OpenPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if st, err := ReadStatus(ro); err != nil || len(st) != 1 {
+		t.Fatalf("ReadStatus of a half-written service = %+v, %v", st, err)
+	}
+	m2 := newManager(t, dp)
+	res, err := m2.Sync(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changed) != 1 {
+		t.Fatalf("Sync over a half-written service = %+v, want it changed (repaired)", res)
+	}
+	checkConsistent(t, dp)
+	if got := m2.List(); fmt.Sprint(got) != fmt.Sprint([]Service{set[0].normalized()}) {
+		t.Fatalf("after repair: %v", got)
+	}
+	for slot := uint32(1); slot <= 3; slot++ {
+		var be uint32
+		if err := dp.Maps().BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &be); err != nil {
+			t.Fatalf("slot %d after repair: %v", slot, err)
+		}
 	}
 }
 
@@ -331,15 +432,26 @@ func TestManagerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A new process: a new handle on the same pins.
+	// A new process: a new handle on the same pins. While the first
+	// Manager holds the datapath, a second one is refused.
 	dp2, err := datapath.Open(datapath.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dp2.Close()
+	if _, err := NewManager(dp2); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Manager on a held datapath: %v, want ErrBusy", err)
+	}
+	listBefore := m.List()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Upsert(svc("10.96.0.30:80/tcp")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Upsert after Close = %v, want ErrClosed", err)
+	}
 	m2 := newManager(t, dp2)
-	if fmt.Sprint(m2.List()) != fmt.Sprint(m.List()) {
-		t.Fatalf("recovered %v, want %v", m2.List(), m.List())
+	if fmt.Sprint(m2.List()) != fmt.Sprint(listBefore) {
+		t.Fatalf("recovered %v, want %v", m2.List(), listBefore)
 	}
 	checkConsistent(t, dp2)
 	if res, err := m2.Sync(set); err != nil || res.Added != nil || res.Changed != nil || res.Removed != nil {

@@ -3,6 +3,7 @@ package lb
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
@@ -35,10 +36,11 @@ func frontendOf(k bpf.XdplaneSvcKey) Frontend {
 
 func backendValue(svcID uint32, proto Protocol, a netip.AddrPort) bpf.XdplaneBackend {
 	return bpf.XdplaneBackend{
-		Addr:  a.Addr().As16(),
-		Port:  htons(a.Port()),
-		Proto: uint8(proto),
-		SvcId: svcID,
+		Addr:   a.Addr().As16(),
+		Port:   htons(a.Port()),
+		Proto:  uint8(proto),
+		SvcId:  svcID,
+		Cookie: rand.Uint32() | 1, // nonzero
 	}
 }
 
@@ -75,16 +77,29 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		return nil, nil, fmt.Errorf("read services: %w", err)
 	}
 
+	// A slot or backend that is missing (a writer died mid-update, or is
+	// writing now) is recorded as slot id 0: such a service reads back
+	// as different from any desired one, so the next Sync rewrites it.
 	weights := make(map[uint32]map[netip.AddrPort]uint16)
 	for id, e := range byID {
 		weights[id] = map[netip.AddrPort]uint16{}
 		for slot := uint32(1); slot <= uint32(counts[id]); slot++ {
 			var beID uint32
-			if err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID); err != nil {
+			err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				e.slots = append(e.slots, 0)
+				continue
+			}
+			if err != nil {
 				return nil, nil, fmt.Errorf("read slot %d of service %s: %w", slot, e.svc.Frontend, err)
 			}
 			var be bpf.XdplaneBackend
-			if err := maps.Backends.Lookup(beID, &be); err != nil {
+			err = maps.Backends.Lookup(beID, &be)
+			if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && be.SvcId != id) {
+				e.slots = append(e.slots, 0)
+				continue
+			}
+			if err != nil {
 				return nil, nil, fmt.Errorf("read backend %d of service %s: %w", beID, e.svc.Frontend, err)
 			}
 			a := addrPortOf(be.Addr, be.Port)

@@ -46,8 +46,8 @@ func (t *txn) del(m *ebpf.Map, key any) error {
 }
 
 // rollback undoes every write, newest first. Its error, if any, joins the
-// one that caused the rollback.
-func (t *txn) rollback(cause error) error {
+// one that caused the rollback, and clean is false.
+func (t *txn) rollback(cause error) (err error, clean bool) {
 	var errs []error
 	for i := len(t.undo) - 1; i >= 0; i-- {
 		if err := t.undo[i](); err != nil {
@@ -56,7 +56,7 @@ func (t *txn) rollback(cause error) error {
 	}
 	t.undo = nil
 	if len(errs) > 0 {
-		return fmt.Errorf("%w (rollback also failed: %w)", cause, errors.Join(errs...))
+		return fmt.Errorf("%w (rollback also failed: %w)", cause, errors.Join(errs...)), false
 	}
-	return cause
+	return cause, true
 }

@@ -46,6 +46,10 @@ struct backend {
 	__u8 proto;
 	__u8 flags;
 	__u32 svc_id;
+	/* Random, nonzero, chosen when the backend is written: a conntrack
+	 * entry must match it, so a backend id reused by a newcomer never
+	 * captures an old backend's flows. */
+	__u32 cookie;
 };
 
 /* revnat: service id -> the frontend replies must appear to come from. */
@@ -77,6 +81,8 @@ struct ct_value {
 	__u64 last_seen;  /* bpf_ktime_get_ns, refreshed at most once a second */
 	__u64 packets;
 	__u64 bytes;
+	__u32 backend_cookie; /* the backend's cookie when it was chosen */
+	__u32 pad;
 };
 
 /* backend_stats (per-CPU array indexed by backend id) and stats (per-CPU

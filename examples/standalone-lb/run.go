@@ -64,9 +64,13 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	}
 	defer dp.Close()
 	mgr, err := lb.NewManager(dp)
+	if errors.Is(err, lb.ErrBusy) {
+		return fmt.Errorf("another xdplane-lb (or another program) manages the services in %s: %w", dp.Dir(), err)
+	}
 	if err != nil {
 		return fmt.Errorf("read installed services: %w", err)
 	}
+	defer mgr.Close()
 	if recovered := mgr.List(); len(recovered) > 0 {
 		log.Info("found services installed by an earlier run", "services", len(recovered), "bpffs", dp.Dir())
 	}
