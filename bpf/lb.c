@@ -6,9 +6,10 @@
 /*
  * The xdplane load balancer: one object, three entry points.
  *
- *   xdplane_xdp         XDP, uplink ingress: DNAT to a backend, reverse NAT
- *   xdplane_tc_ingress  tc/TCX ingress: the same logic for skbs
- *   xdplane_tc_egress   tc/TCX egress: reverse NAT of replies only
+ *   xdplane_xdp         XDP, ingress: DNAT to a backend, and reverse NAT
+ *                       of replies (XDP has no egress hook)
+ *   xdplane_tc_ingress  tc/TCX ingress: DNAT to a backend
+ *   xdplane_tc_egress   tc/TCX egress: reverse NAT of replies
  *
  * All three share lb_main(), always inlined with compile-time constants for
  * the hook, so the dead context's branches fold away and each program
@@ -468,8 +469,12 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
 	return V_PASS;
 }
 
-static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const bool ingress,
-					    void *data, void *data_end, __u32 len)
+/*
+ * lb_main handles one packet: with forward set, DNAT of packets for a
+ * service frontend; with reply set, reverse NAT of tracked replies.
+ */
+static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const bool forward,
+					    const bool reply, void *data, void *data_end, __u32 len)
 {
 	struct flow f = {};
 	struct svc_key sk = {};
@@ -482,7 +487,7 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 		return V_PASS;
 	}
 
-	if (ingress) {
+	if (forward) {
 		v4_mapped(sk.addr, f.daddr);
 		sk.port = f.dport;
 		sk.proto = f.proto;
@@ -490,7 +495,10 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 		if (svc)
 			return lb_forward(ctx, xdp, &f, &sk, svc, len);
 	}
-	return lb_reply(ctx, xdp, &f, len);
+	if (reply)
+		return lb_reply(ctx, xdp, &f, len);
+	count(STAT_PASS, &stats, len);
+	return V_PASS;
 }
 
 SEC("xdp")
@@ -499,7 +507,8 @@ int xdplane_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	if (lb_main(ctx, true, true, data, data_end, data_end - data) == V_DROP)
+	/* XDP has no egress hook: replies are translated as they arrive. */
+	if (lb_main(ctx, true, true, true, data, data_end, data_end - data) == V_DROP)
 		return XDP_DROP;
 	return XDP_PASS;
 }
@@ -514,18 +523,22 @@ static __always_inline int tc_main(struct __sk_buff *skb, const bool ingress)
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
 		bpf_skb_pull_data(skb, want);
 
-	if (lb_main(skb, false, ingress, (void *)(long)skb->data, (void *)(long)skb->data_end,
-		    skb->len) == V_DROP)
+	if (lb_main(skb, false, ingress, !ingress, (void *)(long)skb->data,
+		    (void *)(long)skb->data_end, skb->len) == V_DROP)
 		return TC_ACT_SHOT;
 	return TC_ACT_UNSPEC;
 }
 
+/* Ingress: DNAT, before routing, so the kernel routes to the backend. */
 SEC("tc")
 int xdplane_tc_ingress(struct __sk_buff *skb)
 {
 	return tc_main(skb, true);
 }
 
+/* Egress: reverse NAT, after routing, so the reply was routed (and its
+ * source checked by rp_filter) as the backend's, and leaves as the
+ * frontend's. */
 SEC("tc")
 int xdplane_tc_egress(struct __sk_buff *skb)
 {

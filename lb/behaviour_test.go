@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -256,5 +257,35 @@ func TestBehaviourRestart(t *testing.T) {
 				t.Fatal("no UDP answers after restart")
 			}
 		})
+	}
+}
+
+// With strict reverse-path filtering on the node (RHEL's default), a reply
+// whose source were rewritten before routing would arrive from the VIP on
+// a backend's interface and be dropped. tc translates replies at egress,
+// after routing, so it works; the node routes everything (the VIP too) to
+// the client side, as a real node's default route would.
+func TestBehaviourStrictRPFilter(t *testing.T) {
+	n := newLBNode(t, 2, tcx)
+	n.tp.Node.MustDo(func() error {
+		for _, ifname := range append([]string{"all", "default"}, n.tp.NodeInterfaces...) {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+ifname+"/rp_filter", []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	n.tp.Node.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), n.tp.ClientAddr)
+	if _, err := n.mgr.Sync([]lb.Service{
+		n.service(lb.TCP, vipTCP, 8080, 0, 1),
+		n.service(lb.UDP, vipUDP, 5353, 0, 1),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if seen := askMany(t, n, lb.TCP, vipTCP, 10); len(seen) == 0 {
+		t.Fatal("no TCP answers")
+	}
+	if seen := askMany(t, n, lb.UDP, vipUDP, 10); len(seen) == 0 {
+		t.Fatal("no UDP answers")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -25,11 +26,16 @@ var (
 	fuzzBackendUDP = netip.MustParseAddrPort("10.0.1.2:5353")
 )
 
-// FuzzPrograms feeds arbitrary frames to the XDP and tc ingress programs,
-// with one TCP and one UDP service installed, and checks what must hold for
-// any input:
+// FuzzPrograms feeds arbitrary frames to the three programs, with one TCP
+// and one UDP service installed and, before every input, conntrack emptied
+// and one TCP and one UDP flow from fuzzClient established (so that
+// replies to it can be translated). It checks what must hold for any
+// input:
 //   - nothing is dropped (every service has a backend);
-//   - XDP and tc produce the same bytes;
+//   - tc ingress only ever DNATs, tc egress only ever reverse-NATs, and
+//     XDP does whichever of the two applies, with the same bytes; in
+//     either order of the hooks, so both the new-flow and the
+//     established-flow paths of each are compared;
 //   - a rewritten frame differs only in the fields NAT owns (addresses,
 //     ports, checksums), now names the backend (or, for a reply, the
 //     frontend), and keeps valid checksums valid.
@@ -51,7 +57,8 @@ func FuzzPrograms(f *testing.F) {
 	}
 
 	dir := testutil.BPFFS(f)
-	dp, err := datapath.Open(datapath.Options{Dir: dir})
+	// A small conntrack: it is emptied for every input, by iterating it.
+	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: datapath.Limits{ConntrackSize: 1024}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -71,32 +78,102 @@ func FuzzPrograms(f *testing.F) {
 	}
 	progs := dp.Programs()
 
+	ct := dp.Maps().Conntrack
+	flush := func(t *testing.T) {
+		var keys []bpf.XdplaneCtKey
+		var k bpf.XdplaneCtKey
+		var v bpf.XdplaneCtValue
+		it := ct.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, k)
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if err := ct.Delete(k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	var established [][]byte
+	for _, p := range []packets.IPv4{
+		{Src: fuzzClient, Dst: fuzzVIPTCP, Proto: layers.IPProtocolTCP},
+		{Src: fuzzClient, Dst: fuzzVIPUDP, Proto: layers.IPProtocolUDP},
+	} {
+		b, err := p.Build()
+		if err != nil {
+			f.Fatal(err)
+		}
+		established = append(established, b)
+	}
+	reset := func(t *testing.T) {
+		flush(t)
+		for _, b := range established {
+			if _, _, err := fuzzRun(progs.XdplaneXdp, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
 	f.Fuzz(func(t *testing.T, in []byte) {
-		xret, xout, xerr := fuzzRun(progs.XdplaneXdp, in)
-		tret, tout, terr := fuzzRun(progs.XdplaneTcIngress, in)
-		// The kernel refuses some frames (shorter than Ethernet; for tc,
-		// an IPv4 frame without a full IPv4 header) before any program runs.
-		if errors.Is(xerr, unix.EINVAL) || errors.Is(terr, unix.EINVAL) {
-			return
+		type result struct {
+			ret uint32
+			out []byte
+			err error
 		}
-		if xerr != nil || terr != nil {
-			t.Fatalf("run: xdp %v, tc %v", xerr, terr)
+		hooks := map[string]*ebpf.Program{"xdp": progs.XdplaneXdp, "tc ingress": progs.XdplaneTcIngress, "tc egress": progs.XdplaneTcEgress}
+		var orders [2]map[string]result
+		for i, order := range [][]string{{"xdp", "tc ingress", "tc egress"}, {"tc ingress", "tc egress", "xdp"}} {
+			reset(t)
+			orders[i] = map[string]result{}
+			for _, name := range order {
+				ret, out, err := fuzzRun(hooks[name], in)
+				// The kernel refuses some frames (shorter than Ethernet;
+				// for tc, an IPv4 frame without a full IPv4 header)
+				// before any program runs.
+				if errors.Is(err, unix.EINVAL) {
+					return
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				want := uint32(0xffffffff) // TC_ACT_UNSPEC
+				if name == "xdp" {
+					want = 2 // XDP_PASS
+				}
+				if ret != want {
+					t.Fatalf("%s: verdict %#x, want pass (every service has a backend)", name, ret)
+				}
+				orders[i][name] = result{ret, out, err}
+			}
 		}
-		if xret != 2 || tret != 0xffffffff {
-			t.Fatalf("verdicts xdp %d, tc %#x; want pass on both (every service has a backend)", xret, tret)
+		for name := range hooks {
+			if a, b := orders[0][name].out, orders[1][name].out; !bytes.Equal(a, b) {
+				t.Fatalf("%s gives different bytes depending on which hook saw the flow first:\n in %x\n %x\n %x", name, in, a, b)
+			}
 		}
-		if !bytes.Equal(xout, tout) {
-			t.Fatalf("XDP and tc disagree:\n in  %x\n xdp %x\n tc  %x", in, xout, tout)
+		x, ing, eg := orders[0]["xdp"].out, orders[0]["tc ingress"].out, orders[0]["tc egress"].out
+		changedIn, changedEg := !bytes.Equal(ing, in), !bytes.Equal(eg, in)
+		switch {
+		case changedIn && changedEg:
+			t.Fatalf("tc ingress and tc egress both rewrote:\n in %x\n ingress %x\n egress %x", in, ing, eg)
+		case changedIn && !bytes.Equal(x, ing):
+			t.Fatalf("XDP and tc ingress disagree:\n in %x\n xdp %x\n tc  %x", in, x, ing)
+		case changedEg && !bytes.Equal(x, eg):
+			t.Fatalf("XDP and tc egress disagree:\n in %x\n xdp %x\n tc  %x", in, x, eg)
+		case !changedIn && !changedEg && !bytes.Equal(x, in):
+			t.Fatalf("XDP rewrote what neither tc hook did:\n in  %x\n xdp %x", in, x)
 		}
-		if bytes.Equal(in, xout) {
-			return
-		}
-		if err := fuzzCheckRewrite(in, xout); err != nil {
-			t.Fatalf("%v\n in  %x\n out %x", err, in, xout)
-		}
-		if packets.VerifyChecksums(in) == nil {
-			if err := packets.VerifyChecksums(xout); err != nil {
-				t.Fatalf("valid checksums made invalid: %v\n in  %x\n out %x", err, in, xout)
+		if !bytes.Equal(x, in) {
+			if err := fuzzCheckRewrite(in, x, changedEg); err != nil {
+				t.Fatalf("%v\n in  %x\n out %x", err, in, x)
+			}
+			if packets.VerifyChecksums(in) == nil {
+				if err := packets.VerifyChecksums(x); err != nil {
+					t.Fatalf("valid checksums made invalid: %v\n in  %x\n out %x", err, in, x)
+				}
 			}
 		}
 	})
@@ -109,9 +186,9 @@ func fuzzRun(p *ebpf.Program, in []byte) (uint32, []byte, error) {
 	return ret, opts.DataOut, err
 }
 
-// fuzzCheckRewrite checks that out is in with only NAT's fields changed,
-// towards a backend or back to a frontend.
-func fuzzCheckRewrite(in, out []byte) error {
+// fuzzCheckRewrite checks that out is in with only NAT's fields changed:
+// towards a backend, or, for a reply, back to the frontend.
+func fuzzCheckRewrite(in, out []byte, reply bool) error {
 	if len(in) != len(out) {
 		return fmt.Errorf("length changed from %d to %d", len(in), len(out))
 	}
@@ -144,12 +221,12 @@ func fuzzCheckRewrite(in, out []byte) error {
 	srcIn, dstIn := addrPort(in, l.IP+12, l.L4), addrPort(in, l.IP+16, l.L4+2)
 	srcOut, dstOut := addrPort(out, l.IP+12, l.L4), addrPort(out, l.IP+16, l.L4+2)
 	switch {
-	case (dstIn == fuzzVIPTCP && proto == 6) || (dstIn == fuzzVIPUDP && proto == 17):
+	case !reply && ((dstIn == fuzzVIPTCP && proto == 6) || (dstIn == fuzzVIPUDP && proto == 17)):
 		want := map[byte]netip.AddrPort{6: fuzzBackendTCP, 17: fuzzBackendUDP}[proto]
 		if dstOut != want || srcOut != srcIn {
 			return fmt.Errorf("DNAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, srcIn, want)
 		}
-	case srcIn == fuzzBackendTCP || srcIn == fuzzBackendUDP:
+	case reply && (srcIn == fuzzBackendTCP || srcIn == fuzzBackendUDP) && dstIn == fuzzClient:
 		want := map[byte]netip.AddrPort{6: fuzzVIPTCP, 17: fuzzVIPUDP}[proto]
 		if srcOut != want || dstOut != dstIn {
 			return fmt.Errorf("reverse NAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, want, dstIn)
