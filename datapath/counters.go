@@ -13,8 +13,10 @@ type Counter struct {
 }
 
 // Counters are the datapath's global packet counters, summed over CPUs,
-// since the maps were created. Every packet a program sees lands in
-// exactly one of them.
+// since the maps were created. Every packet a program sees lands in one of
+// them (a packet counted as forwarded is still dropped if rewriting it
+// fails, which only a kernel bug could cause). A packet that crosses two
+// attached hooks (in at one interface, out at another) is counted at each.
 type Counters struct {
 	Passed             Counter // neither for a service nor a tracked reply
 	ForwardNew         Counter // first packet of a flow; a backend was chosen

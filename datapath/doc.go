@@ -21,12 +21,19 @@
 //
 // HookTC runs the load balancer at tc ingress and reverse NAT at tc egress,
 // through TCX where the kernel has it and a clsact qdisc with a cls_bpf
-// filter where it does not. HookXDP runs it at XDP, native where the driver
-// supports it and generic otherwise. Use tc on veths and wherever traffic
+// filter where it does not. HookXDP runs both at XDP, native (generic only
+// when asked for with ModeXDPGeneric). Use tc on veths and wherever traffic
 // may originate on the host; XDP on a physical NIC's receive path.
 //
-// Attach, Detach and Remove act on interfaces in the network namespace of
-// the calling OS thread.
+// Attach and Detach act on interfaces in the network namespace of the
+// calling OS thread; pins record the namespace, so one Datapath may attach
+// in several. Remove detaches links in any namespace, cls_bpf filters only
+// in the caller's.
+//
+// Replies are translated at tc egress, after routing, so strict
+// reverse-path filtering works with HookTC. XDP has no egress hook: with
+// HookXDP, replies are translated as they arrive, and their interface needs
+// rp_filter 0 or 2.
 //
 // # Upgrades
 //

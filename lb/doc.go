@@ -13,9 +13,10 @@
 // weighted by Backend.Weight, and the choice is kept in an LRU conntrack
 // map: later packets of the flow go to the same backend for as long as
 // that backend stays in the service, however the rest of the backend set
-// changes. Replies are translated back so the client sees the frontend's
-// address and port. A flow whose backend is removed is balanced afresh on
-// its next packet.
+// changes, and as long as conntrack has room (datapath.Limits): an entry
+// the LRU evicts is balanced afresh. Replies are translated back so the
+// client sees the frontend's address and port. A flow whose backend is
+// removed is balanced afresh on its next packet.
 //
 // # Consistency
 //
@@ -24,5 +25,6 @@
 // lowers its count before the entries beyond it are deleted. A call that
 // fails part-way is rolled back. Manager recovers its state from the maps
 // when created, so a restarted process continues where the last one
-// stopped.
+// stopped, and holds a lock on the datapath until Close, so that there is
+// one writer at a time.
 package lb

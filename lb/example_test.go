@@ -22,10 +22,11 @@ func ExampleManager_Sync() {
 	if err := dp.Attach("eth0", datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 		log.Fatal(err)
 	}
-	services, err := lb.NewManager(dp)
+	services, err := lb.NewManager(dp) // holds the datapath until Close
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer services.Close()
 	res, err := services.Sync([]lb.Service{{
 		Frontend: lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: lb.TCP},
 		Backends: []lb.Backend{

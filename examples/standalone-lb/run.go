@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/xdplane/xdplane/datapath"
@@ -92,6 +94,9 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 		}
 	}
 	logAttachments(log, dp, ifaces)
+	if hook == datapath.HookXDP {
+		warnStrictRPFilter(log, ifaces)
+	}
 	log.Info("running", "services", len(cfg.Services), "interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 
 	for sig := range sigs {
@@ -164,5 +169,31 @@ func logAttachments(log *slog.Logger, dp *datapath.Datapath, ifaces []string) {
 			continue
 		}
 		log.Info("attached", "interface", name, "point", a.Point, "mode", a.Mode.String(), "program", uint32(a.ProgramID))
+	}
+}
+
+// warnStrictRPFilter warns about interfaces with strict reverse-path
+// filtering: under XDP, replies carry the frontend's address while the
+// kernel routes them, and strict filtering drops them where the route to
+// the frontend leaves by another interface. (tc translates replies after
+// routing and needs no such care.)
+func warnStrictRPFilter(log *slog.Logger, ifaces []string) {
+	read := func(name string) int {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + name + "/rp_filter")
+		if err != nil {
+			return 0
+		}
+		v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return v
+	}
+	all := read("all")
+	for _, name := range ifaces {
+		// The kernel applies the larger of "all" and the interface's
+		// value: 1 is strict, 2 loose.
+		if max(all, read(name)) == 1 {
+			log.Warn("strict rp_filter on an XDP interface: replies arriving here may be dropped; "+
+				"set net.ipv4.conf."+name+".rp_filter=2 (and net.ipv4.conf.all.rp_filter to 0 or 2), or use --hook tc",
+				"interface", name)
+		}
 	}
 }
