@@ -33,6 +33,15 @@ func newLBNode(t *testing.T, backends int, v variant) *lbNode {
 	if v.checksums {
 		n.tp.DisableChecksumOffload()
 	}
+	if v.partial {
+		n.tp.Client.SetChecksumOffload("eth0", true, false)
+		for _, be := range n.tp.Backends {
+			be.SetChecksumOffload("eth0", true, false)
+		}
+		for _, ifname := range n.tp.NodeInterfaces {
+			n.tp.Node.SetChecksumOffload(ifname, false, false)
+		}
+	}
 	n.open(t)
 	t.Cleanup(func() {
 		n.tp.Node.MustDo(func() error { return datapath.Remove(n.dir) })
@@ -90,21 +99,31 @@ func (n *lbNode) service(proto lb.Protocol, vip netip.AddrPort, port uint16, idx
 // verify them in software, so a wrong checksum shows up as lost traffic.
 // XDP on veth needs it (it cannot handle the partial checksums of local
 // senders; a NIC's receive path has complete ones, see DESIGN.md).
+//
+// With partial set, senders keep tx offload (their packets reach the node
+// as CHECKSUM_PARTIAL skbs, which the tc helpers must update as such), the
+// node completes checksums in software as it sends, and receivers verify:
+// a wrong update of a partial checksum shows up as lost traffic.
 type variant struct {
 	name      string
 	opts      datapath.AttachOptions
 	checksums bool
+	partial   bool
 }
 
 var (
-	tcx            = variant{"tcx", datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCX}, false}
-	xdpNative      = variant{"xdp-native", datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPNative}, true}
+	tcOpts         = datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCX}
+	legacyOpts     = datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}
+	tcx            = variant{name: "tcx", opts: tcOpts}
+	xdpNative      = variant{name: "xdp-native", opts: datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPNative}, checksums: true}
 	attachVariants = []variant{
 		tcx,
-		{"tcx-checksums-verified", datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCX}, true},
-		{"tc-legacy", datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}, false},
+		{name: "tcx-checksums-verified", opts: tcOpts, checksums: true},
+		{name: "tcx-partial-checksums-verified", opts: tcOpts, partial: true},
+		{name: "tc-legacy", opts: legacyOpts},
+		{name: "tc-legacy-partial-checksums-verified", opts: legacyOpts, partial: true},
 		xdpNative,
-		{"xdp-generic", datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPGeneric}, true},
+		{name: "xdp-generic", opts: datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPGeneric}, checksums: true},
 	}
 )
 

@@ -180,12 +180,27 @@ func (ns *NS) EnableForwarding() {
 	})
 }
 
+// SetChecksumOffload turns tx and rx checksum offload on ifname on or off.
+// With tx on, a local sender leaves the checksum for the device
+// (CHECKSUM_PARTIAL); with tx off, the kernel completes it in software on
+// the way out. With rx off, the receiver verifies every checksum.
+func (ns *NS) SetChecksumOffload(ifname string, tx, rx bool) {
+	ns.t.Helper()
+	onOff := func(b bool) string {
+		if b {
+			return "on"
+		}
+		return "off"
+	}
+	ns.Exec("ethtool", "-K", ifname, "tx", onOff(tx), "rx", onOff(rx))
+}
+
 // DisableChecksumOffload turns off tx and rx checksum offload on ifname, so
 // that packets leave with complete checksums and arrive verified: what a
 // physical NIC's receive path gives XDP, and what a checksum test needs.
 func (ns *NS) DisableChecksumOffload(ifname string) {
 	ns.t.Helper()
-	ns.Exec("ethtool", "-K", ifname, "tx", "off", "rx", "off")
+	ns.SetChecksumOffload(ifname, false, false)
 }
 
 // Veth joins two namespaces with a veth pair named aName in a and bName in
