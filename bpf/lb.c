@@ -27,6 +27,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -41,8 +42,12 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define NSEC_PER_SEC 1000000000ULL
-/* Ethernet + the longest IPv4 header + a TCP header without options. */
-#define MAX_HDR_LEN (ETH_HLEN + 60 + sizeof(struct tcphdr))
+/* The farthest an L4 header may start: Ethernet, an IPv6 header and a few
+ * short extension headers (IPv4's longest header is well within). */
+#define MAX_L4_OFF 256
+#define MAX_EXT_HDRS 4
+/* What tc pulls into the linear area so that every header is readable. */
+#define MAX_HDR_LEN (MAX_L4_OFF + sizeof(struct tcphdr))
 
 /* Sizes are the defaults; the Go loader overrides max_entries before load. */
 struct {
@@ -112,14 +117,21 @@ enum verdict {
 	V_DROP,
 };
 
+union addr {
+	__u8 b[16];
+	__be32 w[4];
+};
+
 struct flow {
+	union addr saddr; /* IPv4 v4-mapped, as in the maps */
+	union addr daddr;
 	__u32 l4_off; /* from the start of the frame */
-	__be32 saddr;
-	__be32 daddr;
+	__u32 l4_len; /* L4 header and payload, as the IP header says */
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	bool udp_no_csum; /* UDP checksum 0: "none" (RFC 768) */
+	bool v6;
+	bool udp_no_csum; /* IPv4 UDP checksum 0: "none" (RFC 768) */
 };
 
 static __always_inline void count(__u32 idx, void *map, __u32 len)
@@ -132,39 +144,63 @@ static __always_inline void count(__u32 idx, void *map, __u32 len)
 	}
 }
 
-static __always_inline void v4_mapped(__u8 *dst, __be32 addr)
+static __always_inline void v4_mapped(union addr *dst, __be32 addr)
 {
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(&dst[12], &addr, 4);
+	dst->w[0] = 0;
+	dst->w[1] = 0;
+	dst->w[2] = bpf_htonl(0xffff);
+	dst->w[3] = addr;
 }
 
-/*
- * parse fills f from an Ethernet frame. It returns 0 for an IPv4 TCP or UDP
- * packet whose headers are all present and consistent, or the stat that
- * explains why the packet is not ours.
- */
-static __always_inline int parse(void *data, void *data_end, __u32 pkt_len,
-				 struct flow *f)
+static __always_inline bool is_v4_mapped(const struct in6_addr *a)
 {
-	struct ethhdr *eth = data;
-	struct iphdr *ip;
-	__u32 ihl, tot_len, l4_len;
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
+	       a->in6_u.u6_addr32[2] == bpf_htonl(0xffff);
+}
 
-	if ((void *)(eth + 1) > data_end)
+/* parse_l4 reads the ports of the TCP or UDP header at f->l4_off, which
+ * f->l4_len bytes of the IP packet cover. */
+static __always_inline int parse_l4(void *data, void *data_end, struct flow *f)
+{
+	__u32 off = f->l4_off;
+
+	if (off > MAX_L4_OFF)
 		return STAT_MALFORMED;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return STAT_PASS;
+	if (f->proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + off;
 
-	ip = (void *)(eth + 1);
+		if ((void *)(th + 1) > data_end)
+			return STAT_MALFORMED;
+		if (f->l4_len < sizeof(*th) || th->doff < 5 || th->doff * 4 > f->l4_len)
+			return STAT_MALFORMED;
+		f->sport = th->source;
+		f->dport = th->dest;
+	} else {
+		struct udphdr *uh = data + off;
+
+		if ((void *)(uh + 1) > data_end)
+			return STAT_MALFORMED;
+		if (f->l4_len < sizeof(*uh) || bpf_ntohs(uh->len) < sizeof(*uh) ||
+		    bpf_ntohs(uh->len) > f->l4_len)
+			return STAT_MALFORMED;
+		f->sport = uh->source;
+		f->dport = uh->dest;
+		f->udp_no_csum = !f->v6 && uh->check == 0;
+	}
+	return 0;
+}
+
+static __always_inline int parse_v4(void *data, void *data_end, __u32 pkt_len, struct flow *f)
+{
+	struct iphdr *ip = data + ETH_HLEN;
+	__u32 ihl, tot_len;
+
 	if ((void *)(ip + 1) > data_end)
 		return STAT_MALFORMED;
 	if (ip->version != 4 || ip->ihl < 5)
 		return STAT_MALFORMED;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return STAT_PASS;
-
 	/* A later fragment has no ports; the first one alone cannot be
 	 * translated consistently with the rest. Checked before the L4
 	 * lengths: a short last fragment is a fragment, not malformed. */
@@ -173,35 +209,91 @@ static __always_inline int parse(void *data, void *data_end, __u32 pkt_len,
 
 	ihl = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
-	l4_len = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-	if (tot_len < ihl + l4_len || ETH_HLEN + tot_len > pkt_len)
+	if (tot_len < ihl || ETH_HLEN + tot_len > pkt_len)
 		return STAT_MALFORMED;
-
 	f->l4_off = ETH_HLEN + ihl;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = data + f->l4_off;
-
-		if ((void *)(th + 1) > data_end)
-			return STAT_MALFORMED;
-		if (th->doff < 5 || th->doff * 4 > tot_len - ihl)
-			return STAT_MALFORMED;
-		f->sport = th->source;
-		f->dport = th->dest;
-	} else {
-		struct udphdr *uh = data + f->l4_off;
-
-		if ((void *)(uh + 1) > data_end)
-			return STAT_MALFORMED;
-		if (bpf_ntohs(uh->len) < sizeof(struct udphdr) || bpf_ntohs(uh->len) > tot_len - ihl)
-			return STAT_MALFORMED;
-		f->sport = uh->source;
-		f->dport = uh->dest;
-		f->udp_no_csum = uh->check == 0;
-	}
-	f->saddr = ip->saddr;
-	f->daddr = ip->daddr;
+	f->l4_len = tot_len - ihl;
 	f->proto = ip->protocol;
-	return 0;
+	v4_mapped(&f->saddr, ip->saddr);
+	v4_mapped(&f->daddr, ip->daddr);
+	return parse_l4(data, data_end, f);
+}
+
+/* An IPv6 extension header's first two bytes: next header and length. */
+struct ext_hdr {
+	__u8 next;
+	__u8 len;
+};
+
+static __always_inline int parse_v6(void *data, void *data_end, __u32 pkt_len, struct flow *f)
+{
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u32 off = ETH_HLEN + sizeof(*ip6), payload;
+	__u8 next;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return STAT_MALFORMED;
+	if (ip6->version != 6)
+		return STAT_MALFORMED;
+	payload = bpf_ntohs(ip6->payload_len);
+	/* Payload length 0 is a jumbogram (or nothing): not ours. */
+	if (payload == 0 || off + payload > pkt_len)
+		return STAT_MALFORMED;
+	/* v4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2);
+	 * in the maps they mean IPv4, so such a packet must not match. */
+	if (is_v4_mapped(&ip6->saddr) || is_v4_mapped(&ip6->daddr))
+		return STAT_PASS;
+
+	next = ip6->nexthdr;
+#pragma unroll
+	for (int i = 0; i < MAX_EXT_HDRS; i++) {
+		struct ext_hdr *eh;
+
+		if (next == IPPROTO_TCP || next == IPPROTO_UDP)
+			break;
+		if (next == IPPROTO_FRAGMENT)
+			return STAT_FRAGMENT;
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_AH)
+			return STAT_PASS;
+		if (off > MAX_L4_OFF)
+			return STAT_MALFORMED;
+		eh = data + off;
+		if ((void *)(eh + 1) > data_end)
+			return STAT_MALFORMED;
+		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
+		off += next == IPPROTO_AH ? (eh->len + 2) * 4 : (eh->len + 1) * 8;
+		next = eh->next;
+	}
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		return STAT_PASS;
+	if (off > ETH_HLEN + sizeof(*ip6) + payload)
+		return STAT_MALFORMED;
+	f->l4_off = off;
+	f->l4_len = ETH_HLEN + sizeof(*ip6) + payload - off;
+	f->proto = next;
+	f->v6 = true;
+	__builtin_memcpy(f->saddr.b, ip6->saddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(f->daddr.b, ip6->daddr.in6_u.u6_addr8, 16);
+	return parse_l4(data, data_end, f);
+}
+
+/*
+ * parse fills f from an Ethernet frame. It returns 0 for an IPv4 or IPv6
+ * TCP or UDP packet whose headers are all present and consistent, or the
+ * stat that explains why the packet is not ours.
+ */
+static __always_inline int parse(void *data, void *data_end, __u32 pkt_len, struct flow *f)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return STAT_MALFORMED;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_v4(data, data_end, pkt_len, f);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_v6(data, data_end, pkt_len, f);
+	return STAT_PASS;
 }
 
 /* One's complement helpers for XDP (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
@@ -225,95 +317,123 @@ static __always_inline __u16 csum_update(__u16 check, __be32 from, __be32 to)
 }
 
 static __always_inline int rewrite_xdp(struct xdp_md *ctx, const struct flow *f, const bool dst,
-				       __be32 new_addr, __be16 new_port)
+				       const union addr *to, __be16 new_port)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct iphdr *ip = data + ETH_HLEN;
+	const union addr *from = dst ? &f->daddr : &f->saddr;
 	__u32 l4_off = f->l4_off;
-	__be32 old_addr;
-	__be16 old_port;
+	__be16 old_port, *ports, *port;
 	__u16 *check;
-	__be16 *port;
+	void *l4;
 
-	if ((void *)(ip + 1) > data_end || l4_off > ETH_HLEN + 60)
+	if (l4_off > MAX_L4_OFF)
 		return -1;
-	if (data + l4_off + sizeof(struct tcphdr) > data_end &&
-	    (f->proto == IPPROTO_TCP || data + l4_off + sizeof(struct udphdr) > data_end))
+	/* One pointer for both protocols, kept in one register: clang would
+	 * otherwise merge the TCP and UDP port pointers into a recomputed
+	 * one whose bounds check the verifier has not seen. */
+	l4 = data + l4_off;
+	barrier_var(l4);
+	if (l4 + sizeof(struct udphdr) > data_end)
 		return -1;
-
 	if (f->proto == IPPROTO_TCP) {
-		struct tcphdr *th = data + l4_off;
-
-		if ((void *)(th + 1) > data_end)
+		if (l4 + sizeof(struct tcphdr) > data_end)
 			return -1;
-		check = &th->check;
-		port = dst ? &th->dest : &th->source;
+		check = l4 + offsetof(struct tcphdr, check);
 	} else {
-		struct udphdr *uh = data + l4_off;
-
-		if ((void *)(uh + 1) > data_end)
-			return -1;
-		check = &uh->check;
-		port = dst ? &uh->dest : &uh->source;
+		check = l4 + offsetof(struct udphdr, check);
 	}
-
-	old_addr = dst ? ip->daddr : ip->saddr;
+	ports = l4; /* source and destination: first in TCP and UDP alike */
+	port = dst ? &ports[1] : &ports[0];
 	old_port = *port;
 
-	/* A zero UDP checksum means "none" and stays so; a computed zero is
-	 * sent as all ones (RFC 768). */
-	if (f->proto == IPPROTO_TCP || *check != 0) {
-		__u16 c = csum_update(*check, old_addr, new_addr);
+	/* An IPv4 UDP checksum of zero means "none" and stays so; a computed
+	 * zero is sent as all ones (RFC 768, and RFC 8200 for IPv6). */
+	if (!f->udp_no_csum) {
+		__u16 c = *check;
 
+		if (f->v6) {
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				c = csum_update(c, from->w[i], to->w[i]);
+		} else {
+			c = csum_update(c, from->w[3], to->w[3]);
+		}
 		c = csum_update(c, old_port, new_port);
 		if (f->proto == IPPROTO_UDP && c == 0)
 			c = 0xffff;
 		*check = c;
 	}
-	ip->check = csum_update(ip->check, old_addr, new_addr);
-	if (dst)
-		ip->daddr = new_addr;
-	else
-		ip->saddr = new_addr;
 	*port = new_port;
+
+	if (f->v6) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		if (dst)
+			__builtin_memcpy(ip6->daddr.in6_u.u6_addr8, to->b, 16);
+		else
+			__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, to->b, 16);
+	} else {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		ip->check = csum_update(ip->check, from->w[3], to->w[3]);
+		if (dst)
+			ip->daddr = to->w[3];
+		else
+			ip->saddr = to->w[3];
+	}
 	return 0;
 }
 
 static __always_inline int rewrite_tc(struct __sk_buff *skb, const struct flow *f, const bool dst,
-				      __be32 new_addr, __be16 new_port)
+				      const union addr *to, __be16 new_port)
 {
-	__u32 addr_off = ETH_HLEN + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+	const union addr *from = dst ? &f->daddr : &f->saddr;
 	__u32 port_off = f->l4_off + (dst ? offsetof(struct tcphdr, dest) : offsetof(struct tcphdr, source));
 	__u32 csum_off = f->l4_off + (f->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							      : offsetof(struct udphdr, check));
 	__u64 mangled = f->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__be32 old_addr = dst ? f->daddr : f->saddr;
 	__be16 old_port = dst ? f->dport : f->sport;
 
-	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, mangled | BPF_F_PSEUDO_HDR | 4))
-		return -1;
+	if (f->v6) {
+		__u32 addr_off = ETH_HLEN + (dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
+		__s64 diff = bpf_csum_diff((__be32 *)from->w, 16, (__be32 *)to->w, 16, 0);
+
+		/* Size 0: "to" is a precomputed difference. */
+		if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, mangled | BPF_F_PSEUDO_HDR))
+			return -1;
+		if (bpf_skb_store_bytes(skb, addr_off, to->b, 16, 0))
+			return -1;
+	} else {
+		__u32 addr_off = ETH_HLEN + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+
+		if (bpf_l4_csum_replace(skb, csum_off, from->w[3], to->w[3], mangled | BPF_F_PSEUDO_HDR | 4))
+			return -1;
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), from->w[3], to->w[3], 4))
+			return -1;
+		if (bpf_skb_store_bytes(skb, addr_off, &to->w[3], 4, 0))
+			return -1;
+	}
 	if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | 2))
-		return -1;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_addr, new_addr, 4))
-		return -1;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0))
 		return -1;
 	/* With a checksum field to absorb it, a port change leaves the sum of
 	 * the packet's bytes alone. A UDP packet without a checksum has none,
 	 * so a CHECKSUM_COMPLETE skb's csum must learn of the new port. */
-	if (bpf_skb_store_bytes(skb, port_off, &new_port, 2,
-				f->udp_no_csum ? BPF_F_RECOMPUTE_CSUM : 0))
+	if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, f->udp_no_csum ? BPF_F_RECOMPUTE_CSUM : 0))
 		return -1;
 	return 0;
 }
 
 static __always_inline int rewrite(void *ctx, const bool xdp, const struct flow *f, const bool dst,
-				   __be32 new_addr, __be16 new_port)
+				   const union addr *to, __be16 new_port)
 {
 	if (xdp)
-		return rewrite_xdp(ctx, f, dst, new_addr, new_port);
-	return rewrite_tc(ctx, f, dst, new_addr, new_port);
+		return rewrite_xdp(ctx, f, dst, to, new_port);
+	return rewrite_tc(ctx, f, dst, to, new_port);
 }
 
 static __always_inline struct backend *pick_backend(const struct svc_value *svc, __u32 *id)
@@ -338,8 +458,8 @@ static __always_inline struct backend *pick_backend(const struct svc_value *svc,
 /* flow_key is the conntrack key of a packet as it arrives. */
 static __always_inline void flow_key(struct ct_key *k, const struct flow *f, enum ct_dir dir)
 {
-	v4_mapped(k->saddr, f->saddr);
-	v4_mapped(k->daddr, f->daddr);
+	__builtin_memcpy(k->saddr, f->saddr.b, 16);
+	__builtin_memcpy(k->daddr, f->daddr.b, 16);
 	k->sport = f->sport;
 	k->dport = f->dport;
 	k->proto = f->proto;
@@ -350,7 +470,7 @@ static __always_inline void reply_key(struct ct_key *rk, const struct flow *f,
 				      const struct backend *be)
 {
 	__builtin_memcpy(rk->saddr, be->addr, 16);
-	v4_mapped(rk->daddr, f->saddr);
+	__builtin_memcpy(rk->daddr, f->saddr.b, 16);
 	rk->sport = be->port;
 	rk->dport = f->sport;
 	rk->proto = f->proto;
@@ -366,7 +486,6 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 	struct backend *be = NULL;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 be_id = 0;
-	__be32 be_addr;
 
 	flow_key(&key, f, CT_FORWARD);
 
@@ -428,8 +547,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 	}
 
 	count(be_id, &backend_stats, len);
-	__builtin_memcpy(&be_addr, &be->addr[12], 4);
-	if (rewrite(ctx, xdp, f, true, be_addr, be->port))
+	if (rewrite(ctx, xdp, f, true, (const union addr *)be->addr, be->port))
 		return V_DROP;
 	return V_PASS;
 }
@@ -440,7 +558,6 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
 	struct ct_key key = {};
 	struct ct_value *ct;
 	struct revnat_value *rn;
-	__be32 fe_addr;
 	__u64 now;
 
 	flow_key(&key, f, CT_REPLY);
@@ -463,8 +580,7 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
 		ct->last_seen = now;
 
 	count(STAT_REPLY, &stats, len);
-	__builtin_memcpy(&fe_addr, &rn->addr[12], 4);
-	if (rewrite(ctx, xdp, f, false, fe_addr, rn->port))
+	if (rewrite(ctx, xdp, f, false, (const union addr *)rn->addr, rn->port))
 		return V_DROP;
 	return V_PASS;
 }
@@ -488,7 +604,7 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 	}
 
 	if (forward) {
-		v4_mapped(sk.addr, f.daddr);
+		__builtin_memcpy(sk.addr, f.daddr.b, 16);
 		sk.port = f.dport;
 		sk.proto = f.proto;
 		svc = bpf_map_lookup_elem(&services, &sk);

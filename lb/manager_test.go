@@ -483,3 +483,34 @@ func TestReadStatus(t *testing.T) {
 		t.Fatalf("ReadStatus = %+v", st)
 	}
 }
+
+func TestManagerIPv6AndIPv4Side(t *testing.T) {
+	dp, dir := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	set := []Service{
+		svc("[fd00::10]:80/tcp", "[fd00:1::2]:8080", "[fd00:2::2]:8080"),
+		svc("10.96.0.10:80/tcp", "10.0.1.2:8080"),
+		// Same port and protocol as the IPv4 service, another family.
+		svc("[::ffff:a60:a]:80/tcp"),
+	}
+	if _, err := m.Sync(set); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a v4-mapped frontend: %v, want ErrInvalid", err)
+	}
+	set = set[:2]
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp)
+	m.Close()
+	dp2, err := datapath.Open(datapath.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp2.Close()
+	m2 := newManager(t, dp2)
+	got := m2.List()
+	if len(got) != 2 || got[0].Frontend.Address.String() != "10.96.0.10:80" || got[1].Frontend.Address.String() != "[fd00::10]:80" ||
+		got[1].Backends[0].Address.String() != "[fd00:1::2]:8080" {
+		t.Fatalf("recovered %v", got)
+	}
+}

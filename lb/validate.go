@@ -30,6 +30,9 @@ func (s Service) Validate() error {
 		if err := validAddr(f, field+".address", b.Address.Addr()); err != nil {
 			return err
 		}
+		if b.Address.Addr().Is4() != f.Address.Addr().Is4() {
+			return invalid(f, field+".address", b.Address, "not of the frontend's address family")
+		}
 		if b.Address.Port() == 0 {
 			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
 		}
@@ -53,8 +56,8 @@ func validAddr(f Frontend, field string, a netip.Addr) error {
 	switch {
 	case !a.IsValid():
 		return invalid(f, field, "(none)", "address missing")
-	case a.Is6() && !a.Is4In6():
-		return invalid(f, field, a, "IPv6 is not supported yet")
+	case a.Zone() != "":
+		return invalid(f, field, a, "addresses with a zone are not supported")
 	case a.Is4In6():
 		return invalid(f, field, a, "write IPv4 addresses in their IPv4 form")
 	case a.IsUnspecified():

@@ -19,7 +19,9 @@ func TestValidate(t *testing.T) {
 		{"unspecified frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("0.0.0.0:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"multicast frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("224.0.0.1:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"broadcast frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("255.255.255.255:80"), UDP}}, "frontend.address", ErrInvalid},
-		{"ipv6 frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[fd00::1]:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"ipv6 frontend with a zone", Service{Frontend: Frontend{netip.MustParseAddrPort("[fe80::1%eth0]:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"ipv6 multicast frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[ff02::1]:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"ipv6 unspecified frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[::]:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"v4-mapped frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[::ffff:10.0.0.1]:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"port 0", Service{Frontend: Frontend{netip.MustParseAddrPort("10.96.0.10:0"), TCP}}, "frontend.port", ErrInvalid},
 		{"no protocol", Service{Frontend: Frontend{Address: fe.Address}}, "frontend.protocol", ErrInvalid},
@@ -27,7 +29,9 @@ func TestValidate(t *testing.T) {
 		{"backend zero address", Service{Frontend: fe, Backends: []Backend{{}}}, "backends[0].address", ErrInvalid},
 		{"backend port 0", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", 1), be("10.0.1.3:0", 1)}}, "backends[1].address", ErrInvalid},
 		{"backend unspecified", Service{Frontend: fe, Backends: []Backend{be("0.0.0.0:8080", 1)}}, "backends[0].address", ErrInvalid},
-		{"backend ipv6", Service{Frontend: fe, Backends: []Backend{be("[fd00::2]:8080", 1)}}, "backends[0].address", ErrInvalid},
+		{"ipv6 backend of an ipv4 frontend", Service{Frontend: fe, Backends: []Backend{be("[fd00::2]:8080", 1)}}, "backends[0].address", ErrInvalid},
+		{"ipv4 backend of an ipv6 frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[fd00::10]:80"), TCP},
+			Backends: []Backend{be("[fd00::2]:8080", 1), be("10.0.1.2:8080", 1)}}, "backends[1].address", ErrInvalid},
 		{"duplicate backend", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", 1), be("10.0.1.2:8080", 2)}}, "backends[1].address", ErrInvalid},
 		{"weight too high", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", MaxWeight+1)}}, "backends[0].weight", ErrInvalid},
 	}
@@ -47,6 +51,11 @@ func TestValidate(t *testing.T) {
 	ok := Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", 0), be("10.0.1.3:8080", MaxWeight)}}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid service: %v", err)
+	}
+	ok6 := Service{Frontend: Frontend{netip.MustParseAddrPort("[fd00::10]:53"), UDP},
+		Backends: []Backend{be("[fd00:1::2]:5353", 2), be("[2001:db8::2]:5353", 0)}}
+	if err := ok6.Validate(); err != nil {
+		t.Fatalf("valid IPv6 service: %v", err)
 	}
 	if err := (Service{Frontend: fe}).Validate(); err != nil {
 		t.Fatalf("a service without backends is valid: %v", err)
@@ -106,7 +115,11 @@ func TestParseFrontend(t *testing.T) {
 	if g, err := ParseFrontend(f.String()); err != nil || g != f {
 		t.Fatalf("round trip: %v, %v", g, err)
 	}
-	for _, bad := range []string{"", "10.96.0.10:53", "10.96.0.10/udp", "10.96.0.10:53/icmp"} {
+	f6, err := ParseFrontend("[fd00::10]:80/tcp")
+	if err != nil || f6.String() != "[fd00::10]:80/tcp" {
+		t.Fatalf("ParseFrontend(IPv6) = %v, %v", f6, err)
+	}
+	for _, bad := range []string{"", "10.96.0.10:53", "10.96.0.10/udp", "10.96.0.10:53/icmp", "fd00::10:80/tcp"} {
 		if _, err := ParseFrontend(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseFrontend(%q) = %v, want ErrInvalid", bad, err)
 		}
