@@ -68,6 +68,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } backend_slots SEC(".maps");
 
+/* The template of every maglev table; BPF_F_INNER_MAP lets each table
+ * have its own size. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16381);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_table);
+} maglev SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
@@ -436,16 +454,55 @@ static __always_inline int rewrite(void *ctx, const bool xdp, const struct flow 
 	return rewrite_tc(ctx, f, dst, to, new_port);
 }
 
-static __always_inline struct backend *pick_backend(const struct svc_value *svc, __u32 *id)
+/* A 32-bit finaliser (MurmurHash3's fmix32): every input bit reaches every
+ * output bit. */
+static __always_inline __u32 mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/*
+ * flow_hash is what Maglev looks up: the source address, the ports and the
+ * protocol, each word as it sits in memory (network order, read by a
+ * little-endian CPU). flowHash in package lb computes the same in Go.
+ */
+static __always_inline __u32 flow_hash(const struct flow *f)
+{
+	__u32 h = 0x9747b28c;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mix32(h ^ f->saddr.w[i]);
+	h = mix32(h ^ ((__u32)f->sport | (__u32)f->dport << 16));
+	return mix32(h ^ f->proto);
+}
+
+static __always_inline struct backend *pick_backend(const struct svc_value *svc,
+						    const struct flow *f, __u32 *id)
 {
 	struct slot_key sk = {.svc_id = svc->id};
 	struct backend *be;
-	__u32 *bid;
+	__u32 *bid = NULL;
 
 	if (svc->count == 0)
 		return NULL;
-	sk.slot = bpf_get_prandom_u32() % svc->count + 1;
-	bid = bpf_map_lookup_elem(&backend_slots, &sk);
+	if (svc->algorithm == ALG_MAGLEV) {
+		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
+		__u32 idx;
+
+		if (!table || svc->maglev_size == 0)
+			return NULL;
+		idx = flow_hash(f) % svc->maglev_size;
+		bid = bpf_map_lookup_elem(table, &idx);
+	} else {
+		sk.slot = bpf_get_prandom_u32() % svc->count + 1;
+		bid = bpf_map_lookup_elem(&backend_slots, &sk);
+	}
 	if (!bid)
 		return NULL;
 	be = bpf_map_lookup_elem(&backends, bid);
@@ -516,13 +573,13 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		count(STAT_FORWARD_EST, &stats, len);
 	} else {
 		/* A new flow, or one whose backend has gone: choose again. */
-		be = pick_backend(svc, &be_id);
+		be = pick_backend(svc, f, &be_id);
 		if (!be) {
 			/* The service may have shrunk between the read of its
 			 * count and of the slot: read it again, once. */
 			svc = bpf_map_lookup_elem(&services, sk);
 			if (svc)
-				be = pick_backend(svc, &be_id);
+				be = pick_backend(svc, f, &be_id);
 		}
 		if (!be || !svc) {
 			count(STAT_NO_BACKEND, &stats, len);

@@ -87,11 +87,12 @@ type XdplaneSvcKey struct {
 }
 
 type XdplaneSvcValue struct {
-	_         structs.HostLayout
-	Id        uint32
-	Count     uint16
-	Flags     uint8
-	Algorithm uint8
+	_          structs.HostLayout
+	Id         uint32
+	Count      uint16
+	Flags      uint8
+	Algorithm  uint8
+	MaglevSize uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -102,6 +103,7 @@ const (
 	XdplaneMapBackendStats      = "backend_stats"
 	XdplaneMapBackends          = "backends"
 	XdplaneMapConntrack         = "conntrack"
+	XdplaneMapMaglev            = "maglev"
 	XdplaneMapRevnat            = "revnat"
 	XdplaneMapServices          = "services"
 	XdplaneMapStats             = "stats"
@@ -165,6 +167,7 @@ type XdplaneMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
 	Revnat       *ebpf.MapSpec `ebpf:"revnat"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
@@ -200,6 +203,7 @@ type XdplaneMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	Maglev       *ebpf.Map `ebpf:"maglev"`
 	Revnat       *ebpf.Map `ebpf:"revnat"`
 	Services     *ebpf.Map `ebpf:"services"`
 	Stats        *ebpf.Map `ebpf:"stats"`
@@ -211,6 +215,7 @@ func (m *XdplaneMaps) Close() error {
 		m.BackendStats,
 		m.Backends,
 		m.Conntrack,
+		m.Maglev,
 		m.Revnat,
 		m.Services,
 		m.Stats,

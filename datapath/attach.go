@@ -626,7 +626,11 @@ func Remove(dir string) error {
 		return errors.Join(errs...)
 	}
 	_ = os.Remove(filepath.Join(dir, linksDir))
-	for _, name := range mapNames() {
+	names, err := mapNames()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

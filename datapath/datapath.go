@@ -91,6 +91,7 @@ func limitFields(l *Limits) map[string]*uint32 {
 		bpf.XdplaneMapBackends:     &l.MaxBackends,
 		bpf.XdplaneMapBackendSlots: &l.MaxBackendSlots,
 		bpf.XdplaneMapRevnat:       &l.MaxServices,
+		bpf.XdplaneMapMaglev:       &l.MaxServices,
 		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
 	}
 }
@@ -322,10 +323,16 @@ func (d *Datapath) Close() error {
 }
 
 // mapNames lists every map the object pins.
-func mapNames() []string {
-	return []string{
-		bpf.XdplaneMapServices, bpf.XdplaneMapBackendSlots, bpf.XdplaneMapBackends,
-		bpf.XdplaneMapRevnat, bpf.XdplaneMapConntrack, bpf.XdplaneMapBackendStats,
-		bpf.XdplaneMapStats,
+func mapNames() ([]string, error) {
+	spec, err := bpf.LoadXdplane()
+	if err != nil {
+		return nil, err
 	}
+	var names []string
+	for name, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
+			names = append(names, name)
+		}
+	}
+	return names, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
+	"net/netip"
 )
 
 // Maglev table sizes. A table's size must be prime; the larger it is, the
@@ -125,4 +126,30 @@ func splitmix64(x uint64) uint64 {
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
 	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
 	return x ^ (x >> 31)
+}
+
+// flowHash is the hash the datapath's Maglev lookup uses (flow_hash in
+// bpf/lb.c): over the source address (16 bytes, IPv4 v4-mapped), the
+// source and destination ports and the protocol, each 32-bit word taken as
+// a little-endian CPU reads network-order bytes.
+func flowHash(src netip.Addr, sport, dport uint16, proto Protocol) uint32 {
+	a := src.As16()
+	h := uint32(0x9747b28c)
+	for i := 0; i < 16; i += 4 {
+		h = mix32(h ^ binary.LittleEndian.Uint32(a[i:]))
+	}
+	// The ports as they sit in memory: big-endian bytes, read little-endian.
+	ports := uint32(htons(sport)) | uint32(htons(dport))<<16
+	h = mix32(h ^ ports)
+	return mix32(h ^ uint32(proto))
+}
+
+// mix32 is MurmurHash3's 32-bit finaliser.
+func mix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }

@@ -172,6 +172,7 @@ func (m *Manager) Upsert(s Service) error {
 		return err
 	}
 	var t txn
+	defer t.close()
 	if err := m.apply(&t, old, s); err != nil {
 		return m.fail(&t, err)
 	}
@@ -191,6 +192,7 @@ func (m *Manager) Delete(f Frontend) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, f)
 	}
 	var t txn
+	defer t.close()
 	if err := m.remove(&t, e); err != nil {
 		return m.fail(&t, err)
 	}
@@ -248,6 +250,7 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 
 	// Removals first: they free room for what comes after.
 	var t txn
+	defer t.close()
 	before := m.snapshot()
 	for _, f := range res.Removed {
 		if err := m.remove(&t, m.services[f]); err != nil {
@@ -405,14 +408,24 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 	}
 
 	f := s.Frontend
+	if s.Algorithm == Maglev {
+		if err := m.writeMaglev(t, e); err != nil {
+			return err
+		}
+	}
 	if old == nil {
 		rn := bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: htons(f.Address.Port())}
 		if err := t.put(m.maps.Revnat, e.id, rn); err != nil {
 			return err
 		}
 	}
-	if err := t.put(m.maps.Services, svcKey(f), bpf.XdplaneSvcValue{Id: e.id, Count: uint16(len(e.slots))}); err != nil {
+	if err := t.put(m.maps.Services, svcKey(f), svcValue(e)); err != nil {
 		return err
+	}
+	if old != nil && old.svc.Algorithm == Maglev && s.Algorithm != Maglev {
+		if err := t.delInner(m.maps.Maglev, e.id); err != nil {
+			return err
+		}
 	}
 
 	if old != nil {
@@ -464,6 +477,9 @@ func (m *Manager) remove(t *txn, e *entry) error {
 	if err := t.del(m.maps.Revnat, e.id); err != nil {
 		return err
 	}
+	if err := t.delInner(m.maps.Maglev, e.id); err != nil {
+		return err
+	}
 	for _, id := range e.backendIDs {
 		m.beIDs.release(id)
 	}
@@ -486,4 +502,44 @@ func (m *Manager) resetBackendStats(t *txn, id uint32) error {
 	}
 	t.undo = append(t.undo, func() error { return stats.Update(id, prev, ebpf.UpdateAny) })
 	return nil
+}
+
+func svcValue(e *entry) bpf.XdplaneSvcValue {
+	v := bpf.XdplaneSvcValue{Id: e.id, Count: uint16(len(e.slots)), Algorithm: uint8(e.svc.Algorithm)}
+	if e.svc.Algorithm == Maglev {
+		v.MaglevSize = e.svc.MaglevTableSize
+	}
+	return v
+}
+
+// writeMaglev builds the service's Maglev table in a fresh inner map and
+// swaps it in with one update: a packet sees the old table or the new one,
+// never a mix.
+func (m *Manager) writeMaglev(t *txn, e *entry) error {
+	s := e.svc
+	idx := maglevTable(s.Backends, s.MaglevTableSize)
+	ids := make([]uint32, len(idx))
+	keys := make([]uint32, len(idx))
+	for i, b := range idx {
+		keys[i] = uint32(i)
+		if b >= 0 {
+			ids[i] = e.backendIDs[s.Backends[b].Address]
+		}
+	}
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "maglev_table",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  4,
+		MaxEntries: s.MaglevTableSize,
+		Flags:      unix.BPF_F_INNER_MAP,
+	})
+	if err != nil {
+		return fmt.Errorf("create Maglev table of %s: %w", s.Frontend, err)
+	}
+	t.closers = append(t.closers, inner)
+	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
+		return fmt.Errorf("fill Maglev table of %s: %w", s.Frontend, err)
+	}
+	return t.putInner(m.maps.Maglev, e.id, inner)
 }

@@ -68,7 +68,10 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 	it := maps.Services.Iterate()
 	for it.Next(&key, &val) {
 		f := frontendOf(key)
-		e := &entry{id: val.Id, svc: Service{Frontend: f}, backendIDs: map[netip.AddrPort]uint32{}}
+		e := &entry{id: val.Id, svc: Service{Frontend: f, Algorithm: Algorithm(val.Algorithm)}, backendIDs: map[netip.AddrPort]uint32{}}
+		if e.svc.Algorithm == Maglev {
+			e.svc.MaglevTableSize = val.MaglevSize
+		}
 		services[f] = e
 		byID[val.Id] = e
 		counts[val.Id] = val.Count
@@ -126,6 +129,7 @@ type orphans struct {
 	slots    []bpf.XdplaneSlotKey
 	backends []uint32
 	revnat   []uint32
+	maglev   []uint32
 }
 
 func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error) {
@@ -160,6 +164,18 @@ func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error
 		}
 	}
 	err = errors.Join(err, it.Err())
+	var keys []uint32
+	var key uint32
+	var inner *ebpf.Map
+	mit := maps.Maglev.Iterate()
+	for mit.Next(&key, &inner) {
+		inner.Close()
+		if e := byID[key]; e == nil || e.svc.Algorithm != Maglev {
+			keys = append(keys, key)
+		}
+	}
+	o.maglev = keys
+	err = errors.Join(err, mit.Err())
 	if err != nil {
 		return nil, fmt.Errorf("scan for orphans: %w", err)
 	}
@@ -176,6 +192,9 @@ func (o *orphans) delete(maps *bpf.XdplaneMaps) error {
 	}
 	for _, id := range o.revnat {
 		errs = append(errs, ignoreMissing(maps.Revnat.Delete(id)))
+	}
+	for _, id := range o.maglev {
+		errs = append(errs, ignoreMissing(maps.Maglev.Delete(id)))
 	}
 	return errors.Join(errs...)
 }

@@ -10,9 +10,11 @@ import (
 
 // ServiceStatus is a service as the datapath holds it, with counters.
 type ServiceStatus struct {
-	Frontend Frontend
-	ID       uint32
-	Backends []BackendStatus
+	Frontend        Frontend
+	ID              uint32
+	Algorithm       Algorithm
+	MaglevTableSize uint32 // for Maglev
+	Backends        []BackendStatus
 }
 
 // BackendStatus is one backend with the packets and bytes the datapath
@@ -35,7 +37,7 @@ func ReadStatus(dp *datapath.Datapath) ([]ServiceStatus, error) {
 	}
 	out := make([]ServiceStatus, 0, len(services))
 	for _, e := range services {
-		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id}
+		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id, Algorithm: e.svc.Algorithm, MaglevTableSize: e.svc.MaglevTableSize}
 		for _, b := range e.svc.Backends {
 			id := e.backendIDs[b.Address]
 			var per []bpf.XdplaneCounter

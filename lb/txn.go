@@ -10,7 +10,55 @@ import (
 // txn applies map writes in order and remembers how to undo each, so that
 // a change that fails half-way is rolled back to the state before it.
 type txn struct {
-	undo []func() error
+	undo    []func() error
+	closers []*ebpf.Map // inner maps the undo steps hold; closed by close
+}
+
+// close releases what the transaction holds. Call it once the
+// transaction is committed or rolled back.
+func (t *txn) close() {
+	for _, m := range t.closers {
+		m.Close()
+	}
+	t.closers = nil
+}
+
+// putInner points key of the map-of-maps outer at inner, remembering the
+// map it pointed at.
+func (t *txn) putInner(outer *ebpf.Map, key any, inner *ebpf.Map) error {
+	var prev *ebpf.Map
+	err := outer.Lookup(key, &prev)
+	switch {
+	case err == nil:
+		t.closers = append(t.closers, prev)
+		t.undo = append(t.undo, func() error { return outer.Update(key, prev, ebpf.UpdateAny) })
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		t.undo = append(t.undo, func() error { return ignoreMissing(outer.Delete(key)) })
+	default:
+		return fmt.Errorf("read %s: %w", outer, err)
+	}
+	if err := outer.Update(key, inner, ebpf.UpdateAny); err != nil {
+		t.undo = t.undo[:len(t.undo)-1]
+		return fmt.Errorf("write %s: %w", outer, err)
+	}
+	return nil
+}
+
+// delInner deletes key from the map-of-maps outer, remembering the map it
+// pointed at.
+func (t *txn) delInner(outer *ebpf.Map, key any) error {
+	var prev *ebpf.Map
+	if err := outer.Lookup(key, &prev); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read %s: %w", outer, err)
+	}
+	t.closers = append(t.closers, prev)
+	if err := ignoreMissing(outer.Delete(key)); err != nil {
+		return fmt.Errorf("delete from %s: %w", outer, err)
+	}
+	t.undo = append(t.undo, func() error { return outer.Update(key, prev, ebpf.UpdateAny) })
+	return nil
 }
 
 func (t *txn) put(m *ebpf.Map, key, value any) error {

@@ -116,25 +116,91 @@ func (b Backend) weight() uint16 {
 	return b.Weight
 }
 
+// Algorithm is how a service picks the backend of a new flow.
+type Algorithm uint8
+
+const (
+	// Random picks a backend at random, weighted. The default.
+	Random Algorithm = iota // ALG_RANDOM in bpf/include/xdplane.h
+	// Maglev picks by a hash of the flow's source address, ports and
+	// protocol through the service's Maglev table (consistent hashing):
+	// every node with the same backends picks the same one, and a change
+	// of backends moves few flows.
+	Maglev // ALG_MAGLEV
+)
+
+// ParseAlgorithm parses "random" or "maglev", in any case.
+func ParseAlgorithm(s string) (Algorithm, error) {
+	switch strings.ToLower(s) {
+	case "random":
+		return Random, nil
+	case "maglev":
+		return Maglev, nil
+	}
+	return 0, fmt.Errorf("%w: algorithm %q: want random or maglev", ErrInvalid, s)
+}
+
+func (a Algorithm) String() string {
+	switch a {
+	case Random:
+		return "random"
+	case Maglev:
+		return "maglev"
+	}
+	return "algorithm(" + strconv.Itoa(int(a)) + ")"
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (a Algorithm) MarshalText() ([]byte, error) {
+	if a > Maglev {
+		return nil, fmt.Errorf("%w: algorithm %d", ErrInvalid, uint8(a))
+	}
+	return []byte(a.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *Algorithm) UnmarshalText(b []byte) error {
+	v, err := ParseAlgorithm(string(b))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
 // Service is a frontend and the backends its flows are spread over. A
 // service with no backends is valid: its packets are dropped.
 type Service struct {
 	Frontend Frontend
 	Backends []Backend
+	// Algorithm picks the backend of each new flow. Optional. Default:
+	// Random.
+	Algorithm Algorithm
+	// MaglevTableSize is the number of entries in the Maglev table, a
+	// prime from MinMaglevTableSize to MaxMaglevTableSize; only for
+	// Maglev. Optional. Default: DefaultMaglevTableSize, or larger for
+	// services with more than 32 backends, to keep 500 entries per
+	// backend.
+	MaglevTableSize uint32
 }
 
 // normalized returns s with defaults filled in and backends sorted, the form
 // in which services are stored and compared.
 func (s Service) normalized() Service {
-	out := Service{Frontend: s.Frontend, Backends: make([]Backend, len(s.Backends))}
+	out := s
+	out.Backends = make([]Backend, len(s.Backends))
 	for i, b := range s.Backends {
 		out.Backends[i] = Backend{Address: b.Address, Weight: b.weight()}
 	}
 	slices.SortFunc(out.Backends, func(a, b Backend) int { return a.Address.Compare(b.Address) })
+	if out.Algorithm == Maglev && out.MaglevTableSize == 0 {
+		out.MaglevTableSize = maglevTableSizeFor(len(out.Backends))
+	}
 	return out
 }
 
 // equal reports whether two normalized services are the same.
 func (s Service) equal(o Service) bool {
-	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends)
+	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends) &&
+		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize
 }

@@ -45,6 +45,16 @@ func (s Service) Validate() error {
 		seen[b.Address] = i
 		slots += int(b.weight())
 	}
+	switch {
+	case s.Algorithm > Maglev:
+		return invalid(f, "algorithm", s.Algorithm, "want random or maglev")
+	case s.MaglevTableSize != 0 && s.Algorithm != Maglev:
+		return invalid(f, "maglevTableSize", s.MaglevTableSize, "only the maglev algorithm has a table")
+	case s.MaglevTableSize != 0:
+		if why := validMaglevTableSize(s.MaglevTableSize); why != "" {
+			return invalid(f, "maglevTableSize", s.MaglevTableSize, why)
+		}
+	}
 	if slots > maxSlotsPerService {
 		return overCapacity(f, "backends", len(s.Backends),
 			fmt.Sprintf("weights add up to %d, above the per-service limit of %d", slots, maxSlotsPerService))

@@ -24,12 +24,21 @@ struct svc_key {
 	__u8 scope; /* reserved, always 0 */
 };
 
+enum lb_algorithm {
+	ALG_RANDOM = 0, /* a uniform pick over the backend slots */
+	ALG_MAGLEV = 1, /* the service's table in maglev, by flow hash */
+};
+
 struct svc_value {
 	__u32 id;    /* service id: key of slots and revnat, never 0 */
 	__u16 count; /* number of backend slots, 1..count are valid */
 	__u8 flags;
-	__u8 algorithm; /* 0: random */
+	__u8 algorithm;   /* enum lb_algorithm */
+	__u32 maglev_size; /* entries in the service's maglev table (prime) */
 };
+
+/* maglev (hash of maps): service id -> an array of maglev_size backend
+ * ids, built whole in user space and swapped in with one update. */
 
 /* backend_slots: (service, slot) -> backend id. A backend of weight w owns
  * w slots, so a uniform pick over the slots honours the weights. */
