@@ -106,6 +106,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct affinity_key);
+	__type(value, struct affinity_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct ct_key);
 	__type(value, struct ct_value);
@@ -512,6 +520,46 @@ static __always_inline struct backend *pick_backend(const struct svc_value *svc,
 	return be;
 }
 
+/*
+ * affine_backend returns the backend a client of a service with session
+ * affinity used within the timeout, if it is still one of the service's.
+ */
+static __always_inline struct backend *affine_backend(const struct svc_value *svc,
+						      const struct flow *f, __u64 now, __u32 *id)
+{
+	struct affinity_key ak = {.svc_id = svc->id};
+	struct affinity_value *av;
+	struct backend *be;
+	__u32 bid;
+
+	if (!svc->affinity_timeout)
+		return NULL;
+	__builtin_memcpy(ak.client, f->saddr.b, 16);
+	av = bpf_map_lookup_elem(&affinity, &ak);
+	if (!av || now - av->last_used > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
+		return NULL;
+	bid = av->backend_id;
+	be = bpf_map_lookup_elem(&backends, &bid);
+	if (!be || be->svc_id != svc->id || be->cookie != av->backend_cookie)
+		return NULL;
+	*id = bid;
+	return be;
+}
+
+/* remember_affinity records the client's backend, and when it last
+ * started a flow: the timeout runs from there, as kube-proxy's does. */
+static __always_inline void remember_affinity(const struct svc_value *svc, const struct flow *f,
+					      __u64 now, __u32 id, const struct backend *be)
+{
+	struct affinity_key ak = {.svc_id = svc->id};
+	struct affinity_value av = {.last_used = now, .backend_id = id, .backend_cookie = be->cookie};
+
+	if (!svc->affinity_timeout)
+		return;
+	__builtin_memcpy(ak.client, f->saddr.b, 16);
+	bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
+}
+
 /* flow_key is the conntrack key of a packet as it arrives. */
 static __always_inline void flow_key(struct ct_key *k, const struct flow *f, enum ct_dir dir)
 {
@@ -572,8 +620,11 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		}
 		count(STAT_FORWARD_EST, &stats, len);
 	} else {
-		/* A new flow, or one whose backend has gone: choose again. */
-		be = pick_backend(svc, f, &be_id);
+		/* A new flow, or one whose backend has gone: choose again,
+		 * unless the client has a backend by session affinity. */
+		be = affine_backend(svc, f, now, &be_id);
+		if (!be)
+			be = pick_backend(svc, f, &be_id);
 		if (!be) {
 			/* The service may have shrunk between the read of its
 			 * count and of the slot: read it again, once. */
@@ -585,6 +636,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 			count(STAT_NO_BACKEND, &stats, len);
 			return V_DROP;
 		}
+		remember_affinity(svc, f, now, be_id, be);
 		entry.backend_id = be_id;
 		entry.svc_id = svc->id;
 		entry.backend_cookie = be->cookie;

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type XdplaneAffinityKey struct {
+	_      structs.HostLayout
+	Client [16]uint8
+	SvcId  uint32
+}
+
+type XdplaneAffinityValue struct {
+	_             structs.HostLayout
+	LastUsed      uint64
+	BackendId     uint32
+	BackendCookie uint32
+}
+
 type XdplaneBackend struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -87,18 +100,20 @@ type XdplaneSvcKey struct {
 }
 
 type XdplaneSvcValue struct {
-	_          structs.HostLayout
-	Id         uint32
-	Count      uint16
-	Flags      uint8
-	Algorithm  uint8
-	MaglevSize uint32
+	_               structs.HostLayout
+	Id              uint32
+	Count           uint16
+	Flags           uint8
+	Algorithm       uint8
+	MaglevSize      uint32
+	AffinityTimeout uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	XdplaneMapAffinity          = "affinity"
 	XdplaneMapBackendSlots      = "backend_slots"
 	XdplaneMapBackendStats      = "backend_stats"
 	XdplaneMapBackends          = "backends"
@@ -163,6 +178,7 @@ type XdplaneProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdplaneMapSpecs struct {
+	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
 	BackendSlots *ebpf.MapSpec `ebpf:"backend_slots"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
@@ -199,6 +215,7 @@ func (o *XdplaneObjects) Close() error {
 //
 // It can be passed to LoadXdplaneObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdplaneMaps struct {
+	Affinity     *ebpf.Map `ebpf:"affinity"`
 	BackendSlots *ebpf.Map `ebpf:"backend_slots"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
@@ -211,6 +228,7 @@ type XdplaneMaps struct {
 
 func (m *XdplaneMaps) Close() error {
 	return _XdplaneClose(
+		m.Affinity,
 		m.BackendSlots,
 		m.BackendStats,
 		m.Backends,

@@ -23,6 +23,7 @@ const (
 	DefaultMaxBackends     = 262144
 	DefaultMaxBackendSlots = 262144
 	DefaultConntrackSize   = 131072
+	DefaultAffinitySize    = 65536
 )
 
 // Limits size the datapath's maps. They are fixed when the maps are first
@@ -42,6 +43,10 @@ type Limits struct {
 	// flow takes two. The least recently used are evicted when it is full.
 	// Optional. Default: what is pinned, else DefaultConntrackSize.
 	ConntrackSize uint32
+	// AffinitySize is the number of (client, service) pairs session
+	// affinity remembers; the least recently used are forgotten first.
+	// Optional. Default: what is pinned, else DefaultAffinitySize.
+	AffinitySize uint32
 }
 
 // Options configure Open. The zero value is ready to use.
@@ -75,7 +80,7 @@ const maxLimit = 1 << 26
 func (l Limits) validate() error {
 	for name, v := range map[string]uint32{
 		"MaxServices": l.MaxServices, "MaxBackends": l.MaxBackends,
-		"MaxBackendSlots": l.MaxBackendSlots, "ConntrackSize": l.ConntrackSize,
+		"MaxBackendSlots": l.MaxBackendSlots, "ConntrackSize": l.ConntrackSize, "AffinitySize": l.AffinitySize,
 	} {
 		if v > maxLimit {
 			return fmt.Errorf("%w: Limits.%s %d is above the most xdplane supports, %d", ErrInvalid, name, v, maxLimit)
@@ -93,6 +98,7 @@ func limitFields(l *Limits) map[string]*uint32 {
 		bpf.XdplaneMapRevnat:       &l.MaxServices,
 		bpf.XdplaneMapMaglev:       &l.MaxServices,
 		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
+		bpf.XdplaneMapAffinity:     &l.AffinitySize,
 	}
 }
 
@@ -192,6 +198,7 @@ func OpenPinned(dir string) (*Datapath, error) {
 		MaxBackends:     d.maps.Backends.MaxEntries(),
 		MaxBackendSlots: d.maps.BackendSlots.MaxEntries(),
 		ConntrackSize:   d.maps.Conntrack.MaxEntries(),
+		AffinitySize:    d.maps.Affinity.MaxEntries(),
 	}
 	return d, nil
 }
@@ -215,6 +222,7 @@ func resolveLimits(dir string, want Limits) (Limits, error) {
 		MaxBackends:     DefaultMaxBackends,
 		MaxBackendSlots: DefaultMaxBackendSlots,
 		ConntrackSize:   DefaultConntrackSize,
+		AffinitySize:    DefaultAffinitySize,
 	}
 	got := want
 	fields := limitFields(&got)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -505,7 +506,12 @@ func (m *Manager) resetBackendStats(t *txn, id uint32) error {
 }
 
 func svcValue(e *entry) bpf.XdplaneSvcValue {
-	v := bpf.XdplaneSvcValue{Id: e.id, Count: uint16(len(e.slots)), Algorithm: uint8(e.svc.Algorithm)}
+	v := bpf.XdplaneSvcValue{
+		Id:              e.id,
+		Count:           uint16(len(e.slots)),
+		Algorithm:       uint8(e.svc.Algorithm),
+		AffinityTimeout: uint32(e.svc.SessionAffinity / time.Second),
+	}
 	if e.svc.Algorithm == Maglev {
 		v.MaglevSize = e.svc.MaglevTableSize
 	}

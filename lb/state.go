@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -72,6 +73,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		if e.svc.Algorithm == Maglev {
 			e.svc.MaglevTableSize = val.MaglevSize
 		}
+		e.svc.SessionAffinity = time.Duration(val.AffinityTimeout) * time.Second
 		services[f] = e
 		byID[val.Id] = e
 		counts[val.Id] = val.Count

@@ -3,6 +3,7 @@ package lb
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -14,6 +15,7 @@ type ServiceStatus struct {
 	ID              uint32
 	Algorithm       Algorithm
 	MaglevTableSize uint32 // for Maglev
+	SessionAffinity time.Duration
 	Backends        []BackendStatus
 }
 
@@ -37,7 +39,8 @@ func ReadStatus(dp *datapath.Datapath) ([]ServiceStatus, error) {
 	}
 	out := make([]ServiceStatus, 0, len(services))
 	for _, e := range services {
-		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id, Algorithm: e.svc.Algorithm, MaglevTableSize: e.svc.MaglevTableSize}
+		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id, Algorithm: e.svc.Algorithm, MaglevTableSize: e.svc.MaglevTableSize,
+			SessionAffinity: e.svc.SessionAffinity}
 		for _, b := range e.svc.Backends {
 			id := e.backendIDs[b.Address]
 			var per []bpf.XdplaneCounter

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Protocol is a transport protocol a frontend serves.
@@ -182,7 +183,20 @@ type Service struct {
 	// services with more than 32 backends, to keep 500 entries per
 	// backend.
 	MaglevTableSize uint32
+	// SessionAffinity, when not zero, sends a client's new flows to the
+	// backend of its previous one, as Kubernetes' sessionAffinity ClientIP
+	// does, if that flow started no longer than this ago and the backend
+	// is still there. Whole seconds, up to MaxSessionAffinity. Optional.
+	// Default: 0, none. Kubernetes' own default timeout is
+	// DefaultSessionAffinity.
+	SessionAffinity time.Duration
 }
+
+// Session affinity timeouts, as Kubernetes defines them.
+const (
+	DefaultSessionAffinity = 10800 * time.Second
+	MaxSessionAffinity     = 86400 * time.Second
+)
 
 // normalized returns s with defaults filled in and backends sorted, the form
 // in which services are stored and compared.
@@ -202,5 +216,6 @@ func (s Service) normalized() Service {
 // equal reports whether two normalized services are the same.
 func (s Service) equal(o Service) bool {
 	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends) &&
-		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize
+		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize &&
+		s.SessionAffinity == o.SessionAffinity
 }

@@ -3,6 +3,7 @@ package lb
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // maxSlotsPerService is the most slots one service can have: the
@@ -46,6 +47,10 @@ func (s Service) Validate() error {
 		slots += int(b.weight())
 	}
 	switch {
+	case s.SessionAffinity < 0 || s.SessionAffinity > MaxSessionAffinity:
+		return invalid(f, "sessionAffinity", s.SessionAffinity, fmt.Sprintf("want 0 (none) to %s", MaxSessionAffinity))
+	case s.SessionAffinity%time.Second != 0:
+		return invalid(f, "sessionAffinity", s.SessionAffinity, "want whole seconds")
 	case s.Algorithm > Maglev:
 		return invalid(f, "algorithm", s.Algorithm, "want random or maglev")
 	case s.MaglevTableSize != 0 && s.Algorithm != Maglev:

@@ -35,6 +35,20 @@ struct svc_value {
 	__u8 flags;
 	__u8 algorithm;   /* enum lb_algorithm */
 	__u32 maglev_size; /* entries in the service's maglev table (prime) */
+	__u32 affinity_timeout; /* seconds; 0: no session affinity */
+};
+
+/* affinity (LRU): a client's backend for a service with session affinity
+ * (Kubernetes' ClientIP). */
+struct affinity_key {
+	__u8 client[16];
+	__u32 svc_id;
+};
+
+struct affinity_value {
+	__u64 last_used; /* bpf_ktime_get_ns of the client's latest new flow */
+	__u32 backend_id;
+	__u32 backend_cookie;
 };
 
 /* maglev (hash of maps): service id -> an array of maglev_size backend
