@@ -34,6 +34,9 @@ type XdplaneBackend struct {
 	Flags  uint8
 	SvcId  uint32
 	Cookie uint32
+	Weight uint16
+	State  uint8
+	Local  uint8
 }
 
 type XdplaneCounter struct {

@@ -166,7 +166,7 @@ func (m *Manager) Upsert(s Service) error {
 		return ErrClosed
 	}
 	old := m.services[s.Frontend]
-	if old != nil && old.svc.equal(s) {
+	if old != nil && old.svc.equal(s) && !old.damaged {
 		return nil
 	}
 	if err := m.checkCapacity([]Service{s}, nil); err != nil {
@@ -231,7 +231,7 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 		case old == nil:
 			res.Added = append(res.Added, f)
 			changes = append(changes, s)
-		case !old.svc.equal(s):
+		case !old.svc.equal(s) || old.damaged:
 			res.Changed = append(res.Changed, f)
 			changes = append(changes, s)
 		}
@@ -287,11 +287,13 @@ func (m *Manager) checkCapacity(changes []Service, removed []Frontend) error {
 		n, added, dropped := 0, 0, 0
 		kept := make(map[netip.AddrPort]bool, len(s.Backends))
 		for _, b := range s.Backends {
-			n += int(b.Weight)
 			kept[b.Address] = true
 			if old == nil || old.backendIDs[b.Address] == 0 {
 				added++
 			}
+		}
+		for _, b := range s.eligible() {
+			n += int(b.Weight)
 		}
 		oldSlots := 0
 		if old == nil {
@@ -350,7 +352,11 @@ func (m *Manager) restore(s snapshot) {
 //  4. slots beyond n, which no packet reads any more;
 //  5. backends no slot names any more.
 func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
-	e := &entry{svc: s, backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends))}
+	e := &entry{
+		svc:        s,
+		backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
+		cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
+	}
 	var newIDs []uint32
 	defer func() {
 		if err != nil {
@@ -372,35 +378,48 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		e.id = id
 	}
 
+	var oldBackends map[netip.AddrPort]Backend
+	if old != nil {
+		oldBackends = make(map[netip.AddrPort]Backend, len(old.svc.Backends))
+		for _, b := range old.svc.Backends {
+			oldBackends[b.Address] = b
+		}
+	}
 	for _, b := range s.Backends {
-		if old != nil {
-			if id := old.backendIDs[b.Address]; id != 0 {
-				e.backendIDs[b.Address] = id
-				continue
+		if id := old.backendID(b.Address); id != 0 {
+			// Kept: same id and cookie, so its flows stay; rewritten in
+			// place if its weight, state or locality changed.
+			e.backendIDs[b.Address], e.cookies[b.Address] = id, old.cookies[b.Address]
+			if ob, ok := oldBackends[b.Address]; !ok || ob != b || old.damaged {
+				if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address])); err != nil {
+					return err
+				}
 			}
+			continue
 		}
 		id, ok := m.beIDs.alloc()
 		if !ok {
 			return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
 		}
 		newIDs = append(newIDs, id)
-		e.backendIDs[b.Address] = id
+		e.backendIDs[b.Address], e.cookies[b.Address] = id, newCookie()
 		if err := m.resetBackendStats(t, id); err != nil {
 			return err
 		}
-		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b.Address)); err != nil {
+		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address])); err != nil {
 			return err
 		}
 	}
 
-	for _, b := range s.Backends {
+	// Only the backends eligible for new flows get slots.
+	for _, b := range s.eligible() {
 		for range b.Weight {
 			e.slots = append(e.slots, e.backendIDs[b.Address])
 		}
 	}
 	for i, id := range e.slots {
 		slot := uint32(i + 1)
-		if old != nil && i < len(old.slots) && old.slots[i] == id {
+		if old != nil && !old.damaged && i < len(old.slots) && old.slots[i] == id {
 			continue
 		}
 		if err := t.put(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: slot}, id); err != nil {
@@ -505,12 +524,20 @@ func (m *Manager) resetBackendStats(t *txn, id uint32) error {
 	return nil
 }
 
+// svcFlagLocalPolicy marks a service whose TrafficPolicy is Local. Only
+// user space reads it (to recover the policy); the kernel follows the
+// slots.
+const svcFlagLocalPolicy = 1
+
 func svcValue(e *entry) bpf.XdplaneSvcValue {
 	v := bpf.XdplaneSvcValue{
 		Id:              e.id,
 		Count:           uint16(len(e.slots)),
 		Algorithm:       uint8(e.svc.Algorithm),
 		AffinityTimeout: uint32(e.svc.SessionAffinity / time.Second),
+	}
+	if e.svc.TrafficPolicy == Local {
+		v.Flags |= svcFlagLocalPolicy
 	}
 	if e.svc.Algorithm == Maglev {
 		v.MaglevSize = e.svc.MaglevTableSize
@@ -523,13 +550,14 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 // never a mix.
 func (m *Manager) writeMaglev(t *txn, e *entry) error {
 	s := e.svc
-	idx := maglevTable(s.Backends, s.MaglevTableSize)
+	eligible := s.eligible()
+	idx := maglevTable(eligible, s.MaglevTableSize)
 	ids := make([]uint32, len(idx))
 	keys := make([]uint32, len(idx))
 	for i, b := range idx {
 		keys[i] = uint32(i)
 		if b >= 0 {
-			ids[i] = e.backendIDs[s.Backends[b].Address]
+			ids[i] = e.backendIDs[eligible[b].Address]
 		}
 	}
 	inner, err := ebpf.NewMap(&ebpf.MapSpec{

@@ -17,8 +17,22 @@ type entry struct {
 	id         uint32
 	svc        Service // normalized
 	backendIDs map[netip.AddrPort]uint32
+	cookies    map[netip.AddrPort]uint32
 	slots      []uint32 // slots[i] is the backend id in slot i+1
+	// damaged: read back with a missing or wrong slot (its writer died
+	// mid-update); the next write of the service rewrites everything.
+	damaged bool
 }
+
+// backendID is the id of the backend at a, or 0; nil-safe.
+func (e *entry) backendID(a netip.AddrPort) uint32 {
+	if e == nil {
+		return 0
+	}
+	return e.backendIDs[a]
+}
+
+func newCookie() uint32 { return rand.Uint32() | 1 } // nonzero
 
 func svcKey(f Frontend) bpf.XdplaneSvcKey {
 	return bpf.XdplaneSvcKey{
@@ -35,14 +49,20 @@ func frontendOf(k bpf.XdplaneSvcKey) Frontend {
 	}
 }
 
-func backendValue(svcID uint32, proto Protocol, a netip.AddrPort) bpf.XdplaneBackend {
-	return bpf.XdplaneBackend{
-		Addr:   a.Addr().As16(),
-		Port:   htons(a.Port()),
+func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32) bpf.XdplaneBackend {
+	v := bpf.XdplaneBackend{
+		Addr:   b.Address.Addr().As16(),
+		Port:   htons(b.Address.Port()),
 		Proto:  uint8(proto),
 		SvcId:  svcID,
-		Cookie: rand.Uint32() | 1, // nonzero
+		Cookie: cookie,
+		Weight: b.Weight,
+		State:  uint8(b.State),
 	}
+	if b.Local {
+		v.Local = 1
+	}
+	return v
 }
 
 func addrPortOf(addr [16]uint8, port uint16) netip.AddrPort {
@@ -69,11 +89,19 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 	it := maps.Services.Iterate()
 	for it.Next(&key, &val) {
 		f := frontendOf(key)
-		e := &entry{id: val.Id, svc: Service{Frontend: f, Algorithm: Algorithm(val.Algorithm)}, backendIDs: map[netip.AddrPort]uint32{}}
+		e := &entry{
+			id:         val.Id,
+			svc:        Service{Frontend: f, Algorithm: Algorithm(val.Algorithm)},
+			backendIDs: map[netip.AddrPort]uint32{},
+			cookies:    map[netip.AddrPort]uint32{},
+		}
 		if e.svc.Algorithm == Maglev {
 			e.svc.MaglevTableSize = val.MaglevSize
 		}
 		e.svc.SessionAffinity = time.Duration(val.AffinityTimeout) * time.Second
+		if val.Flags&svcFlagLocalPolicy != 0 {
+			e.svc.TrafficPolicy = Local
+		}
 		services[f] = e
 		byID[val.Id] = e
 		counts[val.Id] = val.Count
@@ -82,42 +110,55 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		return nil, nil, fmt.Errorf("read services: %w", err)
 	}
 
-	// A slot or backend that is missing (a writer died mid-update, or is
-	// writing now) is recorded as slot id 0: such a service reads back
-	// as different from any desired one, so the next Sync rewrites it.
-	weights := make(map[uint32]map[netip.AddrPort]uint16)
+	// Every backend entry names its service and carries all a Backend
+	// holds, so one pass over the map recovers the backends.
+	var (
+		id uint32
+		be bpf.XdplaneBackend
+	)
+	bit := maps.Backends.Iterate()
+	for bit.Next(&id, &be) {
+		e := byID[be.SvcId]
+		if e == nil {
+			continue // an orphan
+		}
+		a := addrPortOf(be.Addr, be.Port)
+		if _, dup := e.backendIDs[a]; dup {
+			continue // an orphan: a writer died before deleting it
+		}
+		e.backendIDs[a], e.cookies[a] = id, be.Cookie
+		e.svc.Backends = append(e.svc.Backends, Backend{
+			Address: a, Weight: be.Weight, State: BackendState(be.State), Local: be.Local != 0,
+		})
+	}
+	if err := bit.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read backends: %w", err)
+	}
+
+	// The slots must be what the backends make of them; a missing or
+	// different one marks a service its writer left half-done.
 	for id, e := range byID {
-		weights[id] = map[netip.AddrPort]uint16{}
+		e.svc = e.svc.normalized()
+		var want []uint32
+		for _, b := range e.svc.eligible() {
+			for range b.Weight {
+				want = append(want, e.backendIDs[b.Address])
+			}
+		}
+		e.damaged = len(want) != int(counts[id])
 		for slot := uint32(1); slot <= uint32(counts[id]); slot++ {
 			var beID uint32
 			err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID)
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				e.slots = append(e.slots, 0)
-				continue
-			}
-			if err != nil {
+				beID = 0
+			} else if err != nil {
 				return nil, nil, fmt.Errorf("read slot %d of service %s: %w", slot, e.svc.Frontend, err)
 			}
-			var be bpf.XdplaneBackend
-			err = maps.Backends.Lookup(beID, &be)
-			if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && be.SvcId != id) {
-				e.slots = append(e.slots, 0)
-				continue
+			if int(slot) > len(want) || want[slot-1] != beID {
+				e.damaged = true
 			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("read backend %d of service %s: %w", beID, e.svc.Frontend, err)
-			}
-			a := addrPortOf(be.Addr, be.Port)
-			e.backendIDs[a] = beID
 			e.slots = append(e.slots, beID)
-			weights[id][a]++
 		}
-	}
-	for id, e := range byID {
-		for a, w := range weights[id] {
-			e.svc.Backends = append(e.svc.Backends, Backend{Address: a, Weight: w})
-		}
-		e.svc = e.svc.normalized()
 	}
 
 	orph, err := findOrphans(maps, byID)

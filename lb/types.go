@@ -101,6 +101,41 @@ func compareFrontends(a, b Frontend) int {
 // MaxWeight is the largest backend weight.
 const MaxWeight = 1000
 
+// BackendState says whether a backend takes new flows. Flows it already
+// has continue in every state; a backend removed from the service loses
+// them.
+type BackendState uint8
+
+const (
+	// Active backends take new flows. The default.
+	Active BackendState = iota
+	// Terminating backends (Kubernetes: ready false, serving true) take
+	// new flows only when no active backend is left, as kube-proxy falls
+	// back to them.
+	Terminating
+	// Maintenance backends take no new flows.
+	Maintenance
+)
+
+var backendStateNames = [...]string{"active", "terminating", "maintenance"}
+
+func (s BackendState) String() string {
+	if int(s) < len(backendStateNames) {
+		return backendStateNames[s]
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// ParseBackendState parses "active", "terminating" or "maintenance".
+func ParseBackendState(s string) (BackendState, error) {
+	for i, n := range backendStateNames {
+		if strings.EqualFold(s, n) {
+			return BackendState(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: backend state %q: want active, terminating or maintenance", ErrInvalid, s)
+}
+
 // Backend is one destination of a service.
 type Backend struct {
 	// Address is where the backend listens.
@@ -108,6 +143,45 @@ type Backend struct {
 	// Weight is the backend's share of new flows relative to the other
 	// backends of the service, 1 to MaxWeight. Optional. Default: 1.
 	Weight uint16
+	// State says whether the backend takes new flows. Optional. Default:
+	// Active.
+	State BackendState
+	// Local marks a backend on this node, for services whose
+	// TrafficPolicy is Local. Optional. Default: false.
+	Local bool
+}
+
+// TrafficPolicy says which backends a frontend's traffic may reach, as
+// Kubernetes' externalTrafficPolicy (for NodePort, LoadBalancer and
+// external IP frontends) and internalTrafficPolicy (for the cluster IP) do.
+type TrafficPolicy uint8
+
+const (
+	// Cluster: every backend. The default.
+	Cluster TrafficPolicy = iota
+	// Local: only backends marked Local; with none, new flows are dropped.
+	Local
+)
+
+func (p TrafficPolicy) String() string {
+	switch p {
+	case Cluster:
+		return "cluster"
+	case Local:
+		return "local"
+	}
+	return "policy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ParseTrafficPolicy parses "cluster" or "local", in any case.
+func ParseTrafficPolicy(s string) (TrafficPolicy, error) {
+	switch strings.ToLower(s) {
+	case "cluster":
+		return Cluster, nil
+	case "local":
+		return Local, nil
+	}
+	return 0, fmt.Errorf("%w: traffic policy %q: want cluster or local", ErrInvalid, s)
 }
 
 func (b Backend) weight() uint16 {
@@ -190,6 +264,9 @@ type Service struct {
 	// Default: 0, none. Kubernetes' own default timeout is
 	// DefaultSessionAffinity.
 	SessionAffinity time.Duration
+	// TrafficPolicy limits new flows to local backends. Optional.
+	// Default: Cluster.
+	TrafficPolicy TrafficPolicy
 }
 
 // Session affinity timeouts, as Kubernetes defines them.
@@ -204,7 +281,8 @@ func (s Service) normalized() Service {
 	out := s
 	out.Backends = make([]Backend, len(s.Backends))
 	for i, b := range s.Backends {
-		out.Backends[i] = Backend{Address: b.Address, Weight: b.weight()}
+		out.Backends[i] = b
+		out.Backends[i].Weight = b.weight()
 	}
 	slices.SortFunc(out.Backends, func(a, b Backend) int { return a.Address.Compare(b.Address) })
 	if out.Algorithm == Maglev && out.MaglevTableSize == 0 {
@@ -217,5 +295,27 @@ func (s Service) normalized() Service {
 func (s Service) equal(o Service) bool {
 	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends) &&
 		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize &&
-		s.SessionAffinity == o.SessionAffinity
+		s.SessionAffinity == o.SessionAffinity && s.TrafficPolicy == o.TrafficPolicy
+}
+
+// eligible returns the backends of a normalized service that take new
+// flows: under a Local policy only local ones; of those, the active ones,
+// or if none is active, the terminating ones (kube-proxy's fallback).
+func (s Service) eligible() []Backend {
+	var active, terminating []Backend
+	for _, b := range s.Backends {
+		if s.TrafficPolicy == Local && !b.Local {
+			continue
+		}
+		switch b.State {
+		case Active:
+			active = append(active, b)
+		case Terminating:
+			terminating = append(terminating, b)
+		}
+	}
+	if len(active) > 0 {
+		return active
+	}
+	return terminating
 }

@@ -37,6 +37,9 @@ func (s Service) Validate() error {
 		if b.Address.Port() == 0 {
 			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
 		}
+		if b.State > Maintenance {
+			return invalid(f, field+".state", b.State, "want active, terminating or maintenance")
+		}
 		if b.Weight > MaxWeight {
 			return invalid(f, field+".weight", b.Weight, fmt.Sprintf("weight above %d", MaxWeight))
 		}
@@ -51,6 +54,8 @@ func (s Service) Validate() error {
 		return invalid(f, "sessionAffinity", s.SessionAffinity, fmt.Sprintf("want 0 (none) to %s", MaxSessionAffinity))
 	case s.SessionAffinity%time.Second != 0:
 		return invalid(f, "sessionAffinity", s.SessionAffinity, "want whole seconds")
+	case s.TrafficPolicy > Local:
+		return invalid(f, "trafficPolicy", s.TrafficPolicy, "want cluster or local")
 	case s.Algorithm > Maglev:
 		return invalid(f, "algorithm", s.Algorithm, "want random or maglev")
 	case s.MaglevTableSize != 0 && s.Algorithm != Maglev:

@@ -32,7 +32,7 @@ enum lb_algorithm {
 struct svc_value {
 	__u32 id;    /* service id: key of slots and revnat, never 0 */
 	__u16 count; /* number of backend slots, 1..count are valid */
-	__u8 flags;
+	__u8 flags;       /* for user space: 1, traffic policy Local */
 	__u8 algorithm;   /* enum lb_algorithm */
 	__u32 maglev_size; /* entries in the service's maglev table (prime) */
 	__u32 affinity_timeout; /* seconds; 0: no session affinity */
@@ -73,6 +73,13 @@ struct backend {
 	 * entry must match it, so a backend id reused by a newcomer never
 	 * captures an old backend's flows. */
 	__u32 cookie;
+	/* The rest is for user space, which decides which backends take new
+	 * flows (the slots and the maglev table name only those): the
+	 * backend's weight, its state (0 active, 1 terminating, 2
+	 * maintenance) and whether it runs on this node. */
+	__u16 weight;
+	__u8 state;
+	__u8 local;
 };
 
 /* revnat: service id -> the frontend replies must appear to come from. */
