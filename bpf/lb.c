@@ -120,6 +120,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src_range_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} source_ranges SEC(".maps");
+
 /* Indexed by backend id; max_entries is the backend limit plus one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -620,8 +629,19 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		}
 		count(STAT_FORWARD_EST, &stats, len);
 	} else {
-		/* A new flow, or one whose backend has gone: choose again,
-		 * unless the client has a backend by session affinity. */
+		/* A new flow, or one whose backend has gone. A service with
+		 * source ranges admits new flows from those only. */
+		if (svc->flags & SVC_SOURCE_RANGES) {
+			struct src_range_key rk = {.prefixlen = 32 + 128, .svc_id = bpf_htonl(svc->id)};
+
+			__builtin_memcpy(rk.addr, f->saddr.b, 16);
+			if (!bpf_map_lookup_elem(&source_ranges, &rk)) {
+				count(STAT_SOURCE_DENIED, &stats, len);
+				return V_DROP;
+			}
+		}
+		/* Choose again, unless the client has a backend by session
+		 * affinity. */
 		be = affine_backend(svc, f, now, &be_id);
 		if (!be)
 			be = pick_backend(svc, f, &be_id);

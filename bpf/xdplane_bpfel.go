@@ -80,18 +80,26 @@ type XdplaneSlotKey struct {
 	Slot  uint32
 }
 
+type XdplaneSrcRangeKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	SvcId     uint32
+	Addr      [16]uint8
+}
+
 type XdplaneStat uint32
 
 const (
-	XdplaneStatSTAT_PASS        XdplaneStat = 0
-	XdplaneStatSTAT_FORWARD_NEW XdplaneStat = 1
-	XdplaneStatSTAT_FORWARD_EST XdplaneStat = 2
-	XdplaneStatSTAT_REPLY       XdplaneStat = 3
-	XdplaneStatSTAT_NO_BACKEND  XdplaneStat = 4
-	XdplaneStatSTAT_MALFORMED   XdplaneStat = 5
-	XdplaneStatSTAT_FRAGMENT    XdplaneStat = 6
-	XdplaneStatSTAT_CT_FULL     XdplaneStat = 7
-	XdplaneStatSTAT_MAX         XdplaneStat = 8
+	XdplaneStatSTAT_PASS          XdplaneStat = 0
+	XdplaneStatSTAT_FORWARD_NEW   XdplaneStat = 1
+	XdplaneStatSTAT_FORWARD_EST   XdplaneStat = 2
+	XdplaneStatSTAT_REPLY         XdplaneStat = 3
+	XdplaneStatSTAT_NO_BACKEND    XdplaneStat = 4
+	XdplaneStatSTAT_MALFORMED     XdplaneStat = 5
+	XdplaneStatSTAT_FRAGMENT      XdplaneStat = 6
+	XdplaneStatSTAT_CT_FULL       XdplaneStat = 7
+	XdplaneStatSTAT_SOURCE_DENIED XdplaneStat = 8
+	XdplaneStatSTAT_MAX           XdplaneStat = 9
 )
 
 type XdplaneSvcKey struct {
@@ -124,6 +132,7 @@ const (
 	XdplaneMapMaglev            = "maglev"
 	XdplaneMapRevnat            = "revnat"
 	XdplaneMapServices          = "services"
+	XdplaneMapSourceRanges      = "source_ranges"
 	XdplaneMapStats             = "stats"
 	XdplaneProgXdplaneTcEgress  = "xdplane_tc_egress"
 	XdplaneProgXdplaneTcIngress = "xdplane_tc_ingress"
@@ -189,6 +198,7 @@ type XdplaneMapSpecs struct {
 	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
 	Revnat       *ebpf.MapSpec `ebpf:"revnat"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	SourceRanges *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -226,6 +236,7 @@ type XdplaneMaps struct {
 	Maglev       *ebpf.Map `ebpf:"maglev"`
 	Revnat       *ebpf.Map `ebpf:"revnat"`
 	Services     *ebpf.Map `ebpf:"services"`
+	SourceRanges *ebpf.Map `ebpf:"source_ranges"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
@@ -239,6 +250,7 @@ func (m *XdplaneMaps) Close() error {
 		m.Maglev,
 		m.Revnat,
 		m.Services,
+		m.SourceRanges,
 		m.Stats,
 	)
 }

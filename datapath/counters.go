@@ -26,20 +26,22 @@ type Counters struct {
 	Malformed          Counter // could not be parsed: passed untouched
 	Fragments          Counter // IPv4 fragments: passed untouched
 	ConntrackFull      Counter // no conntrack entry could be made: dropped
+	SourceDenied       Counter // a source outside the service's ranges: dropped
 }
 
 // Counters reads the global counters.
 func (d *Datapath) Counters() (Counters, error) {
 	var c Counters
 	fields := map[bpf.XdplaneStat]*Counter{
-		bpf.XdplaneStatSTAT_PASS:        &c.Passed,
-		bpf.XdplaneStatSTAT_FORWARD_NEW: &c.ForwardNew,
-		bpf.XdplaneStatSTAT_FORWARD_EST: &c.ForwardEstablished,
-		bpf.XdplaneStatSTAT_REPLY:       &c.Replies,
-		bpf.XdplaneStatSTAT_NO_BACKEND:  &c.NoBackend,
-		bpf.XdplaneStatSTAT_MALFORMED:   &c.Malformed,
-		bpf.XdplaneStatSTAT_FRAGMENT:    &c.Fragments,
-		bpf.XdplaneStatSTAT_CT_FULL:     &c.ConntrackFull,
+		bpf.XdplaneStatSTAT_PASS:          &c.Passed,
+		bpf.XdplaneStatSTAT_FORWARD_NEW:   &c.ForwardNew,
+		bpf.XdplaneStatSTAT_FORWARD_EST:   &c.ForwardEstablished,
+		bpf.XdplaneStatSTAT_REPLY:         &c.Replies,
+		bpf.XdplaneStatSTAT_NO_BACKEND:    &c.NoBackend,
+		bpf.XdplaneStatSTAT_MALFORMED:     &c.Malformed,
+		bpf.XdplaneStatSTAT_FRAGMENT:      &c.Fragments,
+		bpf.XdplaneStatSTAT_CT_FULL:       &c.ConntrackFull,
+		bpf.XdplaneStatSTAT_SOURCE_DENIED: &c.SourceDenied,
 	}
 	for stat, dst := range fields {
 		var per []bpf.XdplaneCounter

@@ -24,6 +24,7 @@ const (
 	DefaultMaxBackendSlots = 262144
 	DefaultConntrackSize   = 131072
 	DefaultAffinitySize    = 65536
+	DefaultMaxSourceRanges = 65536
 )
 
 // Limits size the datapath's maps. They are fixed when the maps are first
@@ -47,6 +48,10 @@ type Limits struct {
 	// affinity remembers; the least recently used are forgotten first.
 	// Optional. Default: what is pinned, else DefaultAffinitySize.
 	AffinitySize uint32
+	// MaxSourceRanges is how many source prefixes all services hold
+	// together. Optional. Default: what is pinned, else
+	// DefaultMaxSourceRanges.
+	MaxSourceRanges uint32
 }
 
 // Options configure Open. The zero value is ready to use.
@@ -81,6 +86,7 @@ func (l Limits) validate() error {
 	for name, v := range map[string]uint32{
 		"MaxServices": l.MaxServices, "MaxBackends": l.MaxBackends,
 		"MaxBackendSlots": l.MaxBackendSlots, "ConntrackSize": l.ConntrackSize, "AffinitySize": l.AffinitySize,
+		"MaxSourceRanges": l.MaxSourceRanges,
 	} {
 		if v > maxLimit {
 			return fmt.Errorf("%w: Limits.%s %d is above the most xdplane supports, %d", ErrInvalid, name, v, maxLimit)
@@ -99,6 +105,7 @@ func limitFields(l *Limits) map[string]*uint32 {
 		bpf.XdplaneMapMaglev:       &l.MaxServices,
 		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
 		bpf.XdplaneMapAffinity:     &l.AffinitySize,
+		bpf.XdplaneMapSourceRanges: &l.MaxSourceRanges,
 	}
 }
 
@@ -199,6 +206,7 @@ func OpenPinned(dir string) (*Datapath, error) {
 		MaxBackendSlots: d.maps.BackendSlots.MaxEntries(),
 		ConntrackSize:   d.maps.Conntrack.MaxEntries(),
 		AffinitySize:    d.maps.Affinity.MaxEntries(),
+		MaxSourceRanges: d.maps.SourceRanges.MaxEntries(),
 	}
 	return d, nil
 }
@@ -223,6 +231,7 @@ func resolveLimits(dir string, want Limits) (Limits, error) {
 		MaxBackendSlots: DefaultMaxBackendSlots,
 		ConntrackSize:   DefaultConntrackSize,
 		AffinitySize:    DefaultAffinitySize,
+		MaxSourceRanges: DefaultMaxSourceRanges,
 	}
 	got := want
 	fields := limitFields(&got)

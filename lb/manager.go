@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"net/netip"
 	"os"
 	"slices"
@@ -439,8 +440,29 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			return err
 		}
 	}
+	// Ranges: new ones before the switch, gone ones after, so that no
+	// allowed client is refused on the way (the flag goes up last and
+	// down first, with the entry).
+	var oldRanges []netip.Prefix
+	if old != nil {
+		oldRanges = old.svc.SourceRanges
+	}
+	for _, p := range s.SourceRanges {
+		if !slices.Contains(oldRanges, p) || old.damaged {
+			if err := t.put(m.maps.SourceRanges, rangeKey(e.id, p), uint8(1)); err != nil {
+				return err
+			}
+		}
+	}
 	if err := t.put(m.maps.Services, svcKey(f), svcValue(e)); err != nil {
 		return err
+	}
+	for _, p := range oldRanges {
+		if !slices.Contains(s.SourceRanges, p) {
+			if err := t.del(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
+				return err
+			}
+		}
 	}
 	if old != nil && old.svc.Algorithm == Maglev && s.Algorithm != Maglev {
 		if err := t.delInner(m.maps.Maglev, e.id); err != nil {
@@ -500,6 +522,11 @@ func (m *Manager) remove(t *txn, e *entry) error {
 	if err := t.delInner(m.maps.Maglev, e.id); err != nil {
 		return err
 	}
+	for _, p := range e.svc.SourceRanges {
+		if err := t.del(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
+			return err
+		}
+	}
 	for _, id := range e.backendIDs {
 		m.beIDs.release(id)
 	}
@@ -524,10 +551,34 @@ func (m *Manager) resetBackendStats(t *txn, id uint32) error {
 	return nil
 }
 
-// svcFlagLocalPolicy marks a service whose TrafficPolicy is Local. Only
-// user space reads it (to recover the policy); the kernel follows the
-// slots.
-const svcFlagLocalPolicy = 1
+// Service flags (enum svc_flags in bpf/include/xdplane.h).
+const (
+	// svcFlagLocalPolicy marks a service whose TrafficPolicy is Local.
+	// Only user space reads it (to recover the policy); the kernel
+	// follows the slots.
+	svcFlagLocalPolicy = 1
+	// svcFlagSourceRanges: new flows only from the service's ranges.
+	svcFlagSourceRanges = 2
+)
+
+// rangeKey is the LPM key of a service's source prefix: the service id in
+// network order, then the address, v4-mapped for IPv4.
+func rangeKey(svcID uint32, p netip.Prefix) bpf.XdplaneSrcRangeKey {
+	n := p.Bits()
+	if p.Addr().Is4() {
+		n += 96
+	}
+	return bpf.XdplaneSrcRangeKey{Prefixlen: uint32(32 + n), SvcId: bits.ReverseBytes32(svcID), Addr: p.Addr().As16()}
+}
+
+// prefixOf reads a rangeKey back.
+func prefixOf(k bpf.XdplaneSrcRangeKey) (uint32, netip.Prefix) {
+	a, n := netip.AddrFrom16(k.Addr), int(k.Prefixlen)-32
+	if a.Is4In6() && n >= 96 {
+		a, n = a.Unmap(), n-96
+	}
+	return bits.ReverseBytes32(k.SvcId), netip.PrefixFrom(a, n)
+}
 
 func svcValue(e *entry) bpf.XdplaneSvcValue {
 	v := bpf.XdplaneSvcValue{
@@ -538,6 +589,9 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 	}
 	if e.svc.TrafficPolicy == Local {
 		v.Flags |= svcFlagLocalPolicy
+	}
+	if len(e.svc.SourceRanges) > 0 {
+		v.Flags |= svcFlagSourceRanges
 	}
 	if e.svc.Algorithm == Maglev {
 		v.MaglevSize = e.svc.MaglevTableSize

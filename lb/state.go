@@ -86,6 +86,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		val bpf.XdplaneSvcValue
 	)
 	counts := make(map[uint32]uint16)
+	flags := make(map[uint32]uint8)
 	it := maps.Services.Iterate()
 	for it.Next(&key, &val) {
 		f := frontendOf(key)
@@ -105,6 +106,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		services[f] = e
 		byID[val.Id] = e
 		counts[val.Id] = val.Count
+		flags[val.Id] = val.Flags
 	}
 	if err := it.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read services: %w", err)
@@ -135,6 +137,21 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		return nil, nil, fmt.Errorf("read backends: %w", err)
 	}
 
+	var (
+		rk bpf.XdplaneSrcRangeKey
+		rv uint8
+	)
+	rit := maps.SourceRanges.Iterate()
+	for rit.Next(&rk, &rv) {
+		id, p := prefixOf(rk)
+		if e := byID[id]; e != nil {
+			e.svc.SourceRanges = append(e.svc.SourceRanges, p)
+		}
+	}
+	if err := rit.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read source ranges: %w", err)
+	}
+
 	// The slots must be what the backends make of them; a missing or
 	// different one marks a service its writer left half-done.
 	for id, e := range byID {
@@ -145,7 +162,8 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 				want = append(want, e.backendIDs[b.Address])
 			}
 		}
-		e.damaged = len(want) != int(counts[id])
+		hasRanges := flags[id]&svcFlagSourceRanges != 0
+		e.damaged = len(want) != int(counts[id]) || hasRanges != (len(e.svc.SourceRanges) > 0)
 		for slot := uint32(1); slot <= uint32(counts[id]); slot++ {
 			var beID uint32
 			err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID)
@@ -173,6 +191,7 @@ type orphans struct {
 	backends []uint32
 	revnat   []uint32
 	maglev   []uint32
+	ranges   []bpf.XdplaneSrcRangeKey
 }
 
 func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error) {
@@ -219,6 +238,17 @@ func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error
 	}
 	o.maglev = keys
 	err = errors.Join(err, mit.Err())
+	var (
+		rk bpf.XdplaneSrcRangeKey
+		rv uint8
+	)
+	rit := maps.SourceRanges.Iterate()
+	for rit.Next(&rk, &rv) {
+		if id, _ := prefixOf(rk); byID[id] == nil {
+			o.ranges = append(o.ranges, rk)
+		}
+	}
+	err = errors.Join(err, rit.Err())
 	if err != nil {
 		return nil, fmt.Errorf("scan for orphans: %w", err)
 	}
@@ -238,6 +268,9 @@ func (o *orphans) delete(maps *bpf.XdplaneMaps) error {
 	}
 	for _, id := range o.maglev {
 		errs = append(errs, ignoreMissing(maps.Maglev.Delete(id)))
+	}
+	for _, k := range o.ranges {
+		errs = append(errs, ignoreMissing(maps.SourceRanges.Delete(k)))
 	}
 	return errors.Join(errs...)
 }

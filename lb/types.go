@@ -267,6 +267,11 @@ type Service struct {
 	// TrafficPolicy limits new flows to local backends. Optional.
 	// Default: Cluster.
 	TrafficPolicy TrafficPolicy
+	// SourceRanges, when not empty, admit new flows only from clients in
+	// these prefixes, as Kubernetes' loadBalancerSourceRanges do; flows
+	// already established continue. Prefixes of the other address family
+	// than the frontend's never match. Optional. Default: all clients.
+	SourceRanges []netip.Prefix
 }
 
 // Session affinity timeouts, as Kubernetes defines them.
@@ -285,6 +290,14 @@ func (s Service) normalized() Service {
 		out.Backends[i].Weight = b.weight()
 	}
 	slices.SortFunc(out.Backends, func(a, b Backend) int { return a.Address.Compare(b.Address) })
+	if len(s.SourceRanges) > 0 {
+		out.SourceRanges = make([]netip.Prefix, len(s.SourceRanges))
+		for i, p := range s.SourceRanges {
+			out.SourceRanges[i] = p.Masked()
+		}
+		slices.SortFunc(out.SourceRanges, comparePrefixes)
+		out.SourceRanges = slices.Compact(out.SourceRanges)
+	}
 	if out.Algorithm == Maglev && out.MaglevTableSize == 0 {
 		out.MaglevTableSize = maglevTableSizeFor(len(out.Backends))
 	}
@@ -295,7 +308,8 @@ func (s Service) normalized() Service {
 func (s Service) equal(o Service) bool {
 	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends) &&
 		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize &&
-		s.SessionAffinity == o.SessionAffinity && s.TrafficPolicy == o.TrafficPolicy
+		s.SessionAffinity == o.SessionAffinity && s.TrafficPolicy == o.TrafficPolicy &&
+		slices.Equal(s.SourceRanges, o.SourceRanges)
 }
 
 // eligible returns the backends of a normalized service that take new
@@ -318,4 +332,11 @@ func (s Service) eligible() []Backend {
 		return active
 	}
 	return terminating
+}
+
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
 }

@@ -65,6 +65,17 @@ func (s Service) Validate() error {
 			return invalid(f, "maglevTableSize", s.MaglevTableSize, why)
 		}
 	}
+	for i, p := range s.SourceRanges {
+		field := fmt.Sprintf("sourceRanges[%d]", i)
+		switch {
+		case !p.IsValid():
+			return invalid(f, field, p, "not a prefix")
+		case p.Addr().Zone() != "":
+			return invalid(f, field, p, "prefixes with a zone are not supported")
+		case p.Addr().Is4In6():
+			return invalid(f, field, p, "write IPv4 prefixes in their IPv4 form")
+		}
+	}
 	if slots > maxSlotsPerService {
 		return overCapacity(f, "backends", len(s.Backends),
 			fmt.Sprintf("weights add up to %d, above the per-service limit of %d", slots, maxSlotsPerService))

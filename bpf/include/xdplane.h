@@ -29,10 +29,25 @@ enum lb_algorithm {
 	ALG_MAGLEV = 1, /* the service's table in maglev, by flow hash */
 };
 
+enum svc_flags {
+	SVC_LOCAL_POLICY = 1,  /* for user space: traffic policy Local */
+	SVC_SOURCE_RANGES = 2, /* new flows only from source_ranges */
+};
+
+/* source_ranges (LPM trie): a service's allowed client prefixes. The
+ * service id comes first, in network order, so each service has its own
+ * subtree; prefixlen counts its 32 bits plus the address prefix (an IPv4
+ * prefix counts the 96 bits of the v4-mapped form too). */
+struct src_range_key {
+	__u32 prefixlen;
+	__be32 svc_id;
+	__u8 addr[16];
+};
+
 struct svc_value {
 	__u32 id;    /* service id: key of slots and revnat, never 0 */
 	__u16 count; /* number of backend slots, 1..count are valid */
-	__u8 flags;       /* for user space: 1, traffic policy Local */
+	__u8 flags;       /* enum svc_flags */
 	__u8 algorithm;   /* enum lb_algorithm */
 	__u32 maglev_size; /* entries in the service's maglev table (prime) */
 	__u32 affinity_timeout; /* seconds; 0: no session affinity */
@@ -131,7 +146,8 @@ enum stat {
 	STAT_MALFORMED = 5,   /* could not be parsed: passed untouched */
 	STAT_FRAGMENT = 6,    /* IPv4 fragment: passed untouched */
 	STAT_CT_FULL = 7,     /* conntrack insert failed: dropped */
-	STAT_MAX = 8,
+	STAT_SOURCE_DENIED = 8, /* source outside the service's ranges: dropped */
+	STAT_MAX = 9,
 };
 
 #endif
