@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,6 +109,12 @@ func LoadConfig(path string) (Config, error) {
 //	    backends:
 //	      - address: 10.0.1.2:8080
 //	        weight: 1            # 1 to lb.MaxWeight; default 1
+//	  - name: web6
+//	    frontend: "[fd00::10]:80"  # IPv6 in brackets, quoted for YAML
+//	    backends:
+//	      - address: "[fd00:1::2]:8080"
+//
+// A service is IPv4 or IPv6: its backends are of its frontend's family.
 //
 // Decoding is strict: an unknown or repeated field, a value of the wrong
 // kind, two services with one name or one frontend are all errors, each a
@@ -121,7 +128,12 @@ func ParseConfig(data []byte) (Config, error) {
 		if errors.Is(err, io.EOF) {
 			return Config{}, fileError(0, "services", "", "missing: the file is empty (write `services: []` for no services)")
 		}
-		return Config{}, fileError(0, "yaml", "", strings.TrimPrefix(err.Error(), "yaml: "))
+		reason := strings.TrimPrefix(err.Error(), "yaml: ")
+		if m := unquotedIPv6.FindIndex(data); m != nil {
+			reason += fmt.Sprintf(" (line %d: an IPv6 address in brackets must be quoted, such as \"[fd00::10]:80\")",
+				bytes.Count(data[:m[0]], []byte("\n"))+1)
+		}
+		return Config{}, fileError(0, "yaml", "", reason)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -179,6 +191,11 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// unquotedIPv6 finds a frontend or address written [IPv6]:port without
+// quotes, which YAML reads as the start of a list: the likeliest cause of
+// a syntax error in a file with IPv6 services.
+var unquotedIPv6 = regexp.MustCompile(`(frontend|address)\s*:\s*\[[0-9A-Fa-f:.%]*:[0-9A-Fa-f:.%]*\]`)
 
 func fileError(line int, field, value, reason string) *ConfigError {
 	return &ConfigError{Line: line, Index: -1, Field: field, Value: value, Reason: reason, Err: lb.ErrInvalid}
@@ -262,8 +279,9 @@ func parseService(i int, n *yaml.Node) (NamedService, error) {
 		}
 	}
 
-	// lb knows the remaining rules (port 0, IPv6, multicast, duplicate
-	// backends...): ask it, and say it in the file's terms.
+	// lb knows the remaining rules (port 0, one address family per
+	// service, multicast, duplicate backends...): ask it, and say it in
+	// the file's terms.
 	if verr := s.Service.Validate(); verr != nil {
 		ce := &ConfigError{Line: n.Line, Index: i, Name: name, Err: verr, Reason: verr.Error()}
 		var ve *lb.ValidationError
@@ -278,6 +296,10 @@ func parseService(i int, n *yaml.Node) (NamedService, error) {
 					ce.Line = lines[j]
 					if strings.HasSuffix(ve.Field, ".address") {
 						ce.Value = written[j]
+						if b := s.Service.Backends[j].Address.Addr(); b.IsValid() && b.Is4() != addr.Addr().Is4() {
+							ce.Reason += fmt.Sprintf(" (an %s backend for an %s frontend; write one service per family)",
+								familyName(b), familyName(addr.Addr()))
+						}
 					}
 				}
 			case ve.Field == "backends":
@@ -287,6 +309,13 @@ func parseService(i int, n *yaml.Node) (NamedService, error) {
 		return NamedService{}, ce
 	}
 	return s, nil
+}
+
+func familyName(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // parseBackend returns the backend, its address as written, or what is
@@ -326,29 +355,46 @@ func parseBackend(j int, n *yaml.Node) (lb.Backend, string, *fieldError) {
 	return b, text, nil
 }
 
-// parseAddrPort parses "10.0.1.2:8080", or says in a few words what is
-// wrong with s.
+// parseAddrPort parses "10.0.1.2:8080" or "[fd00:1::2]:8080", or says in
+// a few words what is wrong with s.
 func parseAddrPort(s string) (netip.AddrPort, string) {
+	const want = "want address:port, such as 10.0.1.2:8080 or [fd00:1::2]:8080"
 	if s == "" {
 		return netip.AddrPort{}, "missing"
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap, ""
 	}
-	if _, err := netip.ParseAddr(s); err == nil {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Is6() {
+			// "fd00::10:80" is an address of its own: say how a port is
+			// written, in case that was meant.
+			return netip.AddrPort{}, "missing port (an IPv6 address with a port is written in brackets, such as [fd00:1::2]:8080)"
+		}
 		return netip.AddrPort{}, "missing port"
+	}
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		if inner, ok := strings.CutSuffix(inner, "]"); ok {
+			if _, err := netip.ParseAddr(inner); err == nil {
+				return netip.AddrPort{}, "missing port"
+			}
+		}
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, "want address:port, such as 10.0.1.2:8080"
+		return netip.AddrPort{}, want
 	}
-	if _, err := netip.ParseAddr(host); err != nil {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
 		return netip.AddrPort{}, fmt.Sprintf("%q is not an IP address (host names are not resolved)", host)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return netip.AddrPort{}, fmt.Sprintf("port %q is not a number from 1 to 65535", port)
 	}
-	return netip.AddrPort{}, "want address:port, such as 10.0.1.2:8080"
+	if a.Is4() && strings.HasPrefix(s, "[") {
+		return netip.AddrPort{}, "brackets are for IPv6 addresses only: write " + net.JoinHostPort(host, port)
+	}
+	return netip.AddrPort{}, want
 }
 
 // mappingFields indexes a mapping's values by key. It refuses keys

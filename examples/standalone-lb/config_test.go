@@ -102,6 +102,32 @@ services:
 			},
 		},
 		{
+			name: "IPv6 and IPv4 services on one port",
+			yaml: `
+services:
+  - name: web
+    frontend: 10.96.0.10:80
+    backends:
+      - address: 10.0.1.2:8080
+  - name: web6
+    frontend: "[fd00::10]:80"
+    backends:
+      - address: "[fd00:1::2]:8080"
+        weight: 2
+      - {address: '[FD00:2:0::2]:8080'}
+  - name: dns6
+    frontend: "[fd00::10]:53"
+    protocol: udp
+    backends: [{address: "[fd00:1::2]:5353"}]
+`,
+			want: []NamedService{
+				{"web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}},
+				{"web6", lb.Service{Frontend: frontend("[fd00::10]:80/tcp"), Backends: []lb.Backend{
+					backend("[fd00:1::2]:8080", 2), backend("[fd00:2::2]:8080", 1)}}},
+				{"dns6", lb.Service{Frontend: frontend("[fd00::10]:53/udp"), Backends: []lb.Backend{backend("[fd00:1::2]:5353", 1)}}},
+			},
+		},
+		{
 			name: "numeric name is a name",
 			yaml: "services:\n  - {name: 42, frontend: 10.96.0.1:80}\n",
 			want: []NamedService{{"42", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}}},
@@ -215,15 +241,76 @@ services:
 		},
 		{
 			name: "frontend nonsense", yaml: "services:\n  - {name: web, frontend: banana}\n",
-			msg: `services[0] "web": frontend "banana": want address:port, such as 10.0.1.2:8080`, line: 2, index: 0, field: "frontend",
+			msg: `services[0] "web": frontend "banana": want address:port, such as 10.0.1.2:8080 or [fd00:1::2]:8080`, line: 2, index: 0, field: "frontend",
 		},
 		{
 			name: "frontend port zero (lb's rule)", yaml: "services:\n  - name: web\n    frontend: 10.96.0.10:0\n",
 			msg: `services[0] "web": frontend "10.96.0.10:0": port 0 is not allowed`, line: 3, index: 0, field: "frontend",
 		},
 		{
-			name: "frontend IPv6 (lb's rule)", yaml: "services:\n  - {name: web, frontend: \"[fd00::1]:80\"}\n",
-			msg: `services[0] "web": frontend "[fd00::1]:80": IPv6 is not supported yet`, line: 2, index: 0, field: "frontend",
+			name: "IPv4 backend for an IPv6 frontend (lb's rule)", yaml: `
+services:
+  - name: web
+    frontend: 10.96.0.10:80
+    backends: [{address: 10.0.1.2:8080}]
+  - name: web6
+    frontend: "[fd00::10]:80"
+    backends:
+      - address: "[fd00:1::2]:8080"
+      - address: 10.0.2.2:8080
+`,
+			msg:  `services[1] "web6": backends[1].address "10.0.2.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)`,
+			line: 10, index: 1, field: "backends[1].address",
+		},
+		{
+			name: "IPv6 backend for an IPv4 frontend (lb's rule)", yaml: `
+services:
+  - name: web
+    frontend: 10.96.0.10:80
+    backends:
+      - address: "[fd00:1::2]:8080"
+`,
+			msg:  `services[0] "web": backends[0].address "[fd00:1::2]:8080": not of the frontend's address family (an IPv6 backend for an IPv4 frontend; write one service per family)`,
+			line: 6, index: 0, field: "backends[0].address",
+		},
+		{
+			name: "IPv6 frontend without brackets", yaml: "services:\n  - {name: web, frontend: \"fd00::10:80\"}\n",
+			msg:  `services[0] "web": frontend "fd00::10:80": missing port (an IPv6 address with a port is written in brackets, such as [fd00:1::2]:8080)`,
+			line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "IPv6 frontend in brackets without port", yaml: "services:\n  - {name: web, frontend: \"[fd00::10]\"}\n",
+			msg: `services[0] "web": frontend "[fd00::10]": missing port`, line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "IPv4 frontend in brackets", yaml: "services:\n  - {name: web, frontend: \"[10.96.0.10]:80\"}\n",
+			msg: `services[0] "web": frontend "[10.96.0.10]:80": brackets are for IPv6 addresses only: write 10.96.0.10:80`, line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "IPv6 unquoted", yaml: "services:\n  - name: web\n    frontend: 10.96.0.10:80\n  - name: web6\n    frontend: [fd00::10]:80\n",
+			msg: `(line 5: an IPv6 address in brackets must be quoted, such as "[fd00::10]:80")`, partial: true, index: -1, field: "yaml",
+		},
+		{
+			name: "IPv6 backend unquoted in a flow mapping", yaml: "services:\n  - {name: web6, frontend: \"[fd00::10]:80\", backends: [{address: [fd00:1::2]:8080}]}\n",
+			msg: `(line 2: an IPv6 address in brackets must be quoted, such as "[fd00::10]:80")`, partial: true, index: -1, field: "yaml",
+		},
+		{
+			name: "IPv6 frontend with a zone (lb's rule)", yaml: "services:\n  - {name: web, frontend: \"[fe80::1%eth0]:80\"}\n",
+			msg: `services[0] "web": frontend "[fe80::1%eth0]:80": addresses with a zone are not supported`, line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "IPv4-mapped IPv6 frontend (lb's rule)", yaml: "services:\n  - {name: web, frontend: \"[::ffff:10.96.0.10]:80\"}\n",
+			msg: `services[0] "web": frontend "[::ffff:10.96.0.10]:80": write IPv4 addresses in their IPv4 form`, line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "IPv6 multicast backend (lb's rule)", yaml: `
+services:
+  - name: web6
+    frontend: "[fd00::10]:80"
+    backends:
+      - address: "[ff02::1]:8080"
+`,
+			msg: `services[0] "web6": backends[0].address "[ff02::1]:8080": multicast address`, line: 6, index: 0, field: "backends[0].address",
 		},
 		{
 			name: "protocol unknown", yaml: "services:\n  - name: web\n    frontend: 10.96.0.10:80\n    protocol: sctp\n",
@@ -330,6 +417,14 @@ services:
   - {name: web2, frontend: 10.96.0.10:80, protocol: tcp}
 `,
 			msg: `services[2] "web2": frontend "10.96.0.10:80": tcp is already the frontend of services[0] "web"`, line: 5, index: 2, field: "frontend",
+		},
+		{
+			name: "duplicate IPv6 frontend written two ways", yaml: `
+services:
+  - {name: web, frontend: "[fd00::10]:80"}
+  - {name: web2, frontend: "[FD00:0::0:10]:80"}
+`,
+			msg: `services[1] "web2": frontend "[fd00::10]:80": tcp is already the frontend of services[0] "web"`, line: 4, index: 1, field: "frontend",
 		},
 	}
 	for _, tt := range tests {
@@ -440,6 +535,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("services:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080, weight: 2}]}\n"))
 	f.Add([]byte("services: []\n"))
 	f.Add([]byte("services:\n  - name: x\n    frontend: 1.2.3.4:5\n    protocol: udp\n"))
+	f.Add([]byte("services:\n  - {name: w6, frontend: \"[fd00::10]:80\", backends: [{address: \"[fd00:1::2]:8080\"}]}\n"))
+	f.Add([]byte("services:\n  - {name: mix, frontend: \"[fd00::10]:80\", backends: [{address: 10.0.1.2:8080}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {

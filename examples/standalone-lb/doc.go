@@ -23,12 +23,24 @@
 //	    protocol: udp
 //	    backends:
 //	      - address: 10.0.1.2:5353
+//	  - name: web6
+//	    frontend: "[fd00::10]:80"
+//	    backends:
+//	      - address: "[fd00:1::2]:8080"
+//
+// Services are IPv4 or IPv6, and one load balancer serves both (dual
+// stack), on the same ports if you like. Within a service the backends
+// are of the frontend's family: to serve one name over both, write an
+// IPv4 service and an IPv6 one. An IPv6 address goes in brackets before
+// its port, and the value must be quoted: YAML reads an unquoted [ as the
+// start of a list.
 //
 // Decoding is strict: unknown fields, repeated fields, duplicate names and
 // duplicate frontends are errors, and every error names the service (by
 // index and name) and the field, for example
 //
-//	lb.yaml:9: services[1] "dns": backends[0].address "10.0.1.2": missing port
+//	lb.yaml:13: services[1] "dns": backends[0].address "10.0.1.2": missing port
+//	lb.yaml:17: services[2] "web6": backends[0].address "10.0.1.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)
 //
 // The services key must be present; `services: []` removes every service.
 //

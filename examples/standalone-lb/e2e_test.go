@@ -23,9 +23,39 @@ import (
 )
 
 var (
-	webVIP = netip.MustParseAddrPort("10.96.0.10:80")
-	dnsVIP = netip.MustParseAddrPort("10.96.0.10:53")
+	webVIP  = netip.MustParseAddrPort("10.96.0.10:80")
+	dnsVIP  = netip.MustParseAddrPort("10.96.0.10:53")
+	web6VIP = netip.MustParseAddrPort("[fd00::10]:80")
+	dns6VIP = netip.MustParseAddrPort("[fd00::10]:53")
 )
+
+// e2eService is one of the services writeConfig writes: TCP and UDP, in
+// IPv4 and IPv6, the IPv6 ones on the same ports as the IPv4 ones.
+type e2eService struct {
+	name  string
+	proto string // tcp or udp
+	vip   netip.AddrPort
+	port  uint16 // the backends'
+}
+
+var e2eServices = []e2eService{
+	{"web", "tcp", webVIP, webPort},
+	{"dns", "udp", dnsVIP, dnsPort},
+	{"web6", "tcp", web6VIP, webPort},
+	{"dns6", "udp", dns6VIP, dnsPort},
+}
+
+func (s e2eService) v6() bool { return s.vip.Addr().Is6() }
+
+// ask sends one request to the service from a fresh socket: a new TCP
+// connection, or a UDP datagram from a new port whose answer must come
+// from the frontend.
+func (s e2eService) ask(ns *testutil.NS) (string, error) {
+	if s.proto == "tcp" {
+		return testutil.AskTCP(ns, s.vip, askWait)
+	}
+	return testutil.AskUDP(ns, s.vip, askWait)
+}
 
 const (
 	webPort = 8080
@@ -69,30 +99,44 @@ func newLBEnv(t *testing.T, hook datapath.Hook) *lbEnv {
 		e.tp.Node.Do(func() error { return datapath.Remove(e.dir) })
 	})
 	for i, be := range e.tp.Backends {
-		name := backendName(i)
-		testutil.ServeTCP(t, be, netip.AddrPortFrom(e.tp.BackendAddrs[i], webPort), name)
-		testutil.ServeUDP(t, be, netip.AddrPortFrom(e.tp.BackendAddrs[i], dnsPort), name)
+		for _, v6 := range []bool{false, true} {
+			name := backendName(i, v6)
+			testutil.ServeTCP(t, be, netip.AddrPortFrom(e.backendAddr(i, v6), webPort), name)
+			testutil.ServeUDP(t, be, netip.AddrPortFrom(e.backendAddr(i, v6), dnsPort), name)
+		}
 	}
 	return e
 }
 
-func backendName(i int) string { return fmt.Sprintf("backend%d", i) }
+// backendName is what backend i's servers answer: "backend<i>" over IPv4,
+// "backend<i>-v6" over IPv6.
+func backendName(i int, v6 bool) string {
+	if v6 {
+		return fmt.Sprintf("backend%d-v6", i)
+	}
+	return fmt.Sprintf("backend%d", i)
+}
 
-// writeConfig writes a configuration with a web (TCP) and a dns (UDP)
-// service over the backends given by index. It renames a finished file
-// into place, as an operator's tooling should.
+// backendAddr is backend i's IPv4 or IPv6 address.
+func (e *lbEnv) backendAddr(i int, v6 bool) netip.Addr {
+	if v6 {
+		return e.tp.BackendAddrs6[i]
+	}
+	return e.tp.BackendAddrs[i]
+}
+
+// writeConfig writes a configuration with the e2eServices, web (TCP) and
+// dns (UDP) in IPv4 and IPv6, over the backends given by index. Addresses
+// are quoted, as IPv6 ones must be. It renames a finished file into
+// place, as an operator's tooling should.
 func (e *lbEnv) writeConfig(backends ...int) {
 	e.t.Helper()
 	var b strings.Builder
 	b.WriteString("services:\n")
-	for _, svc := range []struct {
-		name, proto string
-		vip         netip.AddrPort
-		port        uint16
-	}{{"web", "tcp", webVIP, webPort}, {"dns", "udp", dnsVIP, dnsPort}} {
-		fmt.Fprintf(&b, "  - name: %s\n    frontend: %s\n    protocol: %s\n    backends:\n", svc.name, svc.vip, svc.proto)
+	for _, svc := range e2eServices {
+		fmt.Fprintf(&b, "  - name: %s\n    frontend: %q\n    protocol: %s\n    backends:\n", svc.name, svc.vip, svc.proto)
 		for _, i := range backends {
-			fmt.Fprintf(&b, "      - address: %s\n", netip.AddrPortFrom(e.tp.BackendAddrs[i], svc.port))
+			fmt.Fprintf(&b, "      - address: %q\n", netip.AddrPortFrom(e.backendAddr(i, svc.v6()), svc.port).String())
 		}
 	}
 	e.writeRaw(b.String())
@@ -279,87 +323,80 @@ func (p *lbProc) stop(sig syscall.Signal) {
 	}
 }
 
-// reach asks the service over TCP and UDP, with fresh connections and
-// source ports, until every backend in want has answered both. Any
-// answer from a backend outside want, or any failed request, fails the
-// test.
+// reach asks every service (TCP and UDP, IPv4 and IPv6), with fresh
+// connections and source ports, until every backend in want has answered
+// each, on its server of the service's family. Any answer from a backend
+// outside want, or any failed request, fails the test.
 func (e *lbEnv) reach(want ...int) {
 	e.t.Helper()
-	wantNames := map[string]bool{}
-	for _, i := range want {
-		wantNames[backendName(i)] = true
-	}
-	for _, proto := range []string{"tcp", "udp"} {
+	for _, svc := range e2eServices {
+		wantNames := map[string]bool{}
+		for _, i := range want {
+			wantNames[backendName(i, svc.v6())] = true
+		}
 		seen := map[string]int{}
 		const maxAsks = 100
 		for n := 0; n < maxAsks && len(seen) < len(wantNames); n++ {
-			var name string
-			var err error
-			if proto == "tcp" {
-				name, err = testutil.AskTCP(e.tp.Client, webVIP, askWait)
-			} else {
-				name, err = testutil.AskUDP(e.tp.Client, dnsVIP, askWait)
-			}
+			name, err := svc.ask(e.tp.Client)
 			if err != nil {
-				e.t.Fatalf("%s request %d: %v (answers so far: %v)", proto, n, err, seen)
+				e.t.Fatalf("%s (%s) request %d: %v (answers so far: %v)", svc.name, svc.vip, n, err, seen)
 			}
 			if !wantNames[name] {
-				e.t.Fatalf("%s request %d reached %s; only %v should answer", proto, n, name, want)
+				e.t.Fatalf("%s (%s) request %d reached %s; only backends %v should answer", svc.name, svc.vip, n, name, want)
 			}
 			seen[name]++
 		}
 		if len(seen) < len(wantNames) {
-			e.t.Fatalf("%s: after %d requests only %v answered, want all of backends %v", proto, maxAsks, seen, want)
+			e.t.Fatalf("%s (%s): after %d requests only %v answered, want all of backends %v", svc.name, svc.vip, maxAsks, seen, want)
 		}
 	}
 }
 
-// notReachedAfter sends n more TCP and UDP requests and fails if any
+// notReached sends n more requests to every service and fails if any
 // reaches backend i or fails.
 func (e *lbEnv) notReached(i, n int) {
 	e.t.Helper()
-	gone := backendName(i)
 	for k := range n {
-		name, err := testutil.AskTCP(e.tp.Client, webVIP, askWait)
-		if err != nil {
-			e.t.Fatalf("tcp request %d: %v", k, err)
-		}
-		if name == gone {
-			e.t.Fatalf("tcp request %d reached removed %s", k, gone)
-		}
-		name, err = testutil.AskUDP(e.tp.Client, dnsVIP, askWait)
-		if err != nil {
-			e.t.Fatalf("udp request %d: %v", k, err)
-		}
-		if name == gone {
-			e.t.Fatalf("udp request %d reached removed %s", k, gone)
+		for _, svc := range e2eServices {
+			gone := backendName(i, svc.v6())
+			name, err := svc.ask(e.tp.Client)
+			if err != nil {
+				e.t.Fatalf("%s (%s) request %d: %v", svc.name, svc.vip, k, err)
+			}
+			if name == gone {
+				e.t.Fatalf("%s (%s) request %d reached removed %s", svc.name, svc.vip, k, gone)
+			}
 		}
 	}
 }
 
-// dialNot opens a TCP connection through the frontend that lands on any
-// backend but `not`.
-func (e *lbEnv) dialNot(not int) *testutil.Conn {
+// dialNot opens a TCP connection through the frontend vip that lands on
+// any backend but `not`.
+func (e *lbEnv) dialNot(vip netip.AddrPort, not int) *testutil.Conn {
 	e.t.Helper()
+	notName := backendName(not, vip.Addr().Is6())
 	for range 100 {
-		c, err := testutil.DialTCP(e.tp.Client, webVIP, askWait)
+		c, err := testutil.DialTCP(e.tp.Client, vip, askWait)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if c.Server != backendName(not) {
+		if c.Server != notName {
 			e.t.Cleanup(func() { c.Close() })
 			return c
 		}
 		c.Close()
 	}
-	e.t.Fatalf("100 connections all reached %s", backendName(not))
+	e.t.Fatalf("100 connections to %s all reached %s", vip, notName)
 	return nil
 }
 
-func echo(t *testing.T, c *testutil.Conn, when string) {
+// echo checks that every connection still carries data.
+func echo(t *testing.T, conns []*testutil.Conn, when string) {
 	t.Helper()
-	if err := c.Echo("hello "+when, askWait); err != nil {
-		t.Fatalf("established connection to %s %s: %v", c.Server, when, err)
+	for _, c := range conns {
+		if err := c.Echo("hello "+when, askWait); err != nil {
+			t.Fatalf("established connection %s to %s %s: %v", c.RemoteAddr(), c.Server, when, err)
+		}
 	}
 }
 
@@ -398,7 +435,7 @@ func statusPackets(t *testing.T, out string) map[string]uint64 {
 }
 
 // checkStatus runs status and checks that exactly the given backends are
-// listed for both services, each with packets counted.
+// listed for every service, in its family, each with packets counted.
 func (e *lbEnv) checkStatus(backends []int, args ...string) string {
 	e.t.Helper()
 	out, code := e.cli(append([]string{"status", "--bpffs", e.dir}, args...)...)
@@ -407,10 +444,13 @@ func (e *lbEnv) checkStatus(backends []int, args ...string) string {
 	}
 	got := statusPackets(e.t, out)
 	var want []string
-	for _, i := range backends {
-		want = append(want,
-			netip.AddrPortFrom(e.tp.BackendAddrs[i], webPort).String(),
-			netip.AddrPortFrom(e.tp.BackendAddrs[i], dnsPort).String())
+	for _, svc := range e2eServices {
+		if !strings.Contains(out, svc.vip.String()+"/"+svc.proto+" ") {
+			e.t.Errorf("status does not list the service %s/%s:\n%s", svc.vip, svc.proto, out)
+		}
+		for _, i := range backends {
+			want = append(want, netip.AddrPortFrom(e.backendAddr(i, svc.v6()), svc.port).String())
+		}
 	}
 	for _, a := range want {
 		if got[a] == 0 {
@@ -454,10 +494,12 @@ func (e *lbEnv) checkGone() {
 			e.t.Errorf("%d TCX programs left on %s", n, ifname)
 		}
 	}
-	// Nothing translates the frontend any more: the node has no route
-	// for it.
-	if name, err := testutil.AskTCP(e.tp.Client, webVIP, askWait); err == nil {
-		e.t.Errorf("after cleanup, a connection to %s still reached %s", webVIP, name)
+	// Nothing translates the frontends any more: the node has no route
+	// for them (an IPv6 connection times out rather than being refused).
+	for _, vip := range []netip.AddrPort{webVIP, web6VIP} {
+		if name, err := testutil.AskTCP(e.tp.Client, vip, time.Second); err == nil {
+			e.t.Errorf("after cleanup, a connection to %s still reached %s", vip, name)
+		}
 	}
 }
 
@@ -491,42 +533,55 @@ func TestRun(t *testing.T) {
 	p := e.run(datapath.HookTC)
 	e.reach(0, 1, 2)
 
-	// A long-lived connection that must survive everything below.
-	conn := e.dialNot(2)
-	echo(t, conn, "before any reload")
+	// Long-lived connections, IPv4 and IPv6, that must survive
+	// everything below.
+	conns := []*testutil.Conn{e.dialNot(webVIP, 2), e.dialNot(web6VIP, 2)}
+	echo(t, conns, "before any reload")
 
 	// Remove backend 2.
 	e.writeConfig(0, 1)
 	p.signal(syscall.SIGHUP)
 	line := p.waitLog(`msg="config applied"`)
-	for _, want := range []string{"web=" + webVIP.String() + "/tcp", "dns=" + dnsVIP.String() + "/udp"} {
-		if !strings.Contains(line, want) {
+	for _, svc := range e2eServices {
+		if want := svc.name + "=" + svc.vip.String() + "/" + svc.proto; !strings.Contains(line, want) {
 			t.Errorf("reload log %q does not name the changed service %s", line, want)
 		}
 	}
 	e.reach(0, 1)
 	e.notReached(2, 30)
-	echo(t, conn, "after removing a backend")
+	echo(t, conns, "after removing a backend")
 
-	// An invalid file changes nothing.
-	e.writeRaw("services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends:\n      - address: 10.0.1.2\n")
-	p.signal(syscall.SIGHUP)
-	line = p.waitLog(`msg="config rejected`)
-	if want := `services[0] \"web\": backends[0].address \"10.0.1.2\": missing port`; !strings.Contains(line, want) {
-		t.Errorf("rejection log %q does not contain %q", line, want)
-	}
-	if !p.alive() {
-		t.Fatalf("xdplane-lb exited on an invalid config: %v", p.err)
+	// An invalid file changes nothing: a backend without a port, or one
+	// of the other family than its service's frontend.
+	for _, bad := range []struct{ config, want string }{
+		{
+			"services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends:\n      - address: 10.0.1.2\n",
+			`services[0] \"web\": backends[0].address \"10.0.1.2\": missing port`,
+		},
+		{
+			"services:\n  - name: web6\n    frontend: \"[fd00::10]:80\"\n    backends:\n      - address: 10.0.1.2:8080\n",
+			`services[0] \"web6\": backends[0].address \"10.0.1.2:8080\": not of the frontend's address family`,
+		},
+	} {
+		e.writeRaw(bad.config)
+		p.signal(syscall.SIGHUP)
+		line = p.waitLog(`msg="config rejected`)
+		if !strings.Contains(line, bad.want) {
+			t.Errorf("rejection log %q does not contain %q", line, bad.want)
+		}
+		if !p.alive() {
+			t.Fatalf("xdplane-lb exited on an invalid config: %v", p.err)
+		}
 	}
 	e.reach(0, 1)
 	e.notReached(2, 10)
-	echo(t, conn, "after an invalid config")
+	echo(t, conns, "after an invalid config")
 
 	// Restart: the datapath and the connection carry on while no process
 	// runs, and the new process adopts the state without changing it.
 	e.writeConfig(0, 1)
 	p.stop(syscall.SIGTERM)
-	echo(t, conn, "with no xdplane-lb running")
+	echo(t, conns, "with no xdplane-lb running")
 	e.reach(0, 1)
 	e.checkStatus([]int{0, 1})
 
@@ -534,10 +589,10 @@ func TestRun(t *testing.T) {
 	if !p.logged(`msg="config applied: no change"`) {
 		t.Errorf("the restarted process changed the services it adopted:\n%s", p.log())
 	}
-	echo(t, conn, "after a restart")
+	echo(t, conns, "after a restart")
 	e.reach(0, 1)
 	out := e.checkStatus([]int{0, 1}, "--config", e.cfgPath)
-	for _, want := range []string{" web ", " dns ", "tc-ingress", "tc-egress"} {
+	for _, want := range []string{" web ", " dns ", " web6 ", " dns6 ", "tc-ingress", "tc-egress"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status does not show %q:\n%s", want, out)
 		}
@@ -545,7 +600,7 @@ func TestRun(t *testing.T) {
 	t.Logf("status:\n%s", out)
 
 	p.stop(syscall.SIGINT)
-	echo(t, conn, "after a SIGINT")
+	echo(t, conns, "after a SIGINT")
 	for _, ifname := range e.tp.NodeInterfaces {
 		if n := e.tcxPrograms(ifname); n != 2 {
 			t.Errorf("%s has %d TCX programs before cleanup, want 2 (ingress and egress)", ifname, n)

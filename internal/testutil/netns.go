@@ -9,9 +9,11 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is a named network namespace made for one test.
@@ -35,7 +37,10 @@ func NewGroup(t testing.TB) *Group {
 }
 
 // NS creates the namespace "<prefix>-<name>" with loopback up; it is
-// deleted when the test ends.
+// deleted when the test ends. IPv6 duplicate address detection is off in
+// it (the test owns every address), so that links it creates later get
+// usable link-local addresses at once instead of after a second or two
+// of "tentative".
 func (g *Group) NS(name string) *NS {
 	t := g.t
 	t.Helper()
@@ -66,6 +71,17 @@ func (g *Group) NS(name string) *NS {
 	if err != nil {
 		t.Fatalf("loopback up in %s: %v", full, err)
 	}
+	ns.MustDo(func() error {
+		// "all" and "default" both: the kernel takes the larger of "all"
+		// and the device's own value, which a device copies from
+		// "default" when it is created.
+		for _, conf := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/accept_dad", []byte("0"), 0o644); err != nil {
+				return fmt.Errorf("turn off IPv6 DAD in %s: %w", full, err)
+			}
+		}
+		return nil
+	})
 	return ns
 }
 
@@ -147,14 +163,23 @@ func (ns *NS) Command(args ...string) *exec.Cmd {
 // Netlink returns a netlink handle bound to the namespace.
 func (ns *NS) Netlink() *netlink.Handle { return ns.nl }
 
-// AddAddr assigns prefix (for example 10.0.0.1/24) to ifname and sets it up.
+// AddAddr assigns prefix (for example 10.0.0.1/24 or fd00:1::1/64) to
+// ifname and sets it up. An IPv6 address skips duplicate address
+// detection (IFA_F_NODAD), so it is usable at once rather than
+// "tentative": a socket can bind it and packets can leave from it.
 func (ns *NS) AddAddr(ifname string, prefix netip.Prefix) {
 	ns.t.Helper()
 	l, err := ns.nl.LinkByName(ifname)
 	if err != nil {
 		ns.t.Fatalf("%s: %v", ns.Name, err)
 	}
-	addr, _ := netlink.ParseAddr(prefix.String())
+	addr, err := netlink.ParseAddr(prefix.String())
+	if err != nil {
+		ns.t.Fatalf("%s: address %s: %v", ns.Name, prefix, err)
+	}
+	if prefix.Addr().Is6() {
+		addr.Flags |= unix.IFA_F_NODAD
+	}
 	if err := ns.nl.AddrAdd(l, addr); err != nil {
 		ns.t.Fatalf("%s: add %s to %s: %v", ns.Name, prefix, ifname, err)
 	}
@@ -163,21 +188,64 @@ func (ns *NS) AddAddr(ifname string, prefix netip.Prefix) {
 	}
 }
 
-// AddRoute routes dst via gw.
+// AddRoute routes dst via gw. Both are IPv4 or both IPv6 (for a default
+// route, 0.0.0.0/0 or ::/0).
 func (ns *NS) AddRoute(dst netip.Prefix, gw netip.Addr) {
 	ns.t.Helper()
-	_, ipnet, _ := net.ParseCIDR(dst.String())
-	if err := ns.nl.RouteAdd(&netlink.Route{Dst: ipnet, Gw: gw.AsSlice()}); err != nil {
+	if dst.Addr().Is4() != gw.Is4() {
+		ns.t.Fatalf("%s: route %s via %s: address families differ", ns.Name, dst, gw)
+	}
+	family := netlink.FAMILY_V4
+	if gw.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	ipnet := &net.IPNet{IP: dst.Masked().Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}
+	if err := ns.nl.RouteAdd(&netlink.Route{Dst: ipnet, Gw: gw.AsSlice(), Family: family}); err != nil {
 		ns.t.Fatalf("%s: route %s via %s: %v", ns.Name, dst, gw, err)
 	}
 }
 
-// EnableForwarding turns on IPv4 forwarding in the namespace.
+// EnableForwarding turns on IPv4 and IPv6 forwarding in the namespace.
 func (ns *NS) EnableForwarding() {
 	ns.t.Helper()
 	ns.MustDo(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644)
 	})
+}
+
+// WaitAddrsUsable waits until no IPv6 address in the namespace is
+// tentative (still in duplicate address detection), and fails the test if
+// one failed detection or timeout passes first. Addresses made by AddAddr
+// never are, and NS turns detection off for link-local ones too: this is
+// the check that it worked.
+func (ns *NS) WaitAddrsUsable(timeout time.Duration) {
+	ns.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		addrs, err := ns.nl.AddrList(nil, netlink.FAMILY_V6)
+		if err != nil {
+			ns.t.Fatalf("%s: list addresses: %v", ns.Name, err)
+		}
+		var tentative []string
+		for _, a := range addrs {
+			if a.Flags&unix.IFA_F_DADFAILED != 0 {
+				ns.t.Fatalf("%s: duplicate address detection failed for %s", ns.Name, a.IPNet)
+			}
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				tentative = append(tentative, a.IPNet.String())
+			}
+		}
+		if len(tentative) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			ns.t.Fatalf("%s: addresses still tentative after %v: %v", ns.Name, timeout, tentative)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // SetChecksumOffload turns tx and rx checksum offload on ifname on or off.

@@ -13,13 +13,24 @@ import (
 	"time"
 )
 
-// ServeTCP listens on addr inside ns until the test ends. Each connection
-// first receives name and a newline, then gets back every byte it sends.
+// network returns "tcp4" or "tcp6" (for base "tcp"; likewise "udp"),
+// after addr's family: a socket of the other family must never serve or
+// reach it by accident (an IPv6 socket would take IPv4 too, v4-mapped).
+func network(base string, addr netip.AddrPort) string {
+	if addr.Addr().Unmap().Is4() {
+		return base + "4"
+	}
+	return base + "6"
+}
+
+// ServeTCP listens on addr (IPv4 or IPv6) inside ns until the test ends.
+// Each connection first receives name and a newline, then gets back every
+// byte it sends.
 func ServeTCP(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
 	t.Helper()
 	var ln net.Listener
 	ns.MustDo(func() (err error) {
-		ln, err = net.Listen("tcp4", addr.String())
+		ln, err = net.Listen(network("tcp", addr), addr.String())
 		return err
 	})
 	var wg sync.WaitGroup
@@ -58,13 +69,13 @@ func ServeTCP(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
 	}()
 }
 
-// ServeUDP listens on addr inside ns until the test ends and answers every
-// datagram with name.
+// ServeUDP listens on addr (IPv4 or IPv6) inside ns until the test ends
+// and answers every datagram with name.
 func ServeUDP(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
 	t.Helper()
 	var pc net.PacketConn
 	ns.MustDo(func() (err error) {
-		pc, err = net.ListenPacket("udp4", addr.String())
+		pc, err = net.ListenPacket(network("udp", addr), addr.String())
 		return err
 	})
 	done := make(chan struct{})
@@ -90,12 +101,12 @@ type Conn struct {
 	r      *bufio.Reader
 }
 
-// DialTCP connects from inside ns to addr and reads the serving backend's
-// name.
+// DialTCP connects from inside ns to addr (IPv4 or IPv6) and reads the
+// serving backend's name.
 func DialTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
 	var c net.Conn
 	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", addr.String(), timeout)
+		c, err = net.DialTimeout(network("tcp", addr), addr.String(), timeout)
 		return err
 	})
 	if err != nil {
@@ -129,8 +140,8 @@ func (c *Conn) Echo(msg string, timeout time.Duration) error {
 	return nil
 }
 
-// AskTCP opens a connection to addr from inside ns and returns the name of
-// the backend that answered.
+// AskTCP opens a connection to addr (IPv4 or IPv6) from inside ns and
+// returns the name of the backend that answered.
 func AskTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	c, err := DialTCP(ns, addr, timeout)
 	if err != nil {
@@ -140,13 +151,14 @@ func AskTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) 
 	return c.Server, nil
 }
 
-// AskUDP sends one datagram from a fresh socket inside ns (so from a fresh
-// source port) and returns the answer, after checking it came from addr:
-// the reply must carry the frontend's address, not the backend's.
+// AskUDP sends one datagram to addr (IPv4 or IPv6) from a fresh socket
+// inside ns (so from a fresh source port) and returns the answer, after
+// checking it came from addr: the reply must carry the frontend's address,
+// not the backend's.
 func AskUDP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	var c *net.UDPConn
 	err := ns.Do(func() (err error) {
-		c, err = net.ListenUDP("udp4", nil)
+		c, err = net.ListenUDP(network("udp", addr), nil)
 		return err
 	})
 	if err != nil {
@@ -162,7 +174,7 @@ func AskUDP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	if from.Addr().Unmap() != addr.Addr() || from.Port() != addr.Port() {
+	if from.Addr().Unmap() != addr.Addr().Unmap() || from.Port() != addr.Port() {
 		return "", fmt.Errorf("reply came from %s, want %s", from, addr)
 	}
 	return string(buf[:n]), nil
