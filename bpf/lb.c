@@ -438,10 +438,15 @@ static __always_inline int rewrite_tc(struct __sk_buff *skb, const struct flow *
 		__u32 addr_off = ETH_HLEN + (dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
 		__s64 diff = bpf_csum_diff((__be32 *)from->w, 16, (__be32 *)to->w, 16, 0);
 
-		/* Size 0: "to" is a precomputed difference. */
+		/* Size 0: "to" is a precomputed difference. On a
+		 * CHECKSUM_COMPLETE skb the helper moves skb->csum by the
+		 * pseudo-header change, as is right for IPv4, whose addresses
+		 * sit outside the L4 sum. IPv6's addresses are in the packet,
+		 * so the store must move skb->csum back (BPF_F_RECOMPUTE_CSUM;
+		 * kernels from 6.16 offer BPF_F_IPV6 for the same). */
 		if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, mangled | BPF_F_PSEUDO_HDR))
 			return -1;
-		if (bpf_skb_store_bytes(skb, addr_off, to->b, 16, 0))
+		if (bpf_skb_store_bytes(skb, addr_off, to->b, 16, BPF_F_RECOMPUTE_CSUM))
 			return -1;
 	} else {
 		__u32 addr_off = ETH_HLEN + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
