@@ -150,6 +150,7 @@ struct {
 enum verdict {
 	V_PASS,
 	V_DROP,
+	V_REJECT, /* turn into an ICMP port unreachable to the client */
 };
 
 union addr {
@@ -166,7 +167,7 @@ struct flow {
 	__be16 dport;
 	__u8 proto;
 	bool v6;
-	bool udp_no_csum; /* IPv4 UDP checksum 0: "none" (RFC 768) */
+	bool udp_no_csum; /* UDP checksum 0: "none" (RFC 768) */
 };
 
 static __always_inline void count(__u32 idx, void *map, __u32 len)
@@ -220,7 +221,9 @@ static __always_inline int parse_l4(void *data, void *data_end, struct flow *f)
 			return STAT_MALFORMED;
 		f->sport = uh->source;
 		f->dport = uh->dest;
-		f->udp_no_csum = !f->v6 && uh->check == 0;
+		/* Zero means "no checksum" (RFC 768); IPv6 forbids it but for
+		 * tunnels (RFC 6935). Either way it stays zero, on every hook. */
+		f->udp_no_csum = uh->check == 0;
 	}
 	return 0;
 }
@@ -254,10 +257,14 @@ static __always_inline int parse_v4(void *data, void *data_end, __u32 pkt_len, s
 	return parse_l4(data, data_end, f);
 }
 
-/* An IPv6 extension header's first two bytes: next header and length. */
+/* An IPv6 extension header's first bytes: next header, length, and for a
+ * routing header its type and segments left. Every extension header is at
+ * least 8 bytes long. */
 struct ext_hdr {
 	__u8 next;
 	__u8 len;
+	__u8 routing_type;
+	__u8 segments_left;
 };
 
 static __always_inline int parse_v6(void *data, void *data_end, __u32 pkt_len, struct flow *f)
@@ -296,10 +303,19 @@ static __always_inline int parse_v6(void *data, void *data_end, __u32 pkt_len, s
 		eh = data + off;
 		if ((void *)(eh + 1) > data_end)
 			return STAT_MALFORMED;
+		/* With segments left, the packet is on its way through us to
+		 * another final destination, which the checksum covers. */
+		if (next == IPPROTO_ROUTING && eh->segments_left)
+			return STAT_PASS;
 		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
 		off += next == IPPROTO_AH ? (eh->len + 2) * 4 : (eh->len + 1) * 8;
 		next = eh->next;
 	}
+	/* Still an extension header after the most we walk: too deep to
+	 * parse, so not ours to judge. */
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+	    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+		return STAT_MALFORMED;
 	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
 		return STAT_PASS;
 	if (off > ETH_HLEN + sizeof(*ip6) + payload)
@@ -574,6 +590,202 @@ static __always_inline void remember_affinity(const struct svc_value *svc, const
 	bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
 }
 
+/*
+ * Rejecting a flow, as kube-proxy does for a service without usable
+ * backends: the packet becomes an ICMP port unreachable (ICMPv6 for IPv6)
+ * from the frontend to the client, quoting the offending IP header and the
+ * 8 bytes after it (RFC 792; RFC 4443 allows as little), and goes straight
+ * back out of the interface it came in by.
+ *
+ * The space is made in place: headers are prepended (the original
+ * Ethernet header is overwritten, its addresses saved and swapped) and the
+ * packet is cut after the quote.
+ */
+#define ICMP_LEN 8
+#define MAX_QUOTE_LEN (60 + 8)
+/* From linux/icmp.h and linux/icmpv6.h, which pull in libc headers. */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PORT_UNREACH 4
+
+/* ICMP's and ICMPv6's common 8-byte header, as destination unreachable
+ * uses it. */
+struct icmp_hdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 unused;
+};
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return csum_fold32((__u32)s + (__u32)(s >> 32));
+}
+
+/* build_reject writes the reply into a frame laid out as
+ * [ethernet][ip][icmp][quote], the quote already in place; qsum is the
+ * quote's checksum (a partial sum), taken before the frame changed. */
+static __always_inline int build_reject(void *data, void *data_end, const struct flow *f,
+					const __u8 *macs, __u32 quote_len, __s64 qsum)
+{
+	struct ethhdr *eth = data;
+	struct icmp_hdr *icmp;
+	__s64 sum;
+
+	if ((void *)(eth + 1) > data_end || quote_len > MAX_QUOTE_LEN)
+		return -1;
+	__builtin_memcpy(eth->h_dest, macs + ETH_ALEN, ETH_ALEN); /* back to the sender */
+	__builtin_memcpy(eth->h_source, macs, ETH_ALEN);
+
+	if (f->v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		icmp = (void *)(ip6 + 1);
+		if ((void *)(icmp + 1) > data_end)
+			return -1;
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		*(__be32 *)ip6 = bpf_htonl(0x60000000); /* version 6, no class, no label */
+		ip6->payload_len = bpf_htons(ICMP_LEN + quote_len);
+		ip6->nexthdr = IPPROTO_ICMPV6;
+		ip6->hop_limit = 64;
+		__builtin_memcpy(ip6->saddr.in6_u.u6_addr8, f->daddr.b, 16);
+		__builtin_memcpy(ip6->daddr.in6_u.u6_addr8, f->saddr.b, 16);
+		__builtin_memset(icmp, 0, sizeof(*icmp));
+		icmp->type = ICMPV6_DEST_UNREACH;
+		icmp->code = ICMPV6_PORT_UNREACH;
+		/* Pseudo-header: addresses, upper-layer length, next header. */
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip6->saddr, 32, 0);
+		if (sum < 0)
+			return -1;
+		sum += bpf_htonl(ICMP_LEN + quote_len) + bpf_htonl(IPPROTO_ICMPV6);
+	} else {
+		struct iphdr *ip4 = (void *)(eth + 1);
+		__s64 hsum;
+
+		icmp = (void *)(ip4 + 1);
+		if ((void *)(icmp + 1) > data_end)
+			return -1;
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		__builtin_memset(ip4, 0, sizeof(*ip4));
+		ip4->version = 4;
+		ip4->ihl = 5;
+		ip4->tot_len = bpf_htons(sizeof(*ip4) + ICMP_LEN + quote_len);
+		ip4->ttl = 64;
+		ip4->protocol = IPPROTO_ICMP;
+		ip4->saddr = f->daddr.w[3];
+		ip4->daddr = f->saddr.w[3];
+		hsum = bpf_csum_diff(NULL, 0, (__be32 *)ip4, sizeof(*ip4), 0);
+		if (hsum < 0)
+			return -1;
+		ip4->check = ~csum_fold64(hsum);
+		__builtin_memset(icmp, 0, sizeof(*icmp));
+		icmp->type = ICMP_DEST_UNREACH;
+		icmp->code = ICMP_PORT_UNREACH;
+		sum = 0;
+	}
+	/* The ICMP message: its header (checksum 0 for now) and the quote. */
+	__s64 hsum = bpf_csum_diff(NULL, 0, (__be32 *)icmp, sizeof(*icmp), 0);
+
+	if (hsum < 0)
+		return -1;
+	icmp->checksum = ~csum_fold64((__u64)sum + (__u64)hsum + (__u64)qsum);
+	return 0;
+}
+
+/* reject_layout returns how many bytes to prepend and how long the quote
+ * is: the IP header (with IPv4 options) and 8 bytes. */
+static __always_inline void reject_layout(const struct flow *f, __u32 *grow, __u64 *quote_len)
+{
+	if (f->v6) {
+		*grow = sizeof(struct ipv6hdr) + ICMP_LEN;
+		*quote_len = sizeof(struct ipv6hdr) + 8;
+	} else {
+		*grow = sizeof(struct iphdr) + ICMP_LEN;
+		*quote_len = f->l4_off - ETH_HLEN + 8;
+	}
+	/* A multiple of 4 from 28 to 68; the mask tells the verifier so. */
+	*quote_len &= 0x7c;
+}
+
+/* quote_sum is the checksum of the quote, summed over a zero-padded copy
+ * (trailing zeros add nothing to a one's complement sum), so that the
+ * verifier sees one constant size. */
+static __always_inline __s64 quote_sum(const __u8 *quote)
+{
+	return bpf_csum_diff(NULL, 0, (__be32 *)quote, MAX_QUOTE_LEN, 0);
+}
+
+static __always_inline int reject_xdp(struct xdp_md *ctx, const struct flow *f)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 quote[MAX_QUOTE_LEN] = {};
+	__u32 grow;
+	__u64 quote_len; /* 64 bits: no zero-extended copy for the verifier to lose */
+	__u8 macs[2 * ETH_ALEN];
+	__s64 qsum;
+	int cut;
+
+	if (data + ETH_HLEN > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs)); /* destination, source */
+	reject_layout(f, &grow, &quote_len);
+	/* Keep the bounds check and the use on one register. */
+	barrier_var(quote_len);
+	if (quote_len < 28 || quote_len > MAX_QUOTE_LEN)
+		return -1;
+	if (bpf_xdp_load_bytes(ctx, ETH_HLEN, quote, quote_len))
+		return -1;
+	qsum = quote_sum(quote);
+	if (qsum < 0)
+		return -1;
+	cut = (int)(ETH_HLEN + quote_len) - (int)(data_end - data);
+	if (cut < 0 && bpf_xdp_adjust_tail(ctx, cut))
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, -(int)grow))
+		return -1;
+	return build_reject((void *)(long)ctx->data, (void *)(long)ctx->data_end, f, macs, quote_len, qsum);
+}
+
+static __always_inline int reject_tc(struct __sk_buff *skb, const struct flow *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 quote[MAX_QUOTE_LEN] = {};
+	__u32 grow;
+	__u64 quote_len; /* 64 bits: no zero-extended copy for the verifier to lose */
+	__u8 macs[2 * ETH_ALEN];
+	__s64 qsum;
+
+	if (data + ETH_HLEN > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	reject_layout(f, &grow, &quote_len);
+	/* Keep the bounds check and the use on one register. */
+	barrier_var(quote_len);
+	if (quote_len < 28 || quote_len > MAX_QUOTE_LEN)
+		return -1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, quote, quote_len))
+		return -1;
+	qsum = quote_sum(quote);
+	if (qsum < 0)
+		return -1;
+	/* Cut after the quote, then make room after the Ethernet header;
+	 * the latter also resets the skb's checksum state to CHECKSUM_NONE,
+	 * so the checksums written below are final even for a locally sent
+	 * packet. */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + quote_len, 0))
+		return -1;
+	if (bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_MAC, 0))
+		return -1;
+	if (bpf_skb_pull_data(skb, ETH_HLEN + grow + quote_len))
+		return -1;
+	return build_reject((void *)(long)skb->data, (void *)(long)skb->data_end, f, macs, quote_len, qsum);
+}
+
 /* flow_key is the conntrack key of a packet as it arrives. */
 static __always_inline void flow_key(struct ct_key *k, const struct flow *f, enum ct_dir dir)
 {
@@ -659,7 +871,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		}
 		if (!be || !svc) {
 			count(STAT_NO_BACKEND, &stats, len);
-			return V_DROP;
+			return V_REJECT;
 		}
 		remember_affinity(svc, f, now, be_id, be);
 		entry.backend_id = be_id;
@@ -724,7 +936,8 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
  * service frontend; with reply set, reverse NAT of tracked replies.
  */
 static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const bool forward,
-					    const bool reply, void *data, void *data_end, __u32 len)
+					    const bool reply, void *data, void *data_end, __u32 len,
+					    struct flow *fp)
 {
 	struct flow f = {};
 	struct svc_key sk = {};
@@ -742,8 +955,13 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 		sk.port = f.dport;
 		sk.proto = f.proto;
 		svc = bpf_map_lookup_elem(&services, &sk);
-		if (svc)
-			return lb_forward(ctx, xdp, &f, &sk, svc, len);
+		if (svc) {
+			enum verdict v = lb_forward(ctx, xdp, &f, &sk, svc, len);
+
+			if (v == V_REJECT)
+				*fp = f;
+			return v;
+		}
 	}
 	if (reply)
 		return lb_reply(ctx, xdp, &f, len);
@@ -758,9 +976,16 @@ int xdplane_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 
 	/* XDP has no egress hook: replies are translated as they arrive. */
-	if (lb_main(ctx, true, true, true, data, data_end, data_end - data) == V_DROP)
+	struct flow f = {};
+
+	switch (lb_main(ctx, true, true, true, data, data_end, data_end - data, &f)) {
+	case V_DROP:
 		return XDP_DROP;
-	return XDP_PASS;
+	case V_REJECT:
+		return reject_xdp(ctx, &f) ? XDP_DROP : XDP_TX;
+	default:
+		return XDP_PASS;
+	}
 }
 
 /* tc verdict for everything not dropped: TC_ACT_UNSPEC, which is TCX_NEXT,
@@ -773,10 +998,20 @@ static __always_inline int tc_main(struct __sk_buff *skb, const bool ingress)
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
 		bpf_skb_pull_data(skb, want);
 
-	if (lb_main(skb, false, ingress, !ingress, (void *)(long)skb->data,
-		    (void *)(long)skb->data_end, skb->len) == V_DROP)
+	struct flow f = {};
+
+	switch (lb_main(skb, false, ingress, !ingress, (void *)(long)skb->data,
+			(void *)(long)skb->data_end, skb->len, &f)) {
+	case V_DROP:
 		return TC_ACT_SHOT;
-	return TC_ACT_UNSPEC;
+	case V_REJECT:
+		/* Out of the interface it came in by, to the client. */
+		if (reject_tc(skb, &f))
+			return TC_ACT_SHOT;
+		return bpf_redirect(skb->ifindex, 0);
+	default:
+		return TC_ACT_UNSPEC;
+	}
 }
 
 /* Ingress: DNAT, before routing, so the kernel routes to the backend. */

@@ -24,21 +24,28 @@ var (
 	fuzzVIPUDP     = netip.MustParseAddrPort("10.96.0.10:53")
 	fuzzBackendTCP = netip.MustParseAddrPort("10.0.1.2:8080")
 	fuzzBackendUDP = netip.MustParseAddrPort("10.0.1.2:5353")
+
+	fuzzClient6     = netip.MustParseAddrPort("[fd00:9::2]:40000")
+	fuzzVIP6TCP     = netip.MustParseAddrPort("[fd00::10]:80")
+	fuzzVIP6UDP     = netip.MustParseAddrPort("[fd00::10]:53")
+	fuzzBackend6TCP = netip.MustParseAddrPort("[fd00:1::2]:8080")
+	fuzzBackend6UDP = netip.MustParseAddrPort("[fd00:1::2]:5353")
 )
 
 // FuzzPrograms feeds arbitrary frames to the three programs, with one TCP
-// and one UDP service installed and, before every input, conntrack emptied
-// and one TCP and one UDP flow from fuzzClient established (so that
-// replies to it can be translated). It checks what must hold for any
-// input:
+// and one UDP service per address family installed and, before every
+// input, conntrack emptied and one TCP and one UDP flow from fuzzClient and
+// from fuzzClient6 established (so that replies to them can be
+// translated). It checks what must hold for any input:
 //   - nothing is dropped (every service has a backend);
 //   - tc ingress only ever DNATs, tc egress only ever reverse-NATs, and
 //     XDP does whichever of the two applies, with the same bytes; in
 //     either order of the hooks, so both the new-flow and the
 //     established-flow paths of each are compared;
 //   - a rewritten frame differs only in the fields NAT owns (addresses,
-//     ports, checksums), now names the backend (or, for a reply, the
-//     frontend), and keeps valid checksums valid.
+//     ports, checksums; IPv6 has no header checksum), now names the
+//     backend (or, for a reply, the frontend) of its own address family,
+//     and keeps valid checksums valid.
 func FuzzPrograms(f *testing.F) {
 	for _, p := range []packets.IPv4{
 		{Src: fuzzClient, Dst: fuzzVIPTCP, Proto: layers.IPProtocolTCP, Payload: []byte("GET / HTTP/1.1\r\n")},
@@ -48,6 +55,26 @@ func FuzzPrograms(f *testing.F) {
 		{Src: fuzzBackendTCP, Dst: fuzzClient, Proto: layers.IPProtocolTCP, Payload: []byte("HTTP/1.1 200 OK\r\n")},
 		{Src: fuzzBackendUDP, Dst: fuzzClient, Proto: layers.IPProtocolUDP, Payload: []byte("answer")},
 		{Src: fuzzClient, Dst: fuzzVIPTCP, Proto: layers.IPProtocolTCP, Flags: layers.IPv4MoreFragments},
+	} {
+		b, err := p.Build()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	hop := netip.MustParseAddr("fd00:5::1")
+	for _, p := range []packets.IPv6{
+		{Src: fuzzClient6, Dst: fuzzVIP6TCP, Proto: layers.IPProtocolTCP, Payload: []byte("GET / HTTP/1.1\r\n")},
+		{Src: fuzzClient6, Dst: fuzzVIP6UDP, Proto: layers.IPProtocolUDP, Payload: []byte("query")},
+		{Src: fuzzBackend6TCP, Dst: fuzzClient6, Proto: layers.IPProtocolTCP, Payload: []byte("HTTP/1.1 200 OK\r\n")},
+		{Src: fuzzBackend6UDP, Dst: fuzzClient6, Proto: layers.IPProtocolUDP, Payload: []byte("answer")},
+		{Src: fuzzClient6, Dst: fuzzVIP6TCP, Proto: layers.IPProtocolTCP, Ext: []packets.IPv6Ext{packets.HopByHop, packets.Routing(0, 0, hop), packets.DestOpts}},
+		{Src: fuzzClient6, Dst: fuzzVIP6UDP, Proto: layers.IPProtocolUDP, Payload: []byte("q"), Ext: []packets.IPv6Ext{packets.AH}},
+		{Src: fuzzBackend6UDP, Dst: fuzzClient6, Proto: layers.IPProtocolUDP, Payload: []byte("a"), Ext: []packets.IPv6Ext{packets.DestOpts, packets.AH}},
+		{Src: fuzzBackend6TCP, Dst: fuzzClient6, Proto: layers.IPProtocolTCP, Ext: []packets.IPv6Ext{packets.HopByHop, packets.DestOpts, packets.Routing(2, 0, hop), packets.AH}},
+		{Src: fuzzClient6, Dst: fuzzVIP6TCP, Proto: layers.IPProtocolTCP, Ext: []packets.IPv6Ext{packets.Fragment(0, true, 1)}},
+		{Src: fuzzClient6, Dst: fuzzVIP6UDP, Proto: layers.IPProtocolUDP, NoL4Header: true, Payload: []byte("tail"), Ext: []packets.IPv6Ext{packets.Fragment(9, false, 1)}},
+		{Src: fuzzClient6, Dst: netip.AddrPortFrom(netip.AddrFrom16(fuzzVIPTCP.Addr().As16()), 80), Proto: layers.IPProtocolTCP},
 	} {
 		b, err := p.Build()
 		if err != nil {
@@ -73,6 +100,8 @@ func FuzzPrograms(f *testing.F) {
 	if _, err := m.Sync([]lb.Service{
 		{Frontend: lb.Frontend{Address: fuzzVIPTCP, Protocol: lb.TCP}, Backends: []lb.Backend{{Address: fuzzBackendTCP}}},
 		{Frontend: lb.Frontend{Address: fuzzVIPUDP, Protocol: lb.UDP}, Backends: []lb.Backend{{Address: fuzzBackendUDP}}},
+		{Frontend: lb.Frontend{Address: fuzzVIP6TCP, Protocol: lb.TCP}, Backends: []lb.Backend{{Address: fuzzBackend6TCP}}},
+		{Frontend: lb.Frontend{Address: fuzzVIP6UDP, Protocol: lb.UDP}, Backends: []lb.Backend{{Address: fuzzBackend6UDP}}},
 	}); err != nil {
 		f.Fatal(err)
 	}
@@ -101,6 +130,16 @@ func FuzzPrograms(f *testing.F) {
 	for _, p := range []packets.IPv4{
 		{Src: fuzzClient, Dst: fuzzVIPTCP, Proto: layers.IPProtocolTCP},
 		{Src: fuzzClient, Dst: fuzzVIPUDP, Proto: layers.IPProtocolUDP},
+	} {
+		b, err := p.Build()
+		if err != nil {
+			f.Fatal(err)
+		}
+		established = append(established, b)
+	}
+	for _, p := range []packets.IPv6{
+		{Src: fuzzClient6, Dst: fuzzVIP6TCP, Proto: layers.IPProtocolTCP},
+		{Src: fuzzClient6, Dst: fuzzVIP6UDP, Proto: layers.IPProtocolUDP},
 	} {
 		b, err := p.Build()
 		if err != nil {
@@ -187,25 +226,35 @@ func fuzzRun(p *ebpf.Program, in []byte) (uint32, []byte, error) {
 }
 
 // fuzzCheckRewrite checks that out is in with only NAT's fields changed:
-// towards a backend, or, for a reply, back to the frontend.
+// towards a backend, or, for a reply, back to the frontend, in the frame's
+// own address family.
 func fuzzCheckRewrite(in, out []byte, reply bool) error {
 	if len(in) != len(out) {
 		return fmt.Errorf("length changed from %d to %d", len(in), len(out))
 	}
 	l, err := packets.Parse(in)
 	if err != nil {
-		return fmt.Errorf("rewrote a frame that is not IPv4: %v", err)
+		return fmt.Errorf("rewrote a frame that packets.Parse rejects: %v", err)
 	}
-	proto := in[l.IP+9]
+	if l.Fragment {
+		return errors.New("rewrote a fragment")
+	}
+	proto := byte(l.Proto)
 	csum := l.L4 + 16
 	if proto == byte(layers.IPProtocolUDP) {
 		csum = l.L4 + 6
 	} else if proto != byte(layers.IPProtocolTCP) {
 		return fmt.Errorf("rewrote protocol %d", proto)
 	}
+	// Where the addresses are, and how long; IPv4 alone has a header
+	// checksum.
+	src, dst, alen, ipCsum := l.IP+12, l.IP+16, 4, l.IP+10
+	if l.V6 {
+		src, dst, alen, ipCsum = l.IP+8, l.IP+24, 16, -1
+	}
 	allowed := func(i int) bool {
-		return (i >= l.IP+10 && i < l.IP+12) || // IPv4 header checksum
-			(i >= l.IP+12 && i < l.IP+20) || // addresses
+		return (ipCsum >= 0 && i >= ipCsum && i < ipCsum+2) ||
+			(i >= src && i < src+alen) || (i >= dst && i < dst+alen) ||
 			(i >= l.L4 && i < l.L4+4) || // ports
 			(i >= csum && i < csum+2)
 	}
@@ -215,24 +264,97 @@ func fuzzCheckRewrite(in, out []byte, reply bool) error {
 		}
 	}
 	addrPort := func(b []byte, addrOff, portOff int) netip.AddrPort {
-		a, _ := netip.AddrFromSlice(b[addrOff : addrOff+4])
+		a, _ := netip.AddrFromSlice(b[addrOff : addrOff+alen])
 		return netip.AddrPortFrom(a, uint16(b[portOff])<<8|uint16(b[portOff+1]))
 	}
-	srcIn, dstIn := addrPort(in, l.IP+12, l.L4), addrPort(in, l.IP+16, l.L4+2)
-	srcOut, dstOut := addrPort(out, l.IP+12, l.L4), addrPort(out, l.IP+16, l.L4+2)
-	switch {
-	case !reply && ((dstIn == fuzzVIPTCP && proto == 6) || (dstIn == fuzzVIPUDP && proto == 17)):
-		want := map[byte]netip.AddrPort{6: fuzzBackendTCP, 17: fuzzBackendUDP}[proto]
-		if dstOut != want || srcOut != srcIn {
-			return fmt.Errorf("DNAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, srcIn, want)
-		}
-	case reply && (srcIn == fuzzBackendTCP || srcIn == fuzzBackendUDP) && dstIn == fuzzClient:
-		want := map[byte]netip.AddrPort{6: fuzzVIPTCP, 17: fuzzVIPUDP}[proto]
-		if srcOut != want || dstOut != dstIn {
-			return fmt.Errorf("reverse NAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, want, dstIn)
-		}
-	default:
-		return fmt.Errorf("rewrote %s->%s, which is neither for a service nor from a backend", srcIn, dstIn)
+	srcIn, dstIn := addrPort(in, src, l.L4), addrPort(in, dst, l.L4+2)
+	srcOut, dstOut := addrPort(out, src, l.L4), addrPort(out, dst, l.L4+2)
+	type service struct{ vip, backend, client netip.AddrPort }
+	services := map[byte][]service{
+		6:  {{fuzzVIPTCP, fuzzBackendTCP, fuzzClient}, {fuzzVIP6TCP, fuzzBackend6TCP, fuzzClient6}},
+		17: {{fuzzVIPUDP, fuzzBackendUDP, fuzzClient}, {fuzzVIP6UDP, fuzzBackend6UDP, fuzzClient6}},
 	}
-	return nil
+	for _, s := range services[proto] {
+		switch {
+		case !reply && dstIn == s.vip:
+			if dstOut != s.backend || srcOut != srcIn {
+				return fmt.Errorf("DNAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, srcIn, s.backend)
+			}
+			return nil
+		case reply && srcIn == s.backend && dstIn == s.client:
+			if srcOut != s.vip || dstOut != dstIn {
+				return fmt.Errorf("reverse NAT of %s->%s gave %s->%s, want %s->%s", srcIn, dstIn, srcOut, dstOut, s.vip, dstIn)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("rewrote %s->%s/%d, which is neither for a service nor a reply to a tracked flow", srcIn, dstIn, proto)
+}
+
+// TestFuzzCheckRewrite shows that FuzzPrograms' oracle accepts the
+// translations golden tests expect and rejects others, in both families.
+func TestFuzzCheckRewrite(t *testing.T) {
+	build := func(p interface{ Build() ([]byte, error) }) []byte {
+		t.Helper()
+		b, err := p.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	fwd6 := packets.IPv6{Src: fuzzClient6, Dst: fuzzVIP6TCP, Proto: layers.IPProtocolTCP, Payload: []byte("x"),
+		Ext: []packets.IPv6Ext{packets.HopByHop, packets.AH}, FlowLabel: 0x12345}
+	reply6 := packets.IPv6{Src: fuzzBackend6UDP, Dst: fuzzClient6, Proto: layers.IPProtocolUDP, Payload: []byte("y")}
+	fwd4 := packets.IPv4{Src: fuzzClient, Dst: fuzzVIPUDP, Proto: layers.IPProtocolUDP, Payload: []byte("z")}
+	dnat6, snat6 := fwd6, reply6
+	dnat6.Dst, snat6.Src = fuzzBackend6TCP, fuzzVIP6UDP
+	dnat4 := fwd4
+	dnat4.Dst = fuzzBackendUDP
+	for _, c := range []struct {
+		name    string
+		in, out []byte
+		reply   bool
+	}{
+		{"ipv6 dnat", build(fwd6), build(dnat6), false},
+		{"ipv6 reverse nat", build(reply6), build(snat6), true},
+		{"ipv4 dnat", build(fwd4), build(dnat4), false},
+	} {
+		if err := fuzzCheckRewrite(c.in, c.out, c.reply); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if fuzzCheckRewrite(c.in, c.out, !c.reply) == nil {
+			t.Fatalf("%s: accepted as the other direction", c.name)
+		}
+		l, err := packets.Parse(c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A change outside the NAT fields: the IP header's second byte
+		// (IPv6 traffic class and flow label, IPv4 TOS), its eighth (hop
+		// limit, fragment offset), the last byte of the frame, and the
+		// last of the extension headers.
+		offs := []int{l.IP + 1, l.IP + 7, len(c.in) - 1}
+		if l.Exts > 0 {
+			offs = append(offs, l.L4-1)
+		}
+		for _, off := range offs {
+			bad := append([]byte(nil), c.out...)
+			bad[off] ^= 0x40
+			if fuzzCheckRewrite(c.in, bad, c.reply) == nil {
+				t.Fatalf("%s: a change at byte %d was accepted", c.name, off)
+			}
+		}
+	}
+	// The other family's backend, or the wrong one of the family.
+	wrong := fwd6
+	wrong.Dst = netip.MustParseAddrPort("[fd00:1::3]:8080")
+	if fuzzCheckRewrite(build(fwd6), build(wrong), false) == nil {
+		t.Fatal("DNAT to a backend not of the service was accepted")
+	}
+	rewritten := build(fwd6)
+	notForUs := fwd6
+	notForUs.Dst = netip.MustParseAddrPort("[fd00::11]:80")
+	if fuzzCheckRewrite(build(notForUs), rewritten, false) == nil {
+		t.Fatal("a rewrite of a packet for no service was accepted")
+	}
 }

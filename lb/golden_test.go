@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
@@ -701,10 +702,17 @@ func TestGoldenReusedBackendIDSameService(t *testing.T) {
 // to exactly one of backends and returns which.
 func (g *golden) sentTo(t *testing.T, h goldenHook, in []byte, p packets.IPv4, backends ...netip.AddrPort) netip.AddrPort {
 	t.Helper()
+	return g.sentToWant(t, h, in, func(be netip.AddrPort) []byte { return goldenBuild(t, goldenDNAT(p, be)) }, backends...)
+}
+
+// sentToWant runs in through h, requires it to come out as exactly
+// want(be) for one of backends and returns which.
+func (g *golden) sentToWant(t *testing.T, h goldenHook, in []byte, want func(netip.AddrPort) []byte, backends ...netip.AddrPort) netip.AddrPort {
+	t.Helper()
 	out := g.pass(t, h, in)
 	goldenRequireChecksums(t, h.name, out)
 	for _, be := range backends {
-		if bytes.Equal(out, goldenBuild(t, goldenDNAT(p, be))) {
+		if bytes.Equal(out, want(be)) {
 			return be
 		}
 	}
@@ -1056,17 +1064,13 @@ func TestGoldenNoBackend(t *testing.T) {
 					g.requireNoConntrack(t)
 					return
 				}
-				g.requireCounted(t, goldenCounts{NoBackend: 1}, len(in), func() {
-					if ret, _ := g.run(t, h, in); ret != h.drop {
-						t.Fatalf("%s: verdict %#x, want drop (%#x)", h.name, ret, h.drop)
-					}
-				})
+				g.requireCounted(t, goldenCounts{NoBackend: 1}, len(in), func() { goldenRequireReject(t, g, h, in) })
 				g.requireNoConntrack(t)
 			})
 		}
 	}
 
-	// A service that loses all its backends drops its established flows.
+	// A service that loses all its backends rejects its established flows.
 	for _, h := range goldenForwardHooks {
 		t.Run("established/"+h.name, func(t *testing.T) {
 			g.flushConntrack(t)
@@ -1075,12 +1079,44 @@ func TestGoldenNoBackend(t *testing.T) {
 			g.upsert(t, goldenService(lb.TCP, gVIPTCP, gBackendTCP))
 			g.translated(t, h, in, goldenBuild(t, goldenDNAT(p, gBackendTCP)))
 			g.upsert(t, goldenService(lb.TCP, gVIPTCP))
-			g.requireCounted(t, goldenCounts{NoBackend: 1}, len(in), func() {
-				if ret, _ := g.run(t, h, in); ret != h.drop {
-					t.Fatalf("%s: verdict %#x, want drop (%#x)", h.name, ret, h.drop)
-				}
-			})
+			g.requireCounted(t, goldenCounts{NoBackend: 1}, len(in), func() { goldenRequireReject(t, g, h, in) })
 		})
+	}
+}
+
+// goldenRequireReject runs in through h and requires the reject: XDP_TX
+// or a tc redirect, of an ICMP port unreachable from the frontend to the
+// client, with valid checksums. (lb/reject_test.go checks its exact bytes.)
+func goldenRequireReject(t *testing.T, g *golden, h goldenHook, in []byte) {
+	t.Helper()
+	const xdpTX, tcRedirect = 3, 7
+	want := uint32(tcRedirect)
+	if h.name == goldenXDP.name {
+		want = xdpTX
+	}
+	// The reject resets the skb's checksum state to CHECKSUM_NONE (it
+	// must, for locally sent packets with partial checksums), after which
+	// skb->csum means nothing; BPF_PROG_TEST_RUN's CHECKSUM_COMPLETE mode
+	// would still compare it with the data, so that mode is not used here.
+	h.flags &^= gTestSKBChecksumComplete
+	ret, out := g.run(t, h, in)
+	if ret != want {
+		t.Fatalf("%s: verdict %#x, want reject (%#x)", h.name, ret, want)
+	}
+	p := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+	ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	icmp, _ := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if ip == nil || icmp == nil || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort) {
+		t.Fatalf("%s: not an ICMP port unreachable:\n%s", h.name, hex.Dump(out))
+	}
+	if !ip.SrcIP.Equal(gVIPTCP.Addr().AsSlice()) || !ip.DstIP.Equal(gClient.Addr().AsSlice()) {
+		t.Fatalf("%s: reject from %s to %s, want from the frontend to the client", h.name, ip.SrcIP, ip.DstIP)
+	}
+	if s := packets.Sum(0, out[packets.EthLen:packets.EthLen+20]); s != 0xffff {
+		t.Fatalf("%s: IPv4 header checksum wrong (sums to %#x)", h.name, s)
+	}
+	if s := packets.Sum(0, out[packets.EthLen+20:]); s != 0xffff {
+		t.Fatalf("%s: ICMP checksum wrong (sums to %#x)", h.name, s)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package packets builds Ethernet frames for golden-packet tests with
-// gopacket, and checks IPv4, TCP and UDP checksums with its own arithmetic,
-// independent of gopacket's serializer.
+// gopacket, and checks IPv4, IPv6, TCP and UDP checksums with its own
+// arithmetic, independent of gopacket's serializer.
 package packets
 
 import (
@@ -24,6 +24,7 @@ var (
 const (
 	EthLen  = 14
 	IPv4Len = 20
+	IPv6Len = 40
 	TCPLen  = 20
 	UDPLen  = 8
 )
@@ -176,22 +177,53 @@ func orMAC(a, def net.HardwareAddr) net.HardwareAddr {
 	return a
 }
 
-// Layout is where the headers of a frame Build made start.
+// Layout is where the headers of a frame start, and what the transport
+// checksum's pseudo-header is made of.
 type Layout struct {
-	IP  int // offset of the IPv4 header
-	IHL int // its length in bytes
-	L4  int // offset of the transport header
-	End int // end of the IP packet (Ethernet header + total length)
+	IP  int  // offset of the IP header
+	IHL int  // length of the IPv4 header in bytes; 40 for IPv6, its fixed header
+	L4  int  // offset of the transport header (IPv6: after the extension headers)
+	End int  // end of the IP packet (IP header + its total or payload length)
+	V6  bool // the frame is IPv6
+
+	// Proto is the transport protocol: IPv4's protocol field, IPv6's last
+	// next header (which may be ESP, No Next Header or anything unknown).
+	Proto layers.IPProtocol
+	// Fragment is set for an IPv4 fragment (MF or an offset) and for an
+	// IPv6 packet with a fragment header that has M or an offset (an
+	// atomic fragment, with neither, is a whole packet).
+	Fragment bool
+	// Exts counts the IPv6 extension headers ahead of L4.
+	Exts int
+	// Src and Dst are the addresses of the transport pseudo-header. For
+	// IPv6 with a routing header whose segments left is not 0, Dst is the
+	// final destination, the last address of a type 0 or 2 routing header
+	// (RFC 8200, 8.1); it is the zero Addr if the routing type does not
+	// say.
+	Src, Dst netip.Addr
 }
 
-// Parse finds the headers of an Ethernet + IPv4 frame, trusting its IHL and
-// total length only as far as the frame reaches.
+// Parse finds the headers of an Ethernet + IPv4 or IPv6 frame, trusting its
+// lengths only as far as the frame reaches. IPv6 extension headers
+// (hop-by-hop, routing, fragment, destination options, AH) are walked,
+// however many there are, up to the first other next header.
 func Parse(frame []byte) (Layout, error) {
+	if len(frame) < EthLen {
+		return Layout{}, errors.New("frame too short for Ethernet")
+	}
+	switch et := binary.BigEndian.Uint16(frame[12:]); et {
+	case uint16(layers.EthernetTypeIPv4):
+		return parse4(frame)
+	case uint16(layers.EthernetTypeIPv6):
+		return parse6(frame)
+	default:
+		return Layout{}, fmt.Errorf("ethertype %#04x is neither IPv4 nor IPv6", et)
+	}
+}
+
+func parse4(frame []byte) (Layout, error) {
 	if len(frame) < EthLen+IPv4Len {
 		return Layout{}, errors.New("frame too short for Ethernet + IPv4")
-	}
-	if et := binary.BigEndian.Uint16(frame[12:]); et != uint16(layers.EthernetTypeIPv4) {
-		return Layout{}, fmt.Errorf("ethertype %#04x is not IPv4", et)
 	}
 	ip := frame[EthLen:]
 	if ip[0]>>4 != 4 {
@@ -205,7 +237,75 @@ func Parse(frame []byte) (Layout, error) {
 	if tot < ihl || EthLen+tot > len(frame) {
 		return Layout{}, fmt.Errorf("total length %d with IHL %d in a frame of %d bytes", tot, ihl, len(frame))
 	}
-	return Layout{IP: EthLen, IHL: ihl, L4: EthLen + ihl, End: EthLen + tot}, nil
+	src, _ := netip.AddrFromSlice(ip[12:16])
+	dst, _ := netip.AddrFromSlice(ip[16:20])
+	return Layout{
+		IP: EthLen, IHL: ihl, L4: EthLen + ihl, End: EthLen + tot,
+		Proto:    layers.IPProtocol(ip[9]),
+		Fragment: ip[6]&0x3f != 0 || ip[7] != 0,
+		Src:      src, Dst: dst,
+	}, nil
+}
+
+func parse6(frame []byte) (Layout, error) {
+	if len(frame) < EthLen+IPv6Len {
+		return Layout{}, errors.New("frame too short for Ethernet + IPv6")
+	}
+	ip := frame[EthLen:]
+	if ip[0]>>4 != 6 {
+		return Layout{}, fmt.Errorf("IP version %d", ip[0]>>4)
+	}
+	plen := int(binary.BigEndian.Uint16(ip[4:]))
+	if plen == 0 {
+		return Layout{}, errors.New("IPv6 payload length 0 (a jumbogram, or nothing)")
+	}
+	l := Layout{IP: EthLen, IHL: IPv6Len, End: EthLen + IPv6Len + plen, V6: true}
+	if l.End > len(frame) {
+		return Layout{}, fmt.Errorf("IPv6 payload length %d in a frame of %d bytes", plen, len(frame))
+	}
+	l.Src = netip.AddrFrom16([16]byte(ip[8:24]))
+	l.Dst = netip.AddrFrom16([16]byte(ip[24:40]))
+	next, off := layers.IPProtocol(ip[6]), EthLen+IPv6Len
+	for {
+		var n int
+		switch next {
+		case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination:
+			if off+2 > l.End {
+				return Layout{}, fmt.Errorf("extension header %d at byte %d cut short", next, off)
+			}
+			n = (int(frame[off+1]) + 1) * 8
+		case layers.IPProtocolAH:
+			if off+2 > l.End {
+				return Layout{}, fmt.Errorf("AH at byte %d cut short", off)
+			}
+			n = (int(frame[off+1]) + 2) * 4
+		case layers.IPProtocolIPv6Fragment:
+			n = 8
+		default:
+			l.L4, l.Proto = off, next
+			return l, nil
+		}
+		if off+n > l.End {
+			return Layout{}, fmt.Errorf("extension header %d of %d bytes at byte %d beyond the payload, which ends at %d", next, n, off, l.End)
+		}
+		h := frame[off : off+n]
+		switch next {
+		case layers.IPProtocolIPv6Routing:
+			if segs := h[3]; segs != 0 {
+				l.Dst = netip.Addr{}
+				// Types 0 and 2 list addresses after 4 reserved bytes.
+				if typ := h[2]; (typ == 0 || typ == 2) && n >= 24 {
+					l.Dst = netip.AddrFrom16([16]byte(h[n-16 : n]))
+				}
+			}
+		case layers.IPProtocolIPv6Fragment:
+			if binary.BigEndian.Uint16(h[2:])&0xfff9 != 0 {
+				l.Fragment = true
+			}
+		}
+		l.Exts++
+		next, off = layers.IPProtocol(h[0]), off+n
+	}
 }
 
 // Sum is the 16-bit one's complement sum of b, folded, with b taken as
@@ -225,35 +325,46 @@ func Sum(initial uint32, b []byte) uint16 {
 	return uint16(s)
 }
 
-// VerifyChecksums checks an Ethernet + IPv4 frame: the IPv4 header sums to
-// 0xffff, and a TCP or UDP segment's checksum over the pseudo-header and the
-// segment is valid (a UDP checksum of 0 means none and is accepted). It is
-// written from RFC 791, 768 and 793, not from gopacket.
+// VerifyChecksums checks an Ethernet + IPv4 or IPv6 frame: an IPv4 header
+// sums to 0xffff, and a TCP, UDP (or ICMPv6) segment's checksum over the
+// pseudo-header and the segment is valid. Over IPv4 a UDP checksum of 0
+// means none and is accepted; over IPv6 it is invalid. It is written from
+// RFC 791, 768, 793 and 8200, not from gopacket.
 func VerifyChecksums(frame []byte) error {
 	l, err := Parse(frame)
 	if err != nil {
 		return err
 	}
-	ip := frame[l.IP : l.IP+l.IHL]
-	if s := Sum(0, ip); s != 0xffff {
-		return fmt.Errorf("IPv4 header checksum %#04x is wrong: header sums to %#04x",
-			binary.BigEndian.Uint16(ip[10:]), s)
+	if !l.V6 {
+		ip := frame[l.IP : l.IP+l.IHL]
+		if s := Sum(0, ip); s != 0xffff {
+			return fmt.Errorf("IPv4 header checksum %#04x is wrong: header sums to %#04x",
+				binary.BigEndian.Uint16(ip[10:]), s)
+		}
 	}
-	if ip[6]&0x3f != 0 || ip[7] != 0 {
-		return nil // a fragment: its checksum covers the reassembled datagram
+	if l.Fragment {
+		return nil // its checksum covers the reassembled datagram
 	}
-	proto := ip[9]
 	seg := frame[l.L4:l.End]
-	var pseudo uint32
-	pseudo += uint32(Sum(0, ip[12:20])) // source and destination
-	pseudo += uint32(proto)
-	pseudo += uint32(len(seg))
-	switch layers.IPProtocol(proto) {
+	// The pseudo-header without its length, added below: the length is
+	// the segment's for TCP, UDP's own length field for UDP.
+	pseudo := func() (uint32, error) {
+		if !l.Dst.IsValid() {
+			return 0, errors.New("a routing header hides the final destination of the pseudo-header")
+		}
+		s, d := l.Src.AsSlice(), l.Dst.AsSlice()
+		return uint32(Sum(0, s)) + uint32(Sum(0, d)) + uint32(l.Proto), nil
+	}
+	switch l.Proto {
 	case layers.IPProtocolTCP:
 		if len(seg) < TCPLen {
 			return fmt.Errorf("TCP segment of %d bytes", len(seg))
 		}
-		if s := Sum(pseudo, seg); s != 0xffff {
+		p, err := pseudo()
+		if err != nil {
+			return err
+		}
+		if s := Sum(p+uint32(len(seg)), seg); s != 0xffff {
 			return fmt.Errorf("TCP checksum %#04x is wrong: sums to %#04x",
 				binary.BigEndian.Uint16(seg[16:]), s)
 		}
@@ -266,13 +377,34 @@ func VerifyChecksums(frame []byte) error {
 			return fmt.Errorf("UDP length %d in %d bytes", ulen, len(seg))
 		}
 		if binary.BigEndian.Uint16(seg[6:]) == 0 {
+			if l.V6 {
+				return errors.New("UDP checksum 0 over IPv6 (RFC 8200, 8.1)")
+			}
 			return nil
 		}
+		p, err := pseudo()
+		if err != nil {
+			return err
+		}
 		seg = seg[:ulen]
-		pseudo = uint32(Sum(0, ip[12:20])) + uint32(proto) + uint32(ulen)
-		if s := Sum(pseudo, seg); s != 0xffff {
+		if s := Sum(p+uint32(ulen), seg); s != 0xffff {
 			return fmt.Errorf("UDP checksum %#04x is wrong: sums to %#04x",
 				binary.BigEndian.Uint16(seg[6:]), s)
+		}
+	case layers.IPProtocolICMPv6:
+		if !l.V6 {
+			return nil
+		}
+		if len(seg) < 4 {
+			return fmt.Errorf("ICMPv6 message of %d bytes", len(seg))
+		}
+		p, err := pseudo()
+		if err != nil {
+			return err
+		}
+		if s := Sum(p+uint32(len(seg)), seg); s != 0xffff {
+			return fmt.Errorf("ICMPv6 checksum %#04x is wrong: sums to %#04x",
+				binary.BigEndian.Uint16(seg[2:]), s)
 		}
 	}
 	return nil
@@ -316,23 +448,4 @@ func ARPRequest(sender, target netip.Addr) ([]byte, error) {
 		DstProtAddress:    target.AsSlice(),
 	}
 	return Serialize(eth, arp)
-}
-
-// IPv6TCP builds an Ethernet + IPv6 + TCP SYN frame.
-func IPv6TCP(src, dst netip.AddrPort, payload []byte) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: DefaultSrcMAC, DstMAC: DefaultDstMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{
-		Version:    6,
-		NextHeader: layers.IPProtocolTCP,
-		HopLimit:   64,
-		SrcIP:      src.Addr().AsSlice(),
-		DstIP:      dst.Addr().AsSlice(),
-	}
-	tcp := &layers.TCP{
-		SrcPort: layers.TCPPort(src.Port()),
-		DstPort: layers.TCPPort(dst.Port()),
-		SYN:     true,
-		Window:  64240,
-	}
-	return Serialize(eth, ip, tcp, gopacket.Payload(payload))
 }
