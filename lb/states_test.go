@@ -63,7 +63,7 @@ func TestBackendStatesDatapath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ret == 1 { // XDP_DROP
+			if ret == 3 { // XDP_TX: rejected, no backend takes new flows
 				seen[netip.AddrPort{}]++
 				continue
 			}
@@ -106,17 +106,17 @@ func TestBackendStatesDatapath(t *testing.T) {
 	}
 	upsert(service(Cluster, [3]BackendState{Maintenance, Maintenance, Maintenance}, none))
 	if seen := newFlows(3000); seen[netip.AddrPort{}] != 60 {
-		t.Fatalf("all in maintenance: %v, want every new flow dropped", seen)
+		t.Fatalf("all in maintenance: %v, want every new flow rejected", seen)
 	}
 
-	// Local policy: only the local backend; none local: drop.
+	// Local policy: only the local backend; none local: reject.
 	upsert(service(Local, [3]BackendState{}, [3]bool{false, true, false}))
 	if seen := newFlows(4000); len(seen) != 1 || seen[addrs[1]] != 60 {
 		t.Fatalf("local policy with one local backend: %v", seen)
 	}
 	upsert(service(Local, [3]BackendState{}, none))
 	if seen := newFlows(5000); seen[netip.AddrPort{}] != 60 {
-		t.Fatalf("local policy with no local backend: %v, want every new flow dropped", seen)
+		t.Fatalf("local policy with no local backend: %v, want every new flow rejected", seen)
 	}
 
 	// A restart recovers states, locality and policy: no change to make.

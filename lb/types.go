@@ -159,7 +159,8 @@ type TrafficPolicy uint8
 const (
 	// Cluster: every backend. The default.
 	Cluster TrafficPolicy = iota
-	// Local: only backends marked Local; with none, new flows are dropped.
+	// Local: only backends marked Local; with none, new flows are
+	// rejected.
 	Local
 )
 
@@ -244,7 +245,8 @@ func (a *Algorithm) UnmarshalText(b []byte) error {
 }
 
 // Service is a frontend and the backends its flows are spread over. A
-// service with no backends is valid: its packets are dropped.
+// service with no backends (or none that takes new flows) is valid: new
+// flows are rejected with an ICMP port unreachable, as kube-proxy does.
 type Service struct {
 	Frontend Frontend
 	Backends []Backend

@@ -1,0 +1,140 @@
+package lb
+
+import (
+	"bytes"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/xdplane/xdplane/datapath"
+)
+
+// A frontend with no usable backend answers every new flow with an ICMP
+// (ICMPv6) port unreachable from the frontend, quoting the IP header and
+// 8 bytes, sent back where the packet came from: XDP_TX, or a redirect
+// out of the same interface on tc. Exact bytes, built with gopacket.
+func TestRejectWithoutBackends(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	clientMAC := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	nodeMAC := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	const (
+		xdpTX       = 3 // XDP_TX
+		tcRedirect  = 7 // TC_ACT_REDIRECT
+		payloadText = "GET / HTTP/1.1\r\n\r\n"
+	)
+	for _, tc := range []struct {
+		name    string
+		fe      string
+		client  string
+		options []layers.IPv4Option
+	}{
+		{"tcp", "10.96.0.10:80/tcp", "10.0.0.2:40000", nil},
+		{"udp", "10.96.0.10:53/udp", "10.0.0.2:40000", nil},
+		{"tcp with ip options", "10.96.0.10:80/tcp", "10.0.0.2:40001",
+			[]layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}},
+		{"tcp6", "[fd00::10]:80/tcp", "[fd00:9::2]:40000", nil},
+		{"udp6", "[fd00::10]:53/udp", "[fd00:9::2]:40000", nil},
+	} {
+		s := svc(tc.fe)
+		if err := m.Upsert(s); err != nil {
+			t.Fatal(err)
+		}
+		client := netip.MustParseAddrPort(tc.client)
+		in := rejectInput(t, clientMAC, nodeMAC, s.Frontend, client, tc.options, []byte(payloadText))
+		want := rejectWant(t, nodeMAC, clientMAC, s.Frontend.Address.Addr(), client.Addr(), in[14:])
+		for _, h := range []struct {
+			name    string
+			prog    *ebpf.Program
+			verdict uint32
+		}{
+			{"xdp", dp.Programs().XdplaneXdp, xdpTX},
+			{"tc", dp.Programs().XdplaneTcIngress, tcRedirect},
+		} {
+			before, _ := dp.Counters()
+			out := make([]byte, len(in)+256)
+			opts := ebpf.RunOptions{Data: in, DataOut: out}
+			ret, err := h.prog.Run(&opts)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tc.name, h.name, err)
+			}
+			if ret != h.verdict {
+				t.Fatalf("%s %s: verdict %d, want %d", tc.name, h.name, ret, h.verdict)
+			}
+			if !bytes.Equal(opts.DataOut, want) {
+				t.Fatalf("%s %s: got\n%s\nwant\n%s", tc.name, h.name, hex.Dump(opts.DataOut), hex.Dump(want))
+			}
+			after, _ := dp.Counters()
+			if after.NoBackend.Packets != before.NoBackend.Packets+1 {
+				t.Fatalf("%s %s: NoBackend counted %d", tc.name, h.name, after.NoBackend.Packets-before.NoBackend.Packets)
+			}
+		}
+	}
+}
+
+func rejectInput(t *testing.T, src, dst net.HardwareAddr, fe Frontend, client netip.AddrPort, opts []layers.IPv4Option, payload []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst}
+	var ip gopacket.NetworkLayer
+	next := layers.IPProtocolTCP
+	if fe.Protocol == UDP {
+		next = layers.IPProtocolUDP
+	}
+	if client.Addr().Is4() {
+		eth.EthernetType = layers.EthernetTypeIPv4
+		ip = &layers.IPv4{Version: 4, TTL: 63, Id: 0x1234, Flags: layers.IPv4DontFragment, Protocol: next,
+			SrcIP: client.Addr().AsSlice(), DstIP: fe.Address.Addr().AsSlice(), Options: opts}
+	} else {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip = &layers.IPv6{Version: 6, HopLimit: 63, NextHeader: next, SrcIP: client.Addr().AsSlice(), DstIP: fe.Address.Addr().AsSlice()}
+	}
+	var l4 interface {
+		gopacket.SerializableLayer
+		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+	}
+	if fe.Protocol == TCP {
+		l4 = &layers.TCP{SrcPort: layers.TCPPort(client.Port()), DstPort: layers.TCPPort(fe.Address.Port()), SYN: true, Seq: 77, Window: 64240}
+	} else {
+		l4 = &layers.UDP{SrcPort: layers.UDPPort(client.Port()), DstPort: layers.UDPPort(fe.Address.Port())}
+	}
+	l4.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip.(gopacket.SerializableLayer), l4, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// rejectWant builds the expected reply: quoting the offending IP packet's
+// header and the 8 bytes after it.
+func rejectWant(t *testing.T, src, dst net.HardwareAddr, from, to netip.Addr, offending []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	var err error
+	if to.Is4() {
+		ihl := int(offending[0]&0x0f) * 4
+		eth.EthernetType = layers.EthernetTypeIPv4
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: from.AsSlice(), DstIP: to.AsSlice()}
+		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(offending[:ihl+8]))
+	} else {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: from.AsSlice(), DstIP: to.AsSlice()}
+		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeDestinationUnreachable, layers.ICMPv6CodePortUnreachable)}
+		icmp.SetNetworkLayerForChecksum(ip)
+		// The 4 unused bytes of the message come first in the payload.
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(append([]byte{0, 0, 0, 0}, offending[:48]...)))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
