@@ -15,7 +15,7 @@ import (
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
-func openDatapath(t *testing.T, limits datapath.Limits) (*datapath.Datapath, string) {
+func openDatapath(t testing.TB, limits datapath.Limits) (*datapath.Datapath, string) {
 	t.Helper()
 	dir := testutil.BPFFS(t)
 	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: limits})
