@@ -9,14 +9,23 @@
 //
 // # What the datapath does with a service
 //
-// The first packet of a flow to a frontend picks a backend at random,
-// weighted by Backend.Weight, and the choice is kept in an LRU conntrack
+// The first packet of a flow to a frontend picks a backend, at random
+// weighted by Backend.Weight or by Maglev consistent hashing
+// (Service.Algorithm), among the backends that take new flows (their
+// State, and Local under a Local TrafficPolicy), after the client passes
+// the service's SourceRanges and unless SessionAffinity sends it to its
+// previous backend. With no backend to pick, the flow is rejected with an
+// ICMP port unreachable. The choice is kept in an LRU conntrack
 // map: later packets of the flow go to the same backend for as long as
 // that backend stays in the service, however the rest of the backend set
 // changes, and as long as conntrack has room (datapath.Limits): an entry
 // the LRU evicts is balanced afresh. Replies are translated back so the
 // client sees the frontend's address and port. A flow whose backend is
 // removed is balanced afresh on its next packet.
+//
+// KubeService expands a Kubernetes Service into one Service per frontend;
+// Simulate tells which backend a flow would reach, through the real
+// program.
 //
 // # Consistency
 //
