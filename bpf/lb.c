@@ -570,7 +570,8 @@ static __always_inline struct backend *affine_backend(const struct svc_value *sv
 		return NULL;
 	bid = av->backend_id;
 	be = bpf_map_lookup_elem(&backends, &bid);
-	if (!be || be->svc_id != svc->id || be->cookie != av->backend_cookie)
+	if (!be || be->svc_id != svc->id || be->cookie != av->backend_cookie ||
+	    !(be->flags & BE_TAKES_NEW))
 		return NULL;
 	*id = bid;
 	return be;
@@ -871,7 +872,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 		}
 		if (!be || !svc) {
 			count(STAT_NO_BACKEND, &stats, len);
-			return V_REJECT;
+			return svc && (svc->flags & SVC_DROP_NO_BACKEND) ? V_DROP : V_REJECT;
 		}
 		remember_affinity(svc, f, now, be_id, be);
 		entry.backend_id = be_id;

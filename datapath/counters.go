@@ -22,7 +22,7 @@ type Counters struct {
 	ForwardNew         Counter // first packet of a flow; a backend was chosen
 	ForwardEstablished Counter // later packets of tracked flows
 	Replies            Counter // replies translated back to the frontend
-	NoBackend          Counter // for a service with no usable backend: rejected (ICMP port unreachable)
+	NoBackend          Counter // no backend takes new flows: rejected (ICMP port unreachable), or dropped under a Local policy
 	Malformed          Counter // could not be parsed: passed untouched
 	Fragments          Counter // IPv4 fragments: passed untouched
 	ConntrackFull      Counter // no conntrack entry could be made: dropped

@@ -92,6 +92,32 @@ func TestSessionAffinityDatapath(t *testing.T) {
 				}
 			}
 
+			// Its new backend goes into maintenance (or terminates while
+			// others are active): affinity must not send it new flows.
+			for _, st := range []BackendState{Maintenance, Terminating} {
+				for i := range s.Backends {
+					s.Backends[i].State = Active
+					if s.Backends[i].Address == next {
+						s.Backends[i].State = st
+					}
+				}
+				if err := m.Upsert(s); err != nil {
+					t.Fatal(err)
+				}
+				for port := uint16(5100); port < 5130; port++ {
+					if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got == next {
+						t.Fatalf("affinity sent a new flow to %s, which is %s", next, st)
+					}
+				}
+			}
+			for i := range s.Backends {
+				s.Backends[i].State = Active
+			}
+			if err := m.Upsert(s); err != nil {
+				t.Fatal(err)
+			}
+			next = runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
+
 			// The timeout: age the client's entry past it.
 			key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}
 			var av bpf.XdplaneAffinityValue

@@ -19,7 +19,7 @@ type KubeService struct {
 	LoadBalancerIPs []netip.Addr
 	// NodeAddresses are this node's addresses on which NodePorts listen;
 	// the caller declares them. Ports with a NodePort get a frontend on
-	// each.
+	// each of the service's families (of its cluster IPs).
 	NodeAddresses []netip.Addr
 	Ports         []KubePort
 	Endpoints     []KubeEndpoint
@@ -31,7 +31,8 @@ type KubeService struct {
 	// SessionAffinity is the ClientIP timeout; 0 for none.
 	SessionAffinity time.Duration
 	// LoadBalancerSourceRanges restrict the LoadBalancer frontends, as
-	// kube-proxy applies them.
+	// kube-proxy applies them: each load balancer IP gets the ranges of its
+	// family, and a family without ranges admits every client.
 	LoadBalancerSourceRanges []netip.Prefix
 	// Algorithm and MaglevTableSize apply to every frontend.
 	Algorithm       Algorithm
@@ -123,12 +124,15 @@ func (ks KubeService) Expand() ([]Service, error) {
 			}
 		}
 		for _, a := range ks.LoadBalancerIPs {
-			if err := add(a, p.Port, ks.ExternalTrafficPolicy, ks.LoadBalancerSourceRanges); err != nil {
+			if err := add(a, p.Port, ks.ExternalTrafficPolicy, rangesOfFamily(ks.LoadBalancerSourceRanges, a)); err != nil {
 				return nil, err
 			}
 		}
 		if p.NodePort != 0 {
 			for _, a := range ks.NodeAddresses {
+				if !ks.servesFamily(a) {
+					continue
+				}
 				if err := add(a, p.NodePort, ks.ExternalTrafficPolicy, nil); err != nil {
 					return nil, err
 				}
@@ -136,4 +140,30 @@ func (ks KubeService) Expand() ([]Service, error) {
 		}
 	}
 	return out, nil
+}
+
+// rangesOfFamily keeps the ranges of a's family, as kube-proxy applies
+// them: a family without ranges admits every client.
+func rangesOfFamily(ranges []netip.Prefix, a netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ranges {
+		if p.Addr().Is4() == a.Is4() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// servesFamily reports whether the service has a cluster IP of a's family
+// (or none at all): node ports serve only the service's own families.
+func (ks KubeService) servesFamily(a netip.Addr) bool {
+	if len(ks.ClusterIPs) == 0 {
+		return true
+	}
+	for _, c := range ks.ClusterIPs {
+		if c.Is4() == a.Is4() {
+			return true
+		}
+	}
+	return false
 }

@@ -64,6 +64,31 @@ func TestKubeServiceExpand(t *testing.T) {
 	}
 }
 
+// Load balancer IPs get the source ranges of their family (none: all
+// clients); node ports serve only the service's families.
+func TestKubeServiceExpandFamilies(t *testing.T) {
+	addr := netip.MustParseAddr
+	ks := KubeService{
+		ClusterIPs:               []netip.Addr{addr("10.96.0.10")},
+		LoadBalancerIPs:          []netip.Addr{addr("198.51.100.10"), addr("2001:db8::10")},
+		NodeAddresses:            []netip.Addr{addr("172.18.0.2"), addr("fd01::2")},
+		Ports:                    []KubePort{{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080}},
+		LoadBalancerSourceRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
+	}
+	got, err := ks.Expand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, s := range got {
+		lines = append(lines, fmt.Sprintf("%s %v", s.Frontend, s.SourceRanges))
+	}
+	want := "10.96.0.10:80/tcp [] 198.51.100.10:80/tcp [203.0.113.0/24] [2001:db8::10]:80/tcp [] 172.18.0.2:30080/tcp []"
+	if strings.Join(lines, " ") != want {
+		t.Fatalf("Expand gave %s, want %s", strings.Join(lines, " "), want)
+	}
+}
+
 func TestKubeServiceExpandInvalid(t *testing.T) {
 	addr := netip.MustParseAddr
 	for name, ks := range map[string]KubeService{

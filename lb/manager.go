@@ -386,13 +386,24 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			oldBackends[b.Address] = b
 		}
 	}
+	takesNew := make(map[netip.AddrPort]bool)
+	for _, b := range s.eligible() {
+		takesNew[b.Address] = true
+	}
+	tookNew := make(map[netip.AddrPort]bool)
+	if old != nil {
+		for _, b := range old.svc.eligible() {
+			tookNew[b.Address] = true
+		}
+	}
 	for _, b := range s.Backends {
 		if id := old.backendID(b.Address); id != 0 {
 			// Kept: same id and cookie, so its flows stay; rewritten in
-			// place if its weight, state or locality changed.
+			// place if its weight, state, locality or eligibility changed.
 			e.backendIDs[b.Address], e.cookies[b.Address] = id, old.cookies[b.Address]
-			if ob, ok := oldBackends[b.Address]; !ok || ob != b || old.damaged {
-				if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address])); err != nil {
+			if ob, ok := oldBackends[b.Address]; !ok || ob != b || old.damaged || tookNew[b.Address] != takesNew[b.Address] {
+				v := backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])
+				if err := t.put(m.maps.Backends, id, v); err != nil {
 					return err
 				}
 			}
@@ -407,7 +418,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		if err := m.resetBackendStats(t, id); err != nil {
 			return err
 		}
-		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address])); err != nil {
+		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])); err != nil {
 			return err
 		}
 	}
@@ -559,6 +570,9 @@ const (
 	svcFlagLocalPolicy = 1
 	// svcFlagSourceRanges: new flows only from the service's ranges.
 	svcFlagSourceRanges = 2
+	// svcFlagDropNoBackend: drop, not reject, when no backend takes new
+	// flows (see Service.dropsWithoutBackend).
+	svcFlagDropNoBackend = 4
 )
 
 // rangeKey is the LPM key of a service's source prefix: the service id in
@@ -592,6 +606,9 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 	}
 	if len(e.svc.SourceRanges) > 0 {
 		v.Flags |= svcFlagSourceRanges
+	}
+	if e.svc.dropsWithoutBackend() {
+		v.Flags |= svcFlagDropNoBackend
 	}
 	if e.svc.Algorithm == Maglev {
 		v.MaglevSize = e.svc.MaglevTableSize

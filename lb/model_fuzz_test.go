@@ -32,8 +32,9 @@ func modelServices() []Service {
 	web6 := mk("[fd00::10]:80/tcp", Maglev, "[fd00:1::2]:8080", "[fd00:2::2]:8080", "[fd00:3::2]:8080")
 	dns6 := mk("[fd00::10]:53/udp", Random, "[fd00:1::2]:5353", "[fd00:2::2]:5353")
 	dns6.SessionAffinity = 30 * 1e9
-	local6 := mk("[fd00::11]:80/tcp", Random, "[fd00:1::2]:8080")
+	local6 := mk("[fd00::11]:80/tcp", Random, "[fd00:1::2]:8080") // a backend, none local: drop
 	local6.TrafficPolicy = Local
+	dns.Backends[1].State = Maintenance // affinity must not lead a client there
 	return []Service{web, dns, ranged, web6, dns6, local6, mk("10.96.0.11:80/tcp", Random)}
 }
 
@@ -184,6 +185,9 @@ func modelCheck(xdp bool, want modelDecision, ret uint32, in, out []byte) error 
 		mForwardNew: {xdpPass, tcUnspec}, mForwardEst: {xdpPass, tcUnspec}, mReply: {xdpPass, tcUnspec},
 		mNoBackend: {xdpTX, tcRedirect}, mSourceDenied: {xdpDrop, tcShot}, mCTFull: {xdpDrop, tcShot},
 	}[want.stat]
+	if want.stat == mNoBackend && want.drop {
+		verdict = [2]uint32{xdpDrop, tcShot}
+	}
 	wantRet := verdict[1]
 	if xdp {
 		wantRet = verdict[0]

@@ -181,6 +181,8 @@ type modelDecision struct {
 	backends []netip.AddrPort
 	// For mReply: the new source.
 	frontend netip.AddrPort
+	// For mNoBackend: dropped (a Local policy) rather than rejected.
+	drop bool
 }
 
 // modelDecide mirrors lb_main() for a program that does DNAT (forward),
@@ -210,9 +212,10 @@ func modelDecide(maps *bpf.XdplaneMaps, b []byte, forward, reply bool) (modelDec
 	return modelDecision{stat: mPass}, nil
 }
 
-func modelBackend(maps *bpf.XdplaneMaps, id, svcID, cookie uint32, checkCookie bool) (netip.AddrPort, bool) {
+func modelBackend(maps *bpf.XdplaneMaps, id, svcID, cookie uint32, checkCookie, mustTakeNew bool) (netip.AddrPort, bool) {
 	var be bpf.XdplaneBackend
-	if maps.Backends.Lookup(id, &be) != nil || be.SvcId != svcID || (checkCookie && be.Cookie != cookie) {
+	if maps.Backends.Lookup(id, &be) != nil || be.SvcId != svcID || (checkCookie && be.Cookie != cookie) ||
+		(mustTakeNew && be.Flags&beFlagTakesNew == 0) {
 		return netip.AddrPort{}, false
 	}
 	return addrPortOf(be.Addr, be.Port), true
@@ -222,7 +225,7 @@ func modelForward(maps *bpf.XdplaneMaps, f modelFlow, sv bpf.XdplaneSvcValue) (m
 	var ct bpf.XdplaneCtValue
 	k := bpf.XdplaneCtKey{Saddr: f.srcKey, Daddr: f.dstKey, Sport: f.sportRaw, Dport: f.dportR, Proto: f.proto}
 	if maps.Conntrack.Lookup(k, &ct) == nil && ct.SvcId == sv.Id {
-		if a, ok := modelBackend(maps, ct.BackendId, sv.Id, ct.BackendCookie, true); ok {
+		if a, ok := modelBackend(maps, ct.BackendId, sv.Id, ct.BackendCookie, true, false); ok {
 			return modelDecision{stat: mForwardEst, backends: []netip.AddrPort{a}}, nil
 		}
 	}
@@ -238,18 +241,19 @@ func modelForward(maps *bpf.XdplaneMaps, f modelFlow, sv bpf.XdplaneSvcValue) (m
 		if maps.Affinity.Lookup(bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: sv.Id}, &av) == nil {
 			// The fuzz test creates affinity only within one input, well
 			// inside any timeout.
-			if a, ok := modelBackend(maps, av.BackendId, sv.Id, av.BackendCookie, true); ok {
+			if a, ok := modelBackend(maps, av.BackendId, sv.Id, av.BackendCookie, true, true); ok {
 				return modelDecision{stat: mForwardNew, backends: []netip.AddrPort{a}}, nil
 			}
 		}
 	}
+	noBackend := modelDecision{stat: mNoBackend, drop: sv.Flags&svcFlagDropNoBackend != 0}
 	if sv.Count == 0 {
-		return modelDecision{stat: mNoBackend}, nil
+		return noBackend, nil
 	}
 	if Algorithm(sv.Algorithm) == Maglev {
 		var inner *ebpf.Map
 		if maps.Maglev.Lookup(sv.Id, &inner) != nil || sv.MaglevSize == 0 {
-			return modelDecision{stat: mNoBackend}, nil
+			return noBackend, nil
 		}
 		defer inner.Close()
 		idx := flowHash(f.src, f.sport, f.dport, Protocol(f.proto)) % sv.MaglevSize
@@ -257,9 +261,9 @@ func modelForward(maps *bpf.XdplaneMaps, f modelFlow, sv bpf.XdplaneSvcValue) (m
 		if err := inner.Lookup(idx, &id); err != nil {
 			return modelDecision{}, err
 		}
-		a, ok := modelBackend(maps, id, sv.Id, 0, false)
+		a, ok := modelBackend(maps, id, sv.Id, 0, false, false)
 		if !ok {
-			return modelDecision{stat: mNoBackend}, nil
+			return noBackend, nil
 		}
 		return modelDecision{stat: mForwardNew, backends: []netip.AddrPort{a}}, nil
 	}
@@ -270,7 +274,7 @@ func modelForward(maps *bpf.XdplaneMaps, f modelFlow, sv bpf.XdplaneSvcValue) (m
 		if err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: sv.Id, Slot: slot}, &id); err != nil {
 			return modelDecision{}, err
 		}
-		if a, ok := modelBackend(maps, id, sv.Id, 0, false); ok && !slices.Contains(d.backends, a) {
+		if a, ok := modelBackend(maps, id, sv.Id, 0, false, false); ok && !slices.Contains(d.backends, a) {
 			d.backends = append(d.backends, a)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -49,7 +50,11 @@ func frontendOf(k bpf.XdplaneSvcKey) Frontend {
 	}
 }
 
-func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32) bpf.XdplaneBackend {
+// beFlagTakesNew is BE_TAKES_NEW (enum backend_flags): the backend is
+// eligible for new flows, which session affinity checks.
+const beFlagTakesNew = 1
+
+func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32, takesNew bool) bpf.XdplaneBackend {
 	v := bpf.XdplaneBackend{
 		Addr:   b.Address.Addr().As16(),
 		Port:   htons(b.Address.Port()),
@@ -61,6 +66,9 @@ func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32) bpf.Xd
 	}
 	if b.Local {
 		v.Local = 1
+	}
+	if takesNew {
+		v.Flags |= beFlagTakesNew
 	}
 	return v
 }
@@ -118,6 +126,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		id uint32
 		be bpf.XdplaneBackend
 	)
+	takesNew := make(map[uint32][]uint32)
 	bit := maps.Backends.Iterate()
 	for bit.Next(&id, &be) {
 		e := byID[be.SvcId]
@@ -129,6 +138,9 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 			continue // an orphan: a writer died before deleting it
 		}
 		e.backendIDs[a], e.cookies[a] = id, be.Cookie
+		if be.Flags&beFlagTakesNew != 0 {
+			takesNew[be.SvcId] = append(takesNew[be.SvcId], id)
+		}
 		e.svc.Backends = append(e.svc.Backends, Backend{
 			Address: a, Weight: be.Weight, State: BackendState(be.State), Local: be.Local != 0,
 		})
@@ -163,7 +175,8 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 			}
 		}
 		hasRanges := flags[id]&svcFlagSourceRanges != 0
-		e.damaged = len(want) != int(counts[id]) || hasRanges != (len(e.svc.SourceRanges) > 0)
+		e.damaged = len(want) != int(counts[id]) || hasRanges != (len(e.svc.SourceRanges) > 0) ||
+			!slices.Equal(slices.Sorted(slices.Values(takesNew[id])), eligibleIDs(e))
 		for slot := uint32(1); slot <= uint32(counts[id]); slot++ {
 			var beID uint32
 			err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID)
@@ -319,3 +332,14 @@ func (a *idAlloc) alloc() (uint32, bool) {
 }
 
 func (a *idAlloc) release(id uint32) { delete(a.used, id) }
+
+// eligibleIDs lists the ids of the backends of e that take new flows,
+// sorted.
+func eligibleIDs(e *entry) []uint32 {
+	var ids []uint32
+	for _, b := range e.svc.eligible() {
+		ids = append(ids, e.backendIDs[b.Address])
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -114,9 +114,13 @@ func TestBackendStatesDatapath(t *testing.T) {
 	if seen := newFlows(4000); len(seen) != 1 || seen[addrs[1]] != 60 {
 		t.Fatalf("local policy with one local backend: %v", seen)
 	}
+	// None local, but backends elsewhere: dropped, as kube-proxy drops.
 	upsert(service(Local, [3]BackendState{}, none))
-	if seen := newFlows(5000); seen[netip.AddrPort{}] != 60 {
-		t.Fatalf("local policy with no local backend: %v, want every new flow rejected", seen)
+	for port := uint16(5000); port < 5010; port++ {
+		frame := maglevFrame(t, TCP, netip.AddrPortFrom(client, port), fe)
+		if ret, err := dp.Programs().XdplaneXdp.Run(&ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)}); err != nil || ret != 1 {
+			t.Fatalf("local policy with no local backend: verdict %d, %v; want XDP_DROP", ret, err)
+		}
 	}
 
 	// A restart recovers states, locality and policy: no change to make.

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -16,6 +17,8 @@ type ServiceStatus struct {
 	Algorithm       Algorithm
 	MaglevTableSize uint32 // for Maglev
 	SessionAffinity time.Duration
+	TrafficPolicy   TrafficPolicy
+	SourceRanges    []netip.Prefix
 	Backends        []BackendStatus
 }
 
@@ -40,7 +43,8 @@ func ReadStatus(dp *datapath.Datapath) ([]ServiceStatus, error) {
 	out := make([]ServiceStatus, 0, len(services))
 	for _, e := range services {
 		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id, Algorithm: e.svc.Algorithm, MaglevTableSize: e.svc.MaglevTableSize,
-			SessionAffinity: e.svc.SessionAffinity}
+			SessionAffinity: e.svc.SessionAffinity, TrafficPolicy: e.svc.TrafficPolicy,
+			SourceRanges: e.svc.SourceRanges}
 		for _, b := range e.svc.Backends {
 			id := e.backendIDs[b.Address]
 			var per []bpf.XdplaneCounter

@@ -160,7 +160,7 @@ const (
 	// Cluster: every backend. The default.
 	Cluster TrafficPolicy = iota
 	// Local: only backends marked Local; with none, new flows are
-	// rejected.
+	// dropped (rejected if the service has no backends at all).
 	Local
 )
 
@@ -317,10 +317,20 @@ func (s Service) equal(o Service) bool {
 // eligible returns the backends of a normalized service that take new
 // flows: under a Local policy only local ones; of those, the active ones,
 // or if none is active, the terminating ones (kube-proxy's fallback).
-func (s Service) eligible() []Backend {
+func (s Service) eligible() []Backend { return s.eligibleUnder(s.TrafficPolicy) }
+
+// dropsWithoutBackend reports whether new flows are to be dropped rather
+// than rejected when no backend takes them: a Local policy leaves none
+// here, but there are backends elsewhere (kube-proxy drops such traffic;
+// it rejects only when a service has no endpoints at all).
+func (s Service) dropsWithoutBackend() bool {
+	return s.TrafficPolicy == Local && len(s.eligible()) == 0 && len(s.eligibleUnder(Cluster)) > 0
+}
+
+func (s Service) eligibleUnder(policy TrafficPolicy) []Backend {
 	var active, terminating []Backend
 	for _, b := range s.Backends {
-		if s.TrafficPolicy == Local && !b.Local {
+		if policy == Local && !b.Local {
 			continue
 		}
 		switch b.State {

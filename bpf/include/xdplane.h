@@ -32,6 +32,13 @@ enum lb_algorithm {
 enum svc_flags {
 	SVC_LOCAL_POLICY = 1,  /* for user space: traffic policy Local */
 	SVC_SOURCE_RANGES = 2, /* new flows only from source_ranges */
+	/* No backend here takes new flows, but some elsewhere would (a
+	 * Local policy): drop new flows, as kube-proxy does, not reject. */
+	SVC_DROP_NO_BACKEND = 4,
+};
+
+enum backend_flags {
+	BE_TAKES_NEW = 1, /* eligible for new flows; session affinity checks it */
 };
 
 /* source_ranges (LPM trie): a service's allowed client prefixes. The
@@ -82,7 +89,7 @@ struct backend {
 	__u8 addr[16];
 	__be16 port;
 	__u8 proto;
-	__u8 flags;
+	__u8 flags; /* enum backend_flags */
 	__u32 svc_id;
 	/* Random, nonzero, chosen when the backend is written: a conntrack
 	 * entry must match it, so a backend id reused by a newcomer never
