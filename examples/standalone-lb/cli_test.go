@@ -91,25 +91,38 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// The status table lines up and shows what a reader needs: names when
-// known, empty services, interfaces that are gone.
+// The status tables line up and show what a reader needs: names, types,
+// policies and source ranges when the configuration is known, algorithm
+// and affinity from the datapath, backend states and locality, empty
+// services, interfaces that are gone.
 func TestPrintStatus(t *testing.T) {
 	web := lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: lb.TCP}
 	empty := lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.11:80"), Protocol: lb.TCP}
+	shop := lb.Frontend{Address: netip.MustParseAddrPort("198.51.100.20:443"), Protocol: lb.TCP}
 	services := []lb.ServiceStatus{
 		{Frontend: web, ID: 1, Backends: []lb.BackendStatus{
 			{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.1.2:8080"), Weight: 1}, ID: 1, Packets: 12, Bytes: 900},
-			{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 20}, ID: 2, Packets: 3456789, Bytes: 1 << 32},
+			{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.2.2:8080"), Weight: 20, State: lb.Maintenance, Local: true},
+				ID: 2, Packets: 3456789, Bytes: 1 << 32},
 		}},
 		{Frontend: empty, ID: 2},
+		{Frontend: shop, ID: 3, Algorithm: lb.Maglev, MaglevTableSize: 16381, SessionAffinity: lb.DefaultSessionAffinity,
+			Backends: []lb.BackendStatus{
+				{Backend: lb.Backend{Address: netip.MustParseAddrPort("10.0.3.2:8443"), Weight: 1, State: lb.Terminating}, ID: 3},
+			}},
+	}
+	known := map[lb.Frontend]NamedService{
+		web: plain("web", lb.Service{Frontend: web}),
+		shop: {Name: "shop", Port: "https", Type: TypeLoadBalancer, Service: lb.Service{Frontend: shop, TrafficPolicy: lb.Local,
+			SourceRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("10.1.2.3/8")}}},
 	}
 	atts := []datapath.Attachment{
 		{Ifindex: 2, Interface: "eth0", Point: "xdp", Mode: datapath.ModeXDPNative, ProgramID: 7},
 		{Ifindex: 9, Point: "tc-ingress", Mode: datapath.ModeTCX, ProgramID: 8},
 	}
 	var out bytes.Buffer
-	err := printStatus(&out, "/sys/fs/bpf/xdplane", services, map[lb.Frontend]string{web: "web"},
-		datapath.Counters{ForwardNew: datapath.Counter{Packets: 5, Bytes: 300}}, atts)
+	err := printStatus(&out, "/sys/fs/bpf/xdplane", services, known,
+		datapath.Counters{ForwardNew: datapath.Counter{Packets: 5, Bytes: 300}, SourceDenied: datapath.Counter{Packets: 2, Bytes: 120}}, atts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,23 +132,45 @@ INTERFACE              POINT       MODE        PROGRAM
 eth0                   xdp         xdp-native  7
 (ifindex 9, not here)  tc-ingress  tcx         8
 
-SERVICE            NAME  BACKEND        WEIGHT  PACKETS  BYTES
-10.96.0.10:80/tcp  web   10.0.1.2:8080  1       12       900
-                         10.0.2.2:8080  20      3456789  4294967296
-10.96.0.11:80/tcp  -     (none)         -       -        -
+SERVICE                NAME        TYPE          ALGORITHM      AFFINITY  POLICY   SOURCES
+10.96.0.10:80/tcp      web         -             random         none      cluster  all
+10.96.0.11:80/tcp      -           ?             random         none      ?        ?
+198.51.100.20:443/tcp  shop:https  LoadBalancer  maglev(16381)  3h0m0s    local    203.0.113.0/24,10.0.0.0/8
+?: not a service of the configuration given
 
-COUNTER                    PACKETS  BYTES
-forwarded, new flow        5        300
-forwarded, established     0        0
-replies translated         0        0
-passed, not for a service  0        0
-dropped, no backend        0        0
-dropped, conntrack full    0        0
-passed, malformed          0        0
-passed, fragment           0        0
+SERVICE                BACKEND        WEIGHT  STATE        LOCAL  PACKETS  BYTES
+10.96.0.10:80/tcp      10.0.1.2:8080  1       active       no     12       900
+                       10.0.2.2:8080  20      maintenance  yes    3456789  4294967296
+10.96.0.11:80/tcp      (none)         -       -            -      -        -
+198.51.100.20:443/tcp  10.0.3.2:8443  1       terminating  no     0        0
+
+COUNTER                      PACKETS  BYTES
+forwarded, new flow          5        300
+forwarded, established       0        0
+replies translated           0        0
+passed, not for a service    0        0
+rejected, no backend         0        0
+dropped, source not allowed  2        120
+dropped, conntrack full      0        0
+passed, malformed            0        0
+passed, fragment             0        0
 `
 	if out.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", &out, want)
+	}
+
+	// Without a configuration: what only the configuration knows is "?".
+	out.Reset()
+	if err := printStatus(&out, "/x", services[:1], nil, datapath.Counters{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"10.96.0.10:80/tcp  -     ?     random     none      ?       ?\n",
+		"?: pass --config FILE to show names, types, policies and source ranges\n",
+	} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("status without a configuration %q does not say %q", &out, s)
+		}
 	}
 
 	out.Reset()

@@ -18,18 +18,50 @@ import (
 	"github.com/xdplane/xdplane/lb"
 )
 
-// Config is a parsed configuration file: the services to install, in the
-// order the file lists them.
+// Config is a parsed configuration file.
 type Config struct {
+	// NodeAddresses are this node's own addresses, on which node ports
+	// listen, in the order the file lists them.
+	NodeAddresses []netip.Addr
+	// Services holds one entry per frontend, in the order of the file: a
+	// plain service gives one, a Kubernetes-shaped one as many as it
+	// expands to.
 	Services []NamedService
 }
+
+// FrontendType says which field of its service made a frontend; for the
+// Kubernetes form it is the service type that frontend belongs to.
+type FrontendType string
+
+// The frontend types.
+const (
+	TypeFrontend     FrontendType = "frontend"     // the plain form's frontend
+	TypeClusterIP    FrontendType = "ClusterIP"    // clusterIPs, on the port
+	TypeExternalIP   FrontendType = "ExternalIP"   // externalIPs, on the port
+	TypeLoadBalancer FrontendType = "LoadBalancer" // loadBalancerIPs, on the port
+	TypeNodePort     FrontendType = "NodePort"     // nodeAddresses, on the nodePort
+)
 
 // NamedService is a service with the name the configuration gives it. The
 // name lives only in the configuration and in logs: the datapath knows a
 // service by its frontend.
 type NamedService struct {
-	Name    string
+	Name string
+	// Port is the name of the Kubernetes-shaped service's port this
+	// frontend serves, which may be empty; always empty in the plain form.
+	Port    string
+	Type    FrontendType
 	Service lb.Service
+}
+
+// Label is how logs and status name the service: its name, and for a
+// Kubernetes-shaped service with named ports, the port's name after a
+// colon, as kube-proxy names a service port ("shop:http").
+func (s NamedService) Label() string {
+	if s.Port != "" {
+		return s.Name + ":" + s.Port
+	}
+	return s.Name
 }
 
 // LBServices returns the services for lb.Manager.Sync.
@@ -41,11 +73,20 @@ func (c Config) LBServices() []lb.Service {
 	return out
 }
 
-// Names maps each frontend to its service's name.
+// Names maps each frontend to its service's Label.
 func (c Config) Names() map[lb.Frontend]string {
 	out := make(map[lb.Frontend]string, len(c.Services))
 	for _, s := range c.Services {
-		out[s.Service.Frontend] = s.Name
+		out[s.Service.Frontend] = s.Label()
+	}
+	return out
+}
+
+// ByFrontend maps each frontend to its service.
+func (c Config) ByFrontend() map[lb.Frontend]NamedService {
+	out := make(map[lb.Frontend]NamedService, len(c.Services))
+	for _, s := range c.Services {
+		out[s.Service.Frontend] = s
 	}
 	return out
 }
@@ -100,21 +141,35 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig parses a configuration:
+// ParseConfig parses a configuration (doc.go describes every field):
 //
+//	nodeAddresses: [192.168.1.10]    # for node ports
 //	services:
-//	  - name: web
+//	  - name: web                    # the plain form: one frontend
 //	    frontend: 10.96.0.10:80
-//	    protocol: tcp            # or udp; default tcp
+//	    protocol: tcp                # or udp; default tcp
+//	    algorithm: maglev            # or random, the default
+//	    sessionAffinity: 3h          # clientIP, none or a duration
+//	    trafficPolicy: cluster       # or local
+//	    sourceRanges: [10.0.0.0/8]
 //	    backends:
 //	      - address: 10.0.1.2:8080
-//	        weight: 1            # 1 to lb.MaxWeight; default 1
-//	  - name: web6
-//	    frontend: "[fd00::10]:80"  # IPv6 in brackets, quoted for YAML
-//	    backends:
-//	      - address: "[fd00:1::2]:8080"
+//	        weight: 1                # 1 to lb.MaxWeight; default 1
+//	        state: active            # terminating, maintenance
+//	        local: true
+//	  - name: shop                   # the Kubernetes form
+//	    clusterIPs: [10.96.0.20, "fd00::20"]
+//	    loadBalancerIPs: [198.51.100.20]
+//	    ports:
+//	      - {name: http, port: 80, targetPort: 8080, nodePort: 30080}
+//	    externalTrafficPolicy: Local
+//	    endpoints:
+//	      - {address: 10.0.1.2, local: true}
 //
-// A service is IPv4 or IPv6: its backends are of its frontend's family.
+// A plain service is IPv4 or IPv6: its backends are of its frontend's
+// family. A Kubernetes-shaped service expands, through
+// lb.KubeService.Expand, to one frontend per address and port, each
+// served by the endpoints of its family.
 //
 // Decoding is strict: an unknown or repeated field, a value of the wrong
 // kind, two services with one name or one frontend are all errors, each a
@@ -150,10 +205,21 @@ func ParseConfig(data []byte) (Config, error) {
 	if root.Kind != yaml.MappingNode {
 		return Config{}, fileError(root.Line, "top level", "", "want a mapping with a services key, got "+kindName(root))
 	}
-	fields, fe := mappingFields(root, []string{"services"})
+	fields, fe := mappingFields(root, topFields, nil)
 	if fe != nil {
-		return Config{}, fileError(fe.line, fe.field, "", fe.reason)
+		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
 	}
+	top := mapping{node: root, fields: fields}
+
+	var cfg Config
+	nodeAddrs, fe := parseNodeAddresses(top)
+	if fe != nil {
+		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
+	}
+	for _, a := range nodeAddrs {
+		cfg.NodeAddresses = append(cfg.NodeAddresses, a.addr)
+	}
+
 	list, ok := fields["services"]
 	if !ok {
 		return Config{}, fileError(root.Line, "services", "", "missing (write `services: []` for no services)")
@@ -167,27 +233,38 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fileError(list.Line, "services", "", "want a list, got "+kindName(list))
 	}
 
-	var cfg Config
 	names := map[string]int{}
-	frontends := map[lb.Frontend]int{}
+	type owner struct {
+		index int
+		name  string
+	}
+	frontends := map[lb.Frontend]owner{}
 	for i, n := range list.Content {
-		s, err := parseService(i, deref(n))
+		e, err := parseService(i, deref(n), nodeAddrs)
 		if err != nil {
 			return Config{}, err
 		}
-		if j, dup := names[s.Name]; dup {
-			return Config{}, &ConfigError{Line: n.Line, Index: i, Name: s.Name, Field: "name", Value: s.Name,
+		if j, dup := names[e.name]; dup {
+			return Config{}, &ConfigError{Line: n.Line, Index: i, Name: e.name, Field: "name", Value: e.name,
 				Reason: fmt.Sprintf("duplicate of services[%d]", j), Err: lb.ErrInvalid}
 		}
-		names[s.Name] = i
-		if j, dup := frontends[s.Service.Frontend]; dup {
-			return Config{}, &ConfigError{Line: n.Line, Index: i, Name: s.Name, Field: "frontend",
-				Value:  s.Service.Frontend.Address.String(),
-				Reason: fmt.Sprintf("%s is already the frontend of services[%d] %q", s.Service.Frontend.Protocol, j, cfg.Services[j].Name),
-				Err:    lb.ErrInvalid}
+		names[e.name] = i
+		for k, s := range e.services {
+			fe := s.Service.Frontend
+			if o, dup := frontends[fe]; dup {
+				ce := &ConfigError{Line: e.origins[k].line, Index: i, Name: e.name, Field: e.origins[k].field,
+					Value: e.origins[k].value, Err: lb.ErrInvalid}
+				if s.Type == TypeFrontend {
+					ce.Value = fe.Address.String()
+					ce.Reason = fmt.Sprintf("%s is already the frontend of services[%d] %q", fe.Protocol, o.index, o.name)
+				} else {
+					ce.Reason = fmt.Sprintf("%s (%s) is already a frontend of services[%d] %q", fe, e.origins[k].with, o.index, o.name)
+				}
+				return Config{}, ce
+			}
+			frontends[fe] = owner{i, e.name}
 		}
-		frontends[s.Service.Frontend] = i
-		cfg.Services = append(cfg.Services, s)
+		cfg.Services = append(cfg.Services, e.services...)
 	}
 	return cfg, nil
 }
@@ -201,114 +278,120 @@ func fileError(line int, field, value, reason string) *ConfigError {
 	return &ConfigError{Line: line, Index: -1, Field: field, Value: value, Reason: reason, Err: lb.ErrInvalid}
 }
 
-// fieldError is a problem found inside a mapping, before we know whose.
-type fieldError struct {
-	line   int
-	field  string
-	value  string
-	reason string
+var topFields = []string{"nodeAddresses", "services"}
+
+// listedAddr is an address from a list in the file, with where it is.
+type listedAddr struct {
+	addr  netip.Addr
+	field string // for example "clusterIPs[1]"
+	value string // as written
+	line  int
 }
 
-var (
-	serviceFields = []string{"name", "frontend", "protocol", "backends"}
-	backendFields = []string{"address", "weight"}
-)
-
-func parseService(i int, n *yaml.Node) (NamedService, error) {
-	fail := func(name string, fe *fieldError) error {
-		return &ConfigError{Line: fe.line, Index: i, Name: name, Field: fe.field, Value: fe.value, Reason: fe.reason, Err: lb.ErrInvalid}
-	}
-	if n.Kind != yaml.MappingNode {
-		return NamedService{}, fail("", &fieldError{line: n.Line, field: "service", reason: "want a mapping with name, frontend, protocol and backends, got " + kindName(n)})
-	}
-	fields, fe := mappingFields(n, serviceFields)
-	// The name comes first so that every later error can carry it.
-	name, nameErr := scalar(fields, "name")
+// parseNodeAddresses reads the top-level nodeAddresses: this node's own
+// addresses, each once.
+func parseNodeAddresses(top mapping) ([]listedAddr, *fieldError) {
+	items, fe := top.list("nodeAddresses")
 	if fe != nil {
-		return NamedService{}, fail(name, fe)
+		return nil, fe
 	}
-	if nameErr != nil {
-		return NamedService{}, fail("", nameErr)
-	}
-	if name == "" {
-		return NamedService{}, fail("", &fieldError{line: n.Line, field: "name", reason: "missing"})
-	}
-
-	var s NamedService
-	s.Name = name
-
-	frontend, fe := scalar(fields, "frontend")
-	if fe != nil {
-		return NamedService{}, fail(name, fe)
-	}
-	frontendLine := lineOf(fields, "frontend", n)
-	addr, reason := parseAddrPort(frontend)
-	if reason != "" {
-		return NamedService{}, fail(name, &fieldError{line: frontendLine, field: "frontend", value: frontend, reason: reason})
-	}
-	s.Service.Frontend.Address = addr
-
-	proto, fe := scalar(fields, "protocol")
-	if fe != nil {
-		return NamedService{}, fail(name, fe)
-	}
-	s.Service.Frontend.Protocol = lb.TCP
-	if proto != "" {
-		p, perr := lb.ParseProtocol(proto)
-		if perr != nil {
-			return NamedService{}, fail(name, &fieldError{line: lineOf(fields, "protocol", n), field: "protocol", value: proto, reason: "want tcp or udp"})
-		}
-		s.Service.Frontend.Protocol = p
-	}
-
-	// Addresses as written, for errors that lb's validation reports.
-	var written []string
-	var lines []int
-	if bn, ok := fields["backends"]; ok && !isNull(bn) {
-		if bn.Kind != yaml.SequenceNode {
-			return NamedService{}, fail(name, &fieldError{line: bn.Line, field: "backends", reason: "want a list, got " + kindName(bn)})
-		}
-		for j, item := range bn.Content {
-			b, text, fe := parseBackend(j, deref(item))
-			if fe != nil {
-				return NamedService{}, fail(name, fe)
+	var out []listedAddr
+	for k, item := range items {
+		a, fe := parseListedAddr(fmt.Sprintf("nodeAddresses[%d]", k), item)
+		if fe != nil {
+			if _, err := netip.ParsePrefix(item.Value); err == nil {
+				// kube-proxy's --nodeport-addresses takes prefixes.
+				fe.reason = "want one of this node's addresses, not a prefix: list each address the node ports listen on"
 			}
-			s.Service.Backends = append(s.Service.Backends, b)
-			written = append(written, text)
-			lines = append(lines, item.Line)
+			return nil, fe
 		}
+		for _, prev := range out {
+			if prev.addr == a.addr {
+				return nil, &fieldError{line: a.line, field: a.field, value: a.value, reason: "duplicate of " + prev.field}
+			}
+		}
+		out = append(out, a)
 	}
+	return out, nil
+}
 
-	// lb knows the remaining rules (port 0, one address family per
-	// service, multicast, duplicate backends...): ask it, and say it in
-	// the file's terms.
-	if verr := s.Service.Validate(); verr != nil {
-		ce := &ConfigError{Line: n.Line, Index: i, Name: name, Err: verr, Reason: verr.Error()}
+// parseListedAddr parses an address without a port (a cluster IP, a node
+// address, an endpoint) and applies lb's rules for service addresses.
+func parseListedAddr(field string, n *yaml.Node) (listedAddr, *fieldError) {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		return listedAddr{}, &fieldError{line: n.Line, field: field, reason: "want an IP address, got " + kindName(n)}
+	}
+	s := n.Value
+	bad := func(reason string) (listedAddr, *fieldError) {
+		return listedAddr{}, &fieldError{line: n.Line, field: field, value: s, reason: reason}
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case s == "":
+		return bad("missing")
+	case err == nil:
+	case isAddrPort(s):
+		return bad("want an address without a port: the ports come from the service's ports")
+	case isPrefix(s):
+		return bad("want an address, not a prefix")
+	default:
+		return bad("not an IP address (host names are not resolved)")
+	}
+	if why := addrProblem(a); why != "" {
+		return bad(why)
+	}
+	return listedAddr{addr: a, field: field, value: s, line: n.Line}, nil
+}
+
+func isAddrPort(s string) bool { _, err := netip.ParseAddrPort(s); return err == nil }
+func isPrefix(s string) bool   { _, err := netip.ParsePrefix(s); return err == nil }
+
+// addrProblem is lb's objection to a as the address of a frontend or a
+// backend (the rules are the same), or "". Asking lb keeps one set of
+// rules, and lets the error name the field as the file writes it.
+func addrProblem(a netip.Addr) string {
+	s := lb.Service{Frontend: lb.Frontend{Address: netip.AddrPortFrom(a, 1), Protocol: lb.TCP}}
+	var ve *lb.ValidationError
+	if errors.As(s.Validate(), &ve) {
+		return ve.Reason
+	}
+	return ""
+}
+
+// parsePrefixes reads a list of prefixes (sourceRanges,
+// loadBalancerSourceRanges) under lb's rules.
+func parsePrefixes(m mapping, key string) ([]netip.Prefix, *fieldError) {
+	items, fe := m.list(key)
+	if fe != nil {
+		return nil, fe
+	}
+	var out []netip.Prefix
+	for k, item := range items {
+		field := fmt.Sprintf("%s[%d]", m.prefix+key, k)
+		if item.Kind != yaml.ScalarNode || isNull(item) {
+			return nil, &fieldError{line: item.Line, field: field, reason: "want a prefix, got " + kindName(item)}
+		}
+		bad := func(reason string) *fieldError {
+			return &fieldError{line: item.Line, field: field, value: item.Value, reason: reason}
+		}
+		p, err := netip.ParsePrefix(item.Value)
+		if err != nil {
+			if a, err := netip.ParseAddr(item.Value); err == nil {
+				return nil, bad(fmt.Sprintf("missing prefix length (write %s for one address)", netip.PrefixFrom(a, a.BitLen())))
+			}
+			return nil, bad("want a prefix such as 10.0.0.0/8 or fd00::/8")
+		}
+		probe := lb.Service{
+			Frontend:     lb.Frontend{Address: netip.MustParseAddrPort("192.0.2.1:1"), Protocol: lb.TCP},
+			SourceRanges: []netip.Prefix{p},
+		}
 		var ve *lb.ValidationError
-		if errors.As(verr, &ve) {
-			ce.Field, ce.Value, ce.Reason = ve.Field, fmt.Sprint(ve.Value), ve.Reason
-			switch {
-			case strings.HasPrefix(ve.Field, "frontend."):
-				ce.Field, ce.Value, ce.Line = "frontend", frontend, frontendLine
-			case strings.HasPrefix(ve.Field, "backends["):
-				var j int
-				if _, err := fmt.Sscanf(ve.Field, "backends[%d]", &j); err == nil && j < len(written) {
-					ce.Line = lines[j]
-					if strings.HasSuffix(ve.Field, ".address") {
-						ce.Value = written[j]
-						if b := s.Service.Backends[j].Address.Addr(); b.IsValid() && b.Is4() != addr.Addr().Is4() {
-							ce.Reason += fmt.Sprintf(" (an %s backend for an %s frontend; write one service per family)",
-								familyName(b), familyName(addr.Addr()))
-						}
-					}
-				}
-			case ve.Field == "backends":
-				ce.Value = ""
-			}
+		if errors.As(probe.Validate(), &ve) {
+			return nil, bad(ve.Reason)
 		}
-		return NamedService{}, ce
+		out = append(out, p)
 	}
-	return s, nil
+	return out, nil
 }
 
 func familyName(a netip.Addr) string {
@@ -316,43 +399,6 @@ func familyName(a netip.Addr) string {
 		return "IPv4"
 	}
 	return "IPv6"
-}
-
-// parseBackend returns the backend, its address as written, or what is
-// wrong with it.
-func parseBackend(j int, n *yaml.Node) (lb.Backend, string, *fieldError) {
-	prefix := fmt.Sprintf("backends[%d]", j)
-	if n.Kind != yaml.MappingNode {
-		return lb.Backend{}, "", &fieldError{line: n.Line, field: prefix, reason: "want a mapping with address and weight, got " + kindName(n)}
-	}
-	fields, fe := mappingFields(n, backendFields)
-	if fe != nil {
-		fe.field = prefix + "." + fe.field
-		return lb.Backend{}, "", fe
-	}
-	text, fe := scalar(fields, "address")
-	if fe != nil {
-		fe.field = prefix + "." + fe.field
-		return lb.Backend{}, "", fe
-	}
-	addr, reason := parseAddrPort(text)
-	if reason != "" {
-		return lb.Backend{}, "", &fieldError{line: lineOf(fields, "address", n), field: prefix + ".address", value: text, reason: reason}
-	}
-	b := lb.Backend{Address: addr, Weight: 1}
-	if wn, ok := fields["weight"]; ok && !isNull(wn) {
-		bad := &fieldError{line: wn.Line, field: prefix + ".weight", value: wn.Value,
-			reason: fmt.Sprintf("want a whole number from 1 to %d", lb.MaxWeight)}
-		if wn.Kind != yaml.ScalarNode || wn.ShortTag() != "!!int" {
-			return lb.Backend{}, "", bad
-		}
-		var w int64
-		if err := wn.Decode(&w); err != nil || w < 1 || w > lb.MaxWeight {
-			return lb.Backend{}, "", bad
-		}
-		b.Weight = uint16(w)
-	}
-	return b, text, nil
 }
 
 // parseAddrPort parses "10.0.1.2:8080" or "[fd00:1::2]:8080", or says in
@@ -397,10 +443,20 @@ func parseAddrPort(s string) (netip.AddrPort, string) {
 	return netip.AddrPort{}, want
 }
 
+// fieldError is a problem found inside a mapping, before we know whose.
+type fieldError struct {
+	line   int
+	field  string
+	value  string
+	reason string
+}
+
 // mappingFields indexes a mapping's values by key. It refuses keys
 // outside known and keys given twice, but still returns the fields it
-// could read, so that the error can name the service.
-func mappingFields(n *yaml.Node, known []string) (map[string]*yaml.Node, *fieldError) {
+// could read, so that the error can name the service. hints gives the
+// reason for keys that are known elsewhere (in the other form of a
+// service).
+func mappingFields(n *yaml.Node, known []string, hints map[string]string) (map[string]*yaml.Node, *fieldError) {
 	out := make(map[string]*yaml.Node, len(n.Content)/2)
 	var first *fieldError
 	for k := 0; k+1 < len(n.Content); k += 2 {
@@ -409,6 +465,8 @@ func mappingFields(n *yaml.Node, known []string) (map[string]*yaml.Node, *fieldE
 		switch {
 		case key.Kind != yaml.ScalarNode:
 			fe = &fieldError{line: key.Line, field: "key", reason: "want a plain field name, got " + kindName(key)}
+		case !slices.Contains(known, key.Value) && hints[key.Value] != "":
+			fe = &fieldError{line: key.Line, field: key.Value, reason: hints[key.Value]}
 		case !slices.Contains(known, key.Value):
 			fe = &fieldError{line: key.Line, field: key.Value,
 				reason: "unknown field (known: " + strings.Join(known, ", ") + ")"}
@@ -424,24 +482,119 @@ func mappingFields(n *yaml.Node, known []string) (map[string]*yaml.Node, *fieldE
 	return out, first
 }
 
-// scalar returns the string value of an optional field; "" when it is
-// absent or null.
-func scalar(fields map[string]*yaml.Node, key string) (string, *fieldError) {
-	n, ok := fields[key]
+// hasKey reports whether the mapping n has the key.
+func hasKey(n *yaml.Node, key string) bool {
+	for k := 0; k+1 < len(n.Content); k += 2 {
+		if kn := deref(n.Content[k]); kn.Kind == yaml.ScalarNode && kn.Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// mapping reads the fields of a YAML mapping by key. Absent and null
+// fields read as not given.
+type mapping struct {
+	node   *yaml.Node
+	fields map[string]*yaml.Node
+	prefix string // put before field names in errors, such as "backends[0]."
+}
+
+func (m mapping) given(key string) bool {
+	n, ok := m.fields[key]
+	return ok && !isNull(n)
+}
+
+// line is the line of the key's value, or of the mapping.
+func (m mapping) line(key string) int {
+	if n, ok := m.fields[key]; ok {
+		return n.Line
+	}
+	return m.node.Line
+}
+
+// written is the key's value as written, when it is a single value.
+func (m mapping) written(key string) string {
+	if n, ok := m.fields[key]; ok && n.Kind == yaml.ScalarNode && !isNull(n) {
+		return n.Value
+	}
+	return ""
+}
+
+func (m mapping) fail(key, value, reason string) *fieldError {
+	return &fieldError{line: m.line(key), field: m.prefix + key, value: value, reason: reason}
+}
+
+// str returns the value of an optional single-value field; "" when it is
+// not given.
+func (m mapping) str(key string) (string, *fieldError) {
+	n, ok := m.fields[key]
 	if !ok || isNull(n) {
 		return "", nil
 	}
 	if n.Kind != yaml.ScalarNode {
-		return "", &fieldError{line: n.Line, field: key, reason: "want a single value, got " + kindName(n)}
+		return "", m.fail(key, "", "want a single value, got "+kindName(n))
 	}
 	return n.Value, nil
 }
 
-func lineOf(fields map[string]*yaml.Node, key string, parent *yaml.Node) int {
-	if n, ok := fields[key]; ok {
-		return n.Line
+// int returns an optional whole-number field, from lo to hi; want says
+// what is wanted when it is not one.
+func (m mapping) int(key string, lo, hi int64, want string) (int64, bool, *fieldError) {
+	n, ok := m.fields[key]
+	if !ok || isNull(n) {
+		return 0, false, nil
 	}
-	return parent.Line
+	var v int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil || v < lo || v > hi {
+		value := ""
+		if n.Kind == yaml.ScalarNode {
+			value = n.Value
+		}
+		return 0, false, m.fail(key, value, want)
+	}
+	return v, true, nil
+}
+
+// bool returns an optional true or false field.
+func (m mapping) bool(key string) (bool, *fieldError) {
+	n, ok := m.fields[key]
+	if !ok || isNull(n) {
+		return false, nil
+	}
+	var v bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&v) != nil {
+		value := ""
+		if n.Kind == yaml.ScalarNode {
+			value = n.Value
+		}
+		return false, m.fail(key, value, "want true or false")
+	}
+	return v, nil
+}
+
+// list returns the items of an optional list field.
+func (m mapping) list(key string) ([]*yaml.Node, *fieldError) {
+	n, ok := m.fields[key]
+	if !ok || isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, m.fail(key, "", "want a list, got "+kindName(n))
+	}
+	out := make([]*yaml.Node, len(n.Content))
+	for i, item := range n.Content {
+		out[i] = deref(item)
+	}
+	return out, nil
+}
+
+// item is the node of a list field's k-th item.
+func (m mapping) item(key string, k int) *yaml.Node {
+	if n, ok := m.fields[key]; ok && n.Kind == yaml.SequenceNode && k < len(n.Content) {
+		return deref(n.Content[k])
+	}
+	return nil
 }
 
 func deref(n *yaml.Node) *yaml.Node {

@@ -25,6 +25,11 @@ func backend(addr string, weight uint16) lb.Backend {
 	return lb.Backend{Address: netip.MustParseAddrPort(addr), Weight: weight}
 }
 
+// plain is a service of the plain form.
+func plain(name string, s lb.Service) NamedService {
+	return NamedService{Name: name, Type: TypeFrontend, Service: s}
+}
+
 func TestParseConfigValid(t *testing.T) {
 	tests := []struct {
 		name string
@@ -49,10 +54,10 @@ services:
       - {address: 10.0.1.2:5353, weight: 1000}
 `,
 			want: []NamedService{
-				{"web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{
-					backend("10.0.1.2:8080", 3), backend("10.0.2.2:8080", 1)}}},
-				{"dns", lb.Service{Frontend: frontend("10.96.0.10:53/udp"), Backends: []lb.Backend{
-					backend("10.0.1.2:5353", 1000)}}},
+				plain("web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{
+					backend("10.0.1.2:8080", 3), backend("10.0.2.2:8080", 1)}}),
+				plain("dns", lb.Service{Frontend: frontend("10.96.0.10:53/udp"), Backends: []lb.Backend{
+					backend("10.0.1.2:5353", 1000)}}),
 			},
 		},
 		{
@@ -68,8 +73,8 @@ services:
   - {name: b, frontend: 10.96.0.1:80, protocol: UDP}
 `,
 			want: []NamedService{
-				{"a", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}},
-				{"b", lb.Service{Frontend: frontend("10.96.0.1:80/udp")}},
+				plain("a", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}),
+				plain("b", lb.Service{Frontend: frontend("10.96.0.1:80/udp")}),
 			},
 		},
 		{
@@ -80,8 +85,8 @@ services:
   - {name: b, frontend: 10.96.0.2:80, backends: ~}
 `,
 			want: []NamedService{
-				{"a", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}},
-				{"b", lb.Service{Frontend: frontend("10.96.0.2:80/tcp")}},
+				plain("a", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}),
+				plain("b", lb.Service{Frontend: frontend("10.96.0.2:80/tcp")}),
 			},
 		},
 		{
@@ -97,8 +102,8 @@ services:
     backends: *pool
 `,
 			want: []NamedService{
-				{"web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}},
-				{"web-alt", lb.Service{Frontend: frontend("10.96.0.11:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}},
+				plain("web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}),
+				plain("web-alt", lb.Service{Frontend: frontend("10.96.0.11:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}),
 			},
 		},
 		{
@@ -121,16 +126,16 @@ services:
     backends: [{address: "[fd00:1::2]:5353"}]
 `,
 			want: []NamedService{
-				{"web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}},
-				{"web6", lb.Service{Frontend: frontend("[fd00::10]:80/tcp"), Backends: []lb.Backend{
-					backend("[fd00:1::2]:8080", 2), backend("[fd00:2::2]:8080", 1)}}},
-				{"dns6", lb.Service{Frontend: frontend("[fd00::10]:53/udp"), Backends: []lb.Backend{backend("[fd00:1::2]:5353", 1)}}},
+				plain("web", lb.Service{Frontend: frontend("10.96.0.10:80/tcp"), Backends: []lb.Backend{backend("10.0.1.2:8080", 1)}}),
+				plain("web6", lb.Service{Frontend: frontend("[fd00::10]:80/tcp"), Backends: []lb.Backend{
+					backend("[fd00:1::2]:8080", 2), backend("[fd00:2::2]:8080", 1)}}),
+				plain("dns6", lb.Service{Frontend: frontend("[fd00::10]:53/udp"), Backends: []lb.Backend{backend("[fd00:1::2]:5353", 1)}}),
 			},
 		},
 		{
 			name: "numeric name is a name",
 			yaml: "services:\n  - {name: 42, frontend: 10.96.0.1:80}\n",
-			want: []NamedService{{"42", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")}}},
+			want: []NamedService{plain("42", lb.Service{Frontend: frontend("10.96.0.1:80/tcp")})},
 		},
 	}
 	for _, tt := range tests {
@@ -146,17 +151,361 @@ services:
 	}
 }
 
-func TestParseConfigInvalid(t *testing.T) {
+// describe writes a service on one line, for tables of expectations:
+// label, type, frontend, algorithm (and table size), affinity, policy,
+// source ranges, then each backend with its weight, state and locality.
+func describe(s NamedService) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %s %s", s.Label(), s.Type, s.Service.Frontend, s.Service.Algorithm)
+	if s.Service.MaglevTableSize != 0 {
+		fmt.Fprintf(&b, "/%d", s.Service.MaglevTableSize)
+	}
+	fmt.Fprintf(&b, " affinity=%s %s ranges=%v ->", s.Service.SessionAffinity, s.Service.TrafficPolicy, s.Service.SourceRanges)
+	for _, be := range s.Service.Backends {
+		fmt.Fprintf(&b, " %s w%d %s", be.Address, be.Weight, be.State)
+		if be.Local {
+			b.WriteString(" local")
+		}
+		b.WriteString(",")
+	}
+	return strings.TrimSuffix(b.String(), ",")
+}
+
+func describeAll(cfg Config) string {
+	var lines []string
+	for _, s := range cfg.Services {
+		lines = append(lines, describe(s))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// The fields of issue 3 in the plain form, one service at a time: the
+// YAML below "  - name: web\n    frontend: 10.96.0.10:80\n".
+func TestParseConfigPlainFields(t *testing.T) {
+	const head = "services:\n  - name: web\n    frontend: 10.96.0.10:80\n"
 	tests := []struct {
-		name string
-		yaml string
-		// msg is the whole message, or a part of it when partial is set.
-		msg     string
-		partial bool
-		line    int
-		index   int
-		field   string
+		name, yaml, want string
 	}{
+		{"defaults", "", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{
+			"everything", `    protocol: tcp
+    algorithm: maglev
+    maglevTableSize: 251
+    sessionAffinity: 3h
+    trafficPolicy: local
+    sourceRanges: [10.0.0.0/8, "192.168.0.0/16"]
+    backends:
+      - address: 10.0.1.2:8080
+        weight: 3
+        state: active
+        local: true
+      - {address: 10.0.2.2:8080, state: terminating, local: false}
+      - {address: 10.0.3.2:8080, state: maintenance}
+`,
+			"web frontend 10.96.0.10:80/tcp maglev/251 affinity=3h0m0s local ranges=[10.0.0.0/8 192.168.0.0/16] ->" +
+				" 10.0.1.2:8080 w3 active local, 10.0.2.2:8080 w1 terminating, 10.0.3.2:8080 w1 maintenance",
+		},
+		{"algorithm random", "    algorithm: random\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{"algorithm in any case", "    algorithm: Maglev\n", "web frontend 10.96.0.10:80/tcp maglev affinity=0s cluster ranges=[] ->"},
+		{"largest maglev table", "    algorithm: maglev\n    maglevTableSize: 131071\n", "web frontend 10.96.0.10:80/tcp maglev/131071 affinity=0s cluster ranges=[] ->"},
+		{"affinity clientIP is Kubernetes' default", "    sessionAffinity: clientIP\n", "web frontend 10.96.0.10:80/tcp random affinity=3h0m0s cluster ranges=[] ->"},
+		{"affinity ClientIP as Kubernetes writes it", "    sessionAffinity: ClientIP\n", "web frontend 10.96.0.10:80/tcp random affinity=3h0m0s cluster ranges=[] ->"},
+		{"affinity None", "    sessionAffinity: None\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{"affinity 0s is none", "    sessionAffinity: 0s\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{"affinity in seconds", "    sessionAffinity: 10800s\n", "web frontend 10.96.0.10:80/tcp random affinity=3h0m0s cluster ranges=[] ->"},
+		{"affinity in minutes and seconds", "    sessionAffinity: 1m30s\n", "web frontend 10.96.0.10:80/tcp random affinity=1m30s cluster ranges=[] ->"},
+		{"affinity at the maximum", "    sessionAffinity: 24h\n", "web frontend 10.96.0.10:80/tcp random affinity=24h0m0s cluster ranges=[] ->"},
+		{"affinity with maglev", "    algorithm: maglev\n    sessionAffinity: 1s\n", "web frontend 10.96.0.10:80/tcp maglev affinity=1s cluster ranges=[] ->"},
+		{"policy in any case", "    trafficPolicy: Local\n", "web frontend 10.96.0.10:80/tcp random affinity=0s local ranges=[] ->"},
+		{"policy cluster", "    trafficPolicy: CLUSTER\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{"empty source ranges allow all", "    sourceRanges: []\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{"null source ranges allow all", "    sourceRanges:\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
+		{
+			"source ranges of both families, one address, unmasked", "    sourceRanges: [10.1.2.3/8, 203.0.113.7/32, \"fd00::/8\"]\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[10.1.2.3/8 203.0.113.7/32 fd00::/8] ->",
+		},
+		{
+			"states in any case", "    backends:\n      - {address: 10.0.1.2:8080, state: Terminating}\n      - {address: 10.0.2.2:8080, state: MAINTENANCE}\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:8080 w1 terminating, 10.0.2.2:8080 w1 maintenance",
+		},
+		{
+			"null state, weight and local are defaults", "    backends:\n      - {address: 10.0.1.2:8080, state: ~, weight: ~, local: ~}\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:8080 w1 active",
+		},
+		{
+			"every backend in maintenance", "    backends:\n      - {address: 10.0.1.2:8080, state: maintenance}\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:8080 w1 maintenance",
+		},
+		{
+			"local policy with no local backend", "    trafficPolicy: local\n    backends:\n      - {address: 10.0.1.2:8080}\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s local ranges=[] -> 10.0.1.2:8080 w1 active",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(head + tt.yaml))
+			if err != nil {
+				t.Fatalf("ParseConfig: %v", err)
+			}
+			if got := describeAll(cfg); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+
+	// An IPv6 service with IPv6 source ranges.
+	cfg, err := ParseConfig([]byte(`
+services:
+  - name: web6
+    frontend: "[fd00::10]:80"
+    sourceRanges: ["fd01::/64", 10.0.0.0/8]
+    backends: [{address: "[fd00:1::2]:8080", local: true}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := describeAll(cfg), "web6 frontend [fd00::10]:80/tcp random affinity=0s cluster ranges=[fd01::/64 10.0.0.0/8] -> [fd00:1::2]:8080 w1 active local"; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// The Kubernetes form expands to one frontend per address and port.
+func TestParseConfigKube(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // describe of each service
+	}{
+		{
+			name: "every service type, dual stack",
+			yaml: `
+nodeAddresses: [172.18.0.2, "fd01::2"]
+services:
+  - name: shop
+    clusterIPs: [10.96.0.20, "fd00::20"]
+    externalIPs: [192.0.2.20]
+    loadBalancerIPs: [198.51.100.20, "2001:db8::20"]
+    ports:
+      - name: http
+        protocol: TCP
+        port: 80
+        targetPort: 8080
+        nodePort: 30080
+      - {name: dns, protocol: UDP, port: 53, targetPort: 5353}
+    externalTrafficPolicy: Local
+    internalTrafficPolicy: Cluster
+    loadBalancerSourceRanges: [203.0.113.0/24, "2001:db8:1::/48"]
+    sessionAffinity: ClientIP
+    algorithm: maglev
+    endpoints:
+      - {address: 10.0.1.2, local: true, weight: 2}
+      - {address: 10.0.2.2, state: terminating}
+      - {address: 10.0.3.2, state: maintenance, local: true}
+      - {address: "fd00:1::2"}
+`,
+			want: []string{
+				"shop:http ClusterIP 10.96.0.20:80/tcp maglev affinity=3h0m0s cluster ranges=[] -> 10.0.1.2:8080 w2 active local, 10.0.2.2:8080 w1 terminating, 10.0.3.2:8080 w1 maintenance local",
+				"shop:http ClusterIP [fd00::20]:80/tcp maglev affinity=3h0m0s cluster ranges=[] -> [fd00:1::2]:8080 w1 active",
+				"shop:http ExternalIP 192.0.2.20:80/tcp maglev affinity=3h0m0s local ranges=[] -> 10.0.1.2:8080 w2 active local, 10.0.2.2:8080 w1 terminating, 10.0.3.2:8080 w1 maintenance local",
+				"shop:http LoadBalancer 198.51.100.20:80/tcp maglev affinity=3h0m0s local ranges=[203.0.113.0/24] -> 10.0.1.2:8080 w2 active local, 10.0.2.2:8080 w1 terminating, 10.0.3.2:8080 w1 maintenance local",
+				"shop:http LoadBalancer [2001:db8::20]:80/tcp maglev affinity=3h0m0s local ranges=[2001:db8:1::/48] -> [fd00:1::2]:8080 w1 active",
+				"shop:http NodePort 172.18.0.2:30080/tcp maglev affinity=3h0m0s local ranges=[] -> 10.0.1.2:8080 w2 active local, 10.0.2.2:8080 w1 terminating, 10.0.3.2:8080 w1 maintenance local",
+				"shop:http NodePort [fd01::2]:30080/tcp maglev affinity=3h0m0s local ranges=[] -> [fd00:1::2]:8080 w1 active",
+				"shop:dns ClusterIP 10.96.0.20:53/udp maglev affinity=3h0m0s cluster ranges=[] -> 10.0.1.2:5353 w2 active local, 10.0.2.2:5353 w1 terminating, 10.0.3.2:5353 w1 maintenance local",
+				"shop:dns ClusterIP [fd00::20]:53/udp maglev affinity=3h0m0s cluster ranges=[] -> [fd00:1::2]:5353 w1 active",
+				"shop:dns ExternalIP 192.0.2.20:53/udp maglev affinity=3h0m0s local ranges=[] -> 10.0.1.2:5353 w2 active local, 10.0.2.2:5353 w1 terminating, 10.0.3.2:5353 w1 maintenance local",
+				"shop:dns LoadBalancer 198.51.100.20:53/udp maglev affinity=3h0m0s local ranges=[203.0.113.0/24] -> 10.0.1.2:5353 w2 active local, 10.0.2.2:5353 w1 terminating, 10.0.3.2:5353 w1 maintenance local",
+				"shop:dns LoadBalancer [2001:db8::20]:53/udp maglev affinity=3h0m0s local ranges=[2001:db8:1::/48] -> [fd00:1::2]:5353 w1 active",
+			},
+		},
+		{
+			name: "one unnamed port, target port defaults to the port, no endpoints",
+			yaml: `
+services:
+  - name: api
+    clusterIPs: [10.96.0.30]
+    ports: [{port: 443}]
+`,
+			want: []string{"api ClusterIP 10.96.0.30:443/tcp random affinity=0s cluster ranges=[] ->"},
+		},
+		{
+			name: "lower case as in the plain form, a plain service beside it",
+			yaml: `
+services:
+  - name: web
+    frontend: 10.96.0.10:80
+    backends: [{address: 10.0.1.2:8080}]
+  - name: api
+    clusterIPs: [10.96.0.30]
+    ports: [{port: 443, protocol: tcp, targetPort: 8443}]
+    internalTrafficPolicy: local
+    sessionAffinity: 1h
+    algorithm: maglev
+    maglevTableSize: 251
+    endpoints: [{address: 10.0.1.2, local: true}, {address: 10.0.2.2}]
+`,
+			want: []string{
+				"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:8080 w1 active",
+				"api ClusterIP 10.96.0.30:443/tcp maglev/251 affinity=1h0m0s local ranges=[] -> 10.0.1.2:8443 w1 active local, 10.0.2.2:8443 w1 active",
+			},
+		},
+		{
+			name: "node ports only the families of the cluster IPs",
+			yaml: `
+nodeAddresses: [172.18.0.2, "fd01::2", 192.168.1.2]
+services:
+  - name: v4
+    clusterIPs: [10.96.0.40]
+    ports: [{port: 80, nodePort: 30040}]
+    endpoints: [{address: 10.0.1.2}]
+`,
+			want: []string{
+				"v4 ClusterIP 10.96.0.40:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:80 w1 active",
+				"v4 NodePort 172.18.0.2:30040/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:80 w1 active",
+				"v4 NodePort 192.168.1.2:30040/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:80 w1 active",
+			},
+		},
+		{
+			name: "node ports without cluster IPs listen on every node address",
+			yaml: `
+nodeAddresses: [172.18.0.2, "fd01::2"]
+services:
+  - name: np
+    ports: [{port: 80, nodePort: 30050, targetPort: 8080}]
+    endpoints: [{address: 10.0.1.2}, {address: "fd00:1::2"}]
+`,
+			want: []string{
+				"np NodePort 172.18.0.2:30050/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:8080 w1 active",
+				"np NodePort [fd01::2]:30050/tcp random affinity=0s cluster ranges=[] -> [fd00:1::2]:8080 w1 active",
+			},
+		},
+		{
+			name: "external IPs only; a node address equal to an external IP on another port",
+			yaml: `
+nodeAddresses: [192.0.2.50]
+services:
+  - name: ext
+    externalIPs: [192.0.2.50]
+    ports: [{port: 80, nodePort: 30060}]
+    externalTrafficPolicy: local
+    endpoints: [{address: 10.0.1.2, local: true}]
+`,
+			want: []string{
+				"ext ExternalIP 192.0.2.50:80/tcp random affinity=0s local ranges=[] -> 10.0.1.2:80 w1 active local",
+				"ext NodePort 192.0.2.50:30060/tcp random affinity=0s local ranges=[] -> 10.0.1.2:80 w1 active local",
+			},
+		},
+		{
+			name: "source ranges of one family: the other family's load balancer IP admits all, as kube-proxy",
+			yaml: `
+services:
+  - name: lb
+    loadBalancerIPs: [198.51.100.30, "2001:db8::30"]
+    ports: [{port: 80}]
+    loadBalancerSourceRanges: [203.0.113.0/24]
+`,
+			want: []string{
+				"lb LoadBalancer 198.51.100.30:80/tcp random affinity=0s cluster ranges=[203.0.113.0/24] ->",
+				"lb LoadBalancer [2001:db8::30]:80/tcp random affinity=0s cluster ranges=[] ->",
+			},
+		},
+		{
+			name: "endpoints shared through an anchor",
+			yaml: `
+services:
+  - name: a
+    clusterIPs: [10.96.0.60]
+    ports: [{port: 80}]
+    endpoints: &pods
+      - {address: 10.0.1.2, weight: 5}
+  - name: b
+    clusterIPs: [10.96.0.61]
+    ports: [{port: 80, targetPort: 9090}]
+    endpoints: *pods
+`,
+			want: []string{
+				"a ClusterIP 10.96.0.60:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:80 w5 active",
+				"b ClusterIP 10.96.0.61:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:9090 w5 active",
+			},
+		},
+		{
+			name: "only terminating and maintenance endpoints",
+			yaml: `
+services:
+  - name: draining
+    clusterIPs: [10.96.0.70]
+    ports: [{port: 80}]
+    endpoints: [{address: 10.0.1.2, state: terminating}, {address: 10.0.2.2, state: maintenance}]
+`,
+			want: []string{"draining ClusterIP 10.96.0.70:80/tcp random affinity=0s cluster ranges=[] -> 10.0.1.2:80 w1 terminating, 10.0.2.2:80 w1 maintenance"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.yaml))
+			if err != nil {
+				t.Fatalf("ParseConfig: %v", err)
+			}
+			if got, want := describeAll(cfg), strings.Join(tt.want, "\n"); got != want {
+				t.Errorf("got\n%s\nwant\n%s", got, want)
+			}
+			for _, s := range cfg.Services {
+				if err := s.Service.Validate(); err != nil {
+					t.Errorf("%s: %v", s.Label(), err)
+				}
+			}
+		})
+	}
+}
+
+// invalidCase is a configuration ParseConfig must refuse, and how.
+type invalidCase struct {
+	name string
+	yaml string
+	// msg is the whole message, or a part of it when partial is set.
+	msg     string
+	partial bool
+	line    int
+	index   int
+	field   string
+}
+
+// checkInvalid checks that each configuration is refused with its message
+// and a *ConfigError naming its service, field and line, wrapping
+// lb.ErrInvalid.
+func checkInvalid(t *testing.T, tests []invalidCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("ParseConfig accepted:\n%s", tt.yaml)
+			}
+			if tt.partial {
+				if !strings.Contains(err.Error(), tt.msg) {
+					t.Errorf("error %q\ndoes not contain %q", err, tt.msg)
+				}
+			} else if err.Error() != tt.msg {
+				t.Errorf("error %q\nwant       %q", err, tt.msg)
+			}
+			if !errors.Is(err, lb.ErrInvalid) {
+				t.Errorf("error %q does not wrap lb.ErrInvalid", err)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %q is a %T, want *ConfigError", err, err)
+			}
+			if ce.Index != tt.index || ce.Field != tt.field {
+				t.Errorf("Index, Field = %d, %q; want %d, %q", ce.Index, ce.Field, tt.index, tt.field)
+			}
+			if tt.line != 0 && ce.Line != tt.line {
+				t.Errorf("Line = %d, want %d", ce.Line, tt.line)
+			}
+		})
+	}
+}
+
+func TestParseConfigInvalid(t *testing.T) {
+	checkInvalid(t, []invalidCase{
 		{
 			name: "empty file", yaml: "",
 			msg: "services: missing: the file is empty (write `services: []` for no services)", index: -1, field: "services",
@@ -171,7 +520,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		},
 		{
 			name: "unknown top-level field", yaml: "services: []\nservice: []\n",
-			msg: "service: unknown field (known: services)", line: 2, index: -1, field: "service",
+			msg: "service: unknown field (known: nodeAddresses, services)", line: 2, index: -1, field: "service",
 		},
 		{
 			name: "top level is a list", yaml: "- name: web\n",
@@ -191,7 +540,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		},
 		{
 			name: "service is a string", yaml: "services:\n  - web\n",
-			msg: `services[0]: service: want a mapping with name, frontend, protocol and backends, got "web"`, line: 2, index: 0, field: "service",
+			msg: `services[0]: service: want a mapping with a name and a frontend (or ports), got "web"`, line: 2, index: 0, field: "service",
 		},
 		{
 			name: "missing name", yaml: "services:\n  - frontend: 10.96.0.10:80\n",
@@ -208,7 +557,7 @@ services:
     name: web
     frontend: 10.96.0.10:80
 `,
-			msg: `services[0] "web": port: unknown field (known: name, frontend, protocol, backends)`, line: 3, index: 0, field: "port",
+			msg: `services[0] "web": port: unknown field (known: name, frontend, protocol, algorithm, maglevTableSize, sessionAffinity, trafficPolicy, sourceRanges, backends)`, line: 3, index: 0, field: "port",
 		},
 		{
 			name: "field given twice", yaml: `
@@ -221,7 +570,7 @@ services:
 		},
 		{
 			name: "frontend missing", yaml: "services:\n  - name: web\n",
-			msg: `services[0] "web": frontend: missing`, line: 2, index: 0, field: "frontend",
+			msg: `services[0] "web": frontend: missing (or write ports, for a Kubernetes-shaped service)`, line: 2, index: 0, field: "frontend",
 		},
 		{
 			name: "frontend without port", yaml: "services:\n  - {name: web, frontend: 10.96.0.10}\n",
@@ -344,7 +693,7 @@ services:
       - address: 10.0.2.2:8080
         wieght: 2
 `,
-			msg: `services[0] "web": backends[1].wieght: unknown field (known: address, weight)`, line: 8, index: 0, field: "backends[1].wieght",
+			msg: `services[0] "web": backends[1].wieght: unknown field (known: address, weight, state, local)`, line: 8, index: 0, field: "backends[1].wieght",
 		},
 		{
 			name: "backends not a list", yaml: "services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends: 10.0.1.2:8080\n",
@@ -352,7 +701,7 @@ services:
 		},
 		{
 			name: "backend is a string", yaml: "services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends: [10.0.1.2:8080]\n",
-			msg: `services[0] "web": backends[0]: want a mapping with address and weight, got "10.0.1.2:8080"`, line: 4, index: 0, field: "backends[0]",
+			msg: `services[0] "web": backends[0]: want a mapping with an address (and weight, state, local), got "10.0.1.2:8080"`, line: 4, index: 0, field: "backends[0]",
 		},
 		{
 			name: "backend multicast (lb's rule)", yaml: `
@@ -426,35 +775,330 @@ services:
 `,
 			msg: `services[1] "web2": frontend "[fd00::10]:80": tcp is already the frontend of services[0] "web"`, line: 4, index: 1, field: "frontend",
 		},
+	})
+}
+
+// Invalid values of the plain form's fields of issue 3, each below
+// "services:\n  - name: web\n    frontend: 10.96.0.10:80\n" (so the
+// first field is on line 4).
+func TestParseConfigInvalidPlainFields(t *testing.T) {
+	const head = "services:\n  - name: web\n    frontend: 10.96.0.10:80\n"
+	const svc = `services[0] "web": `
+	c := func(name, yaml, field, msg string, line int) invalidCase {
+		return invalidCase{name: name, yaml: head + yaml, msg: svc + msg, line: line, index: 0, field: field}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tt.yaml))
-			if err == nil {
-				t.Fatalf("ParseConfig accepted:\n%s", tt.yaml)
-			}
-			if tt.partial {
-				if !strings.Contains(err.Error(), tt.msg) {
-					t.Errorf("error %q\ndoes not contain %q", err, tt.msg)
-				}
-			} else if err.Error() != tt.msg {
-				t.Errorf("error %q\nwant       %q", err, tt.msg)
-			}
-			if !errors.Is(err, lb.ErrInvalid) {
-				t.Errorf("error %q does not wrap lb.ErrInvalid", err)
-			}
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("error %q is a %T, want *ConfigError", err, err)
-			}
-			if ce.Index != tt.index || ce.Field != tt.field {
-				t.Errorf("Index, Field = %d, %q; want %d, %q", ce.Index, ce.Field, tt.index, tt.field)
-			}
-			if tt.line != 0 && ce.Line != tt.line {
-				t.Errorf("Line = %d, want %d", ce.Line, tt.line)
-			}
-		})
+	checkInvalid(t, []invalidCase{
+		c("algorithm unknown", "    algorithm: round-robin\n", "algorithm", `algorithm "round-robin": want random or maglev`, 4),
+		c("algorithm a list", "    algorithm: [maglev]\n", "algorithm", `algorithm: want a single value, got a list`, 4),
+		c("maglev table size a word", "    algorithm: maglev\n    maglevTableSize: big\n", "maglevTableSize",
+			`maglevTableSize "big": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size quoted", "    algorithm: maglev\n    maglevTableSize: \"16381\"\n", "maglevTableSize",
+			`maglevTableSize "16381": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size zero", "    algorithm: maglev\n    maglevTableSize: 0\n", "maglevTableSize",
+			`maglevTableSize "0": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size negative", "    algorithm: maglev\n    maglevTableSize: -16381\n", "maglevTableSize",
+			`maglevTableSize "-16381": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size a fraction", "    algorithm: maglev\n    maglevTableSize: 16381.5\n", "maglevTableSize",
+			`maglevTableSize "16381.5": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size beyond 32 bits", "    algorithm: maglev\n    maglevTableSize: 4294967311\n", "maglevTableSize",
+			`maglevTableSize "4294967311": want a whole number: a prime from 251 to 131071, such as 16381`, 5),
+		c("maglev table size not prime (lb's rule)", "    algorithm: maglev\n    maglevTableSize: 16380\n", "maglevTableSize",
+			`maglevTableSize "16380": not a prime`, 5),
+		c("maglev table size too small (lb's rule)", "    algorithm: maglev\n    maglevTableSize: 241\n", "maglevTableSize",
+			`maglevTableSize "241": want a prime from 251 to 131071`, 5),
+		c("maglev table size too large (lb's rule)", "    algorithm: maglev\n    maglevTableSize: 131101\n", "maglevTableSize",
+			`maglevTableSize "131101": want a prime from 251 to 131071`, 5),
+		c("maglev table size without maglev (lb's rule)", "    maglevTableSize: 16381\n", "maglevTableSize",
+			`maglevTableSize "16381": only the maglev algorithm has a table`, 4),
+		c("maglev table size with random (lb's rule)", "    algorithm: random\n    maglevTableSize: 16381\n", "maglevTableSize",
+			`maglevTableSize "16381": only the maglev algorithm has a table`, 5),
+		c("affinity a word", "    sessionAffinity: forever\n", "sessionAffinity",
+			`sessionAffinity "forever": want clientIP, none or a duration such as 3h or 10800s`, 4),
+		c("affinity without unit", "    sessionAffinity: 10800\n", "sessionAffinity",
+			`sessionAffinity "10800": missing unit: write 10800s for seconds, or a duration such as 3h`, 4),
+		c("affinity above a day (lb's rule)", "    sessionAffinity: 25h\n", "sessionAffinity",
+			`sessionAffinity "25h": want 0 (none) to 24h0m0s`, 4),
+		c("affinity negative (lb's rule)", "    sessionAffinity: -1h\n", "sessionAffinity",
+			`sessionAffinity "-1h": want 0 (none) to 24h0m0s`, 4),
+		c("affinity not whole seconds (lb's rule)", "    sessionAffinity: 1500ms\n", "sessionAffinity",
+			`sessionAffinity "1500ms": want whole seconds`, 4),
+		c("affinity a mapping", "    sessionAffinity: {clientIP: {timeoutSeconds: 10}}\n", "sessionAffinity",
+			`sessionAffinity: want a single value, got a mapping`, 4),
+		c("policy unknown", "    trafficPolicy: nodeLocal\n", "trafficPolicy", `trafficPolicy "nodeLocal": want cluster or local`, 4),
+		c("source ranges a string", "    sourceRanges: 10.0.0.0/8\n", "sourceRanges", `sourceRanges: want a list, got "10.0.0.0/8"`, 4),
+		c("source range not a prefix", "    sourceRanges: [10.0.0.0/8, banana]\n", "sourceRanges[1]",
+			`sourceRanges[1] "banana": want a prefix such as 10.0.0.0/8 or fd00::/8`, 4),
+		c("source range prefix too long", "    sourceRanges:\n      - 10.0.0.0/8\n      - 10.0.0.0/33\n", "sourceRanges[1]",
+			`sourceRanges[1] "10.0.0.0/33": want a prefix such as 10.0.0.0/8 or fd00::/8`, 6),
+		c("source range an address", "    sourceRanges: [10.1.2.3]\n", "sourceRanges[0]",
+			`sourceRanges[0] "10.1.2.3": missing prefix length (write 10.1.2.3/32 for one address)`, 4),
+		c("source range an IPv6 address", "    sourceRanges: [\"fd00::1\"]\n", "sourceRanges[0]",
+			`sourceRanges[0] "fd00::1": missing prefix length (write fd00::1/128 for one address)`, 4),
+		c("source range a mapping", "    sourceRanges: [{cidr: 10.0.0.0/8}]\n", "sourceRanges[0]",
+			`sourceRanges[0]: want a prefix, got a mapping`, 4),
+		c("source range IPv4-mapped (lb's rule)", "    sourceRanges: [\"::ffff:10.0.0.0/104\"]\n", "sourceRanges[0]",
+			`sourceRanges[0] "::ffff:10.0.0.0/104": write IPv4 prefixes in their IPv4 form`, 4),
+		c("source ranges of the other family only", "    sourceRanges: [\"fd00::/8\"]\n", "sourceRanges",
+			`sourceRanges: no prefix of the frontend's family (IPv4): every client would be refused`, 4),
+		c("backend state unknown", "    backends:\n      - address: 10.0.1.2:8080\n        state: draining\n", "backends[0].state",
+			`backends[0].state "draining": want active, terminating or maintenance`, 6),
+		c("backend state a list", "    backends:\n      - {address: 10.0.1.2:8080, state: [active]}\n", "backends[0].state",
+			`backends[0].state: want a single value, got a list`, 5),
+		c("backend local yes", "    backends:\n      - {address: 10.0.1.2:8080, local: yes}\n", "backends[0].local",
+			`backends[0].local "yes": want true or false`, 5),
+		c("backend local quoted", "    backends:\n      - {address: 10.0.1.2:8080, local: \"true\"}\n", "backends[0].local",
+			`backends[0].local "true": want true or false`, 5),
+		c("backend local a number", "    backends:\n      - {address: 10.0.1.2:8080, local: 1}\n", "backends[0].local",
+			`backends[0].local "1": want true or false`, 5),
+		c("backend local a list", "    backends:\n      - {address: 10.0.1.2:8080, local: [true]}\n", "backends[0].local",
+			`backends[0].local: want true or false`, 5),
+		c("a Kubernetes field with a frontend", "    externalTrafficPolicy: Local\n", "externalTrafficPolicy",
+			`externalTrafficPolicy: only in the Kubernetes form (a service with ports instead of a frontend); with a frontend, write trafficPolicy`, 4),
+		c("endpoints with a frontend", "    endpoints: []\n", "endpoints",
+			`endpoints: only in the Kubernetes form (a service with ports instead of a frontend); with a frontend, write backends`, 4),
+		c("clusterIPs with a frontend", "    clusterIPs: [10.96.0.11]\n", "clusterIPs",
+			`clusterIPs: only in the Kubernetes form (a service with ports instead of a frontend)`, 4),
+		c("loadBalancerSourceRanges with a frontend", "    loadBalancerSourceRanges: [10.0.0.0/8]\n", "loadBalancerSourceRanges",
+			`loadBalancerSourceRanges: only in the Kubernetes form (a service with ports instead of a frontend); with a frontend, write sourceRanges`, 4),
+		c("frontend and ports", "    ports: [{port: 80}]\n", "ports",
+			`ports: a service has a frontend or ports (the Kubernetes form), not both: write one service for each`, 4),
+	})
+}
+
+// Invalid Kubernetes-shaped services. Each YAML starts with
+// "nodeAddresses: [172.18.0.2]\nservices:\n  - name: shop\n" (so the
+// service's first field is on line 4).
+func TestParseConfigInvalidKube(t *testing.T) {
+	const head = "nodeAddresses: [172.18.0.2]\nservices:\n  - name: shop\n"
+	const svc = `services[0] "shop": `
+	c := func(name, yaml, field, msg string, line int) invalidCase {
+		return invalidCase{name: name, yaml: head + yaml, msg: svc + msg, line: line, index: 0, field: field}
 	}
+	const cip = "    clusterIPs: [10.96.0.20]\n"
+	const port80 = "    ports: [{port: 80}]\n"
+	checkInvalid(t, []invalidCase{
+		// Fields of the plain form.
+		c("backends", cip+port80+"    backends: [{address: 10.0.1.2:8080}]\n", "backends",
+			`backends: with ports, write endpoints (addresses without a port: the port is each port's targetPort)`, 6),
+		c("trafficPolicy", cip+port80+"    trafficPolicy: local\n", "trafficPolicy",
+			`trafficPolicy: with ports, write externalTrafficPolicy and internalTrafficPolicy`, 6),
+		c("sourceRanges", cip+port80+"    sourceRanges: [10.0.0.0/8]\n", "sourceRanges",
+			`sourceRanges: with ports, write loadBalancerSourceRanges`, 6),
+		c("protocol", cip+port80+"    protocol: udp\n", "protocol", `protocol: with ports, each port has its own protocol`, 6),
+		c("unknown field", cip+port80+"    type: LoadBalancer\n", "type",
+			`type: unknown field (known: name, clusterIPs, externalIPs, loadBalancerIPs, ports, algorithm, maglevTableSize, sessionAffinity, `+
+				`externalTrafficPolicy, internalTrafficPolicy, loadBalancerSourceRanges, endpoints)`, 6),
+
+		// Addresses.
+		c("cluster IPs a string", "    clusterIPs: 10.96.0.20\n"+port80, "clusterIPs", `clusterIPs: want a list, got "10.96.0.20"`, 4),
+		c("cluster IP with a port", "    clusterIPs: [10.96.0.20:80]\n"+port80, "clusterIPs[0]",
+			`clusterIPs[0] "10.96.0.20:80": want an address without a port: the ports come from the service's ports`, 4),
+		c("cluster IP a prefix", "    clusterIPs: [10.96.0.0/24]\n"+port80, "clusterIPs[0]",
+			`clusterIPs[0] "10.96.0.0/24": want an address, not a prefix`, 4),
+		c("cluster IP a host name", "    clusterIPs: [shop.local]\n"+port80, "clusterIPs[0]",
+			`clusterIPs[0] "shop.local": not an IP address (host names are not resolved)`, 4),
+		c("cluster IP a mapping", "    clusterIPs: [{ip: 10.96.0.20}]\n"+port80, "clusterIPs[0]",
+			`clusterIPs[0]: want an IP address, got a mapping`, 4),
+		c("cluster IP null", "    clusterIPs: [~]\n"+port80, "clusterIPs[0]", `clusterIPs[0]: want an IP address, got nothing`, 4),
+		c("cluster IP multicast (lb's rule)", "    clusterIPs:\n      - 10.96.0.20\n      - 224.0.0.1\n"+port80, "clusterIPs[1]",
+			`clusterIPs[1] "224.0.0.1": multicast address`, 6),
+		c("external IP unspecified (lb's rule)", cip+"    externalIPs: [0.0.0.0]\n"+port80, "externalIPs[0]",
+			`externalIPs[0] "0.0.0.0": unspecified address`, 5),
+		c("load balancer IP with a zone (lb's rule)", "    loadBalancerIPs: [\"fe80::1%eth0\"]\n"+port80, "loadBalancerIPs[0]",
+			`loadBalancerIPs[0] "fe80::1%eth0": addresses with a zone are not supported`, 4),
+		c("IPv4-mapped external IP (lb's rule)", "    externalIPs: [\"::ffff:192.0.2.1\"]\n"+port80, "externalIPs[0]",
+			`externalIPs[0] "::ffff:192.0.2.1": write IPv4 addresses in their IPv4 form`, 4),
+		c("an address in two lists", cip+"    loadBalancerIPs: [198.51.100.1, 10.96.0.20]\n"+port80, "loadBalancerIPs[1]",
+			`loadBalancerIPs[1] "10.96.0.20": already listed in clusterIPs[0]`, 5),
+		c("an address twice in one list", "    externalIPs: [\"fd00::1\", \"FD00::0:1\"]\n"+port80, "externalIPs[1]",
+			`externalIPs[1] "FD00::0:1": already listed in externalIPs[0]`, 4),
+		c("no frontend", port80+"    endpoints: [{address: 10.0.1.2}]\n", "clusterIPs",
+			`clusterIPs: missing: the service has no frontend (give clusterIPs, externalIPs, loadBalancerIPs or a nodePort)`, 3),
+
+		// Ports.
+		c("ports empty", cip+"    ports: []\n", "ports", `ports: want at least one port, such as {port: 80, targetPort: 8080}`, 5),
+		c("ports null", cip+"    ports:\n", "ports", `ports: want at least one port, such as {port: 80, targetPort: 8080}`, 5),
+		c("ports a mapping", cip+"    ports: {port: 80}\n", "ports", `ports: want a list, got a mapping`, 5),
+		c("port a number", cip+"    ports: [80]\n", "ports[0]",
+			`ports[0]: want a mapping with a port (and name, protocol, targetPort, nodePort), got "80"`, 5),
+		c("port missing", cip+"    ports: [{name: http, targetPort: 8080}]\n", "ports[0].port", `ports[0].port: missing`, 5),
+		c("port zero", cip+"    ports: [{port: 0}]\n", "ports[0].port", `ports[0].port "0": want a port number from 1 to 65535`, 5),
+		c("port too big", cip+"    ports: [{port: 65536}]\n", "ports[0].port", `ports[0].port "65536": want a port number from 1 to 65535`, 5),
+		c("port a name", cip+"    ports:\n      - port: http\n", "ports[0].port", `ports[0].port "http": want a port number from 1 to 65535`, 6),
+		c("target port named", cip+"    ports: [{port: 80, targetPort: http}]\n", "ports[0].targetPort",
+			`ports[0].targetPort "http": want a port number from 1 to 65535 (named target ports are not resolved: write the endpoints' port number)`, 5),
+		c("target port zero", cip+"    ports: [{port: 80, targetPort: 0}]\n", "ports[0].targetPort",
+			`ports[0].targetPort "0": want a port number from 1 to 65535`, 5),
+		c("node port too big", cip+"    ports: [{port: 80, nodePort: 99999}]\n", "ports[0].nodePort",
+			`ports[0].nodePort "99999": want a port number from 1 to 65535`, 5),
+		c("protocol unknown", cip+"    ports: [{port: 80, protocol: SCTP}]\n", "ports[0].protocol",
+			`ports[0].protocol "SCTP": want TCP or UDP`, 5),
+		c("port field unknown", cip+"    ports: [{port: 80, appProtocol: http}]\n", "ports[0].appProtocol",
+			`ports[0].appProtocol: unknown field (known: name, protocol, port, targetPort, nodePort)`, 5),
+		c("several ports, one unnamed", cip+"    ports:\n      - {name: http, port: 80}\n      - {port: 443}\n", "ports[1].name",
+			`ports[1].name: missing: a service with several ports names each, as Kubernetes does`, 7),
+		c("port name twice", cip+"    ports:\n      - {name: http, port: 80}\n      - {name: http, port: 443}\n", "ports[1].name",
+			`ports[1].name "http": duplicate of ports[0]`, 7),
+		c("port twice for one protocol", cip+"    ports:\n      - {name: a, port: 80}\n      - {name: b, port: 80, protocol: tcp}\n", "ports[1].port",
+			`ports[1].port "80": ports[0] already serves 80/tcp`, 7),
+		c("node port twice for one protocol", cip+"    ports:\n      - {name: a, port: 80, nodePort: 30080}\n      - {name: b, port: 81, nodePort: 30080}\n",
+			"ports[1].nodePort", `ports[1].nodePort "30080": ports[0] already has node port 30080/tcp`, 7),
+		c("node port equal to a port on a node address that is also an external IP",
+			"    externalIPs: [172.18.0.2]\n    ports:\n      - {name: a, port: 80}\n      - {name: b, port: 81, nodePort: 80}\n",
+			"ports[1].nodePort", `ports[1].nodePort "80": on nodeAddresses[0] it makes 172.18.0.2:80/tcp, which externalIPs[0] with ports[0] already is`, 7),
+
+		// Node ports.
+		c("node port of a family with no node address", "    clusterIPs: [\"fd00::20\"]\n    ports: [{port: 80, nodePort: 30080}]\n",
+			"ports[0].nodePort", `ports[0].nodePort "30080": nodeAddresses has no IPv6 address, the family of the service's clusterIPs`, 5),
+
+		// Policies and ranges.
+		c("external policy unknown", cip+port80+"    externalTrafficPolicy: Global\n", "externalTrafficPolicy",
+			`externalTrafficPolicy "Global": want cluster or local`, 6),
+		c("internal policy unknown", cip+port80+"    internalTrafficPolicy: [Local]\n", "internalTrafficPolicy",
+			`internalTrafficPolicy: want a single value, got a list`, 6),
+		c("source ranges without load balancer IPs", cip+port80+"    loadBalancerSourceRanges: [10.0.0.0/8]\n", "loadBalancerSourceRanges",
+			`loadBalancerSourceRanges: applies to loadBalancerIPs only, and the service has none (node ports and external IPs are not restricted)`, 6),
+		c("source range not a prefix", "    loadBalancerIPs: [198.51.100.1]\n"+port80+"    loadBalancerSourceRanges: [10.0.0.0/8, 10.0.0.1]\n",
+			"loadBalancerSourceRanges[1]", `loadBalancerSourceRanges[1] "10.0.0.1": missing prefix length (write 10.0.0.1/32 for one address)`, 6),
+
+		// Fields lb checks, through Expand.
+		c("affinity above a day (lb's rule)", cip+port80+"    sessionAffinity: 48h\n", "sessionAffinity",
+			`sessionAffinity "48h": want 0 (none) to 24h0m0s`, 6),
+		c("maglev table size not prime (lb's rule)", cip+port80+"    algorithm: maglev\n    maglevTableSize: 1000\n", "maglevTableSize",
+			`maglevTableSize "1000": not a prime`, 7),
+		c("maglev table size without maglev (lb's rule)", cip+port80+"    maglevTableSize: 16381\n", "maglevTableSize",
+			`maglevTableSize "16381": only the maglev algorithm has a table`, 6),
+		c("algorithm unknown", cip+port80+"    algorithm: leastconn\n", "algorithm", `algorithm "leastconn": want random or maglev`, 6),
+
+		// Endpoints.
+		c("endpoints a mapping", cip+port80+"    endpoints: {address: 10.0.1.2}\n", "endpoints", `endpoints: want a list, got a mapping`, 6),
+		c("endpoint a string", cip+port80+"    endpoints: [10.0.1.2]\n", "endpoints[0]",
+			`endpoints[0]: want a mapping with an address (and weight, state, local), got "10.0.1.2"`, 6),
+		c("endpoint with a port", cip+port80+"    endpoints:\n      - address: 10.0.1.2:8080\n", "endpoints[0].address",
+			`endpoints[0].address "10.0.1.2:8080": want an address without a port: the port is each port's targetPort`, 7),
+		c("endpoint address missing", cip+port80+"    endpoints:\n      - {weight: 2}\n", "endpoints[0].address",
+			`endpoints[0].address: missing`, 7),
+		c("endpoint address a list", cip+port80+"    endpoints:\n      - {address: [10.0.1.2]}\n", "endpoints[0].address",
+			`endpoints[0].address: want an IP address, got a list`, 7),
+		c("endpoint multicast (lb's rule)", cip+port80+"    endpoints:\n      - {address: 239.1.1.1}\n", "endpoints[0].address",
+			`endpoints[0].address "239.1.1.1": multicast address`, 7),
+		c("endpoint broadcast (lb's rule)", cip+port80+"    endpoints:\n      - {address: 255.255.255.255}\n", "endpoints[0].address",
+			`endpoints[0].address "255.255.255.255": broadcast address`, 7),
+		c("endpoint twice", cip+port80+"    endpoints:\n      - {address: 10.0.1.2}\n      - {address: 10.0.1.2, weight: 3}\n", "endpoints[1].address",
+			`endpoints[1].address "10.0.1.2": duplicate of endpoints[0]`, 8),
+		c("endpoint of a family without a frontend", cip+port80+"    endpoints:\n      - {address: 10.0.1.2}\n      - {address: \"fd00:1::2\"}\n",
+			"endpoints[1].address",
+			`endpoints[1].address "fd00:1::2": an IPv6 endpoint, but the service has no IPv6 frontend (in clusterIPs, externalIPs, loadBalancerIPs or nodeAddresses)`, 8),
+		c("endpoint weight zero", cip+port80+"    endpoints:\n      - {address: 10.0.1.2, weight: 0}\n", "endpoints[0].weight",
+			`endpoints[0].weight "0": want a whole number from 1 to 1000`, 7),
+		c("endpoint state unknown", cip+port80+"    endpoints:\n      - {address: 10.0.1.2, state: ready}\n", "endpoints[0].state",
+			`endpoints[0].state "ready": want active, terminating or maintenance`, 7),
+		c("endpoint local a word", cip+port80+"    endpoints:\n      - {address: 10.0.1.2, local: no}\n", "endpoints[0].local",
+			`endpoints[0].local "no": want true or false`, 7),
+		c("endpoint field unknown", cip+port80+"    endpoints:\n      - {address: 10.0.1.2, nodeName: n1}\n", "endpoints[0].nodeName",
+			`endpoints[0].nodeName: unknown field (known: address, weight, state, local)`, 7),
+	})
+
+	checkInvalid(t, []invalidCase{
+		{
+			name: "node port without node addresses",
+			yaml: "services:\n  - name: shop\n    clusterIPs: [10.96.0.20]\n    ports:\n      - {port: 80, nodePort: 30080}\n",
+			msg:  `services[0] "shop": ports[0].nodePort "30080": no nodeAddresses to listen on: list this node's addresses under nodeAddresses at the top of the file`,
+			line: 5, index: 0, field: "ports[0].nodePort",
+		},
+		{
+			name: "node addresses a prefix, as kube-proxy's --nodeport-addresses",
+			yaml: "nodeAddresses: [172.18.0.0/16]\nservices: []\n",
+			msg:  `nodeAddresses[0] "172.18.0.0/16": want one of this node's addresses, not a prefix: list each address the node ports listen on`,
+			line: 1, index: -1, field: "nodeAddresses[0]",
+		},
+		{
+			name: "node address twice",
+			yaml: "nodeAddresses:\n  - 172.18.0.2\n  - \"fd01::2\"\n  - 172.18.0.2\nservices: []\n",
+			msg:  `nodeAddresses[2] "172.18.0.2": duplicate of nodeAddresses[0]`, line: 4, index: -1, field: "nodeAddresses[2]",
+		},
+		{
+			name: "node address with a port",
+			yaml: "nodeAddresses: [\"172.18.0.2:30080\"]\nservices: []\n",
+			msg:  `nodeAddresses[0] "172.18.0.2:30080": want an address without a port: the ports come from the service's ports`,
+			line: 1, index: -1, field: "nodeAddresses[0]",
+		},
+		{
+			name: "node address unspecified (lb's rule)",
+			yaml: "nodeAddresses: [\"::\"]\nservices: []\n",
+			msg:  `nodeAddresses[0] "::": unspecified address`, line: 1, index: -1, field: "nodeAddresses[0]",
+		},
+		{
+			name: "node addresses a string",
+			yaml: "nodeAddresses: 172.18.0.2\nservices: []\n",
+			msg:  `nodeAddresses: want a list, got "172.18.0.2"`, line: 1, index: -1, field: "nodeAddresses",
+		},
+		{
+			name: "a cluster IP that is another service's frontend",
+			yaml: `
+services:
+  - {name: web, frontend: 10.96.0.10:80}
+  - name: shop
+    clusterIPs: [10.96.0.30, 10.96.0.10]
+    ports: [{name: http, port: 80}]
+`,
+			msg:  `services[1] "shop": clusterIPs[1] "10.96.0.10": 10.96.0.10:80/tcp (ports[0]) is already a frontend of services[0] "web"`,
+			line: 5, index: 1, field: "clusterIPs[1]",
+		},
+		{
+			name: "a frontend that is another Kubernetes service's node port",
+			yaml: `
+nodeAddresses: [172.18.0.2]
+services:
+  - name: shop
+    clusterIPs: [10.96.0.30]
+    ports: [{port: 80, nodePort: 30080}]
+  - name: web
+    frontend: 172.18.0.2:30080
+`,
+			msg:  `services[1] "web": frontend "172.18.0.2:30080": tcp is already the frontend of services[0] "shop"`,
+			line: 8, index: 1, field: "frontend",
+		},
+		{
+			name: "two Kubernetes services with one node port",
+			yaml: `
+nodeAddresses: [172.18.0.2]
+services:
+  - name: shop
+    clusterIPs: [10.96.0.30]
+    ports: [{port: 80, nodePort: 30080}]
+  - name: cart
+    clusterIPs: [10.96.0.31]
+    ports: [{port: 80, nodePort: 30080}]
+`,
+			msg:  `services[1] "cart": ports[0].nodePort "30080": 172.18.0.2:30080/tcp (nodeAddresses[0]) is already a frontend of services[0] "shop"`,
+			line: 9, index: 1, field: "ports[0].nodePort",
+		},
+		{
+			name: "a plain service and a Kubernetes one with one name",
+			yaml: `
+services:
+  - {name: shop, frontend: 10.96.0.10:80}
+  - name: shop
+    clusterIPs: [10.96.0.30]
+    ports: [{port: 80}]
+`,
+			msg:  `services[1] "shop": name "shop": duplicate of services[0]`,
+			line: 4, index: 1, field: "name",
+		},
+		{
+			name: "neither frontend nor ports, with Kubernetes fields",
+			yaml: "services:\n  - name: shop\n    clusterIPs: [10.96.0.30]\n",
+			msg:  `services[0] "shop": frontend: missing (or write ports, for a Kubernetes-shaped service)`,
+			line: 2, index: 0, field: "frontend",
+		},
+		{
+			name: "neither frontend nor ports, with an unknown field",
+			yaml: "services:\n  - name: shop\n    port: 80\n",
+			msg:  `services[0] "shop": port: unknown field (known: name, frontend, protocol, algorithm, maglevTableSize, sessionAffinity, trafficPolicy, sourceRanges, backends, clusterIPs, externalIPs, loadBalancerIPs, ports, externalTrafficPolicy, internalTrafficPolicy, loadBalancerSourceRanges, endpoints)`,
+			line: 3, index: 0, field: "port",
+		},
+	})
 }
 
 // A service lb cannot hold at all is refused while parsing, wrapping
@@ -475,6 +1119,34 @@ func TestParseConfigCapacity(t *testing.T) {
 	}
 	if want := `services[0] "huge": backends: weights add up to 70000`; !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %q does not start with %q", err, want)
+	}
+}
+
+// The same in the Kubernetes form, also when the endpoints in maintenance
+// (which Expand leaves out and the configuration adds back) are what
+// goes over.
+func TestParseConfigCapacityKube(t *testing.T) {
+	for _, maintenance := range []int{0, 10} {
+		var b strings.Builder
+		b.WriteString("services:\n  - name: huge\n    clusterIPs: [10.96.0.10]\n    ports: [{port: 80}]\n    endpoints:\n")
+		for i := range 70 {
+			state := "active"
+			if i < maintenance {
+				state = "maintenance"
+			}
+			fmt.Fprintf(&b, "      - {address: 10.0.%d.%d, weight: 1000, state: %s}\n", i/200, i%200+1, state)
+		}
+		_, err := ParseConfig([]byte(b.String()))
+		if !errors.Is(err, lb.ErrCapacity) {
+			t.Fatalf("%d in maintenance: got %v, want an error wrapping lb.ErrCapacity", maintenance, err)
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Index != 0 || ce.Name != "huge" || ce.Field != "endpoints" || ce.Line != 6 {
+			t.Fatalf("%d in maintenance: got %#v, want services[0] \"huge\": endpoints on line 6", maintenance, ce)
+		}
+		if want := `services[0] "huge": endpoints: weights add up to 70000`; !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("error %q does not start with %q", err, want)
+		}
 	}
 }
 
@@ -500,6 +1172,63 @@ services:
 	}
 }
 
+// Every frontend of a Kubernetes-shaped service maps back to the service,
+// with its port's name as kube-proxy writes a service port.
+func TestConfigAccessorsKube(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+nodeAddresses: [172.18.0.2, "fd01::2"]
+services:
+  - {name: web, frontend: 10.96.0.10:80}
+  - name: shop
+    clusterIPs: [10.96.0.20]
+    loadBalancerIPs: [198.51.100.20]
+    ports:
+      - {name: http, port: 80, nodePort: 30080}
+      - {name: dns, port: 53, protocol: UDP}
+    loadBalancerSourceRanges: [203.0.113.0/24]
+  - name: api
+    externalIPs: ["2001:db8::1"]
+    ports: [{port: 443}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.Addr{netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("fd01::2")}; !reflect.DeepEqual(cfg.NodeAddresses, want) {
+		t.Errorf("NodeAddresses = %v, want %v", cfg.NodeAddresses, want)
+	}
+	wantNames := map[lb.Frontend]string{
+		frontend("10.96.0.10:80/tcp"):     "web",
+		frontend("10.96.0.20:80/tcp"):     "shop:http",
+		frontend("198.51.100.20:80/tcp"):  "shop:http",
+		frontend("172.18.0.2:30080/tcp"):  "shop:http",
+		frontend("10.96.0.20:53/udp"):     "shop:dns",
+		frontend("198.51.100.20:53/udp"):  "shop:dns",
+		frontend("[2001:db8::1]:443/tcp"): "api",
+	}
+	if got := cfg.Names(); !reflect.DeepEqual(got, wantNames) {
+		t.Errorf("Names = %v\nwant %v", got, wantNames)
+	}
+	if n := len(cfg.LBServices()); n != len(wantNames) {
+		t.Errorf("LBServices has %d services, want %d", n, len(wantNames))
+	}
+	by := cfg.ByFrontend()
+	for fe, typ := range map[string]FrontendType{
+		"10.96.0.10:80/tcp": TypeFrontend, "10.96.0.20:80/tcp": TypeClusterIP, "198.51.100.20:53/udp": TypeLoadBalancer,
+		"172.18.0.2:30080/tcp": TypeNodePort, "[2001:db8::1]:443/tcp": TypeExternalIP,
+	} {
+		s, ok := by[frontend(fe)]
+		if !ok || s.Type != typ || s.Service.Frontend != frontend(fe) {
+			t.Errorf("ByFrontend()[%s] = %+v, %v; want type %s", fe, s, ok, typ)
+		}
+	}
+	if got := by[frontend("198.51.100.20:80/tcp")].Service.SourceRanges; len(got) != 1 || got[0] != netip.MustParsePrefix("203.0.113.0/24") {
+		t.Errorf("the load balancer frontend has source ranges %v", got)
+	}
+	if got := by[frontend("10.96.0.20:80/tcp")].Service.SourceRanges; len(got) != 0 {
+		t.Errorf("the cluster IP frontend has source ranges %v", got)
+	}
+}
+
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lb.yaml")
@@ -510,6 +1239,20 @@ func TestLoadConfig(t *testing.T) {
 	want := path + `:3: services[0] "web": frontend "10.96.0.10": missing port`
 	if err == nil || err.Error() != want {
 		t.Errorf("LoadConfig = %v\nwant %s", err, want)
+	}
+
+	// An error lb finds in a Kubernetes-shaped service, through Expand,
+	// names the file's line of the field.
+	if err := os.WriteFile(path, []byte("services:\n  - name: shop\n    clusterIPs: [10.96.0.20]\n    ports: [{port: 80}]\n    sessionAffinity: 30h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadConfig(path)
+	want = path + `:5: services[0] "shop": sessionAffinity "30h": want 0 (none) to 24h0m0s`
+	if err == nil || err.Error() != want {
+		t.Errorf("LoadConfig = %v\nwant %s", err, want)
+	}
+	if !errors.Is(err, lb.ErrInvalid) {
+		t.Errorf("%v does not wrap lb.ErrInvalid", err)
 	}
 	if !errors.Is(err, lb.ErrInvalid) {
 		t.Errorf("%v does not wrap lb.ErrInvalid", err)
@@ -537,6 +1280,12 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("services:\n  - name: x\n    frontend: 1.2.3.4:5\n    protocol: udp\n"))
 	f.Add([]byte("services:\n  - {name: w6, frontend: \"[fd00::10]:80\", backends: [{address: \"[fd00:1::2]:8080\"}]}\n"))
 	f.Add([]byte("services:\n  - {name: mix, frontend: \"[fd00::10]:80\", backends: [{address: 10.0.1.2:8080}]}\n"))
+	f.Add([]byte("services:\n  - {name: m, frontend: 10.96.0.10:80, algorithm: maglev, maglevTableSize: 251, sessionAffinity: 3h, " +
+		"trafficPolicy: local, sourceRanges: [10.0.0.0/8], backends: [{address: 10.0.1.2:8080, state: maintenance, local: true}]}\n"))
+	f.Add([]byte("nodeAddresses: [172.18.0.2, \"fd01::2\"]\nservices:\n  - name: k\n    clusterIPs: [10.96.0.20, \"fd00::20\"]\n" +
+		"    loadBalancerIPs: [198.51.100.1]\n    externalIPs: [192.0.2.1]\n    ports: [{name: a, port: 80, targetPort: 8080, nodePort: 30080}, {name: b, port: 53, protocol: UDP}]\n" +
+		"    loadBalancerSourceRanges: [203.0.113.0/24]\n    externalTrafficPolicy: Local\n    sessionAffinity: ClientIP\n" +
+		"    endpoints: [{address: 10.0.1.2, local: true}, {address: \"fd00:1::2\", state: terminating}, {address: 10.0.2.2, state: maintenance}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -553,7 +1302,62 @@ func FuzzParseConfig(f *testing.F) {
 			if s.Name == "" || seen[s.Service.Frontend] {
 				t.Fatalf("accepted an unnamed or duplicate service %+v", s)
 			}
+			if rs := s.Service.SourceRanges; len(rs) > 0 && !hasFamily(rs, s.Service.Frontend.Address.Addr()) {
+				t.Fatalf("accepted source ranges %v that refuse every client of %s", rs, s.Service.Frontend)
+			}
 			seen[s.Service.Frontend] = true
 		}
 	})
+}
+
+// The example in doc.go is a valid configuration, and the errors doc.go
+// shows are the ones its mistakes give.
+func TestDocExample(t *testing.T) {
+	src, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	in := false
+	for line := range strings.Lines(string(src)) {
+		switch {
+		case strings.HasPrefix(line, "//\tnodeAddresses:"):
+			in = true
+		case in && !strings.HasPrefix(line, "//\t"):
+			in = false
+		}
+		if in {
+			lines = append(lines, strings.TrimPrefix(line, "//\t"))
+		}
+		if !in && len(lines) > 0 {
+			break
+		}
+	}
+	example := strings.Join(lines, "")
+	cfg, err := ParseConfig([]byte(example))
+	if err != nil {
+		t.Fatalf("the example in doc.go: %v\n%s", err, example)
+	}
+	if len(cfg.Services) != 3+10 {
+		t.Errorf("the example has %d frontends, want 13:\n%s", len(cfg.Services), describeAll(cfg))
+	}
+
+	for _, m := range []struct{ old, new string }{
+		{"      - address: 10.0.1.2:5353\n", "      - address: 10.0.1.2\n"},
+		{"      - address: \"[fd00:1::2]:8080\"\n", "      - address: 10.0.1.2:8080\n"},
+		{"maglevTableSize: 16381", "maglevTableSize: 16380"},
+		{"{name: dns, protocol: UDP", "{protocol: UDP"},
+	} {
+		if !strings.Contains(example, m.old) {
+			t.Fatalf("the example has no %q", m.old)
+		}
+		_, err := ParseConfig([]byte(strings.Replace(example, m.old, m.new, 1)))
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Fatalf("with %q: %v, want a *ConfigError", m.new, err)
+		}
+		if want := fmt.Sprintf("//\tlb.yaml:%d: %s\n", ce.Line, err); !strings.Contains(string(src), want) {
+			t.Errorf("doc.go does not show the error of %q:\n%s", m.new, want)
+		}
+	}
 }

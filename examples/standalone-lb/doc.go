@@ -8,16 +8,29 @@
 //
 // # Configuration
 //
-// A YAML file lists the services:
+// A YAML file lists the services. Each is written in one of two forms:
+// the plain form, one frontend and its backends, or the Kubernetes form,
+// a Service and its endpoints as kube-proxy sees them, which expands
+// (through lb.KubeService.Expand) to one frontend per address and port.
 //
+//	nodeAddresses: [192.168.1.10, "fd01::10"]
 //	services:
 //	  - name: web
 //	    frontend: 10.96.0.10:80
-//	    protocol: tcp          # tcp or udp; default tcp
+//	    protocol: tcp
+//	    algorithm: maglev
+//	    maglevTableSize: 16381
+//	    sessionAffinity: 3h
+//	    trafficPolicy: local
+//	    sourceRanges: [10.0.0.0/8, 192.168.0.0/16]
 //	    backends:
 //	      - address: 10.0.1.2:8080
-//	        weight: 2          # 1 to 1000; default 1
+//	        weight: 2
+//	        local: true
 //	      - address: 10.0.2.2:8080
+//	        state: terminating
+//	        local: true
+//	      - {address: 10.0.3.2:8080, state: maintenance}
 //	  - name: dns
 //	    frontend: 10.96.0.10:53
 //	    protocol: udp
@@ -27,22 +40,138 @@
 //	    frontend: "[fd00::10]:80"
 //	    backends:
 //	      - address: "[fd00:1::2]:8080"
+//	  - name: shop
+//	    clusterIPs: [10.96.0.20, "fd00::20"]
+//	    externalIPs: [192.0.2.20]
+//	    loadBalancerIPs: [198.51.100.20]
+//	    ports:
+//	      - name: http
+//	        protocol: TCP
+//	        port: 80
+//	        targetPort: 8080
+//	        nodePort: 30080
+//	      - {name: dns, protocol: UDP, port: 53, targetPort: 5353}
+//	    externalTrafficPolicy: Local
+//	    internalTrafficPolicy: Cluster
+//	    loadBalancerSourceRanges: [203.0.113.0/24]
+//	    sessionAffinity: ClientIP
+//	    algorithm: maglev
+//	    endpoints:
+//	      - {address: 10.0.1.2, local: true, weight: 2}
+//	      - {address: 10.0.2.2, state: terminating}
+//	      - {address: "fd00:1::2"}
+//
+// Top-level fields:
+//
+//   - services (required): the list of services; `services: []` removes
+//     every service. A missing or empty key is refused, so that a
+//     truncated file does not remove them by accident.
+//   - nodeAddresses: this node's own addresses, on which the node ports of
+//     Kubernetes-shaped services listen. Addresses, not prefixes (unlike
+//     kube-proxy's --nodeport-addresses): list each one. Required when a
+//     service has a nodePort.
+//
+// Fields of both forms:
+//
+//   - name (required): unique in the file. Logs and status call a
+//     frontend by it, and for a Kubernetes-shaped service with named
+//     ports by name:port, as kube-proxy does ("shop:http").
+//   - algorithm: how a new flow picks its backend: random (the default),
+//     weighted, or maglev, a consistent hash of the client's address and
+//     port and the protocol, so that every node with the same backends
+//     picks the same one and a change of backends moves few flows.
+//   - maglevTableSize: maglev only: the lookup table's size, a prime from
+//     251 to 131071. Default 16381, or larger for a service of more than
+//     32 backends.
+//   - sessionAffinity: a client's new flows go to the backend of its
+//     previous one if that started within this time, as Kubernetes'
+//     sessionAffinity ClientIP does. A Go duration in whole seconds up to
+//     24h (3h, 90m, 10800s), clientIP (Kubernetes' default timeout,
+//     10800s, so that `sessionAffinity: ClientIP` reads as in a Service),
+//     or none, the default. A bare number is refused: write 10800s.
+//
+// Fields of the plain form:
+//
+//   - frontend (required): address:port where clients reach the service.
+//     An IPv6 address goes in brackets and the value must be quoted:
+//     YAML reads an unquoted [ as the start of a list.
+//   - protocol: tcp (the default) or udp.
+//   - trafficPolicy: cluster (the default): every backend; or local:
+//     only backends with local: true, and with none, new flows are
+//     refused.
+//   - sourceRanges: prefixes; when given, only clients in them may start
+//     flows (established flows continue). Default: every client. Prefixes
+//     of the other address family than the frontend's are ignored, but at
+//     least one must be of the frontend's family, else no client could
+//     connect.
+//   - backends: the list of backends (below). None is valid.
+//
+// Fields of a backend (and of an endpoint, whose address has no port):
+//
+//   - address (required): address:port, of the frontend's family.
+//   - weight: 1 to 1000, the backend's share of new flows; default 1.
+//   - state: active (the default); terminating, which takes new flows
+//     only when no active backend is left (kube-proxy's fallback); or
+//     maintenance, which takes none. In every state, flows the backend
+//     has keep going to it; only removing a backend ends them.
+//   - local: true for a backend on this node (for trafficPolicy local);
+//     default false.
+//
+// Fields of the Kubernetes form (a service with ports; the field names
+// are the Service's, and values are accepted in any case, so TCP, Local,
+// ClientIP read as in Kubernetes). There is no type: the frontends
+// follow from the fields, one per port on each address:
+//
+//   - clusterIPs: the service's cluster IPs (ClusterIP), one per family.
+//   - externalIPs: reached on the service ports too (ExternalIP).
+//   - loadBalancerIPs: the load balancer ingress IPs
+//     (status.loadBalancer.ingress; LoadBalancer).
+//   - ports (required): at least one port (below).
+//   - externalTrafficPolicy: cluster (the default) or local, for
+//     external IPs, load balancer IPs and node ports.
+//   - internalTrafficPolicy: cluster (the default) or local, for cluster
+//     IPs.
+//   - loadBalancerSourceRanges: prefixes that may reach the load balancer
+//     IPs (not the node ports or external IPs, as in kube-proxy). As
+//     kube-proxy does, each family's load balancer IPs take the ranges of
+//     their family, and a family with none admits every client. Refused
+//     without loadBalancerIPs.
+//   - endpoints: the pods, each with address (an address without a port:
+//     each port reaches it on its targetPort), weight, state and local as
+//     for backends. An endpoint serves the frontends of its family, so
+//     one service is dual stack; an endpoint of a family without a
+//     frontend is refused. An endpoint in maintenance stays in the
+//     service, taking no new flows, as in the plain form.
+//
+// Fields of a port:
+//
+//   - name: required and unique when there are several.
+//   - protocol: TCP (the default) or UDP.
+//   - port (required): the port on cluster, external and load balancer
+//     IPs.
+//   - targetPort: the endpoints' port, a number (named ports are not
+//     resolved); default: port.
+//   - nodePort: when given, the port also listens on every node address
+//     (NodePort) of the service's families: those of its clusterIPs, or
+//     every node address when it has none.
+//
+// A service with no backends, or none that takes new flows, is installed
+// all the same, and the datapath refuses its new flows.
 //
 // Services are IPv4 or IPv6, and one load balancer serves both (dual
-// stack), on the same ports if you like. Within a service the backends
-// are of the frontend's family: to serve one name over both, write an
-// IPv4 service and an IPv6 one. An IPv6 address goes in brackets before
-// its port, and the value must be quoted: YAML reads an unquoted [ as the
-// start of a list.
+// stack), on the same ports if you like. Within a plain service the
+// backends are of the frontend's family: to serve one name over both,
+// write an IPv4 service and an IPv6 one, or one Kubernetes-shaped service.
 //
 // Decoding is strict: unknown fields, repeated fields, duplicate names and
-// duplicate frontends are errors, and every error names the service (by
-// index and name) and the field, for example
+// duplicate frontends (across all services, whichever form made them) are
+// errors, and every error names the service (by index and name), the
+// field and the value as written, with the line, for example
 //
-//	lb.yaml:13: services[1] "dns": backends[0].address "10.0.1.2": missing port
-//	lb.yaml:17: services[2] "web6": backends[0].address "10.0.1.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)
-//
-// The services key must be present; `services: []` removes every service.
+//	lb.yaml:23: services[1] "dns": backends[0].address "10.0.1.2": missing port
+//	lb.yaml:27: services[2] "web6": backends[0].address "10.0.1.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)
+//	lb.yaml:7: services[0] "web": maglevTableSize "16380": not a prime
+//	lb.yaml:38: services[3] "shop": ports[1].name: missing: a service with several ports names each, as Kubernetes does
 //
 // # Commands
 //
@@ -67,11 +196,15 @@
 //
 //	xdplane-lb status [--bpffs DIR] [--config FILE]
 //
-// Prints the attachments, the services with their backends and
-// per-backend packet counters, and the datapath's global counters, read
-// from the pinned maps: it works whether or not run is running. Services
-// are known by frontend; --config adds the names a configuration gives
-// them.
+// Prints the attachments; the services, one row per frontend, with their
+// algorithm (maglev with its table size), session affinity, traffic
+// policy and source ranges; their backends with weight, state, locality
+// and per-backend packet counters; and the datapath's global counters,
+// read from the pinned maps: it works whether or not run is running.
+// Services are known by frontend; --config adds the name and type (the
+// Kubernetes service type, or - for a plain service) a configuration
+// gives each, and the policy and source ranges, which the datapath's
+// status does not report: without it, those show as ?.
 //
 //	xdplane-lb cleanup [--bpffs DIR]
 //

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -400,34 +402,36 @@ func echo(t *testing.T, conns []*testutil.Conn, when string) {
 	}
 }
 
-// statusPackets parses the status table into backend address → packets.
+// statusPackets parses the status's backend table into backend address
+// → packets.
 func statusPackets(t *testing.T, out string) map[string]uint64 {
 	t.Helper()
 	got := map[string]uint64{}
-	inServices := false
+	inBackends := false
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
 		switch {
-		case len(f) > 0 && f[0] == "SERVICE":
-			inServices = true
+		case len(f) > 1 && f[0] == "SERVICE" && f[1] == "BACKEND":
+			inBackends = true
 			continue
 		case len(f) == 0:
-			inServices = false
+			inBackends = false
 		}
-		if !inServices {
+		if !inBackends {
 			continue
 		}
-		// A backend row ends in address, weight, packets, bytes.
-		if len(f) < 4 {
+		// A backend row ends in address, weight, state, local, packets,
+		// bytes.
+		if len(f) < 6 {
 			t.Fatalf("status row %q: too few columns", line)
 		}
-		f = f[len(f)-4:]
+		f = f[len(f)-6:]
 		if f[0] == "(none)" {
 			continue
 		}
-		n, err := strconv.ParseUint(f[2], 10, 64)
+		n, err := strconv.ParseUint(f[4], 10, 64)
 		if err != nil {
-			t.Fatalf("status row %q: packets %q: %v", line, f[2], err)
+			t.Fatalf("status row %q: packets %q: %v", line, f[4], err)
 		}
 		got[f[0]] = n
 	}
@@ -689,4 +693,180 @@ func TestRunRefusesTransientBPFFS(t *testing.T) {
 	if want := "--bpffs " + datapath.DefaultDir + ": no usable bpffs"; !strings.Contains(p.log(), want) {
 		t.Errorf("output %q does not contain %q", p.log(), want)
 	}
+}
+
+// TestRunMaglevAffinityMaintenance runs a Kubernetes-shaped service
+// (cluster IPs in both families and a node port on the node's client-side
+// addresses) with Maglev and ClientIP session affinity: every new
+// connection of a client reaches the same backend, which Maglev alone,
+// hashing source ports too, would not do. A SIGHUP then puts that backend
+// in maintenance: new connections go elsewhere (and stick there), while
+// an established one keeps working.
+func TestRunMaglevAffinityMaintenance(t *testing.T) {
+	e := newLBEnv(t, datapath.HookTC)
+	// A second client address, unused until the backend is in
+	// maintenance, so that it has no affinity yet.
+	fresh := netip.MustParseAddr("10.0.0.3")
+	e.tp.Client.AddAddr("eth0", netip.PrefixFrom(fresh, 24))
+	clusterIP := netip.MustParseAddrPort("10.96.0.20:80")
+	clusterIP6 := netip.MustParseAddrPort("[fd00::20]:80")
+	nodePort := netip.MustParseAddrPort("10.0.0.1:30080")
+	nodePort6 := netip.MustParseAddrPort("[fd01::1]:30080")
+	write := func(maintenance netip.Addr) {
+		var b strings.Builder
+		b.WriteString(`nodeAddresses: [10.0.0.1, "fd01::1"]
+services:
+  - name: sticky
+    clusterIPs: [10.96.0.20, "fd00::20"]
+    ports:
+      - {name: http, port: 80, targetPort: 8080, nodePort: 30080}
+    algorithm: maglev
+    sessionAffinity: clientIP
+    endpoints:
+`)
+		for i := range e.tp.Backends {
+			for _, v6 := range []bool{false, true} {
+				a := e.backendAddr(i, v6)
+				state := "active"
+				if a == maintenance {
+					state = "maintenance"
+				}
+				fmt.Fprintf(&b, "      - {address: %q, state: %s}\n", a, state)
+			}
+		}
+		e.writeRaw(b.String())
+	}
+	// asks makes n new connections to vip from the client's address from
+	// (the zero Addr: the one routing picks) and returns who answered.
+	asks := func(from netip.Addr, vip netip.AddrPort, n int) []string {
+		t.Helper()
+		var names []string
+		for k := range n {
+			name, err := askFrom(e.tp.Client, from, vip)
+			if err != nil {
+				t.Fatalf("%s connection %d from %v: %v", vip, k, from, err)
+			}
+			names = append(names, name)
+		}
+		return names
+	}
+	// sticky checks that every name is the same one, and returns it.
+	sticky := func(what string, names []string) string {
+		t.Helper()
+		for k, n := range names {
+			if n != names[0] {
+				t.Fatalf("%s: connection %d reached %s, the first %s: no session affinity (all: %v)", what, k, n, names[0], names)
+			}
+		}
+		return names[0]
+	}
+
+	write(netip.Addr{})
+	p := e.run(datapath.HookTC)
+	chosen := sticky("cluster IP", asks(netip.Addr{}, clusterIP, 30))
+	sticky("IPv6 cluster IP", asks(netip.Addr{}, clusterIP6, 10))
+	sticky("node port", asks(netip.Addr{}, nodePort, 10))
+	sticky("IPv6 node port", asks(netip.Addr{}, nodePort6, 10))
+
+	conn, err := testutil.DialTCP(e.tp.Client, clusterIP, askWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if conn.Server != chosen {
+		t.Fatalf("a new connection reached %s, the client's earlier ones %s", conn.Server, chosen)
+	}
+	echo(t, []*testutil.Conn{conn}, "before maintenance")
+
+	var idx int
+	if _, err := fmt.Sscanf(chosen, "backend%d", &idx); err != nil {
+		t.Fatalf("backend name %q: %v", chosen, err)
+	}
+	write(e.backendAddr(idx, false))
+	p.signal(syscall.SIGHUP)
+	line := p.waitLog(`msg="config applied"`)
+	if want := "sticky:http=" + clusterIP.String() + "/tcp"; !strings.Contains(line, want) {
+		t.Errorf("reload log %q does not name the changed frontend %s", line, want)
+	}
+	echo(t, []*testutil.Conn{conn}, "after its backend went into maintenance")
+
+	// A client new to the service never reaches the backend in
+	// maintenance, and sticks to the one it gets.
+	for _, vip := range []netip.AddrPort{clusterIP, nodePort} {
+		got := sticky("a fresh client after maintenance", asks(fresh, vip, 20))
+		if got == chosen {
+			t.Fatalf("%s: a fresh client reached %s, which is in maintenance", vip, chosen)
+		}
+	}
+
+	// The client whose affine backend went into maintenance must move,
+	// and stick to its new backend.
+	var stale int
+	names := asks(netip.Addr{}, clusterIP, 30)
+	for _, n := range names {
+		if n == chosen {
+			stale++
+		}
+	}
+	if stale == 0 {
+		t.Logf("the client stuck to %s, then after maintenance to %s", chosen, sticky("after maintenance", names))
+	}
+	echo(t, []*testutil.Conn{conn}, "after the new connections")
+
+	out, code := e.cli("status", "--bpffs", e.dir, "--config", e.cfgPath)
+	if code != 0 {
+		t.Fatalf("status exited %d:\n%s", code, out)
+	}
+	// Rows with their columns one space apart, for widths that vary.
+	var rows []string
+	for line := range strings.Lines(out) {
+		rows = append(rows, strings.Join(strings.Fields(line), " "))
+	}
+	for _, want := range []string{
+		"10.96.0.20:80/tcp sticky:http ClusterIP maglev(16381) 3h0m0s cluster all",
+		"10.0.0.1:30080/tcp sticky:http NodePort maglev(16381) 3h0m0s cluster all",
+		"[fd00::20]:80/tcp sticky:http ClusterIP maglev(16381) 3h0m0s cluster all",
+		"[fd01::1]:30080/tcp sticky:http NodePort maglev(16381) 3h0m0s cluster all",
+		e.backendAddr(idx, false).String() + ":8080 1 maintenance no",
+	} {
+		if !slices.ContainsFunc(rows, func(r string) bool { return strings.Contains(r, want) }) {
+			t.Errorf("status does not show %q:\n%s", want, out)
+		}
+	}
+	if got := statusPackets(t, out)[netip.AddrPortFrom(e.backendAddr(idx, false), webPort).String()]; got == 0 {
+		t.Errorf("status counts no packets for the backend in maintenance, which carried connections:\n%s", out)
+	}
+	p.stop(syscall.SIGTERM)
+	echo(t, []*testutil.Conn{conn}, "after xdplane-lb exited")
+
+	if stale > 0 {
+		t.Fatalf("%d of %d new connections of a client with session affinity still reached %s after it went into maintenance",
+			stale, len(names), chosen)
+	}
+}
+
+// askFrom connects from inside ns, from the address from (the zero Addr:
+// the one routing picks), to vip, and returns the name the backend
+// answers with.
+func askFrom(ns *testutil.NS, from netip.Addr, vip netip.AddrPort) (string, error) {
+	var name string
+	err := ns.Do(func() error {
+		d := net.Dialer{Timeout: askWait}
+		if from.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+		}
+		c, err := d.Dial("tcp", vip.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(askWait))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("read server name: %w", err)
+		}
+		name = strings.TrimSuffix(line, "\n")
+		return nil
+	})
+	return name, err
 }

@@ -20,13 +20,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var names map[lb.Frontend]string
+	var known map[lb.Frontend]NamedService
 	if *configPath != "" {
 		cfg, err := LoadConfig(*configPath)
 		if err != nil {
 			return err
 		}
-		names = cfg.Names()
+		known = cfg.ByFrontend()
 	}
 
 	dp, err := datapath.OpenPinned(*dir)
@@ -53,10 +53,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("list attachments: %w", err)
 	}
-	return printStatus(stdout, dp.Dir(), services, names, counters, atts)
+	return printStatus(stdout, dp.Dir(), services, known, counters, atts)
 }
 
-func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, names map[lb.Frontend]string,
+// printStatus prints what the datapath holds. known, from --config, adds
+// what the datapath's status does not report: names, frontend types,
+// traffic policies and source ranges; nil without --config.
+func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map[lb.Frontend]NamedService,
 	c datapath.Counters, atts []datapath.Attachment) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 
@@ -79,23 +82,63 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, names map
 	if len(services) == 0 {
 		fmt.Fprintln(tw, "No services.")
 	} else {
-		fmt.Fprintln(tw, "SERVICE\tNAME\tBACKEND\tWEIGHT\tPACKETS\tBYTES")
+		unknown := false
+		fmt.Fprintln(tw, "SERVICE\tNAME\tTYPE\tALGORITHM\tAFFINITY\tPOLICY\tSOURCES")
 		for _, s := range services {
-			name := names[s.Frontend]
-			if name == "" {
-				name = "-"
+			name, typ, policy, sources := "-", "?", "?", "?"
+			if ns, ok := known[s.Frontend]; ok {
+				name, typ, policy, sources = ns.Label(), string(ns.Type), ns.Service.TrafficPolicy.String(), "all"
+				if ns.Type == TypeFrontend {
+					typ = "-"
+				}
+				if rs := ns.Service.SourceRanges; len(rs) > 0 {
+					texts := make([]string, len(rs))
+					for i, p := range rs {
+						texts[i] = p.Masked().String()
+					}
+					sources = strings.Join(texts, ",")
+				}
+			} else {
+				unknown = true
 			}
+			alg := s.Algorithm.String()
+			if s.Algorithm == lb.Maglev {
+				alg += fmt.Sprintf("(%d)", s.MaglevTableSize)
+			}
+			affinity := "none"
+			if s.SessionAffinity > 0 {
+				affinity = s.SessionAffinity.String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Frontend, name, typ, alg, affinity, policy, sources)
+		}
+		if unknown {
+			// The datapath holds policies and source ranges, but
+			// lb.ReadStatus does not return them.
+			if known == nil {
+				fmt.Fprintln(tw, "?: pass --config FILE to show names, types, policies and source ranges")
+			} else {
+				fmt.Fprintln(tw, "?: not a service of the configuration given")
+			}
+		}
+		fmt.Fprintln(tw)
+
+		fmt.Fprintln(tw, "SERVICE\tBACKEND\tWEIGHT\tSTATE\tLOCAL\tPACKETS\tBYTES")
+		for _, s := range services {
 			if len(s.Backends) == 0 {
-				// Its packets are dropped, under "dropped, no backend".
-				fmt.Fprintf(tw, "%s\t%s\t(none)\t-\t-\t-\n", s.Frontend, name)
+				// New flows are rejected, under "rejected, no backend".
+				fmt.Fprintf(tw, "%s\t(none)\t-\t-\t-\t-\t-\n", s.Frontend)
 				continue
 			}
 			for i, b := range s.Backends {
-				svc, n := s.Frontend.String(), name
+				svc := s.Frontend.String()
 				if i > 0 {
-					svc, n = "", ""
+					svc = ""
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", svc, n, b.Address, b.Weight, b.Packets, b.Bytes)
+				local := "no"
+				if b.Local {
+					local = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\n", svc, b.Address, b.Weight, b.State, local, b.Packets, b.Bytes)
 			}
 		}
 	}
@@ -110,7 +153,8 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, names map
 		{"forwarded, established", c.ForwardEstablished},
 		{"replies translated", c.Replies},
 		{"passed, not for a service", c.Passed},
-		{"dropped, no backend", c.NoBackend},
+		{"rejected, no backend", c.NoBackend},
+		{"dropped, source not allowed", c.SourceDenied},
 		{"dropped, conntrack full", c.ConntrackFull},
 		{"passed, malformed", c.Malformed},
 		{"passed, fragment", c.Fragments},
