@@ -129,6 +129,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } source_ranges SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vip_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vips SEC(".maps");
+
 /* Indexed by backend id; max_entries is the backend limit plus one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -962,6 +971,13 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 			if (v == V_REJECT)
 				*fp = f;
 			return v;
+		}
+		/* Another port of an address that belongs to services alone:
+		 * rejected, as kube-proxy rejects it. */
+		if (bpf_map_lookup_elem(&vips, sk.addr)) {
+			count(STAT_UNKNOWN_PORT, &stats, len);
+			*fp = f;
+			return V_REJECT;
 		}
 	}
 	if (reply)

@@ -99,7 +99,8 @@ const (
 	XdplaneStatSTAT_FRAGMENT      XdplaneStat = 6
 	XdplaneStatSTAT_CT_FULL       XdplaneStat = 7
 	XdplaneStatSTAT_SOURCE_DENIED XdplaneStat = 8
-	XdplaneStatSTAT_MAX           XdplaneStat = 9
+	XdplaneStatSTAT_UNKNOWN_PORT  XdplaneStat = 9
+	XdplaneStatSTAT_MAX           XdplaneStat = 10
 )
 
 type XdplaneSvcKey struct {
@@ -120,6 +121,11 @@ type XdplaneSvcValue struct {
 	AffinityTimeout uint32
 }
 
+type XdplaneVipKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -134,6 +140,7 @@ const (
 	XdplaneMapServices          = "services"
 	XdplaneMapSourceRanges      = "source_ranges"
 	XdplaneMapStats             = "stats"
+	XdplaneMapVips              = "vips"
 	XdplaneProgXdplaneTcEgress  = "xdplane_tc_egress"
 	XdplaneProgXdplaneTcIngress = "xdplane_tc_ingress"
 	XdplaneProgXdplaneXdp       = "xdplane_xdp"
@@ -200,6 +207,7 @@ type XdplaneMapSpecs struct {
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	SourceRanges *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // XdplaneVariableSpecs contains global variables before they are loaded into the kernel.
@@ -238,6 +246,7 @@ type XdplaneMaps struct {
 	Services     *ebpf.Map `ebpf:"services"`
 	SourceRanges *ebpf.Map `ebpf:"source_ranges"`
 	Stats        *ebpf.Map `ebpf:"stats"`
+	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *XdplaneMaps) Close() error {
@@ -252,6 +261,7 @@ func (m *XdplaneMaps) Close() error {
 		m.Services,
 		m.SourceRanges,
 		m.Stats,
+		m.Vips,
 	)
 }
 

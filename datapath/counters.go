@@ -27,6 +27,7 @@ type Counters struct {
 	Fragments          Counter // IPv4 fragments: passed untouched
 	ConntrackFull      Counter // no conntrack entry could be made: dropped
 	SourceDenied       Counter // a source outside the service's ranges: dropped
+	UnknownPort        Counter // another port of a virtual IP: rejected
 }
 
 // Counters reads the global counters.
@@ -42,6 +43,7 @@ func (d *Datapath) Counters() (Counters, error) {
 		bpf.XdplaneStatSTAT_FRAGMENT:      &c.Fragments,
 		bpf.XdplaneStatSTAT_CT_FULL:       &c.ConntrackFull,
 		bpf.XdplaneStatSTAT_SOURCE_DENIED: &c.SourceDenied,
+		bpf.XdplaneStatSTAT_UNKNOWN_PORT:  &c.UnknownPort,
 	}
 	for stat, dst := range fields {
 		var per []bpf.XdplaneCounter

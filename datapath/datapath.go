@@ -106,6 +106,7 @@ func limitFields(l *Limits) map[string]*uint32 {
 		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
 		bpf.XdplaneMapAffinity:     &l.AffinitySize,
 		bpf.XdplaneMapSourceRanges: &l.MaxSourceRanges,
+		bpf.XdplaneMapVips:         &l.MaxServices,
 	}
 }
 

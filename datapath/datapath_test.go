@@ -38,7 +38,7 @@ func TestOpenReusesPinnedMaps(t *testing.T) {
 	if err := dp.Maps().Services.Put(key, val); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"services", "backends", "backend_slots", "revnat", "maglev", "conntrack", "stats", "backend_stats", "affinity", "source_ranges"} {
+	for _, name := range []string{"services", "backends", "backend_slots", "revnat", "maglev", "conntrack", "stats", "backend_stats", "affinity", "source_ranges", "vips"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("map %s not pinned: %v", name, err)
 		}

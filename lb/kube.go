@@ -11,7 +11,8 @@ import (
 // resolving each endpoint's port for each service port). Expand turns it
 // into the Services (one per frontend) that Manager installs.
 type KubeService struct {
-	// ClusterIPs are the service's cluster IPs (one per family).
+	// ClusterIPs are the service's cluster IPs (one per family); their
+	// frontends are VirtualIP.
 	ClusterIPs []netip.Addr
 	// ExternalIPs and LoadBalancerIPs (status.loadBalancer.ingress) are
 	// reached on the service ports too.
@@ -77,7 +78,7 @@ func (ks KubeService) Expand() ([]Service, error) {
 		if !p.Protocol.IsValid() {
 			return nil, invalid(Frontend{}, fmt.Sprintf("ports[%d].protocol", pi), p.Protocol, "want tcp or udp")
 		}
-		add := func(addr netip.Addr, port uint16, policy TrafficPolicy, ranges []netip.Prefix) error {
+		add := func(addr netip.Addr, port uint16, policy TrafficPolicy, ranges []netip.Prefix, virtual bool) error {
 			fe := Frontend{Address: netip.AddrPortFrom(addr, port), Protocol: p.Protocol}
 			if seen[fe] {
 				return invalid(fe, fmt.Sprintf("ports[%d]", pi), fe, "two frontends on one address, port and protocol")
@@ -90,6 +91,7 @@ func (ks KubeService) Expand() ([]Service, error) {
 				SessionAffinity: ks.SessionAffinity,
 				TrafficPolicy:   policy,
 				SourceRanges:    ranges,
+				VirtualIP:       virtual,
 			}
 			for _, ep := range ks.Endpoints {
 				target, ok := ep.Ports[p.Name]
@@ -114,17 +116,17 @@ func (ks KubeService) Expand() ([]Service, error) {
 			return nil
 		}
 		for _, a := range ks.ClusterIPs {
-			if err := add(a, p.Port, ks.InternalTrafficPolicy, nil); err != nil {
+			if err := add(a, p.Port, ks.InternalTrafficPolicy, nil, true); err != nil {
 				return nil, err
 			}
 		}
 		for _, a := range ks.ExternalIPs {
-			if err := add(a, p.Port, ks.ExternalTrafficPolicy, nil); err != nil {
+			if err := add(a, p.Port, ks.ExternalTrafficPolicy, nil, false); err != nil {
 				return nil, err
 			}
 		}
 		for _, a := range ks.LoadBalancerIPs {
-			if err := add(a, p.Port, ks.ExternalTrafficPolicy, rangesOfFamily(ks.LoadBalancerSourceRanges, a)); err != nil {
+			if err := add(a, p.Port, ks.ExternalTrafficPolicy, rangesOfFamily(ks.LoadBalancerSourceRanges, a), false); err != nil {
 				return nil, err
 			}
 		}
@@ -133,7 +135,7 @@ func (ks KubeService) Expand() ([]Service, error) {
 				if !ks.servesFamily(a) {
 					continue
 				}
-				if err := add(a, p.NodePort, ks.ExternalTrafficPolicy, nil); err != nil {
+				if err := add(a, p.NodePort, ks.ExternalTrafficPolicy, nil, false); err != nil {
 					return nil, err
 				}
 			}

@@ -42,7 +42,8 @@ type Manager struct {
 	services map[Frontend]*entry
 	svcIDs   *idAlloc
 	beIDs    *idAlloc
-	slots    int // slots in use, over all services
+	slots    int                   // slots in use, over all services
+	vips     map[netip.Addr]uint32 // services per virtual IP, as in the vips map
 }
 
 // SyncResult says what Sync changed.
@@ -86,6 +87,9 @@ func (m *Manager) load() error {
 		return fmt.Errorf("delete orphaned entries: %w", err)
 	}
 	m.services = services
+	if err := m.loadVIPs(); err != nil {
+		return err
+	}
 	m.svcIDs = newIDAlloc(m.limits.MaxServices)
 	m.beIDs = newIDAlloc(m.limits.MaxBackends)
 	m.slots = 0
@@ -329,17 +333,18 @@ type snapshot struct {
 	svcIDs   idAlloc
 	beIDs    idAlloc
 	slots    int
+	vips     map[netip.Addr]uint32
 }
 
 func (m *Manager) snapshot() snapshot {
-	s := snapshot{services: maps.Clone(m.services), svcIDs: *m.svcIDs, beIDs: *m.beIDs, slots: m.slots}
+	s := snapshot{services: maps.Clone(m.services), svcIDs: *m.svcIDs, beIDs: *m.beIDs, slots: m.slots, vips: maps.Clone(m.vips)}
 	s.svcIDs.used = maps.Clone(m.svcIDs.used)
 	s.beIDs.used = maps.Clone(m.beIDs.used)
 	return s
 }
 
 func (m *Manager) restore(s snapshot) {
-	m.services, m.slots = s.services, s.slots
+	m.services, m.slots, m.vips = s.services, s.slots, s.vips
 	*m.svcIDs, *m.beIDs = s.svcIDs, s.beIDs
 }
 
@@ -475,6 +480,16 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			}
 		}
 	}
+	wasVIP := old != nil && old.svc.VirtualIP
+	if s.VirtualIP != wasVIP {
+		delta := 1
+		if wasVIP {
+			delta = -1
+		}
+		if err := m.addVIP(t, f.Address.Addr(), delta); err != nil {
+			return err
+		}
+	}
 	if old != nil && old.svc.Algorithm == Maglev && s.Algorithm != Maglev {
 		if err := t.delInner(m.maps.Maglev, e.id); err != nil {
 			return err
@@ -514,6 +529,11 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 // remove deletes a service: the service entry first, so no new packet
 // reaches the rest, then slots, backends and reverse NAT.
 func (m *Manager) remove(t *txn, e *entry) error {
+	if e.svc.VirtualIP {
+		if err := m.addVIP(t, e.svc.Frontend.Address.Addr(), -1); err != nil {
+			return err
+		}
+	}
 	if err := t.del(m.maps.Services, svcKey(e.svc.Frontend)); err != nil {
 		return err
 	}
@@ -573,7 +593,79 @@ const (
 	// svcFlagDropNoBackend: drop, not reject, when no backend takes new
 	// flows (see Service.dropsWithoutBackend).
 	svcFlagDropNoBackend = 4
+	// svcFlagVirtualIP: the frontend's address is in the vips map (only
+	// user space reads the flag, to recover Service.VirtualIP).
+	svcFlagVirtualIP = 8
 )
+
+// addVIP counts one more (delta 1) or one fewer (-1) service on a virtual
+// IP, in the vips map and in m.vips. The in-memory count moves with the
+// map write; a rolled-back call restores both (Sync's snapshot, or the
+// undo of a single call below).
+func (m *Manager) addVIP(t *txn, a netip.Addr, delta int) error {
+	n := int(m.vips[a]) + delta
+	key := bpf.XdplaneVipKey{Addr: a.As16()}
+	var err error
+	if n <= 0 {
+		err = t.del(m.maps.Vips, key)
+	} else {
+		err = t.put(m.maps.Vips, key, uint32(n))
+	}
+	if err != nil {
+		return err
+	}
+	prev, had := m.vips[a]
+	if n <= 0 {
+		delete(m.vips, a)
+	} else {
+		m.vips[a] = uint32(n)
+	}
+	t.undo = append(t.undo, func() error {
+		if had {
+			m.vips[a] = prev
+		} else {
+			delete(m.vips, a)
+		}
+		return nil
+	})
+	return nil
+}
+
+// loadVIPs counts the services on each virtual IP and makes the vips map
+// say the same (a writer that died mid-update may have left it off).
+func (m *Manager) loadVIPs() error {
+	m.vips = make(map[netip.Addr]uint32)
+	for _, e := range m.services {
+		if e.svc.VirtualIP {
+			m.vips[e.svc.Frontend.Address.Addr()]++
+		}
+	}
+	var (
+		k     bpf.XdplaneVipKey
+		v     uint32
+		stale []bpf.XdplaneVipKey
+	)
+	it := m.maps.Vips.Iterate()
+	for it.Next(&k, &v) {
+		if a := netip.AddrFrom16(k.Addr).Unmap(); m.vips[a] != v {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read virtual IPs: %w", err)
+	}
+	var errs []error
+	for _, k := range stale {
+		errs = append(errs, ignoreMissing(m.maps.Vips.Delete(k)))
+	}
+	for a, n := range m.vips {
+		errs = append(errs, m.maps.Vips.Update(bpf.XdplaneVipKey{Addr: a.As16()}, n, ebpf.UpdateAny))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("repair virtual IPs: %w", err)
+	}
+	return nil
+}
 
 // rangeKey is the LPM key of a service's source prefix: the service id in
 // network order, then the address, v4-mapped for IPv4.
@@ -609,6 +701,9 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 	}
 	if e.svc.dropsWithoutBackend() {
 		v.Flags |= svcFlagDropNoBackend
+	}
+	if e.svc.VirtualIP {
+		v.Flags |= svcFlagVirtualIP
 	}
 	if e.svc.Algorithm == Maglev {
 		v.MaglevSize = e.svc.MaglevTableSize

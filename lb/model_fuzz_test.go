@@ -24,6 +24,7 @@ func modelServices() []Service {
 		return s
 	}
 	web := mk("10.96.0.10:80/tcp", Random, "10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080")
+	web.VirtualIP = true // other ports of 10.96.0.10 are rejected
 	web.Backends[1].Weight, web.Backends[2].State = 2, Terminating
 	dns := mk("10.96.0.10:53/udp", Maglev, "10.0.1.2:5353", "10.0.2.2:5353")
 	dns.SessionAffinity = DefaultSessionAffinity
@@ -183,7 +184,8 @@ func modelCheck(xdp bool, want modelDecision, ret uint32, in, out []byte) error 
 	verdict := map[modelStat][2]uint32{
 		mPass: {xdpPass, tcUnspec}, mMalformed: {xdpPass, tcUnspec}, mFragment: {xdpPass, tcUnspec},
 		mForwardNew: {xdpPass, tcUnspec}, mForwardEst: {xdpPass, tcUnspec}, mReply: {xdpPass, tcUnspec},
-		mNoBackend: {xdpTX, tcRedirect}, mSourceDenied: {xdpDrop, tcShot}, mCTFull: {xdpDrop, tcShot},
+		mNoBackend: {xdpTX, tcRedirect}, mUnknownPort: {xdpTX, tcRedirect},
+		mSourceDenied: {xdpDrop, tcShot}, mCTFull: {xdpDrop, tcShot},
 	}[want.stat]
 	if want.stat == mNoBackend && want.drop {
 		verdict = [2]uint32{xdpDrop, tcShot}

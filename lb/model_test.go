@@ -27,6 +27,7 @@ const (
 	mFragment
 	mCTFull
 	mSourceDenied
+	mUnknownPort
 )
 
 type modelFlow struct {
@@ -197,6 +198,10 @@ func modelDecide(maps *bpf.XdplaneMaps, b []byte, forward, reply bool) (modelDec
 		sk := bpf.XdplaneSvcKey{Addr: f.dstKey, Port: f.dportR, Proto: f.proto}
 		if err := maps.Services.Lookup(sk, &sv); err == nil {
 			return modelForward(maps, f, sv)
+		}
+		var n uint32
+		if maps.Vips.Lookup(bpf.XdplaneVipKey{Addr: f.dstKey}, &n) == nil {
+			return modelDecision{stat: mUnknownPort}, nil
 		}
 	}
 	if reply {

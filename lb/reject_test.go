@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
 )
 
@@ -137,4 +138,111 @@ func rejectWant(t *testing.T, src, dst net.HardwareAddr, from, to netip.Addr, of
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// Other ports of a virtual IP (a cluster IP) are rejected like a service
+// without backends; other ports of a plain frontend address pass. The
+// count of services per virtual IP survives a restart, and a damaged
+// vips map is repaired then.
+func TestRejectOtherPortsOfVirtualIP(t *testing.T) {
+	dp, dir := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	clientMAC := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	nodeMAC := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	client := netip.MustParseAddrPort("10.0.0.2:40000")
+	web := svc("10.96.0.20:80/tcp", "10.0.1.2:8080")
+	web.VirtualIP = true
+	dns := svc("10.96.0.20:53/udp", "10.0.1.2:5353")
+	dns.VirtualIP = true
+	plain := svc("10.96.0.21:80/tcp", "10.0.1.2:8080")
+	web6 := svc("[fd00::20]:80/tcp", "[fd00:1::2]:8080")
+	web6.VirtualIP = true
+	if _, err := m.Sync([]Service{web, dns, plain, web6}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(proto Protocol, src netip.AddrPort, dst string) (uint32, []byte) {
+		t.Helper()
+		fe := Frontend{Address: netip.MustParseAddrPort(dst), Protocol: proto}
+		in := rejectInput(t, clientMAC, nodeMAC, fe, src, nil, []byte("hello"))
+		out := make([]byte, len(in)+256)
+		opts := ebpf.RunOptions{Data: in, DataOut: out}
+		ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret == 3 {
+			want := rejectWant(t, nodeMAC, clientMAC, fe.Address.Addr(), src.Addr(), in[14:])
+			if !bytes.Equal(opts.DataOut, want) {
+				t.Fatalf("reject of %s to %s: got\n%s\nwant\n%s", proto, dst, hex.Dump(opts.DataOut), hex.Dump(want))
+			}
+		} else if !bytes.Equal(opts.DataOut, in) {
+			t.Fatalf("%s to %s: verdict %d with changes", proto, dst, ret)
+		}
+		return ret, opts.DataOut
+	}
+	const pass, tx = 2, 3
+	client6 := netip.MustParseAddrPort("[fd00:9::2]:40000")
+	for _, tc := range []struct {
+		proto Protocol
+		src   netip.AddrPort
+		dst   string
+		want  uint32
+	}{
+		{TCP, client, "10.96.0.20:81", tx},
+		{UDP, client, "10.96.0.20:54", tx},
+		{TCP, client, "10.96.0.20:53", tx}, // the UDP service's port, over TCP
+		{TCP, client6, "[fd00::20]:443", tx},
+		{TCP, client, "10.96.0.21:81", pass}, // not a virtual IP
+		{TCP, client, "10.96.0.22:81", pass},
+	} {
+		before, _ := dp.Counters()
+		if got, _ := run(tc.proto, tc.src, tc.dst); got != tc.want {
+			t.Errorf("%s to %s: verdict %d, want %d", tc.proto, tc.dst, got, tc.want)
+		}
+		after, _ := dp.Counters()
+		if tc.want == tx && after.UnknownPort.Packets != before.UnknownPort.Packets+1 {
+			t.Errorf("%s to %s: UnknownPort not counted", tc.proto, tc.dst)
+		}
+	}
+
+	// One of two services on the address goes: still virtual. Both: not.
+	if err := m.Delete(dns.Frontend); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := run(TCP, client, "10.96.0.20:81"); got != tx {
+		t.Fatalf("with one service left on the virtual IP: verdict %d", got)
+	}
+	web.VirtualIP = false
+	if err := m.Upsert(web); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := run(TCP, client, "10.96.0.20:81"); got != pass {
+		t.Fatalf("no longer a virtual IP: verdict %d", got)
+	}
+
+	// Restart with the map damaged: repaired.
+	web.VirtualIP = true
+	if err := m.Upsert(web); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if err := dp.Maps().Vips.Delete(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.20").As16()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Maps().Vips.Put(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.21").As16()}, uint32(3)); err != nil {
+		t.Fatal(err)
+	}
+	dp2, err := datapath.Open(datapath.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp2.Close()
+	newManager(t, dp2)
+	dp = dp2
+	if got, _ := run(TCP, client, "10.96.0.20:81"); got != tx {
+		t.Fatalf("after repair, the virtual IP: verdict %d", got)
+	}
+	if got, _ := run(TCP, client, "10.96.0.21:81"); got != pass {
+		t.Fatalf("after repair, the plain address: verdict %d", got)
+	}
 }

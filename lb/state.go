@@ -111,6 +111,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		if val.Flags&svcFlagLocalPolicy != 0 {
 			e.svc.TrafficPolicy = Local
 		}
+		e.svc.VirtualIP = val.Flags&svcFlagVirtualIP != 0
 		services[f] = e
 		byID[val.Id] = e
 		counts[val.Id] = val.Count

@@ -269,6 +269,11 @@ type Service struct {
 	// TrafficPolicy limits new flows to local backends. Optional.
 	// Default: Cluster.
 	TrafficPolicy TrafficPolicy
+	// VirtualIP marks a frontend address that belongs to services alone,
+	// as a Kubernetes cluster IP does: TCP and UDP to its other ports are
+	// rejected (ICMP port unreachable), not passed on. Optional. Default:
+	// false (other ports pass, as a node address's must).
+	VirtualIP bool
 	// SourceRanges, when not empty, admit new flows only from clients in
 	// these prefixes, as Kubernetes' loadBalancerSourceRanges do; flows
 	// already established continue. Prefixes of the other address family
@@ -311,7 +316,7 @@ func (s Service) equal(o Service) bool {
 	return s.Frontend == o.Frontend && slices.Equal(s.Backends, o.Backends) &&
 		s.Algorithm == o.Algorithm && s.MaglevTableSize == o.MaglevTableSize &&
 		s.SessionAffinity == o.SessionAffinity && s.TrafficPolicy == o.TrafficPolicy &&
-		slices.Equal(s.SourceRanges, o.SourceRanges)
+		slices.Equal(s.SourceRanges, o.SourceRanges) && s.VirtualIP == o.VirtualIP
 }
 
 // eligible returns the backends of a normalized service that take new

@@ -35,6 +35,13 @@ enum svc_flags {
 	/* No backend here takes new flows, but some elsewhere would (a
 	 * Local policy): drop new flows, as kube-proxy does, not reject. */
 	SVC_DROP_NO_BACKEND = 4,
+	SVC_VIRTUAL_IP = 8, /* for user space: the address is in vips */
+};
+
+/* vips: addresses that belong to services alone (cluster IPs) -> how many
+ * services use them. TCP and UDP to their other ports are rejected. */
+struct vip_key {
+	__u8 addr[16];
 };
 
 enum backend_flags {
@@ -154,7 +161,8 @@ enum stat {
 	STAT_FRAGMENT = 6,    /* IPv4 fragment: passed untouched */
 	STAT_CT_FULL = 7,     /* conntrack insert failed: dropped */
 	STAT_SOURCE_DENIED = 8, /* source outside the service's ranges: dropped */
-	STAT_MAX = 9,
+	STAT_UNKNOWN_PORT = 9,  /* another port of a virtual IP: rejected */
+	STAT_MAX = 10,
 };
 
 #endif
