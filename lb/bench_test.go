@@ -65,7 +65,7 @@ func benchSizes(b *testing.B) []int {
 	case testing.Short():
 		list = "1,10000"
 	default:
-		list = "1,10000,1000000"
+		list = "1,10000,100000,1000000"
 	}
 	var sizes []int
 	for f := range strings.SplitSeq(list, ",") {
@@ -104,7 +104,7 @@ func BenchmarkPacket(b *testing.B) {
 
 	for _, n := range benchSizes(b) {
 		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
-			env := newBenchEnv(b, n)
+			env := newBenchEnv(b, n, lb.Random)
 			b.Run("install", env.reportInstall)
 
 			progs := env.dp.Programs()
@@ -141,6 +141,34 @@ func BenchmarkPacket(b *testing.B) {
 					if used := 2 * (clients.Load() - env.clients); used > benchConntrack*9/10 {
 						b.Logf("conntrack nearly full (%d of %d entries used over the run): late samples may include LRU eviction", used, benchConntrack)
 					}
+				})
+			}
+
+			// The algorithm matters only for new flows: the same services
+			// with Maglev. Tables of the smallest size, so that 100k
+			// services fit (100 MB); the per-packet work is one array
+			// lookup whatever the size. Not at 1M services (400 MB of
+			// tables on top of the rest).
+			if n > 100000 {
+				return
+			}
+			menv := newBenchEnv(b, n, lb.Maglev)
+			mprogs := menv.dp.Programs()
+			for _, hook := range []struct {
+				name    string
+				lb      *ebpf.Program
+				verdict uint32
+			}{
+				{"xdp", mprogs.XdplaneXdp, xdpPass},
+				{"tc", mprogs.XdplaneTcIngress, tcActUnspec},
+			} {
+				b.Run(hook.name+"/new-maglev", func(b *testing.B) {
+					check := menv.expect(b, "ForwardNew", func(c datapath.Counters) uint64 { return c.ForwardNew.Packets })
+					var buf []byte
+					check(measure(b, hook.lb, hook.verdict, func(r *rand.Rand) []byte {
+						buf = tcpSYN(buf, newClient(), menv.frontend(r.IntN(menv.n)))
+						return buf
+					}))
 				})
 			}
 		})
@@ -266,7 +294,7 @@ func (env *benchEnv) newFlows(b *testing.B, prog *ebpf.Program, verdict uint32) 
 	return flows
 }
 
-func newBenchEnv(b *testing.B, n int) *benchEnv {
+func newBenchEnv(b *testing.B, n int, alg lb.Algorithm) *benchEnv {
 	dir := testutil.BPFFS(b)
 	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: datapath.Limits{
 		MaxServices:     benchMaxServices,
@@ -292,8 +320,12 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	services := make([]lb.Service, n)
 	for i := range services {
 		services[i] = lb.Service{
-			Frontend: lb.Frontend{Address: env.frontend(i), Protocol: lb.TCP},
-			Backends: []lb.Backend{{Address: backendAddr(i)}},
+			Frontend:  lb.Frontend{Address: env.frontend(i), Protocol: lb.TCP},
+			Backends:  []lb.Backend{{Address: backendAddr(i)}},
+			Algorithm: alg,
+		}
+		if alg == lb.Maglev {
+			services[i].MaglevTableSize = lb.MinMaglevTableSize
 		}
 	}
 	start := time.Now()
