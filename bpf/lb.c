@@ -604,7 +604,7 @@ static __always_inline void remember_affinity(const struct svc_value *svc, const
  * Rejecting a flow, as kube-proxy does for a service without usable
  * backends: the packet becomes an ICMP port unreachable (ICMPv6 for IPv6)
  * from the frontend to the client, quoting the offending IP header and the
- * 8 bytes after it (RFC 792; RFC 4443 allows as little), and goes straight
+ * 8 bytes after it, or the TCP header (RFC 792, 1812, 4443), and goes straight
  * back out of the interface it came in by.
  *
  * The space is made in place: headers are prepended (the original
@@ -612,7 +612,7 @@ static __always_inline void remember_affinity(const struct svc_value *svc, const
  * packet is cut after the quote.
  */
 #define ICMP_LEN 8
-#define MAX_QUOTE_LEN (60 + 8)
+#define MAX_QUOTE_LEN (60 + 20)
 /* From linux/icmp.h and linux/icmpv6.h, which pull in libc headers. */
 #define ICMP_DEST_UNREACH 3
 #define ICMP_PORT_UNREACH 3
@@ -706,17 +706,23 @@ static __always_inline int build_reject(void *data, void *data_end, const struct
 }
 
 /* reject_layout returns how many bytes to prepend and how long the quote
- * is: the IP header (with IPv4 options) and 8 bytes. */
+ * is: the IP header (with IPv4 options) and the first 8 bytes after it,
+ * or for TCP its whole 20-byte header (RFC 1812 asks for more than 8
+ * where it can be had). The TCP header must be kept whole: a locally sent
+ * segment's pending checksum (CHECKSUM_PARTIAL) sits at its byte 16, and
+ * the kernel refuses to cut a packet short of it. */
 static __always_inline void reject_layout(const struct flow *f, __u32 *grow, __u64 *quote_len)
 {
+	__u32 l4 = f->proto == IPPROTO_TCP ? sizeof(struct tcphdr) : 8;
+
 	if (f->v6) {
 		*grow = sizeof(struct ipv6hdr) + ICMP_LEN;
-		*quote_len = sizeof(struct ipv6hdr) + 8;
+		*quote_len = sizeof(struct ipv6hdr) + l4;
 	} else {
 		*grow = sizeof(struct iphdr) + ICMP_LEN;
-		*quote_len = f->l4_off - ETH_HLEN + 8;
+		*quote_len = f->l4_off - ETH_HLEN + l4;
 	}
-	/* A multiple of 4 from 28 to 68; the mask tells the verifier so. */
+	/* A multiple of 4 from 28 to 80; the mask tells the verifier so. */
 	*quote_len &= 0x7c;
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,31 @@ type lbNode struct {
 	dir string
 	dp  *datapath.Datapath
 	mgr *lb.Manager
+	// asked counts the source ports freshPort has handed out.
+	asked atomic.Uint32
+}
+
+// Client source ports that freshPort hands out: below the ephemeral range
+// (32768 up), so the kernel gives none of them to another socket, and
+// below the ports tests choose themselves (20000 up).
+const (
+	firstFreshPort = 10000
+	lastFreshPort  = 19999
+)
+
+// freshPort returns a client source port that no earlier flow on n has
+// used, so that a flow from it is new to the load balancer. A port the
+// kernel picks may not be: a UDP socket can get the port of an earlier
+// one whose flow is still in conntrack, and its datagram then goes where
+// that flow went, whatever the service's backends, states or ranges say
+// of new flows now.
+func (n *lbNode) freshPort(t *testing.T) uint16 {
+	t.Helper()
+	p := firstFreshPort + n.asked.Add(1) - 1
+	if p > lastFreshPort {
+		t.Fatalf("out of fresh client source ports: %d used", p-firstFreshPort)
+	}
+	return uint16(p)
 }
 
 func newLBNode(t *testing.T, backends int, v variant) *lbNode {
@@ -75,6 +101,12 @@ func newLBNode(t *testing.T, backends int, v variant) *lbNode {
 		for _, ifname := range n.tp.NodeInterfaces {
 			n.tp.Node.SetChecksumOffload(ifname, false, false)
 		}
+	}
+	if v.opts.Hook == datapath.HookXDP {
+		// A reject leaves by XDP_TX, back to the client's end, which
+		// must be able to take it: a NIC can; a veth takes XDP frames
+		// reliably only with an XDP program of its own.
+		n.tp.Client.AttachXDPPass("eth0")
 	}
 	n.open(t)
 	t.Cleanup(func() {
@@ -163,11 +195,12 @@ var (
 	tcOpts         = datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCX}
 	legacyOpts     = datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}
 	tcx            = variant{name: "tcx", opts: tcOpts}
+	tcxVerified    = variant{name: "tcx-checksums-verified", opts: tcOpts, checksums: true}
 	tcLegacy       = variant{name: "tc-legacy", opts: legacyOpts}
 	xdpNative      = variant{name: "xdp-native", opts: datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPNative}, checksums: true}
 	attachVariants = []variant{
 		tcx,
-		{name: "tcx-checksums-verified", opts: tcOpts, checksums: true},
+		tcxVerified,
 		{name: "tcx-partial-checksums-verified", opts: tcOpts, partial: true},
 		tcLegacy,
 		{name: "tc-legacy-partial-checksums-verified", opts: legacyOpts, partial: true},
@@ -176,8 +209,9 @@ var (
 	}
 )
 
-// askMany opens n connections (TCP) or sends n datagrams from fresh ports
-// (UDP) to vip and counts the answering backends.
+// askMany opens n connections (TCP) or sends n datagrams (UDP) to vip,
+// each a new flow from a fresh source port (see freshPort), and counts the
+// answering backends.
 func askMany(t *testing.T, n *lbNode, proto lb.Protocol, vip netip.AddrPort, count int) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
@@ -186,10 +220,15 @@ func askMany(t *testing.T, n *lbNode, proto lb.Protocol, vip netip.AddrPort, cou
 			name string
 			err  error
 		)
+		local := netip.AddrPortFrom(netip.Addr{}, n.freshPort(t))
 		if proto == lb.TCP {
-			name, err = testutil.AskTCP(n.tp.Client, vip, 2*time.Second)
+			var c *testutil.Conn
+			if c, err = testutil.DialTCPFrom(n.tp.Client, local, vip, 2*time.Second); err == nil {
+				name = c.Server
+				c.Close()
+			}
 		} else {
-			name, err = testutil.AskUDP(n.tp.Client, vip, 2*time.Second)
+			name, err = testutil.AskUDPFrom(n.tp.Client, local, vip, 2*time.Second)
 		}
 		if err != nil {
 			t.Fatalf("%s to %s: %v (answers so far: %v)", proto, vip, err, seen)

@@ -23,7 +23,7 @@ func TestRangeKeyRoundTrip(t *testing.T) {
 
 func TestValidateSourceRanges(t *testing.T) {
 	s := svc("10.96.0.10:80/tcp", "10.0.1.2:8080")
-	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("::ffff:10.0.0.0/104")} {
+	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("::ffff:10.0.0.0/104"), netip.MustParsePrefix("::/0")} {
 		s.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), p}
 		var ve *ValidationError
 		if err := s.Validate(); !errors.As(err, &ve) || ve.Field != "sourceRanges[1]" {
@@ -53,7 +53,7 @@ func TestSourceRangesDatapath(t *testing.T) {
 		return maglevDst(t, opts.DataOut), true
 	}
 	v4 := svc("10.96.0.10:80/tcp", "10.0.1.2:8080")
-	v4.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("192.168.7.0/24"), netip.MustParsePrefix("fd00::/8")}
+	v4.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("192.168.7.0/24")}
 	v6 := svc("[fd00::10]:80/tcp", "[fd00:1::2]:8080")
 	v6.SourceRanges = []netip.Prefix{netip.MustParsePrefix("fd00:9::/64")}
 	open := svc("10.96.0.11:80/tcp", "10.0.1.2:8080")

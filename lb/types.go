@@ -276,8 +276,8 @@ type Service struct {
 	VirtualIP bool
 	// SourceRanges, when not empty, admit new flows only from clients in
 	// these prefixes, as Kubernetes' loadBalancerSourceRanges do; flows
-	// already established continue. Prefixes of the other address family
-	// than the frontend's never match. Optional. Default: all clients.
+	// already established continue. The prefixes are of the frontend's
+	// address family. Optional. Default: all clients.
 	SourceRanges []netip.Prefix
 }
 

@@ -74,6 +74,10 @@ func (s Service) Validate() error {
 			return invalid(f, field, p, "prefixes with a zone are not supported")
 		case p.Addr().Is4In6():
 			return invalid(f, field, p, "write IPv4 prefixes in their IPv4 form")
+		case p.Addr().Is4() != f.Address.Addr().Is4():
+			// An IPv6 prefix such as ::/0 would cover IPv4 clients in
+			// their v4-mapped form.
+			return invalid(f, field, p, "not of the frontend's address family")
 		}
 	}
 	if slots > maxSlotsPerService {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -104,11 +106,28 @@ type Conn struct {
 // DialTCP connects from inside ns to addr (IPv4 or IPv6) and reads the
 // serving backend's name.
 func DialTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
-	var c net.Conn
+	return DialTCPFrom(ns, netip.AddrPort{}, addr, timeout)
+}
+
+// DialTCPFrom is DialTCP from the local address local: a source address
+// of ns, or the zero Addr for the one routing picks, and a source port,
+// or 0 for a fresh one.
+func DialTCPFrom(ns *NS, local, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
+	var c *Conn
 	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout(network("tcp", addr), addr.String(), timeout)
+		c, err = dialTCP(local, addr, timeout)
 		return err
 	})
+	return c, err
+}
+
+// dialTCP connects from the current thread's namespace.
+func dialTCP(local, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if local.Addr().IsValid() || local.Port() != 0 {
+		d.LocalAddr = net.TCPAddrFromAddrPort(local)
+	}
+	c, err := d.Dial(network("tcp", addr), addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +140,53 @@ func DialTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (*Conn, error) 
 	}
 	c.SetDeadline(time.Time{})
 	return &Conn{Conn: c, Server: strings.TrimSuffix(name, "\n"), r: r}, nil
+}
+
+// Abort closes c with a reset (SO_LINGER 0) instead of a FIN: the client
+// end leaves no TIME_WAIT behind, so its address and port can connect to
+// the same destination again at once.
+func (c *Conn) Abort() error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	return c.Close()
+}
+
+// AskTCPFrom opens one connection to addr (IPv4 or IPv6) from each of the
+// local addresses (see DialTCPFrom; typically one address with many
+// chosen ports) inside ns, workers connections at a time, and returns the
+// name of the backend that answered each, in the order of locals. Each
+// connection is aborted (see Conn.Abort) once it has the name, so the same
+// source ports can ask again straight away. It stops at the first error.
+//
+// It enters the namespace once per worker rather than once per
+// connection: thousands of connections take a second or two.
+func AskTCPFrom(ns *NS, locals []netip.AddrPort, addr netip.AddrPort, timeout time.Duration, workers int) ([]string, error) {
+	names := make([]string, len(locals))
+	workers = max(1, min(workers, len(locals)))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = ns.Do(func() error {
+				for i := w; i < len(locals) && !failed.Load(); i += workers {
+					c, err := dialTCP(locals[i], addr, timeout)
+					if err != nil {
+						failed.Store(true)
+						return fmt.Errorf("from %s to %s: %w", locals[i], addr, err)
+					}
+					names[i] = c.Server
+					c.Abort()
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return names, errors.Join(errs...)
 }
 
 // Echo sends msg and expects it back within timeout.
@@ -156,9 +222,19 @@ func AskTCP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) 
 // checking it came from addr: the reply must carry the frontend's address,
 // not the backend's.
 func AskUDP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	return AskUDPFrom(ns, netip.AddrPort{}, addr, timeout)
+}
+
+// AskUDPFrom is AskUDP from the local address local: a source address of
+// ns, or the zero Addr for any, and a source port, or 0 for a fresh one.
+func AskUDPFrom(ns *NS, local, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	var laddr *net.UDPAddr
+	if local.Addr().IsValid() || local.Port() != 0 {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
 	var c *net.UDPConn
 	err := ns.Do(func() (err error) {
-		c, err = net.ListenUDP(network("udp", addr), nil)
+		c, err = net.ListenUDP(network("udp", addr), laddr)
 		return err
 	})
 	if err != nil {
@@ -178,6 +254,42 @@ func AskUDP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) 
 		return "", fmt.Errorf("reply came from %s, want %s", from, addr)
 	}
 	return string(buf[:n]), nil
+}
+
+// AskUDPConnected is AskUDPFrom from a socket connected to addr: the
+// kernel takes answers from addr only, and reports an ICMP or ICMPv6 port
+// unreachable for the datagram as an error that ErrRefused recognises,
+// where an unconnected socket would wait for its timeout.
+func AskUDPConnected(ns *NS, local, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	var laddr *net.UDPAddr
+	if local.Addr().IsValid() || local.Port() != 0 {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
+	var c *net.UDPConn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialUDP(network("udp", addr), laddr, net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte("?")); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// ErrRefused reports whether err is a refusal: a TCP reset in answer to a
+// connection attempt, or an ICMP or ICMPv6 port unreachable.
+func ErrRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // ErrTimeout reports whether err is a network timeout.
