@@ -50,88 +50,89 @@ func TestSessionAffinityDatapath(t *testing.T) {
 	dp, _ := openDatapath(t, datapath.Limits{})
 	m := newManager(t, dp)
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, alg := range []Algorithm{Random, Maglev} {
-		t.Run(alg.String(), func(t *testing.T) {
-			s := svc("10.96.0.10:80/tcp", "10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080", "10.0.4.2:8080")
-			s.Algorithm = alg
-			s.SessionAffinity = DefaultSessionAffinity
-			if err := m.Upsert(s); err != nil {
-				t.Fatal(err)
-			}
-			clients := []netip.Addr{netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")}
-			first := map[netip.Addr]netip.AddrPort{}
-			for range 50 {
-				for _, c := range clients {
-					got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, uint16(1024+rng.IntN(60000))), s.Frontend.Address)
-					if want, ok := first[c]; ok && got != want {
-						t.Fatalf("client %s: new flow went to %s, its earlier ones to %s", c, got, want)
+	type family struct {
+		name     string
+		fe       string
+		backends []string
+		clients  []netip.Addr
+	}
+	for _, fam := range []family{
+		{"ipv4", "10.96.0.10:80/tcp", []string{"10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080", "10.0.4.2:8080"},
+			[]netip.Addr{netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")}},
+		{"ipv6", "[fd00::10]:80/tcp", []string{"[fd00:1::2]:8080", "[fd00:2::2]:8080", "[fd00:3::2]:8080", "[fd00:4::2]:8080"},
+			[]netip.Addr{netip.MustParseAddr("fd00:9::2"), netip.MustParseAddr("fd00:9::3"), netip.MustParseAddr("fd00:9::4")}},
+	} {
+		for _, alg := range []Algorithm{Random, Maglev} {
+			t.Run(fam.name+"/"+alg.String(), func(t *testing.T) {
+				s := svc(fam.fe, fam.backends...)
+				s.Algorithm = alg
+				s.SessionAffinity = DefaultSessionAffinity
+				if err := m.Upsert(s); err != nil {
+					t.Fatal(err)
+				}
+				clients := fam.clients
+				first := map[netip.Addr]netip.AddrPort{}
+				for range 50 {
+					for _, c := range clients {
+						got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, uint16(1024+rng.IntN(60000))), s.Frontend.Address)
+						if want, ok := first[c]; ok && got != want {
+							t.Fatalf("client %s: new flow went to %s, its earlier ones to %s", c, got, want)
+						}
+						first[c] = got
 					}
-					first[c] = got
 				}
-			}
 
-			// Its backend leaves: the client gets another, and keeps that.
-			c := clients[0]
-			var rest []Backend
-			for _, b := range s.Backends {
-				if b.Address != first[c] {
-					rest = append(rest, b)
+				// Its backend leaves: the client gets another, and keeps that.
+				c := clients[0]
+				var rest []Backend
+				for _, b := range s.Backends {
+					if b.Address != first[c] {
+						rest = append(rest, b)
+					}
 				}
-			}
-			s.Backends = rest
-			if err := m.Upsert(s); err != nil {
-				t.Fatal(err)
-			}
-			next := runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5000), s.Frontend.Address)
-			if next == first[c] {
-				t.Fatalf("client %s still sent to removed backend %s", c, next)
-			}
-			for port := uint16(5001); port < 5030; port++ {
-				if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got != next {
-					t.Fatalf("after its backend left, client %s went to %s and then %s", c, next, got)
+				s.Backends = rest
+				if err := m.Upsert(s); err != nil {
+					t.Fatal(err)
 				}
-			}
+				next := runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5000), s.Frontend.Address)
+				if next == first[c] {
+					t.Fatalf("client %s still sent to removed backend %s", c, next)
+				}
+				for port := uint16(5001); port < 5030; port++ {
+					if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got != next {
+						t.Fatalf("after its backend left, client %s went to %s and then %s", c, next, got)
+					}
+				}
 
-			// Its new backend goes into maintenance (or terminates while
-			// others are active): affinity must not send it new flows.
-			for _, st := range []BackendState{Maintenance, Terminating} {
+				// Its new backend goes into maintenance (or terminates while
+				// others are active): affinity must not send it new flows.
+				for _, st := range []BackendState{Maintenance, Terminating} {
+					for i := range s.Backends {
+						s.Backends[i].State = Active
+						if s.Backends[i].Address == next {
+							s.Backends[i].State = st
+						}
+					}
+					if err := m.Upsert(s); err != nil {
+						t.Fatal(err)
+					}
+					for port := uint16(5100); port < 5130; port++ {
+						if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got == next {
+							t.Fatalf("affinity sent a new flow to %s, which is %s", next, st)
+						}
+					}
+				}
 				for i := range s.Backends {
 					s.Backends[i].State = Active
-					if s.Backends[i].Address == next {
-						s.Backends[i].State = st
-					}
 				}
 				if err := m.Upsert(s); err != nil {
 					t.Fatal(err)
 				}
-				for port := uint16(5100); port < 5130; port++ {
-					if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got == next {
-						t.Fatalf("affinity sent a new flow to %s, which is %s", next, st)
-					}
-				}
-			}
-			for i := range s.Backends {
-				s.Backends[i].State = Active
-			}
-			if err := m.Upsert(s); err != nil {
-				t.Fatal(err)
-			}
-			next = runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
+				next = runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
 
-			// The timeout: age the client's entry past it.
-			key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}
-			var av bpf.XdplaneAffinityValue
-			if err := dp.Maps().Affinity.Lookup(key, &av); err != nil {
-				t.Fatal(err)
-			}
-			av.LastUsed -= uint64(DefaultSessionAffinity + time.Second)
-			if err := dp.Maps().Affinity.Put(key, av); err != nil {
-				t.Fatal(err)
-			}
-			seen := map[netip.AddrPort]bool{}
-			for port := uint16(6000); port < 6200; port++ {
-				// Age it again after every flow, so each one is past the timeout.
-				seen[runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address)] = true
+				// The timeout: age the client's entry past it.
+				key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}
+				var av bpf.XdplaneAffinityValue
 				if err := dp.Maps().Affinity.Lookup(key, &av); err != nil {
 					t.Fatal(err)
 				}
@@ -139,11 +140,23 @@ func TestSessionAffinityDatapath(t *testing.T) {
 				if err := dp.Maps().Affinity.Put(key, av); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if len(seen) < 2 {
-				t.Fatalf("past the timeout, 200 new flows all went to %v", seen)
-			}
-		})
+				seen := map[netip.AddrPort]bool{}
+				for port := uint16(6000); port < 6200; port++ {
+					// Age it again after every flow, so each one is past the timeout.
+					seen[runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address)] = true
+					if err := dp.Maps().Affinity.Lookup(key, &av); err != nil {
+						t.Fatal(err)
+					}
+					av.LastUsed -= uint64(DefaultSessionAffinity + time.Second)
+					if err := dp.Maps().Affinity.Put(key, av); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if len(seen) < 2 {
+					t.Fatalf("past the timeout, 200 new flows all went to %v", seen)
+				}
+			})
+		}
 	}
 
 	// Without affinity, one client's new flows spread.

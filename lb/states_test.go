@@ -39,11 +39,22 @@ func TestEligible(t *testing.T) {
 // States and locality decide where new flows go, through the real
 // program; a flow keeps its backend whatever its state becomes.
 func TestBackendStatesDatapath(t *testing.T) {
+	t.Run("ipv4", func(t *testing.T) {
+		testBackendStates(t, netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddr("10.0.0.2"),
+			"10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080")
+	})
+	t.Run("ipv6", func(t *testing.T) {
+		testBackendStates(t, netip.MustParseAddrPort("[fd00::10]:80"), netip.MustParseAddr("fd00:9::2"),
+			"[fd00:1::2]:8080", "[fd00:2::2]:8080", "[fd00:3::2]:8080")
+	})
+}
+
+func testBackendStates(t *testing.T, fe netip.AddrPort, client netip.Addr, backends ...string) {
 	dp, dir := openDatapath(t, datapath.Limits{})
 	m := newManager(t, dp)
-	fe := netip.MustParseAddrPort("10.96.0.10:80")
-	addrs := []netip.AddrPort{
-		netip.MustParseAddrPort("10.0.1.2:8080"), netip.MustParseAddrPort("10.0.2.2:8080"), netip.MustParseAddrPort("10.0.3.2:8080"),
+	var addrs []netip.AddrPort
+	for _, b := range backends {
+		addrs = append(addrs, netip.MustParseAddrPort(b))
 	}
 	service := func(policy TrafficPolicy, states [3]BackendState, local [3]bool) Service {
 		s := Service{Frontend: Frontend{fe, TCP}, TrafficPolicy: policy}
@@ -52,7 +63,6 @@ func TestBackendStatesDatapath(t *testing.T) {
 		}
 		return s
 	}
-	client := netip.MustParseAddr("10.0.0.2")
 	newFlows := func(from uint16) map[netip.AddrPort]int {
 		seen := map[netip.AddrPort]int{}
 		for port := from; port < from+60; port++ {
