@@ -381,8 +381,14 @@ func parsePrefixes(m mapping, key string) ([]netip.Prefix, *fieldError) {
 			}
 			return nil, bad("want a prefix such as 10.0.0.0/8 or fd00::/8")
 		}
+		// lb's own rules, on a frontend of the prefix's family (whether
+		// the family suits the service is checked where it is known).
+		probeFE := netip.MustParseAddrPort("192.0.2.1:1")
+		if !p.Addr().Is4() {
+			probeFE = netip.MustParseAddrPort("[2001:db8::1]:1")
+		}
 		probe := lb.Service{
-			Frontend:     lb.Frontend{Address: netip.MustParseAddrPort("192.0.2.1:1"), Protocol: lb.TCP},
+			Frontend:     lb.Frontend{Address: probeFE, Protocol: lb.TCP},
 			SourceRanges: []netip.Prefix{p},
 		}
 		var ve *lb.ValidationError

@@ -269,9 +269,16 @@ func parsePlain(c svcCtx, m mapping, cm common) (NamedService, error) {
 	if s.Service.SourceRanges, fe = parsePrefixes(m, "sourceRanges"); fe != nil {
 		return s, c.fail(fe)
 	}
-	if rs := s.Service.SourceRanges; len(rs) > 0 && !hasFamily(rs, addr.Addr()) {
-		return s, c.fail(m.fail("sourceRanges", "", fmt.Sprintf("no prefix of the frontend's family (%s): every client would be refused",
-			familyName(addr.Addr()))))
+	// One frontend, one family: a prefix of the other family is refused,
+	// as lb refuses it (an IPv6 ::/0 would cover IPv4 clients in their
+	// v4-mapped form).
+	for k, p := range s.Service.SourceRanges {
+		if p.Addr().Is4() != addr.Addr().Is4() {
+			fe := m.fail(fmt.Sprintf("sourceRanges[%d]", k), p.String(),
+				fmt.Sprintf("not of the frontend's address family (%s)", familyName(addr.Addr())))
+			fe.line = m.line("sourceRanges")
+			return s, c.fail(fe)
+		}
 	}
 
 	items, fe := m.list("backends")

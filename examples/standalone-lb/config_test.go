@@ -221,8 +221,8 @@ func TestParseConfigPlainFields(t *testing.T) {
 		{"empty source ranges allow all", "    sourceRanges: []\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
 		{"null source ranges allow all", "    sourceRanges:\n", "web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[] ->"},
 		{
-			"source ranges of both families, one address, unmasked", "    sourceRanges: [10.1.2.3/8, 203.0.113.7/32, \"fd00::/8\"]\n",
-			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[10.1.2.3/8 203.0.113.7/32 fd00::/8] ->",
+			"source ranges, one address, unmasked", "    sourceRanges: [10.1.2.3/8, 203.0.113.7/32]\n",
+			"web frontend 10.96.0.10:80/tcp random affinity=0s cluster ranges=[10.1.2.3/8 203.0.113.7/32] ->",
 		},
 		{
 			"states in any case", "    backends:\n      - {address: 10.0.1.2:8080, state: Terminating}\n      - {address: 10.0.2.2:8080, state: MAINTENANCE}\n",
@@ -258,13 +258,13 @@ func TestParseConfigPlainFields(t *testing.T) {
 services:
   - name: web6
     frontend: "[fd00::10]:80"
-    sourceRanges: ["fd01::/64", 10.0.0.0/8]
+    sourceRanges: ["fd01::/64"]
     backends: [{address: "[fd00:1::2]:8080", local: true}]
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := describeAll(cfg), "web6 frontend [fd00::10]:80/tcp random affinity=0s cluster ranges=[fd01::/64 10.0.0.0/8] -> [fd00:1::2]:8080 w1 active local"; got != want {
+	if got, want := describeAll(cfg), "web6 frontend [fd00::10]:80/tcp random affinity=0s cluster ranges=[fd01::/64] -> [fd00:1::2]:8080 w1 active local"; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
@@ -838,8 +838,8 @@ func TestParseConfigInvalidPlainFields(t *testing.T) {
 			`sourceRanges[0]: want a prefix, got a mapping`, 4),
 		c("source range IPv4-mapped (lb's rule)", "    sourceRanges: [\"::ffff:10.0.0.0/104\"]\n", "sourceRanges[0]",
 			`sourceRanges[0] "::ffff:10.0.0.0/104": write IPv4 prefixes in their IPv4 form`, 4),
-		c("source ranges of the other family only", "    sourceRanges: [\"fd00::/8\"]\n", "sourceRanges",
-			`sourceRanges: no prefix of the frontend's family (IPv4): every client would be refused`, 4),
+		c("source ranges of the other family", "    sourceRanges: [10.0.0.0/8, \"fd00::/8\"]\n", "sourceRanges[1]",
+			`sourceRanges[1] "fd00::/8": not of the frontend's address family (IPv4)`, 4),
 		c("backend state unknown", "    backends:\n      - address: 10.0.1.2:8080\n        state: draining\n", "backends[0].state",
 			`backends[0].state "draining": want active, terminating or maintenance`, 6),
 		c("backend state a list", "    backends:\n      - {address: 10.0.1.2:8080, state: [active]}\n", "backends[0].state",

@@ -97,13 +97,12 @@
 //     YAML reads an unquoted [ as the start of a list.
 //   - protocol: tcp (the default) or udp.
 //   - trafficPolicy: cluster (the default): every backend; or local:
-//     only backends with local: true, and with none, new flows are
+//     only backends with local: true; with none here but some elsewhere,
+//     new flows are dropped (as kube-proxy does), and with none at all,
 //     refused.
-//   - sourceRanges: prefixes; when given, only clients in them may start
-//     flows (established flows continue). Default: every client. Prefixes
-//     of the other address family than the frontend's are ignored, but at
-//     least one must be of the frontend's family, else no client could
-//     connect.
+//   - sourceRanges: prefixes of the frontend's address family; when
+//     given, only clients in them may start flows (established flows
+//     continue). Default: every client.
 //   - backends: the list of backends (below). None is valid.
 //
 // Fields of a backend (and of an endpoint, whose address has no port):
