@@ -2,14 +2,11 @@ package lb
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
 )
@@ -154,57 +151,22 @@ func TestMaglevDatapathMatchesReference(t *testing.T) {
 	}
 }
 
+// maglevFrame is a flow's first packet (simFrame, failing t on error).
 func maglevFrame(t *testing.T, proto Protocol, src, dst netip.AddrPort) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}}
-	var ip gopacket.NetworkLayer
-	next := layers.IPProtocolTCP
-	if proto == UDP {
-		next = layers.IPProtocolUDP
-	}
-	if src.Addr().Is4() {
-		eth.EthernetType = layers.EthernetTypeIPv4
-		ip = &layers.IPv4{Version: 4, TTL: 64, Protocol: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	} else {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	}
-	var l4 interface {
-		gopacket.SerializableLayer
-		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
-	}
-	if proto == TCP {
-		l4 = &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: true, Window: 1000}
-	} else {
-		l4 = &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	}
-	l4.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip.(gopacket.SerializableLayer), l4, gopacket.Payload("x")); err != nil {
+	b, err := simFrame(src, dst, proto)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
+// maglevDst reads the destination of a frame the program sent on.
 func maglevDst(t *testing.T, frame []byte) netip.AddrPort {
 	t.Helper()
-	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	var addr netip.Addr
-	switch ip := p.NetworkLayer().(type) {
-	case *layers.IPv4:
-		addr, _ = netip.AddrFromSlice(ip.DstIP.To4())
-	case *layers.IPv6:
-		addr, _ = netip.AddrFromSlice(ip.DstIP)
-	default:
-		t.Fatalf("no IP layer in %x", frame)
+	dst, _ := simDestination(frame, netip.AddrPort{})
+	if !dst.Addr().IsValid() || dst.Port() == 0 {
+		t.Fatalf("no IP and transport destination in %x", frame)
 	}
-	switch l4 := p.TransportLayer().(type) {
-	case *layers.TCP:
-		return netip.AddrPortFrom(addr, uint16(l4.DstPort))
-	case *layers.UDP:
-		return netip.AddrPortFrom(addr, uint16(l4.DstPort))
-	}
-	t.Fatal(fmt.Sprintf("no transport layer in %x", frame))
-	return netip.AddrPort{}
+	return dst
 }
