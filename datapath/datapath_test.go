@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -137,6 +138,9 @@ func TestOpenMountsBPFFS(t *testing.T) {
 	testutil.RequireRoot(t)
 	base := t.TempDir()
 	dir := filepath.Join(base, "pins")
+	// Should the test fail before Remove, the mount must not outlive it
+	// (TempDir's own cleanup cannot remove a mount point).
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	dp := open(t, datapath.Options{Dir: dir})
 	dp.Close()
 	if _, err := os.Stat(filepath.Join(dir, "services")); err != nil {
