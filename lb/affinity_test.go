@@ -128,7 +128,8 @@ func TestSessionAffinityDatapath(t *testing.T) {
 				if err := m.Upsert(s); err != nil {
 					t.Fatal(err)
 				}
-				next = runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
+				// A new flow, so that the client has an affinity entry to age.
+				runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
 
 				// The timeout: age the client's entry past it.
 				key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}

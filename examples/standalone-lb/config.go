@@ -506,11 +506,6 @@ type mapping struct {
 	prefix string // put before field names in errors, such as "backends[0]."
 }
 
-func (m mapping) given(key string) bool {
-	n, ok := m.fields[key]
-	return ok && !isNull(n)
-}
-
 // line is the line of the key's value, or of the mapping.
 func (m mapping) line(key string) int {
 	if n, ok := m.fields[key]; ok {

@@ -197,17 +197,6 @@ func parseKube(c svcCtx, m mapping, cm common, nodeAddrs []listedAddr) (parsed, 
 			return parsed{}, fmt.Errorf("%w: services[%d] %q: expanded to %s, which no field makes", lb.ErrInvalid, c.index, c.name, s.Frontend)
 		}
 		fam := s.Frontend.Address.Addr().Is4()
-		if o.typ == TypeLoadBalancer && len(s.SourceRanges) > 0 {
-			// kube-proxy applies to each family the ranges of that
-			// family, and none (all clients) when it has none.
-			var own []netip.Prefix
-			for _, p := range s.SourceRanges {
-				if p.Addr().Is4() == fam {
-					own = append(own, p)
-				}
-			}
-			s.SourceRanges = own
-		}
 		// Endpoints in maintenance stay in the service, taking no new
 		// flows, so that their established ones carry on.
 		for _, ep := range endpoints {
