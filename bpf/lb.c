@@ -961,6 +961,18 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 	int why;
 
 	why = parse(data, data_end, len, &f);
+	/* An skb's headers may reach past its linear part (a GSO skb often
+	 * holds only the usual headers there). Only then, and only as far as
+	 * parsing reaches, pull them in and look again: a pull on every
+	 * packet would copy payload into the head of every large skb. */
+	if (!xdp && why == STAT_MALFORMED && len > data_end - data) {
+		struct __sk_buff *skb = ctx;
+
+		if (!bpf_skb_pull_data(skb, len < MAX_HDR_LEN ? len : MAX_HDR_LEN)) {
+			__builtin_memset(&f, 0, sizeof(f));
+			why = parse((void *)(long)skb->data, (void *)(long)skb->data_end, len, &f);
+		}
+	}
 	if (why) {
 		count(why, &stats, len);
 		return V_PASS;
@@ -1015,12 +1027,6 @@ int xdplane_xdp(struct xdp_md *ctx)
  * so programs attached after ours still see the packet. */
 static __always_inline int tc_main(struct __sk_buff *skb, const bool ingress)
 {
-	__u32 want = skb->len < MAX_HDR_LEN ? skb->len : MAX_HDR_LEN;
-
-	/* Headers may sit in a paged fragment; pull only what is parsed. */
-	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
-		bpf_skb_pull_data(skb, want);
-
 	struct flow f = {};
 
 	switch (lb_main(skb, false, ingress, !ingress, (void *)(long)skb->data,
