@@ -234,10 +234,18 @@ func checkMode(opts AttachOptions) error {
 	return fmt.Errorf("%w: mode %s does not belong to hook %s", ErrInvalid, opts.Mode, opts.Hook)
 }
 
-func ifindexOf(ifname string) (int, error) {
+func linkByName(ifname string) (netlink.Link, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
-		return 0, fmt.Errorf("%w: interface %q: %w", ErrInvalid, ifname, err)
+		return nil, fmt.Errorf("%w: interface %q: %w", ErrInvalid, ifname, err)
+	}
+	return l, nil
+}
+
+func ifindexOf(ifname string) (int, error) {
+	l, err := linkByName(ifname)
+	if err != nil {
+		return 0, err
 	}
 	return l.Attrs().Index, nil
 }
@@ -246,9 +254,9 @@ func ifindexOf(ifname string) (int, error) {
 // frames, so an interface without an Ethernet header (tun, wireguard,
 // loopback) is refused rather than misparsed.
 func attachableIfindex(ifname string) (int, error) {
-	l, err := netlink.LinkByName(ifname)
+	l, err := linkByName(ifname)
 	if err != nil {
-		return 0, fmt.Errorf("%w: interface %q: %w", ErrInvalid, ifname, err)
+		return 0, err
 	}
 	if enc := l.Attrs().EncapType; enc != "ether" {
 		return 0, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
