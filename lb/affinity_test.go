@@ -62,9 +62,13 @@ func TestSessionAffinityDatapath(t *testing.T) {
 		{"ipv6", "[fd00::10]:80/tcp", []string{"[fd00:1::2]:8080", "[fd00:2::2]:8080", "[fd00:3::2]:8080", "[fd00:4::2]:8080"},
 			[]netip.Addr{netip.MustParseAddr("fd00:9::2"), netip.MustParseAddr("fd00:9::3"), netip.MustParseAddr("fd00:9::4")}},
 	} {
-		for _, alg := range []Algorithm{Random, Maglev} {
+		for i, alg := range []Algorithm{Random, Maglev} {
 			t.Run(fam.name+"/"+alg.String(), func(t *testing.T) {
+				// A frontend port of its own, so that no conntrack entry
+				// of an earlier subtest turns a new flow here into an
+				// established one.
 				s := svc(fam.fe, fam.backends...)
+				s.Frontend.Address = netip.AddrPortFrom(s.Frontend.Address.Addr(), 80+uint16(i))
 				s.Algorithm = alg
 				s.SessionAffinity = DefaultSessionAffinity
 				if err := m.Upsert(s); err != nil {
@@ -74,7 +78,7 @@ func TestSessionAffinityDatapath(t *testing.T) {
 				first := map[netip.Addr]netip.AddrPort{}
 				for range 50 {
 					for _, c := range clients {
-						got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, uint16(1024+rng.IntN(60000))), s.Frontend.Address)
+						got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, uint16(20000+rng.IntN(40000))), s.Frontend.Address)
 						if want, ok := first[c]; ok && got != want {
 							t.Fatalf("client %s: new flow went to %s, its earlier ones to %s", c, got, want)
 						}
@@ -106,7 +110,8 @@ func TestSessionAffinityDatapath(t *testing.T) {
 
 				// Its new backend goes into maintenance (or terminates while
 				// others are active): affinity must not send it new flows.
-				for _, st := range []BackendState{Maintenance, Terminating} {
+				// Each state gets ports of its own, so that every flow is new.
+				for j, st := range []BackendState{Maintenance, Terminating} {
 					for i := range s.Backends {
 						s.Backends[i].State = Active
 						if s.Backends[i].Address == next {
@@ -116,7 +121,8 @@ func TestSessionAffinityDatapath(t *testing.T) {
 					if err := m.Upsert(s); err != nil {
 						t.Fatal(err)
 					}
-					for port := uint16(5100); port < 5130; port++ {
+					base := uint16(5100 + 100*j)
+					for port := base; port < base+30; port++ {
 						if got := runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address); got == next {
 							t.Fatalf("affinity sent a new flow to %s, which is %s", next, st)
 						}
@@ -129,7 +135,7 @@ func TestSessionAffinityDatapath(t *testing.T) {
 					t.Fatal(err)
 				}
 				// A new flow, so that the client has an affinity entry to age.
-				runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5200), s.Frontend.Address)
+				runFlow(t, dp, TCP, netip.AddrPortFrom(c, 5400), s.Frontend.Address)
 
 				// The timeout: age the client's entry past it.
 				key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}
