@@ -6,10 +6,13 @@
 /*
  * The xdplane load balancer: one object, three entry points.
  *
- *   xdplane_xdp         XDP, ingress: DNAT to a backend, and reverse NAT
- *                       of replies (XDP has no egress hook)
- *   xdplane_tc_ingress  tc/TCX ingress: DNAT to a backend
- *   xdplane_tc_egress   tc/TCX egress: reverse NAT of replies
+ *   xdplane_xdp         XDP, ingress: the node-wide prefilter, DNAT to a
+ *                       backend, and reverse NAT of replies (XDP has no
+ *                       egress hook)
+ *   xdplane_tc_ingress  tc/TCX ingress: DNAT to a backend, then the egress
+ *                       policy of the endpoint (pod) that sent the packet
+ *   xdplane_tc_egress   tc/TCX egress: the ingress policy of the endpoint
+ *                       the packet is for, then reverse NAT of replies
  *
  * All three share lb_main(), always inlined with compile-time constants for
  * the hook, so the dead context's branches fold away and each program
@@ -355,6 +358,8 @@ static __always_inline int parse(void *data, void *data_end, __u32 pkt_len, stru
 		return parse_v6(data, data_end, pkt_len, f);
 	return STAT_PASS;
 }
+
+#include "policy.h"
 
 /* One's complement helpers for XDP (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
  * The sum is byte-order independent, so raw network-order words are used. */
@@ -1013,6 +1018,8 @@ int xdplane_xdp(struct xdp_md *ctx)
 	/* XDP has no egress hook: replies are translated as they arrive. */
 	struct flow f = {};
 
+	if (prefilter_drop(ctx, data, data_end))
+		return XDP_DROP;
 	switch (lb_main(ctx, true, true, true, data, data_end, data_end - data, &f)) {
 	case V_DROP:
 		return XDP_DROP;
@@ -1043,18 +1050,40 @@ static __always_inline int tc_main(struct __sk_buff *skb, const bool ingress)
 	}
 }
 
-/* Ingress: DNAT, before routing, so the kernel routes to the backend. */
-SEC("tc")
-int xdplane_tc_ingress(struct __sk_buff *skb)
+/* The load balancer's half of each tc program, as a global function: the
+ * verifier checks it apart from policy_check, and each gets the stack to
+ * itself. */
+__noinline int lb_tc_ingress(struct __sk_buff *skb)
 {
 	return tc_main(skb, true);
 }
 
-/* Egress: reverse NAT, after routing, so the reply was routed (and its
- * source checked by rp_filter) as the backend's, and leaves as the
- * frontend's. */
+__noinline int lb_tc_egress(struct __sk_buff *skb)
+{
+	return tc_main(skb, false);
+}
+
+/* Ingress: DNAT, before routing, so the kernel routes to the backend; then
+ * the egress policy of the endpoint (pod) that sent the packet, which
+ * judges it by the backend it now goes to. */
+SEC("tc")
+int xdplane_tc_ingress(struct __sk_buff *skb)
+{
+	int act = lb_tc_ingress(skb);
+
+	if (act != TC_ACT_UNSPEC)
+		return act;
+	return policy_check(skb, DIR_EGRESS) ? TC_ACT_SHOT : TC_ACT_UNSPEC;
+}
+
+/* Egress: first the ingress policy of the endpoint the packet is for,
+ * which sees a reply still from the backend; then reverse NAT, after
+ * routing, so the reply was routed (and its source checked by rp_filter)
+ * as the backend's, and leaves as the frontend's. */
 SEC("tc")
 int xdplane_tc_egress(struct __sk_buff *skb)
 {
-	return tc_main(skb, false);
+	if (policy_check(skb, DIR_INGRESS))
+		return TC_ACT_SHOT;
+	return lb_tc_egress(skb);
 }

@@ -67,6 +67,110 @@ type XdplaneCtValue struct {
 	Pad           uint32
 }
 
+type XdplaneDropEvent struct {
+	_         structs.HostLayout
+	Timestamp uint64
+	Endpoint  uint32
+	Ifindex   uint32
+	Saddr     [16]uint8
+	Daddr     [16]uint8
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Dir       uint8
+	Reason    uint8
+	Flags     uint8
+	Len       uint32
+	Pad       uint32
+}
+
+type XdplaneDropReason uint32
+
+const (
+	XdplaneDropReasonDROP_EVENTS_LOST XdplaneDropReason = 0
+	XdplaneDropReasonDROP_DENY_RULE   XdplaneDropReason = 1
+	XdplaneDropReasonDROP_NO_RULE     XdplaneDropReason = 2
+	XdplaneDropReasonDROP_FRAGMENT    XdplaneDropReason = 3
+	XdplaneDropReasonDROP_MALFORMED   XdplaneDropReason = 4
+	XdplaneDropReasonDROP_PREFILTER   XdplaneDropReason = 5
+	XdplaneDropReasonDROP_MAX         XdplaneDropReason = 6
+)
+
+type XdplaneEndpoint struct {
+	_             structs.HostLayout
+	Id            uint32
+	IngressPolicy uint32
+	EgressPolicy  uint32
+	Flags         uint8
+	Pad           [3]uint8
+}
+
+type XdplaneEpCounter struct {
+	_              structs.HostLayout
+	AllowedPackets uint64
+	AllowedBytes   uint64
+	DeniedPackets  uint64
+	DeniedBytes    uint64
+}
+
+type XdplaneFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type XdplaneFragValue struct {
+	_        structs.HostLayout
+	Sport    uint16
+	Dport    uint16
+	IcmpType uint8
+	Pad      [3]uint8
+}
+
+type XdplanePctKey struct {
+	_        structs.HostLayout
+	Endpoint uint32
+	Dir      uint8
+	Proto    uint8
+	Pad      uint16
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Sport    uint16
+	Dport    uint16
+}
+
+type XdplanePctValue struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	Flags    uint32
+	Pad      uint32
+}
+
+type XdplanePeerKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	PolicyId  uint32
+	Addr      [16]uint8
+}
+
+type XdplanePortKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Ruleset   uint32
+	Proto     uint8
+	Port      [2]uint8
+	Pad       uint8
+}
+
+type XdplanePrefilterKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 type XdplaneRevnatValue struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -135,7 +239,17 @@ const (
 	XdplaneMapBackendStats      = "backend_stats"
 	XdplaneMapBackends          = "backends"
 	XdplaneMapConntrack         = "conntrack"
+	XdplaneMapDropStats         = "drop_stats"
+	XdplaneMapEndpoints         = "endpoints"
+	XdplaneMapEventTick         = "event_tick"
+	XdplaneMapEvents            = "events"
+	XdplaneMapFrags             = "frags"
 	XdplaneMapMaglev            = "maglev"
+	XdplaneMapPolicyCt          = "policy_ct"
+	XdplaneMapPolicyPeers       = "policy_peers"
+	XdplaneMapPolicyPorts       = "policy_ports"
+	XdplaneMapPolicyStats       = "policy_stats"
+	XdplaneMapPrefilter         = "prefilter"
 	XdplaneMapRevnat            = "revnat"
 	XdplaneMapServices          = "services"
 	XdplaneMapSourceRanges      = "source_ranges"
@@ -144,6 +258,7 @@ const (
 	XdplaneProgXdplaneTcEgress  = "xdplane_tc_egress"
 	XdplaneProgXdplaneTcIngress = "xdplane_tc_ingress"
 	XdplaneProgXdplaneXdp       = "xdplane_xdp"
+	XdplaneVarEventSample       = "event_sample"
 )
 
 // LoadXdplane returns the embedded CollectionSpec for Xdplane.
@@ -202,7 +317,17 @@ type XdplaneMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
+	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	EventTick    *ebpf.MapSpec `ebpf:"event_tick"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
+	PolicyCt     *ebpf.MapSpec `ebpf:"policy_ct"`
+	PolicyPeers  *ebpf.MapSpec `ebpf:"policy_peers"`
+	PolicyPorts  *ebpf.MapSpec `ebpf:"policy_ports"`
+	PolicyStats  *ebpf.MapSpec `ebpf:"policy_stats"`
+	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
 	Revnat       *ebpf.MapSpec `ebpf:"revnat"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
 	SourceRanges *ebpf.MapSpec `ebpf:"source_ranges"`
@@ -214,6 +339,7 @@ type XdplaneMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdplaneVariableSpecs struct {
+	EventSample *ebpf.VariableSpec `ebpf:"event_sample"`
 }
 
 // XdplaneObjects contains all objects after they have been loaded into the kernel.
@@ -241,7 +367,17 @@ type XdplaneMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	DropStats    *ebpf.Map `ebpf:"drop_stats"`
+	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	EventTick    *ebpf.Map `ebpf:"event_tick"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Frags        *ebpf.Map `ebpf:"frags"`
 	Maglev       *ebpf.Map `ebpf:"maglev"`
+	PolicyCt     *ebpf.Map `ebpf:"policy_ct"`
+	PolicyPeers  *ebpf.Map `ebpf:"policy_peers"`
+	PolicyPorts  *ebpf.Map `ebpf:"policy_ports"`
+	PolicyStats  *ebpf.Map `ebpf:"policy_stats"`
+	Prefilter    *ebpf.Map `ebpf:"prefilter"`
 	Revnat       *ebpf.Map `ebpf:"revnat"`
 	Services     *ebpf.Map `ebpf:"services"`
 	SourceRanges *ebpf.Map `ebpf:"source_ranges"`
@@ -256,7 +392,17 @@ func (m *XdplaneMaps) Close() error {
 		m.BackendStats,
 		m.Backends,
 		m.Conntrack,
+		m.DropStats,
+		m.Endpoints,
+		m.EventTick,
+		m.Events,
+		m.Frags,
 		m.Maglev,
+		m.PolicyCt,
+		m.PolicyPeers,
+		m.PolicyPorts,
+		m.PolicyStats,
+		m.Prefilter,
 		m.Revnat,
 		m.Services,
 		m.SourceRanges,
@@ -269,6 +415,7 @@ func (m *XdplaneMaps) Close() error {
 //
 // It can be passed to LoadXdplaneObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdplaneVariables struct {
+	EventSample *ebpf.Variable `ebpf:"event_sample"`
 }
 
 // XdplanePrograms contains all programs after they have been loaded into the kernel.

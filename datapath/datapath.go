@@ -25,6 +25,12 @@ const (
 	DefaultConntrackSize   = 131072
 	DefaultAffinitySize    = 65536
 	DefaultMaxSourceRanges = 65536
+
+	DefaultMaxEndpoints         = 4096
+	DefaultMaxPolicyPrefixes    = 1 << 20
+	DefaultMaxPolicyPorts       = 65536
+	DefaultPolicyConntrackSize  = 131072
+	DefaultMaxPrefilterPrefixes = 1 << 21
 )
 
 // Limits size the datapath's maps. They are fixed when the maps are first
@@ -52,6 +58,27 @@ type Limits struct {
 	// together. Optional. Default: what is pinned, else
 	// DefaultMaxSourceRanges.
 	MaxSourceRanges uint32
+
+	// MaxEndpoints is how many endpoints (pod interfaces) network policy
+	// holds. Optional. Default: what is pinned, else DefaultMaxEndpoints.
+	MaxEndpoints uint32
+	// MaxPolicyPrefixes is how many peer prefixes all endpoints' policies
+	// hold together, counting both rule sets while one replaces the
+	// other. Optional. Default: what is pinned, else
+	// DefaultMaxPolicyPrefixes.
+	MaxPolicyPrefixes uint32
+	// MaxPolicyPorts is how many protocol and port-block entries the
+	// policies' distinct rulesets hold together. Optional. Default: what
+	// is pinned, else DefaultMaxPolicyPorts.
+	MaxPolicyPorts uint32
+	// PolicyConntrackSize is the number of flows network policy
+	// remembers (two entries each) so that their later packets and
+	// replies pass. Optional. Default: what is pinned, else
+	// DefaultPolicyConntrackSize.
+	PolicyConntrackSize uint32
+	// MaxPrefilterPrefixes is the size of the node-wide XDP deny list.
+	// Optional. Default: what is pinned, else DefaultMaxPrefilterPrefixes.
+	MaxPrefilterPrefixes uint32
 }
 
 // Options configure Open. The zero value is ready to use.
@@ -62,6 +89,10 @@ type Options struct {
 	Dir string
 	// Limits size the maps. Optional; see Limits for the defaults.
 	Limits Limits
+	// EventSample makes every EventSample-th dropped packet, per CPU, a
+	// drop event (see package policy). Optional. Default: 1, every drop.
+	// It is fixed when the programs load.
+	EventSample uint32
 }
 
 // Datapath is a handle on xdplane's programs and maps in the kernel. The
@@ -86,7 +117,9 @@ func (l Limits) validate() error {
 	for name, v := range map[string]uint32{
 		"MaxServices": l.MaxServices, "MaxBackends": l.MaxBackends,
 		"MaxBackendSlots": l.MaxBackendSlots, "ConntrackSize": l.ConntrackSize, "AffinitySize": l.AffinitySize,
-		"MaxSourceRanges": l.MaxSourceRanges,
+		"MaxSourceRanges": l.MaxSourceRanges, "MaxEndpoints": l.MaxEndpoints,
+		"MaxPolicyPrefixes": l.MaxPolicyPrefixes, "MaxPolicyPorts": l.MaxPolicyPorts,
+		"PolicyConntrackSize": l.PolicyConntrackSize, "MaxPrefilterPrefixes": l.MaxPrefilterPrefixes,
 	} {
 		if v > maxLimit {
 			return fmt.Errorf("%w: Limits.%s %d is above the most xdplane supports, %d", ErrInvalid, name, v, maxLimit)
@@ -107,6 +140,11 @@ func limitFields(l *Limits) map[string]*uint32 {
 		bpf.XdplaneMapAffinity:     &l.AffinitySize,
 		bpf.XdplaneMapSourceRanges: &l.MaxSourceRanges,
 		bpf.XdplaneMapVips:         &l.MaxServices,
+		bpf.XdplaneMapEndpoints:    &l.MaxEndpoints,
+		bpf.XdplaneMapPolicyPeers:  &l.MaxPolicyPrefixes,
+		bpf.XdplaneMapPolicyPorts:  &l.MaxPolicyPorts,
+		bpf.XdplaneMapPolicyCt:     &l.PolicyConntrackSize,
+		bpf.XdplaneMapPrefilter:    &l.MaxPrefilterPrefixes,
 	}
 }
 
@@ -147,6 +185,15 @@ func Open(opts Options) (*Datapath, error) {
 	}
 	// Backend ids index backend_stats directly; id 0 is never used.
 	spec.Maps[bpf.XdplaneMapBackendStats].MaxEntries = limits.MaxBackends + 1
+	// Endpoint ids too, twice: one counter per direction.
+	spec.Maps[bpf.XdplaneMapPolicyStats].MaxEntries = 2 * (limits.MaxEndpoints + 1)
+	sample := opts.EventSample
+	if sample == 0 {
+		sample = 1
+	}
+	if err := spec.Variables[bpf.XdplaneVarEventSample].Set(sample); err != nil {
+		return nil, fmt.Errorf("set event sampling: %w", err)
+	}
 
 	var objs bpf.XdplaneObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
@@ -181,6 +228,9 @@ func OpenPinned(dir string) (*Datapath, error) {
 		}
 	}()
 	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue // .rodata: the loader's settings, no state
+		}
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w in %s: map %s is missing", ErrNotPinned, dir, name)
@@ -208,6 +258,12 @@ func OpenPinned(dir string) (*Datapath, error) {
 		ConntrackSize:   d.maps.Conntrack.MaxEntries(),
 		AffinitySize:    d.maps.Affinity.MaxEntries(),
 		MaxSourceRanges: d.maps.SourceRanges.MaxEntries(),
+
+		MaxEndpoints:         d.maps.Endpoints.MaxEntries(),
+		MaxPolicyPrefixes:    d.maps.PolicyPeers.MaxEntries(),
+		MaxPolicyPorts:       d.maps.PolicyPorts.MaxEntries(),
+		PolicyConntrackSize:  d.maps.PolicyCt.MaxEntries(),
+		MaxPrefilterPrefixes: d.maps.Prefilter.MaxEntries(),
 	}
 	return d, nil
 }
@@ -233,6 +289,12 @@ func resolveLimits(dir string, want Limits) (Limits, error) {
 		ConntrackSize:   DefaultConntrackSize,
 		AffinitySize:    DefaultAffinitySize,
 		MaxSourceRanges: DefaultMaxSourceRanges,
+
+		MaxEndpoints:         DefaultMaxEndpoints,
+		MaxPolicyPrefixes:    DefaultMaxPolicyPrefixes,
+		MaxPolicyPorts:       DefaultMaxPolicyPorts,
+		PolicyConntrackSize:  DefaultPolicyConntrackSize,
+		MaxPrefilterPrefixes: DefaultMaxPrefilterPrefixes,
 	}
 	got := want
 	fields := limitFields(&got)
@@ -269,6 +331,8 @@ var required = []feature{
 	{"hash maps", func() error { return features.HaveMapType(ebpf.Hash) }},
 	{"LRU hash maps", func() error { return features.HaveMapType(ebpf.LRUHash) }},
 	{"per-CPU array maps", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
+	{"LPM trie maps", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
+	{"ring buffer maps", func() error { return features.HaveMapType(ebpf.RingBuf) }},
 }
 
 // checkFeatures returns an error wrapping ErrNotSupported that names the

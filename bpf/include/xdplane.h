@@ -165,4 +165,147 @@ enum stat {
 	STAT_MAX = 10,
 };
 
+/*
+ * Network policy. An endpoint is a pod's host-side interface: tc ingress
+ * there sees what the pod sends (its egress), tc egress what it receives
+ * (its ingress).
+ */
+enum policy_dir {
+	DIR_INGRESS = 0, /* into the endpoint: the peer is the source */
+	DIR_EGRESS = 1,  /* out of the endpoint: the peer is the destination */
+};
+
+enum endpoint_flags {
+	EP_INGRESS_ISOLATED = 1, /* ingress is default deny */
+	EP_EGRESS_ISOLATED = 2,
+	EP_INGRESS_DENY = 4, /* ingress has deny rules */
+	EP_EGRESS_DENY = 8,
+};
+
+/* endpoints: interface index -> the endpoint and its current rule sets.
+ * Switching an endpoint to new rules is one update of this entry. */
+struct endpoint {
+	__u32 id;	      /* never 0; indexes policy_stats (2 * id + dir) */
+	__u32 ingress_policy; /* key prefix of policy_peers; 0: none */
+	__u32 egress_policy;
+	__u8 flags; /* enum endpoint_flags */
+	__u8 pad[3];
+};
+
+/* policy_peers (LPM trie): (policy, peer address) -> ruleset. Laid out as
+ * src_range_key: the policy id first, in network order. */
+struct peer_key {
+	__u32 prefixlen;
+	__be32 policy_id;
+	__u8 addr[16];
+};
+
+/* policy_ports (LPM trie): (ruleset, protocol, port) -> enum
+ * port_verdict. A prefix length of 32 matches every protocol of the
+ * ruleset, 40 every port of a protocol, 40 + b the ports sharing their top
+ * b bits. ICMP and ICMPv6 are both protocol 1 here, and their "port" is
+ * the ICMP type. Ruleset 0 is empty and never looked up. */
+struct port_key {
+	__u32 prefixlen;
+	__be32 ruleset;
+	__u8 proto;
+	__u8 port[2]; /* network order */
+	__u8 pad;
+};
+
+enum port_verdict {
+	PV_ALLOW = 1,
+	PV_DENY = 2,
+};
+
+/* policy_ct (LRU): the flows an endpoint let through, one entry for each
+ * direction, so that every later packet and every reply takes one lookup. */
+struct pct_key {
+	__u32 endpoint;
+	__u8 dir; /* enum policy_dir the packet travels */
+	__u8 proto;
+	__be16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport; /* ICMP echo: the identifier, in both */
+	__be16 dport;
+};
+
+enum pct_flags {
+	PCT_REPLY = 1, /* the entry of the answering direction */
+};
+
+struct pct_value {
+	__u64 last_seen; /* bpf_ktime_get_ns, refreshed at most once a second */
+	__u32 flags;	 /* enum pct_flags */
+	__u32 pad;
+};
+
+/* frags (LRU): a fragmented datagram's ports, taken from its first
+ * fragment when that passed, for the fragments that follow without them.
+ * Keyed as the kernel reassembles: addresses, identification, and for
+ * IPv4 the protocol. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct frag_value {
+	__be16 sport;
+	__be16 dport;
+	__u8 icmp_type;
+	__u8 pad[3];
+};
+
+/* prefilter (LPM trie): source prefixes XDP drops before anything else. */
+struct prefilter_key {
+	__u32 prefixlen; /* an IPv4 prefix counts the 96 bits of ::ffff:0:0/96 */
+	__u8 addr[16];
+};
+
+/* policy_stats (per-CPU array, 2 * endpoint id + dir). */
+struct ep_counter {
+	__u64 allowed_packets;
+	__u64 allowed_bytes;
+	__u64 denied_packets;
+	__u64 denied_bytes;
+};
+
+/* Why a packet was denied: drop_stats' index and an event's reason.
+ * drop_stats' slot 0 counts events the ring buffer had no room for. */
+enum drop_reason {
+	DROP_EVENTS_LOST = 0,
+	DROP_DENY_RULE = 1, /* a deny rule matched */
+	DROP_NO_RULE = 2,   /* isolated direction, no allow rule matched */
+	DROP_FRAGMENT = 3,  /* a later fragment of no datagram that passed */
+	DROP_MALFORMED = 4, /* headers the policy cannot judge */
+	DROP_PREFILTER = 5, /* source in the node-wide prefilter */
+	DROP_MAX = 6,
+};
+
+enum event_flags {
+	EV_IPV6 = 1,
+	EV_FRAGMENT = 2, /* a later fragment: ports from its first one, or 0 */
+};
+
+/* events (ring buffer): sampled drops. */
+struct drop_event {
+	__u64 timestamp; /* bpf_ktime_get_ns */
+	__u32 endpoint;  /* 0 for the prefilter */
+	__u32 ifindex;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;    /* enum policy_dir */
+	__u8 reason; /* enum drop_reason */
+	__u8 flags;  /* enum event_flags */
+	__u32 len;   /* the packet's length */
+	__u32 pad;
+};
+
 #endif

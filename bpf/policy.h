@@ -1,0 +1,684 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Copyright The xdplane Authors */
+
+/*
+ * Network policy, included by lb.c: per-endpoint rules on tc, and the
+ * node-wide prefilter on XDP.
+ *
+ * policy_check judges one packet at an endpoint's interface. It reads
+ * headers with bpf_skb_load_bytes, so it sees the same bytes however the
+ * skb is laid out, and it is a global function: the verifier checks it
+ * once, apart from the load balancer that shares the program.
+ *
+ * What it cannot parse it denies wherever a rule could deny (an isolated
+ * direction, or one with deny rules): a packet must never pass a rule by
+ * hiding its ports. Elsewhere the kernel's own validation decides.
+ */
+
+#ifndef XDPLANE_POLICY_H
+#define XDPLANE_POLICY_H
+
+/* How many IPv6 extension headers policy_check walks; deeper is denied
+ * where rules apply. */
+#define POL_MAX_EXT_HDRS 8
+
+/* Every how many-th drop becomes an event, per CPU; 0 turns events off.
+ * Set by the loader. */
+const volatile __u32 event_sample = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct port_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct pct_key);
+	__type(value, struct pct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 2097152);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct prefilter_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} prefilter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * 4097);
+	__type(key, __u32);
+	__type(value, struct ep_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, enum drop_reason);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drop_stats SEC(".maps");
+
+/* One per CPU: drops seen since the last event, for sampling. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} event_tick SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__type(value, struct drop_event); /* for BTF only: bpf2go's Go type */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+/* What policy_check needs of a packet. */
+struct pflow {
+	union addr saddr; /* IPv4 v4-mapped */
+	union addr daddr;
+	__be16 sport; /* TCP, UDP, SCTP; ICMP echo: the identifier in both */
+	__be16 dport;
+	__u8 proto;
+	__u8 icmp_type;
+	__u8 frag; /* enum pfrag */
+	bool v6;
+	__be32 frag_id;
+	/* An ICMP error's quoted packet, when it has one: the flow it is
+	 * about, as that flow's packets look. */
+	bool has_inner;
+	union addr in_saddr;
+	union addr in_daddr;
+	__be16 in_sport;
+	__be16 in_dport;
+	__u8 in_proto;
+};
+
+enum pfrag {
+	PF_NONE = 0,
+	PF_FIRST = 1, /* offset 0, more to come: has the ports */
+	PF_LATER = 2, /* no L4 header */
+};
+
+enum pparse {
+	PP_OK = 0,
+	PP_NOT_IP = 1, /* ARP and the like: policy is about IP */
+	PP_MALFORMED = 2,
+};
+
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_SCTP_ 132
+
+struct l4_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* A minimal ICMP header, the same for ICMPv6: type, code, checksum, and
+ * for echo the identifier and sequence. */
+struct icmp_min {
+	__u8 type;
+	__u8 code;
+	__be16 csum;
+	__be16 id;
+	__be16 seq;
+};
+
+static __always_inline bool icmp_is_echo(bool v6, __u8 type)
+{
+	return v6 ? type == 128 || type == 129 : type == 8 || type == 0;
+}
+
+/* Errors that quote the packet they are about: destination unreachable,
+ * time exceeded, parameter problem (and IPv4's source quench and
+ * redirect, IPv6's packet too big). */
+static __always_inline bool icmp_is_error(bool v6, __u8 type)
+{
+	if (v6)
+		return type >= 1 && type <= 4;
+	return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+/* l4_min is the least an L4 header must hold for its fields to be read. */
+static __always_inline __u32 l4_min(__u8 proto, bool v6)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return sizeof(struct tcphdr);
+	case IPPROTO_UDP:
+		return sizeof(struct udphdr);
+	case IPPROTO_SCTP_:
+		return 12;
+	case IPPROTO_ICMP:
+		return v6 ? 0 : sizeof(struct icmp_min);
+	case IPPROTO_ICMPV6_:
+		return v6 ? sizeof(struct icmp_min) : 0;
+	}
+	return 0;
+}
+
+/*
+ * parse_inner reads the packet an ICMP error quotes, at off: its IP header
+ * and the first 8 bytes after it (all RFC 792 promises). Only a quote that
+ * names a flow is kept; anything else leaves has_inner false, and the
+ * error is then judged as the ICMP packet it is.
+ */
+static __always_inline void parse_inner(struct __sk_buff *skb, struct pflow *f, __u32 off, __u32 end)
+{
+	struct l4_ports p = {};
+	__u32 l4;
+
+	if (!f->v6) {
+		struct iphdr ip;
+
+		if (off + sizeof(ip) > end || bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+			return;
+		if (ip.version != 4 || ip.ihl < 5 || (ip.frag_off & bpf_htons(0x1fff)))
+			return;
+		l4 = off + ip.ihl * 4;
+		v4_mapped(&f->in_saddr, ip.saddr);
+		v4_mapped(&f->in_daddr, ip.daddr);
+		f->in_proto = ip.protocol;
+	} else {
+		struct ipv6hdr ip6;
+
+		if (off + sizeof(ip6) > end || bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+			return;
+		if (ip6.version != 6)
+			return;
+		l4 = off + sizeof(ip6);
+		__builtin_memcpy(f->in_saddr.b, ip6.saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(f->in_daddr.b, ip6.daddr.in6_u.u6_addr8, 16);
+		f->in_proto = ip6.nexthdr;
+	}
+	switch (f->in_proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP_:
+		if (l4 + sizeof(p) > end || bpf_skb_load_bytes(skb, l4, &p, sizeof(p)))
+			return;
+		f->in_sport = p.sport;
+		f->in_dport = p.dport;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_: {
+		struct icmp_min ic;
+
+		if (l4 + sizeof(ic) > end || bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)))
+			return;
+		if ((f->in_proto == IPPROTO_ICMPV6_) != f->v6 || !icmp_is_echo(f->v6, ic.type))
+			return;
+		f->in_sport = ic.id;
+		f->in_dport = ic.id;
+		break;
+	}
+	default:
+		return;
+	}
+	f->has_inner = true;
+}
+
+/* parse_l4_pol reads what policy needs of the L4 header at off, which must
+ * lie whole before end (the end of the IP packet, or of this fragment). */
+static __always_inline int parse_l4_pol(struct __sk_buff *skb, struct pflow *f, __u32 off, __u32 end)
+{
+	__u32 need = l4_min(f->proto, f->v6);
+
+	if (off + need > end)
+		return PP_MALFORMED;
+	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP || f->proto == IPPROTO_SCTP_) {
+		struct l4_ports p;
+
+		if (bpf_skb_load_bytes(skb, off, &p, sizeof(p)))
+			return PP_MALFORMED;
+		f->sport = p.sport;
+		f->dport = p.dport;
+		return PP_OK;
+	}
+	if (need && (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6_)) {
+		struct icmp_min ic;
+
+		if (bpf_skb_load_bytes(skb, off, &ic, sizeof(ic)))
+			return PP_MALFORMED;
+		f->icmp_type = ic.type;
+		if (icmp_is_echo(f->v6, ic.type)) {
+			f->sport = ic.id;
+			f->dport = ic.id;
+		} else if (icmp_is_error(f->v6, ic.type) && f->frag == PF_NONE) {
+			parse_inner(skb, f, off + sizeof(ic), end);
+		}
+	}
+	return PP_OK;
+}
+
+static __always_inline int pparse_v4(struct __sk_buff *skb, struct pflow *f)
+{
+	struct iphdr ip;
+	__u32 ihl, tot, fo;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+		return PP_MALFORMED;
+	if (ip.version != 4 || ip.ihl < 5)
+		return PP_MALFORMED;
+	ihl = ip.ihl * 4;
+	tot = bpf_ntohs(ip.tot_len);
+	if (tot < ihl || ETH_HLEN + tot > skb->len)
+		return PP_MALFORMED;
+	v4_mapped(&f->saddr, ip.saddr);
+	v4_mapped(&f->daddr, ip.daddr);
+	f->proto = ip.protocol;
+	fo = bpf_ntohs(ip.frag_off);
+	if (fo & 0x1fff) {
+		f->frag = PF_LATER;
+		f->frag_id = ip.id;
+		return PP_OK;
+	}
+	if (fo & 0x2000) {
+		f->frag = PF_FIRST;
+		f->frag_id = ip.id;
+	}
+	return parse_l4_pol(skb, f, ETH_HLEN + ihl, ETH_HLEN + tot);
+}
+
+static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
+{
+	struct ipv6hdr ip6;
+	__u32 off = ETH_HLEN + sizeof(ip6), end;
+	__u8 next;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+		return PP_MALFORMED;
+	if (ip6.version != 6)
+		return PP_MALFORMED;
+	end = off + bpf_ntohs(ip6.payload_len);
+	/* Payload length 0 is a jumbogram: none of ours. */
+	if (end == off || end > skb->len)
+		return PP_MALFORMED;
+	/* A v4-mapped address would match IPv4 rules: never on the wire
+	 * (RFC 4291 2.5.5.2), so never judged as one. */
+	if (is_v4_mapped(&ip6.saddr) || is_v4_mapped(&ip6.daddr))
+		return PP_MALFORMED;
+	__builtin_memcpy(f->saddr.b, ip6.saddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(f->daddr.b, ip6.daddr.in6_u.u6_addr8, 16);
+	f->v6 = true;
+
+	next = ip6.nexthdr;
+	for (int i = 0; i < POL_MAX_EXT_HDRS; i++) {
+		struct ext_hdr eh;
+
+		if (next == IPPROTO_FRAGMENT) {
+			struct {
+				__u8 next;
+				__u8 reserved;
+				__be16 frag_off;
+				__be32 id;
+			} fh;
+			__u16 fo;
+
+			if (off + sizeof(fh) > end || bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
+				return PP_MALFORMED;
+			fo = bpf_ntohs(fh.frag_off);
+			off += sizeof(fh);
+			next = fh.next;
+			f->frag_id = fh.id;
+			if (fo & 0xfff8) {
+				/* The headers after it belong to the first
+				 * fragment alone. */
+				f->frag = PF_LATER;
+				f->proto = next;
+				return PP_OK;
+			}
+			/* Offset 0 without more fragments is an atomic
+			 * fragment (RFC 6946): a whole datagram. */
+			if (fo & 1)
+				f->frag = PF_FIRST;
+			continue;
+		}
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
+		    next != IPPROTO_AH)
+			break;
+		if (off + 2 > end || bpf_skb_load_bytes(skb, off, &eh, 2))
+			return PP_MALFORMED;
+		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
+		off += next == IPPROTO_AH ? (eh.len + 2) * 4 : (eh.len + 1) * 8;
+		next = eh.next;
+	}
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+	    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+		return PP_MALFORMED;
+	if (off > end)
+		return PP_MALFORMED;
+	f->proto = next;
+	return parse_l4_pol(skb, f, off, end);
+}
+
+static __always_inline int pparse(struct __sk_buff *skb, struct pflow *f)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return pparse_v4(skb, f);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return pparse_v6(skb, f);
+	return PP_NOT_IP;
+}
+
+/* Idle timeouts of policy_ct entries, as netfilter's defaults for an
+ * established flow: past them, a packet is judged afresh. */
+static __always_inline __u64 pct_timeout(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_SCTP_:
+		return 432000 * NSEC_PER_SEC;
+	case IPPROTO_UDP:
+		return 120 * NSEC_PER_SEC;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		return 30 * NSEC_PER_SEC;
+	}
+	return 600 * NSEC_PER_SEC;
+}
+
+static __always_inline void pct_fill(struct pct_key *k, __u32 ep, __u32 dir, const union addr *s,
+				     const union addr *d, __be16 sport, __be16 dport, __u8 proto)
+{
+	k->endpoint = ep;
+	k->dir = dir;
+	k->proto = proto;
+	__builtin_memcpy(k->saddr, s->b, 16);
+	__builtin_memcpy(k->daddr, d->b, 16);
+	k->sport = sport;
+	k->dport = dport;
+}
+
+static __always_inline void emit_drop(__u32 ep, __u32 ifindex, __u32 dir, __u32 reason,
+				      const union addr *s, const union addr *d, __be16 sport,
+				      __be16 dport, __u8 proto, __u8 flags, __u32 len)
+{
+	struct drop_event *ev;
+	__u32 zero = 0, *tick;
+
+	if (!event_sample)
+		return;
+	tick = bpf_map_lookup_elem(&event_tick, &zero);
+	if (!tick)
+		return;
+	if (++*tick < event_sample)
+		return;
+	*tick = 0;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(DROP_EVENTS_LOST, &drop_stats, len);
+		return;
+	}
+	ev->timestamp = bpf_ktime_get_ns();
+	ev->endpoint = ep;
+	ev->ifindex = ifindex;
+	__builtin_memcpy(ev->saddr, s->b, 16);
+	__builtin_memcpy(ev->daddr, d->b, 16);
+	ev->sport = sport;
+	ev->dport = dport;
+	ev->proto = proto;
+	ev->dir = dir;
+	ev->reason = reason;
+	ev->flags = flags;
+	ev->len = len;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void ep_count(__u32 ep, __u32 dir, bool allowed, __u32 len)
+{
+	__u32 idx = 2 * ep + dir;
+	struct ep_counter *c = bpf_map_lookup_elem(&policy_stats, &idx);
+
+	if (!c)
+		return;
+	if (allowed) {
+		c->allowed_packets++;
+		c->allowed_bytes += len;
+	} else {
+		c->denied_packets++;
+		c->denied_bytes += len;
+	}
+}
+
+/*
+ * judge decides a new flow by the endpoint's rules: two longest-prefix
+ * lookups, whatever the number of rules. It returns 0 to allow, else the
+ * drop reason.
+ */
+static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const struct pflow *f)
+{
+	bool isolated = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED : EP_EGRESS_ISOLATED);
+	__u32 policy = dir == DIR_INGRESS ? ep->ingress_policy : ep->egress_policy;
+	struct peer_key pk = {.prefixlen = 32 + 128};
+	struct port_key kk = {.prefixlen = 32 + 8 + 16};
+	__u32 *rs;
+	__u8 *v, proto = f->proto;
+	__u16 port;
+
+	if (!policy)
+		return isolated ? DROP_NO_RULE : 0;
+	pk.policy_id = bpf_htonl(policy);
+	__builtin_memcpy(pk.addr, dir == DIR_INGRESS ? f->saddr.b : f->daddr.b, 16);
+	rs = bpf_map_lookup_elem(&policy_peers, &pk);
+	if (!rs || !*rs)
+		return isolated ? DROP_NO_RULE : 0;
+
+	/* Rules name ICMP once for both families. */
+	if (f->v6)
+		proto = proto == IPPROTO_ICMPV6_ ? IPPROTO_ICMP : proto == IPPROTO_ICMP ? 255 : proto;
+	if (proto == IPPROTO_ICMP)
+		port = f->icmp_type;
+	else if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP_)
+		port = bpf_ntohs(f->dport);
+	else
+		port = 0;
+	kk.ruleset = bpf_htonl(*rs);
+	kk.proto = proto;
+	kk.port[0] = port >> 8;
+	kk.port[1] = port & 0xff;
+	v = bpf_map_lookup_elem(&policy_ports, &kk);
+	if (v && *v == PV_DENY)
+		return DROP_DENY_RULE;
+	if (v && *v == PV_ALLOW)
+		return 0;
+	return isolated ? DROP_NO_RULE : 0;
+}
+
+/*
+ * policy_check judges a packet at its interface, in direction dir of the
+ * endpoint there. It returns 0 to let it through, 1 to drop it.
+ */
+__noinline int policy_check(struct __sk_buff *skb, __u32 dir)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len, reason;
+	struct pct_key key = {}, rkey = {};
+	struct pct_value *ct, entry = {};
+	struct frag_key fk = {};
+	struct frag_value *fv;
+	struct pflow f = {};
+	struct endpoint *ep;
+	bool enforced;
+	__u8 evflags = 0;
+	__u64 now;
+	int r;
+
+	if (dir > DIR_EGRESS)
+		return 0;
+	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (!ep)
+		return 0;
+	enforced = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED | EP_INGRESS_DENY
+						   : EP_EGRESS_ISOLATED | EP_EGRESS_DENY);
+	r = pparse(skb, &f);
+	if (r == PP_NOT_IP)
+		return 0;
+	if (f.v6)
+		evflags |= EV_IPV6;
+	if (r != PP_OK) {
+		if (!enforced)
+			goto allow;
+		reason = DROP_MALFORMED;
+		goto deny;
+	}
+
+	if (f.frag != PF_NONE) {
+		__builtin_memcpy(fk.saddr, f.saddr.b, 16);
+		__builtin_memcpy(fk.daddr, f.daddr.b, 16);
+		fk.id = f.frag_id;
+		fk.proto = f.v6 ? 0 : f.proto;
+	}
+	if (f.frag == PF_LATER) {
+		evflags |= EV_FRAGMENT;
+		fv = bpf_map_lookup_elem(&frags, &fk);
+		if (!fv) {
+			if (!enforced)
+				goto allow;
+			reason = DROP_FRAGMENT;
+			goto deny;
+		}
+		f.sport = fv->sport;
+		f.dport = fv->dport;
+		f.icmp_type = fv->icmp_type;
+	}
+
+	now = bpf_ktime_get_ns();
+	pct_fill(&key, ep->id, dir, &f.saddr, &f.daddr, f.sport, f.dport, f.proto);
+	ct = bpf_map_lookup_elem(&policy_ct, &key);
+	if (ct && now - ct->last_seen <= pct_timeout(f.proto)) {
+		/* Refresh at most once a second, the other direction's entry
+		 * too (put back if the LRU evicted it), so that a flow busy
+		 * one way keeps its replies' way open. */
+		if (now - ct->last_seen > NSEC_PER_SEC) {
+			ct->last_seen = now;
+			entry.last_seen = now;
+			entry.flags = ct->flags ^ PCT_REPLY;
+			pct_fill(&rkey, ep->id, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
+			bpf_map_update_elem(&policy_ct, &rkey, &entry, BPF_ANY);
+		}
+		goto pass;
+	}
+	/* An ICMP error about a flow that passed here the other way. */
+	if (f.has_inner) {
+		pct_fill(&rkey, ep->id, dir ^ 1, &f.in_saddr, &f.in_daddr, f.in_sport, f.in_dport,
+			 f.in_proto);
+		ct = bpf_map_lookup_elem(&policy_ct, &rkey);
+		if (ct && now - ct->last_seen <= pct_timeout(f.in_proto))
+			goto pass;
+	}
+
+	reason = judge(ep, dir, &f);
+	if (reason)
+		goto deny;
+
+	/* A new flow: both directions' entries, so the replies pass whatever
+	 * the other direction's rules say. */
+	entry.last_seen = now;
+	entry.flags = 0;
+	bpf_map_update_elem(&policy_ct, &key, &entry, BPF_ANY);
+	entry.flags = PCT_REPLY;
+	pct_fill(&rkey, ep->id, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
+	bpf_map_update_elem(&policy_ct, &rkey, &entry, BPF_ANY);
+pass:
+	if (f.frag == PF_FIRST) {
+		struct frag_value nv = {.sport = f.sport, .dport = f.dport, .icmp_type = f.icmp_type};
+
+		bpf_map_update_elem(&frags, &fk, &nv, BPF_ANY);
+	}
+allow:
+	ep_count(ep->id, dir, true, len);
+	return 0;
+deny:
+	/* A denied first fragment must not leave an older datagram's ports
+	 * for the fragments that follow it. */
+	if (f.frag == PF_FIRST)
+		bpf_map_delete_elem(&frags, &fk);
+	ep_count(ep->id, dir, false, len);
+	count(reason, &drop_stats, len);
+	emit_drop(ep->id, ifindex, dir, reason, &f.saddr, &f.daddr, f.sport, f.dport, f.proto,
+		  evflags, len);
+	return 1;
+}
+
+/*
+ * prefilter_drop reports whether XDP drops the frame because its source is
+ * in the node-wide prefilter. Only the IP header is read: this runs before
+ * anything else, for every frame, and must stay cheap under a flood.
+ */
+static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	struct prefilter_key k = {.prefixlen = 128};
+	union addr s, d;
+	__u8 proto, flags = 0;
+
+	if ((void *)(eth + 1) > data_end)
+		return false;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return false;
+		v4_mapped(&s, ip->saddr);
+		v4_mapped(&d, ip->daddr);
+		proto = ip->protocol;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return false;
+		__builtin_memcpy(s.b, ip6->saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(d.b, ip6->daddr.in6_u.u6_addr8, 16);
+		proto = ip6->nexthdr;
+		flags = EV_IPV6;
+	} else {
+		return false;
+	}
+	__builtin_memcpy(k.addr, s.b, 16);
+	if (!bpf_map_lookup_elem(&prefilter, &k))
+		return false;
+	count(DROP_PREFILTER, &drop_stats, data_end - data);
+	emit_drop(0, ctx->ingress_ifindex, DIR_INGRESS, DROP_PREFILTER, &s, &d, 0, 0, proto, flags,
+		  data_end - data);
+	return true;
+}
+
+#endif
