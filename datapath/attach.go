@@ -500,6 +500,39 @@ func (d *Datapath) Detach(ifname string) error {
 	return nil
 }
 
+// AttachedHook reports whether xdplane is attached to the interface named
+// ifname, in the network namespace of the calling OS thread, and at which
+// hook.
+func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err error) {
+	ifindex, err := ifindexOf(ifname)
+	if err != nil {
+		return 0, false, err
+	}
+	ns, err := currentNetNS()
+	if err != nil {
+		return 0, false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range []string{pointTCIngress, pointXDP} {
+		path := pinPath(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p})
+		_, err := os.Lstat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			_, err = os.Lstat(path + legacySuffix)
+		}
+		if err == nil {
+			if p == pointXDP {
+				return HookXDP, true, nil
+			}
+			return HookTC, true, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return 0, false, err
+		}
+	}
+	return 0, false, nil
+}
+
 // Attachments lists what this datapath has attached, in every network
 // namespace, from its pins.
 func (d *Datapath) Attachments() ([]Attachment, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/idalloc"
 )
 
 // Manager installs services into a datapath. It keeps a copy of what it
@@ -40,8 +41,8 @@ type Manager struct {
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
-	svcIDs   *idAlloc
-	beIDs    *idAlloc
+	svcIDs   *idalloc.Alloc
+	beIDs    *idalloc.Alloc
 	slots    int                   // slots in use, over all services
 	vips     map[netip.Addr]uint32 // services per virtual IP, as in the vips map
 }
@@ -90,13 +91,13 @@ func (m *Manager) load() error {
 	if err := m.loadVIPs(); err != nil {
 		return err
 	}
-	m.svcIDs = newIDAlloc(m.limits.MaxServices)
-	m.beIDs = newIDAlloc(m.limits.MaxBackends)
+	m.svcIDs = idalloc.New(m.limits.MaxServices)
+	m.beIDs = idalloc.New(m.limits.MaxBackends)
 	m.slots = 0
 	for _, e := range services {
-		m.svcIDs.take(e.id)
+		m.svcIDs.Take(e.id)
 		for _, id := range e.backendIDs {
-			m.beIDs.take(id)
+			m.beIDs.Take(id)
 		}
 		m.slots += len(e.slots)
 	}
@@ -279,7 +280,7 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 // backends, and max(old, new) slots, are in the maps together.
 func (m *Manager) checkCapacity(changes []Service, removed []Frontend) error {
 	services := len(m.services)
-	backends := m.beIDs.inUse()
+	backends := m.beIDs.InUse()
 	slots := m.slots
 	for _, f := range removed {
 		e := m.services[f]
@@ -330,22 +331,19 @@ func (m *Manager) checkCapacity(changes []Service, removed []Frontend) error {
 
 type snapshot struct {
 	services map[Frontend]*entry
-	svcIDs   idAlloc
-	beIDs    idAlloc
+	svcIDs   *idalloc.Alloc
+	beIDs    *idalloc.Alloc
 	slots    int
 	vips     map[netip.Addr]uint32
 }
 
 func (m *Manager) snapshot() snapshot {
-	s := snapshot{services: maps.Clone(m.services), svcIDs: *m.svcIDs, beIDs: *m.beIDs, slots: m.slots, vips: maps.Clone(m.vips)}
-	s.svcIDs.used = maps.Clone(m.svcIDs.used)
-	s.beIDs.used = maps.Clone(m.beIDs.used)
-	return s
+	return snapshot{services: maps.Clone(m.services), svcIDs: m.svcIDs.Clone(), beIDs: m.beIDs.Clone(), slots: m.slots, vips: maps.Clone(m.vips)}
 }
 
 func (m *Manager) restore(s snapshot) {
 	m.services, m.slots, m.vips = s.services, s.slots, s.vips
-	*m.svcIDs, *m.beIDs = s.svcIDs, s.beIDs
+	m.svcIDs, m.beIDs = s.svcIDs, s.beIDs
 }
 
 // apply writes service s over old (nil for a new service). The order is
@@ -367,17 +365,17 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 	defer func() {
 		if err != nil {
 			for _, id := range newIDs {
-				m.beIDs.release(id)
+				m.beIDs.Release(id)
 			}
 			if old == nil && e.id != 0 {
-				m.svcIDs.release(e.id)
+				m.svcIDs.Release(e.id)
 			}
 		}
 	}()
 	if old != nil {
 		e.id = old.id
 	} else {
-		id, ok := m.svcIDs.alloc()
+		id, ok := m.svcIDs.Get()
 		if !ok {
 			return overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
 		}
@@ -414,7 +412,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			}
 			continue
 		}
-		id, ok := m.beIDs.alloc()
+		id, ok := m.beIDs.Get()
 		if !ok {
 			return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
 		}
@@ -516,7 +514,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 	if old != nil {
 		for a, id := range old.backendIDs {
 			if _, kept := e.backendIDs[a]; !kept {
-				m.beIDs.release(id)
+				m.beIDs.Release(id)
 			}
 		}
 		m.slots -= len(old.slots)
@@ -559,9 +557,9 @@ func (m *Manager) remove(t *txn, e *entry) error {
 		}
 	}
 	for _, id := range e.backendIDs {
-		m.beIDs.release(id)
+		m.beIDs.Release(id)
 	}
-	m.svcIDs.release(e.id)
+	m.svcIDs.Release(e.id)
 	m.slots -= len(e.slots)
 	delete(m.services, e.svc.Frontend)
 	return nil

@@ -296,44 +296,6 @@ func ignoreMissing(err error) error {
 	return err
 }
 
-// idAlloc hands out ids from 1 to max, round-robin, so that an id freed a
-// moment ago is the last to be reused: a conntrack entry naming a deleted
-// backend then finds nothing rather than a stranger.
-type idAlloc struct {
-	max  uint32
-	next uint32
-	used map[uint32]bool
-}
-
-func newIDAlloc(max uint32) *idAlloc {
-	return &idAlloc{max: max, next: 1, used: make(map[uint32]bool)}
-}
-
-func (a *idAlloc) inUse() int { return len(a.used) }
-
-func (a *idAlloc) take(id uint32) {
-	a.used[id] = true
-	if id >= a.next {
-		a.next = id%a.max + 1
-	}
-}
-
-func (a *idAlloc) alloc() (uint32, bool) {
-	if uint32(len(a.used)) >= a.max {
-		return 0, false
-	}
-	for {
-		id := a.next
-		a.next = a.next%a.max + 1
-		if !a.used[id] {
-			a.used[id] = true
-			return id, true
-		}
-	}
-}
-
-func (a *idAlloc) release(id uint32) { delete(a.used, id) }
-
 // eligibleIDs lists the ids of the backends of e that take new flows,
 // sorted.
 func eligibleIDs(e *entry) []uint32 {
