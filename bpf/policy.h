@@ -114,7 +114,7 @@ struct {
 struct pflow {
 	union addr saddr; /* IPv4 v4-mapped */
 	union addr daddr;
-	__be16 sport; /* TCP, UDP, SCTP; ICMP echo: the identifier in both */
+	__be16 sport; /* TCP, UDP, SCTP; ICMP echo: see echo_ports */
 	__be16 dport;
 	__u8 proto;
 	__u8 icmp_type;
@@ -164,6 +164,19 @@ struct icmp_min {
 static __always_inline bool icmp_is_echo(bool v6, __u8 type)
 {
 	return v6 ? type == 128 || type == 129 : type == 8 || type == 0;
+}
+
+/*
+ * echo_ports gives an ICMP echo the ports of a flow: the identifier is the
+ * requester's port and the other is 0, so that a reply's key is its
+ * request's reversed, and a "reply" sent the request's way is not one.
+ */
+static __always_inline void echo_ports(bool v6, __u8 type, __be16 id, __be16 *sport, __be16 *dport)
+{
+	bool request = v6 ? type == 128 : type == 8;
+
+	*sport = request ? id : 0;
+	*dport = request ? 0 : id;
 }
 
 /* Errors that quote the packet they are about: destination unreachable,
@@ -245,8 +258,7 @@ static __always_inline void parse_inner(struct __sk_buff *skb, struct pflow *f, 
 			return;
 		if ((f->in_proto == IPPROTO_ICMPV6_) != f->v6 || !icmp_is_echo(f->v6, ic.type))
 			return;
-		f->in_sport = ic.id;
-		f->in_dport = ic.id;
+		echo_ports(f->v6, ic.type, ic.id, &f->in_sport, &f->in_dport);
 		break;
 	}
 	default:
@@ -279,8 +291,7 @@ static __always_inline int parse_l4_pol(struct __sk_buff *skb, struct pflow *f, 
 			return PP_MALFORMED;
 		f->icmp_type = ic.type;
 		if (icmp_is_echo(f->v6, ic.type)) {
-			f->sport = ic.id;
-			f->dport = ic.id;
+			echo_ports(f->v6, ic.type, ic.id, &f->sport, &f->dport);
 		} else if (icmp_is_error(f->v6, ic.type) && f->frag == PF_NONE) {
 			parse_inner(skb, f, off + sizeof(ic), end);
 		}

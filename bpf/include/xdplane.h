@@ -227,7 +227,7 @@ struct pct_key {
 	__be16 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__be16 sport; /* ICMP echo: the identifier, in both */
+	__be16 sport; /* ICMP echo: the identifier on the requester's side, 0 on the other */
 	__be16 dport;
 };
 

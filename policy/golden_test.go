@@ -1,0 +1,444 @@
+package policy
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/layers"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/packets"
+)
+
+// goldenPolicy is the policy of the golden tests' endpoint (10.0.1.2,
+// fd00:1::2), the same in both families:
+//
+//	ingress, isolated:
+//	  allow 10.0.0.0/16 except 10.0.5.0/24 (fd00:a::/64 except fd00:a::5:0/112)
+//	        TCP 80, TCP 8000-8100, SCTP 9000
+//	  allow 10.9.0.0/16 (fd00:9::/64) UDP 53
+//	  allow everyone ICMP echo requests
+//	  deny  10.0.7.0/24 (fd00:a::7:0/112), every port
+//	egress, isolated:
+//	  allow 10.1.0.0/16 (fd00:b::/64) TCP 443
+//	  deny  10.1.9.9 (fd00:b::9) TCP 443
+func goldenPolicy() Policy {
+	return Policy{
+		Ingress: Rules{Isolated: true, Rules: []Rule{
+			{Peers: []Peer{{Prefix: pfx("10.0.0.0/16"), Except: []netip.Prefix{pfx("10.0.5.0/24")}}, {Prefix: pfx("fd00:a::/64"), Except: []netip.Prefix{pfx("fd00:a::5:0/112")}}},
+				Ports: []PortRange{{Protocol: TCP, Port: 80}, {Protocol: TCP, Port: 8000, EndPort: 8100}, {Protocol: SCTP, Port: 9000}}},
+			{Peers: []Peer{{Prefix: pfx("10.9.0.0/16")}, {Prefix: pfx("fd00:9::/64")}}, Ports: []PortRange{{Protocol: UDP, Port: 53}}},
+			{Ports: []PortRange{{Protocol: ICMP, Port: 8}, {Protocol: ICMP, Port: 128}}},
+			{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}, {Prefix: pfx("fd00:a::7:0/112")}}},
+		}},
+		Egress: Rules{Isolated: true, Rules: []Rule{
+			{Peers: []Peer{{Prefix: pfx("10.1.0.0/16")}, {Prefix: pfx("fd00:b::/64")}}, Ports: []PortRange{{Protocol: TCP, Port: 443}}},
+			{Action: Deny, Peers: []Peer{{Prefix: pfx("10.1.9.9/32")}, {Prefix: pfx("fd00:b::9/128")}}, Ports: []PortRange{{Protocol: TCP, Port: 443}}},
+		}},
+	}
+}
+
+type goldenCase struct {
+	name   string
+	dir    Direction
+	frame  []byte
+	pass   bool
+	reason Reason // of the drop
+}
+
+// goldenCases are first packets of new flows, each judged on its own.
+func goldenCases(t *testing.T) []goldenCase {
+	echo4 := func(src, dst string, typ uint8) []byte {
+		return raw4(t, src, dst, layers.IPProtocolICMPv4, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
+	}
+	echo6 := func(src, dst string, typ uint8) []byte {
+		return raw6(t, src, dst, layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
+	}
+	return []goldenCase{
+		// Peers, ports and ranges.
+		{"v4 allowed peer, allowed port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
+		{"v6 allowed peer, allowed port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"), true, 0},
+		{"v4 allowed peer, other port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
+		{"v6 allowed peer, other port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
+		{"v4 allowed port, UDP instead of TCP", Ingress, udp4(t, "10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v4 peer outside every prefix", Ingress, tcp4(t, "10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 peer outside every prefix", Ingress, tcp6(t, "[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 except prefix", Ingress, tcp4(t, "10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 except prefix", Ingress, tcp6(t, "[fd00:a::5:9]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 just outside the except prefix", Ingress, tcp4(t, "10.0.6.0:40000", "10.0.1.2:80"), true, 0},
+		{"v4 range start", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8000"), true, 0},
+		{"v4 range end", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8100"), true, 0},
+		{"v4 below range", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:7999"), false, ReasonNoRule},
+		{"v4 above range", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8101"), false, ReasonNoRule},
+		{"v6 range end", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:8100"), true, 0},
+		{"v6 above range", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:8101"), false, ReasonNoRule},
+		{"v4 UDP rule", Ingress, udp4(t, "10.9.0.1:5353", "10.0.1.2:53"), true, 0},
+		{"v6 UDP rule", Ingress, udp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
+		{"v4 UDP rule's peer, TCP", Ingress, tcp4(t, "10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v4 SCTP allowed port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
+		{"v4 SCTP other port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
+		{"v6 SCTP allowed port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
+		{"v4 ICMP echo request from anyone", Ingress, echo4("192.0.2.1", "10.0.1.2", 8), true, 0},
+		{"v6 ICMPv6 echo request from anyone", Ingress, echo6("2001:db8::1", "fd00:1::2", 128), true, 0},
+		{"v4 ICMP timestamp: another type", Ingress, echo4("192.0.2.1", "10.0.1.2", 13), false, ReasonNoRule},
+		{"v6 ICMPv6 echo reply with no request", Ingress, echo6("2001:db8::1", "fd00:1::2", 129), false, ReasonNoRule},
+		{"v4 GRE from an allowed peer", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+
+		// Deny beats allow.
+		{"v4 denied prefix inside an allowed one", Ingress, tcp4(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v6 denied prefix inside an allowed one", Ingress, tcp6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo4("10.0.7.7", "10.0.1.2", 8), false, ReasonDenyRule},
+		{"v4 egress allowed", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true, 0},
+		{"v6 egress allowed", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
+		{"v4 egress denied host in allowed prefix", Egress, tcp4(t, "10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
+		{"v6 egress denied host in allowed prefix", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
+		{"v4 egress other port", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
+		{"v4 egress judges the destination, not the source", Egress, tcp4(t, "10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
+
+		// IP options move the L4 header; they must not hide the port.
+		{"v4 options, allowed port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
+		{"v4 options, other port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
+		// IPv6 extension headers likewise.
+		{"v6 hop-by-hop and destination options, allowed port", Ingress,
+			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), true, 0},
+		{"v6 hop-by-hop and destination options, other port", Ingress,
+			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.HopByHop, packets.DestOpts), false, ReasonNoRule},
+		{"v6 AH, other port", Ingress, ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.AH), false, ReasonNoRule},
+		{"v6 routing header, denied peer", Ingress,
+			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.Routing(2, 0, netip.MustParseAddr("fd00:1::2"))), false, ReasonDenyRule},
+		{"v6 nine extension headers: too deep to judge", Ingress,
+			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
+				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), false, ReasonMalformed},
+		{"v6 eight extension headers: still judged", Ingress,
+			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
+				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), true, 0},
+
+		// What cannot be judged is denied where rules apply.
+		{"v4 TCP header cut short", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80, 0, 0}), false, ReasonMalformed},
+		{"v6 UDP header cut short", Ingress, raw6(t, "fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, ReasonMalformed},
+		{"v6 v4-mapped source", Ingress, tcp6(t, "[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, ReasonMalformed},
+		{"v4 IHL below 5", Ingress, badIHL(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")), false, ReasonMalformed},
+	}
+}
+
+// v4Options is a TCP SYN whose IPv4 header carries 8 bytes of options.
+func v4Options(t *testing.T, src, dst string) []byte {
+	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true},
+		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
+			{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}.Build())
+}
+
+func ext6(t *testing.T, src, dst string, ext ...packets.IPv6Ext) []byte {
+	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}, Ext: ext}.Build())
+}
+
+func badIHL(frame []byte) []byte {
+	frame[packets.EthLen] = 0x44
+	return frame
+}
+
+func TestGoldenPolicy(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+	for _, c := range goldenCases(t) {
+		r.expect(c.name, c.dir, c.frame, c.pass)
+	}
+}
+
+// The reference semantics agree with every golden case that names a flow
+// it can describe: the golden table is not a second opinion of its own.
+func TestGoldenAgreesWithDecide(t *testing.T) {
+	p := goldenPolicy()
+	for _, c := range goldenCases(t) {
+		if c.reason == ReasonMalformed {
+			continue
+		}
+		l, err := packets.Parse(c.frame)
+		if err != nil || l.Fragment {
+			continue
+		}
+		peer, proto, port := describe(t, c.dir, c.frame)
+		got := p.Decide(c.dir, peer, proto, port)
+		want := Allowed
+		switch c.reason {
+		case ReasonDenyRule:
+			want = DeniedByRule
+		case ReasonNoRule:
+			want = DeniedByDefault
+		}
+		if got != want {
+			t.Errorf("%s: Decide says %s, the golden table %s", c.name, got, want)
+		}
+	}
+}
+
+// describe reads the peer, protocol and port of a golden frame the way the
+// datapath does, with gopacket.
+func describe(t *testing.T, dir Direction, frame []byte) (netip.Addr, Protocol, uint16) {
+	t.Helper()
+	l, err := packets.Parse(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst, proto := l.Src, l.Dst, uint8(l.Proto)
+	peer := src
+	if dir == Egress {
+		peer = dst
+	}
+	var port uint16
+	switch proto {
+	case 6, 17, 132:
+		port = uint16(frame[l.L4+2])<<8 | uint16(frame[l.L4+3])
+	case 1, 58:
+		proto, port = 1, uint16(frame[l.L4])
+	}
+	return peer, Protocol(proto), port
+}
+
+// Drops are counted per endpoint and direction and by reason, and each
+// is an event with its 5-tuple, endpoint and reason.
+func TestGoldenCountersAndEvents(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+	rd, err := NewEventReader(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	cases := goldenCases(t)
+	want := map[Direction]*Counters{Ingress: {}, Egress: {}}
+	drops := map[Reason]uint64{}
+	for _, c := range cases {
+		r.expect(c.name, c.dir, c.frame, c.pass)
+		if c.pass {
+			want[c.dir].AllowedPackets++
+			want[c.dir].AllowedBytes += uint64(len(c.frame))
+			continue
+		}
+		want[c.dir].DeniedPackets++
+		want[c.dir].DeniedBytes += uint64(len(c.frame))
+		drops[c.reason]++
+
+		// Read in the endpoint's namespace, where the reader names the
+		// interface.
+		var ev Event
+		rd.SetDeadline(time.Now().Add(time.Second))
+		if err := r.ns.Do(func() (err error) { ev, err = rd.Read(); return err }); err != nil {
+			t.Fatalf("%s: no event: %v", c.name, err)
+		}
+		st, _ := r.m.Endpoint("pol0")
+		if ev.Reason != c.reason || ev.Direction != c.dir || ev.Endpoint != st.ID || ev.Interface != "pol0" ||
+			ev.Length != uint32(len(c.frame)) || ev.Ifindex != int(r.ifindex) {
+			t.Errorf("%s: event %+v, want reason %s, direction %s, endpoint %d on pol0, length %d", c.name, ev, c.reason, c.dir, st.ID, len(c.frame))
+		}
+		if c.reason != ReasonMalformed {
+			peer, proto, port := describe(t, c.dir, c.frame)
+			evPeer, evPort := ev.Source.Addr(), ev.Destination.Port()
+			if c.dir == Egress {
+				evPeer = ev.Destination.Addr()
+			}
+			if proto == ICMP {
+				evPort = port // an event carries the echo identifier, not the type
+			}
+			if evPeer != peer || evPort != port {
+				t.Errorf("%s: event %s, want peer %s port %d", c.name, ev, peer, port)
+			}
+		}
+		if time.Since(ev.Time).Abs() > time.Minute {
+			t.Errorf("%s: event time %s is not now", c.name, ev.Time)
+		}
+	}
+	got, err := r.m.Counters("pol0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ingress != *want[Ingress] || got.Egress != *want[Egress] {
+		t.Errorf("counters %+v, want ingress %+v egress %+v", got, *want[Ingress], *want[Egress])
+	}
+	dc, err := ReadDropCounters(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reason, n := range drops {
+		if dc.Packets[reason] != n {
+			t.Errorf("drop counter %s = %d, want %d", reason, dc.Packets[reason], n)
+		}
+	}
+	if dc.EventsLost != 0 {
+		t.Errorf("%d events lost", dc.EventsLost)
+	}
+}
+
+// Without a policy, or with a direction not isolated and no deny rules,
+// everything passes, even what cannot be parsed (the kernel decides).
+func TestGoldenNoPolicyPassesAll(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	for _, c := range goldenCases(t) {
+		r.expect("no policy: "+c.name, c.dir, c.frame, true)
+	}
+	// Deny rules alone: a direction that is not isolated denies only
+	// what they match.
+	// The flows above are tracked now, and stay allowed whatever the
+	// policy becomes: every flow from here on is new.
+	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+	r.expect("deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false)
+	r.expect("deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true)
+	r.expect("deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true)
+	r.expect("deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true)
+	// A deny rule on ports makes unparseable packets on that direction
+	// deny: they could be hiding a denied port.
+	r.expect("deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false)
+
+	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
+	r.setPolicy(Policy{Ingress: Rules{Isolated: true}})
+	r.expect("deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false)
+	r.expect("deny all, egress open", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), true)
+}
+
+// Replies of an allowed flow pass the other direction's rules, and so do
+// ICMP errors about it; a packet that only looks like a reply does not.
+func TestGoldenStateful(t *testing.T) {
+	for _, fam := range []struct {
+		name                      string
+		out, reply, strayReply    []byte
+		inOut, inReply            []byte
+		errAbout, errAboutUnknown []byte
+	}{
+		{
+			name:       "v4",
+			out:        tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"),
+			reply:      tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"),
+			strayReply: tcp4(t, "10.1.2.3:443", "10.0.1.2:40001"),
+			inOut:      tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"),
+			inReply:    tcp4(t, "10.0.1.2:80", "10.0.3.4:40000"),
+			errAbout: raw4(t, "10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
+				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"))[:28])),
+			errAboutUnknown: raw4(t, "10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
+				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40009", "10.1.2.3:443"))[:28])),
+		},
+		{
+			name:       "v6",
+			out:        tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"),
+			reply:      tcp6(t, "[fd00:b::3]:443", "[fd00:1::2]:40000"),
+			strayReply: tcp6(t, "[fd00:b::3]:443", "[fd00:1::2]:40001"),
+			inOut:      tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"),
+			inReply:    tcp6(t, "[fd00:1::2]:80", "[fd00:a::3:4]:40000"),
+			errAbout: raw6(t, "fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
+				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
+			errAboutUnknown: raw6(t, "fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
+				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40009", "[fd00:b::3]:443"))[:48])),
+		},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newRig(t, datapath.Limits{})
+			r.setPolicy(goldenPolicy())
+			r.expect("reply before the flow", Ingress, fam.reply, false)
+			r.expect("ICMP error before the flow", Ingress, fam.errAbout, false)
+			r.expect("flow out", Egress, fam.out, true)
+			r.expect("its reply", Ingress, fam.reply, true)
+			r.expect("its next packet", Egress, fam.out, true)
+			r.expect("a stray packet like a reply", Ingress, fam.strayReply, false)
+			r.expect("an ICMP error about it", Ingress, fam.errAbout, true)
+			r.expect("an ICMP error about another flow", Ingress, fam.errAboutUnknown, false)
+			r.expect("flow in", Ingress, fam.inOut, true)
+			r.expect("its reply out, which egress rules deny", Egress, fam.inReply, true)
+		})
+	}
+}
+
+// A later fragment passes only when its datagram's first fragment did:
+// the ports it lacks come from that one.
+func TestGoldenFragments(t *testing.T) {
+	frag4 := func(src, dst string, id, offset uint16, more bool, body []byte) []byte {
+		p := packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+			Proto: layers.IPProtocolUDP, ID: id, FragOffset: offset, Payload: body}
+		if more {
+			p.Flags = layers.IPv4MoreFragments
+		}
+		if offset != 0 {
+			p.NoL4Header = true
+		}
+		return mustBuild(p.Build())
+	}
+	frag6 := func(src, dst string, id uint32, offset uint16, more bool, body []byte) []byte {
+		p := packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+			Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(offset, more, id)}}
+		if offset != 0 {
+			p.NoL4Header = true
+		}
+		return mustBuild(p.Build())
+	}
+	body := make([]byte, 64)
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+
+	// IPv4: 10.9.0.0/16 may send UDP 53.
+	r.expect("v4 first fragment, allowed", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 0, true, body), true)
+	r.expect("v4 its later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true, body), true)
+	r.expect("v4 its last fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false, body), true)
+	r.expect("v4 first fragment, denied port", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true, body), false)
+	r.expect("v4 the denied datagram's later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false, body), false)
+	r.expect("v4 a later fragment with no first", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false, body), false)
+	r.expect("v4 an allowed datagram's id from another source", Ingress, frag4("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false, body), false)
+	// An id reused for a denied datagram must not inherit the ports of
+	// the allowed one before it.
+	r.expect("v4 id 100 reused, first fragment denied", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true, body), false)
+	r.expect("v4 id 100 reused, later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false, body), false)
+
+	// IPv6: fd00:9::/64 may send UDP 53.
+	r.expect("v6 first fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true, body), true)
+	r.expect("v6 its later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false, body), true)
+	r.expect("v6 first fragment, denied port", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true, body), false)
+	r.expect("v6 the denied datagram's later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false, body), false)
+	r.expect("v6 a later fragment with no first", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false, body), false)
+	r.expect("v6 atomic fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false, body), true)
+	r.expect("v6 atomic fragment, denied", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false, body), false)
+}
+
+// A policy change judges new flows by the new rules, keeps the flows the
+// old rules let through, and a failed change leaves the old rules whole.
+func TestGoldenPolicyChange(t *testing.T) {
+	r := newRig(t, datapath.Limits{MaxPolicyPrefixes: 64})
+	r.setPolicy(goldenPolicy())
+	r.expect("old rules allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
+
+	p := goldenPolicy()
+	p.Ingress.Rules[0].Ports = []PortRange{{Protocol: TCP, Port: 81}}
+	r.setPolicy(p)
+	r.expect("established flow stays", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("new flow to the old port", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:80"), false)
+	r.expect("new flow to the new port", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
+
+	// Too many prefixes for the maps: refused, nothing changed.
+	before := dumpPolicyMaps(t, r)
+	big := goldenPolicy()
+	for i := range 100 {
+		big.Ingress.Rules = append(big.Ingress.Rules, Rule{Peers: []Peer{{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i), 0}), 24)}}})
+	}
+	err := r.m.SetPolicy("pol0", big)
+	var ve *ValidationError
+	if !errors.Is(err, ErrCapacity) || !errors.As(err, &ve) || ve.Endpoint != "pol0" {
+		t.Fatalf("SetPolicy over capacity: %v, want a *ValidationError wrapping ErrCapacity", err)
+	}
+	if after := dumpPolicyMaps(t, r); after != before {
+		t.Errorf("a refused change altered the maps:\nbefore %s\nafter  %s", before, after)
+	}
+	r.expect("old rules still allow", Ingress, tcp4(t, "10.0.3.4:40002", "10.0.1.2:81"), true)
+	r.expect("old rules still deny", Ingress, tcp4(t, "10.0.3.4:40002", "10.0.1.2:80"), false)
+
+	// Invalid input: refused by name, nothing changed.
+	bad := goldenPolicy()
+	bad.Egress.Rules[0].Ports[0].EndPort = 1
+	err = r.m.SetPolicy("pol0", bad)
+	if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) || ve.Field != "egress.rules[0].ports[0].endPort" {
+		t.Fatalf("SetPolicy with endPort below port: %v", err)
+	}
+	if after := dumpPolicyMaps(t, r); after != before {
+		t.Errorf("an invalid change altered the maps")
+	}
+}

@@ -1,0 +1,703 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/idalloc"
+)
+
+// Endpoint is a pod as network policy sees it: the host side of its
+// interface, which is where the datapath judges its traffic, and its
+// addresses.
+type Endpoint struct {
+	// Interface is the name of the pod's host-side interface (a veth),
+	// in the network namespace the Manager runs in. Required.
+	Interface string
+	// Addresses are the pod's addresses, for callers and events; the
+	// datapath identifies the endpoint by its interface, which a pod
+	// cannot forge. Optional; each valid and listed once.
+	Addresses []netip.Addr
+}
+
+// EndpointStatus is an endpoint as the Manager holds it.
+type EndpointStatus struct {
+	Endpoint
+	// ID is the endpoint's id in the datapath, as drop events carry it.
+	ID uint32
+	// Policy is what SetPolicy last installed. Recovered is true, and
+	// Policy is empty, for an endpoint found in the maps at start: the
+	// rules in force are the earlier process's, unknown to this one, until
+	// the next SetPolicy.
+	Policy    Policy
+	Recovered bool
+}
+
+// Manager installs endpoints and their policies into a datapath. Every
+// change is all or nothing: a call that fails leaves the kernel as it
+// was, and an endpoint switches from its old rules to its new ones with a
+// single map update, so no packet is ever judged by a mix of the two.
+//
+// Identical rules are stored once: endpoints whose policy for a direction
+// compiles to the same entries share them.
+//
+// A Manager is safe for concurrent use. It holds an exclusive lock on the
+// datapath's endpoints map until Close, so a second Manager on the same
+// datapath fails with ErrBusy.
+type Manager struct {
+	dp     *datapath.Datapath
+	maps   *bpf.XdplaneMaps
+	limits datapath.Limits
+	lock   *os.File
+
+	mu        sync.Mutex
+	endpoints map[string]*endpoint    // by interface name
+	rulesets  map[[32]byte]*installed // by digest of the compiled rules
+	byID      map[uint32]*installed   // by policy id
+	epIDs     *idalloc.Alloc
+	policyIDs *idalloc.Alloc
+	rsIDs     *idalloc.Alloc
+	peers     int // entries in policy_peers
+	ports     int // entries in policy_ports
+}
+
+type endpoint struct {
+	status  EndpointStatus
+	ifindex uint32
+	ingress *installed // nil: no rules to look up
+	egress  *installed
+	flags   uint8
+}
+
+// installed is one direction's compiled rules in the maps, shared by every
+// endpoint whose rules compile to the same entries.
+type installed struct {
+	digest   [32]byte
+	id       uint32 // policy id: the prefix of its policy_peers keys
+	refs     int
+	peerKeys []bpf.XdplanePeerKey
+	portKeys []bpf.XdplanePortKey
+	rulesets []uint32
+}
+
+// Counters are an endpoint's packets in one direction.
+type Counters struct {
+	AllowedPackets, AllowedBytes uint64
+	DeniedPackets, DeniedBytes   uint64
+}
+
+// EndpointCounters are an endpoint's counters in both directions.
+type EndpointCounters struct {
+	Ingress, Egress Counters
+}
+
+// Flags of an endpoint entry (enum endpoint_flags).
+const (
+	epIngressIsolated = 1
+	epEgressIsolated  = 2
+	epIngressDeny     = 4
+	epEgressDeny      = 8
+)
+
+// NewManager returns a Manager for dp's endpoints. Endpoints a previous
+// process installed stay in force and are listed as Recovered; entries it
+// left behind unreferenced (a crash mid-change) are deleted. Close
+// releases the lock.
+func NewManager(dp *datapath.Datapath) (*Manager, error) {
+	path := filepath.Join(dp.Dir(), bpf.XdplaneMapEndpoints)
+	lock, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s to lock it: %w", path, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is locked by another policy.Manager", ErrBusy, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	l := dp.Limits()
+	m := &Manager{
+		dp: dp, maps: dp.Maps(), limits: l, lock: lock,
+		endpoints: make(map[string]*endpoint),
+		rulesets:  make(map[[32]byte]*installed),
+		byID:      make(map[uint32]*installed),
+		epIDs:     idalloc.New(l.MaxEndpoints),
+		policyIDs: idalloc.New(1<<31 - 1),
+		rsIDs:     idalloc.New(1<<31 - 1),
+	}
+	if err := m.recover(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close releases the Manager's lock. Endpoints and policies stay in force.
+// Calls after Close return ErrClosed.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lock == nil {
+		return nil
+	}
+	err := m.lock.Close()
+	m.lock = nil
+	return err
+}
+
+func (m *Manager) begin() error {
+	if m.lock == nil {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e Endpoint) validate() error {
+	if e.Interface == "" {
+		return invalid("interface", e.Interface, "required")
+	}
+	seen := make(map[netip.Addr]bool, len(e.Addresses))
+	for i, a := range e.Addresses {
+		field := fmt.Sprintf("addresses[%d]", i)
+		switch {
+		case !a.IsValid():
+			return invalid(field, a, "not an address")
+		case a.Is4In6():
+			return invalid(field, a, "an IPv4-mapped IPv6 address: give it as IPv4")
+		case a.Zone() != "":
+			return invalid(field, a, "has a zone")
+		case seen[a]:
+			return invalid(field, a, "listed twice")
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+func named(ifname string, err error) error {
+	var ve *ValidationError
+	if errors.As(err, &ve) && ve.Endpoint == "" {
+		ve.Endpoint = ifname
+	}
+	return err
+}
+
+// AddEndpoint registers e and attaches the datapath's tc programs to its
+// interface (sharing the hook with the load balancer: one program each
+// way). The endpoint starts with no policy: everything passes, and flows
+// are tracked from now on, so the replies of connections it opens pass
+// once a policy isolates it. Adding an endpoint that exists updates its
+// addresses; its policy stays.
+func (m *Manager) AddEndpoint(e Endpoint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(); err != nil {
+		return err
+	}
+	if err := e.validate(); err != nil {
+		return named(e.Interface, err)
+	}
+	e.Addresses = slices.Clone(e.Addresses)
+	if ep, ok := m.endpoints[e.Interface]; ok {
+		ep.status.Endpoint = e
+		return nil
+	}
+	ifc, err := net.InterfaceByName(e.Interface)
+	if err != nil {
+		return named(e.Interface, &ValidationError{Field: "interface", Value: e.Interface, Reason: err.Error(), err: ErrNotFound})
+	}
+	id, ok := m.epIDs.Get()
+	if !ok {
+		return named(e.Interface, overCapacity("interface", e.Interface, fmt.Sprintf("all %d endpoints are in use (datapath.Limits.MaxEndpoints)", m.limits.MaxEndpoints)))
+	}
+	hook, attached, err := m.dp.AttachedHook(e.Interface)
+	if err != nil {
+		m.epIDs.Release(id)
+		return fmt.Errorf("endpoint %s: %w", e.Interface, err)
+	}
+	if attached && hook != datapath.HookTC {
+		m.epIDs.Release(id)
+		return named(e.Interface, invalid("interface", e.Interface, "xdplane is attached there at "+hook.String()+"; policy needs tc, which also load-balances: detach it first"))
+	}
+	// undo puts back what was there: no attachment, if there was none.
+	undo := func(cause error) error {
+		m.epIDs.Release(id)
+		if !attached {
+			if err := m.dp.Detach(e.Interface); err != nil {
+				return errors.Join(cause, fmt.Errorf("detach again: %w", err))
+			}
+		}
+		return cause
+	}
+	if err := m.dp.Attach(e.Interface, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
+		m.epIDs.Release(id)
+		return fmt.Errorf("endpoint %s: %w", e.Interface, err)
+	}
+	if err := m.resetCounters(id); err != nil {
+		return undo(err)
+	}
+	ifindex := uint32(ifc.Index)
+	v := bpf.XdplaneEndpoint{Id: id}
+	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateNoExist); err != nil {
+		return undo(fmt.Errorf("endpoint %s: write endpoints: %w", e.Interface, err))
+	}
+	m.endpoints[e.Interface] = &endpoint{status: EndpointStatus{Endpoint: e, ID: id}, ifindex: ifindex}
+	return nil
+}
+
+// RemoveEndpoint stops judging the endpoint's traffic and deletes its
+// rules. The tc programs stay attached, for the load balancer; the
+// interface usually goes with the pod, and datapath.Detach removes them
+// otherwise.
+func (m *Manager) RemoveEndpoint(ifname string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(); err != nil {
+		return err
+	}
+	ep, ok := m.endpoints[ifname]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("endpoint %s: delete from endpoints: %w", ifname, err)
+	}
+	delete(m.endpoints, ifname)
+	m.epIDs.Release(ep.status.ID)
+	return errors.Join(m.release(ep.ingress), m.release(ep.egress))
+}
+
+// SetPolicy makes p the endpoint's policy, replacing the one before in a
+// single switch. Connections the old policy let through keep flowing;
+// the new one judges new connections. On error nothing changed.
+func (m *Manager) SetPolicy(ifname string, p Policy) error {
+	if err := p.Validate(); err != nil {
+		return named(ifname, err)
+	}
+	p = p.Normalize()
+	in, eg := compileRules(p.Ingress), compileRules(p.Egress)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(); err != nil {
+		return err
+	}
+	ep, ok := m.endpoints[ifname]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+
+	newIn, err := m.acquire("ingress", in)
+	if err != nil {
+		return named(ifname, err)
+	}
+	newEg, err := m.acquire("egress", eg)
+	if err != nil {
+		return errors.Join(named(ifname, err), m.release(newIn))
+	}
+	var flags uint8
+	if in.Isolated {
+		flags |= epIngressIsolated
+	}
+	if in.HasDeny {
+		flags |= epIngressDeny
+	}
+	if eg.Isolated {
+		flags |= epEgressIsolated
+	}
+	if eg.HasDeny {
+		flags |= epEgressDeny
+	}
+	v := bpf.XdplaneEndpoint{Id: ep.status.ID, IngressPolicy: newIn.policyID(), EgressPolicy: newEg.policyID(), Flags: flags}
+	if err := m.maps.Endpoints.Update(ep.ifindex, v, ebpf.UpdateExist); err != nil {
+		err = fmt.Errorf("endpoint %s: switch to the new rules: %w", ifname, err)
+		return errors.Join(err, m.release(newIn), m.release(newEg))
+	}
+	oldIn, oldEg := ep.ingress, ep.egress
+	ep.ingress, ep.egress, ep.flags = newIn, newEg, flags
+	ep.status.Policy, ep.status.Recovered = p, false
+	// The new rules are in force; what is left is garbage collection.
+	if err := errors.Join(m.release(oldIn), m.release(oldEg)); err != nil {
+		return fmt.Errorf("endpoint %s: the new policy is in force, but deleting the old rules failed: %w", ifname, err)
+	}
+	return nil
+}
+
+// Endpoints lists the endpoints, sorted by interface.
+func (m *Manager) Endpoints() []EndpointStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]EndpointStatus, 0, len(m.endpoints))
+	for _, ep := range m.endpoints {
+		out = append(out, ep.status)
+	}
+	slices.SortFunc(out, func(a, b EndpointStatus) int {
+		if a.Interface < b.Interface {
+			return -1
+		}
+		if a.Interface > b.Interface {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Endpoint returns one endpoint's status.
+func (m *Manager) Endpoint(ifname string) (EndpointStatus, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, ok := m.endpoints[ifname]
+	if !ok {
+		return EndpointStatus{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	return ep.status, nil
+}
+
+// Counters reads an endpoint's allowed and denied packets, summed over
+// CPUs, since it was added.
+func (m *Manager) Counters(ifname string) (EndpointCounters, error) {
+	m.mu.Lock()
+	ep, ok := m.endpoints[ifname]
+	m.mu.Unlock()
+	if !ok {
+		return EndpointCounters{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	var out EndpointCounters
+	for dir, c := range []*Counters{&out.Ingress, &out.Egress} {
+		var per []bpf.XdplaneEpCounter
+		if err := m.maps.PolicyStats.Lookup(2*ep.status.ID+uint32(dir), &per); err != nil {
+			return EndpointCounters{}, fmt.Errorf("read policy_stats: %w", err)
+		}
+		for _, p := range per {
+			c.AllowedPackets += p.AllowedPackets
+			c.AllowedBytes += p.AllowedBytes
+			c.DeniedPackets += p.DeniedPackets
+			c.DeniedBytes += p.DeniedBytes
+		}
+	}
+	return out, nil
+}
+
+func (m *Manager) resetCounters(id uint32) error {
+	zero := make([]bpf.XdplaneEpCounter, ebpf.MustPossibleCPU())
+	for dir := range uint32(2) {
+		if err := m.maps.PolicyStats.Update(2*id+dir, zero, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("reset policy_stats: %w", err)
+		}
+	}
+	return nil
+}
+
+func (in *installed) policyID() uint32 {
+	if in == nil {
+		return 0
+	}
+	return in.id
+}
+
+// digest identifies compiled rules by their content.
+func digest(c compiledRules) [32]byte {
+	h := sha256.New()
+	var b [8]byte
+	for _, rs := range c.Rulesets {
+		binary.BigEndian.PutUint32(b[:4], uint32(len(rs)))
+		h.Write(b[:4])
+		for _, e := range rs {
+			flag := byte(0)
+			if e.AnyProto {
+				flag = 1
+			}
+			h.Write([]byte{flag, e.Proto, byte(e.Port >> 8), byte(e.Port), e.Bits, byte(e.Verdict)})
+		}
+	}
+	for _, p := range c.Peers {
+		a := p.Prefix.Addr().As16()
+		h.Write(a[:])
+		binary.BigEndian.PutUint32(b[:4], uint32(p.Prefix.Bits()))
+		binary.BigEndian.PutUint32(b[4:], uint32(p.Ruleset))
+		h.Write(b[:])
+		if p.Prefix.Addr().Is4() {
+			h.Write([]byte{4})
+		}
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// acquire returns the installed form of c, writing it if no endpoint
+// shares it yet; nil when c needs no lookups (no peer entries). dir names
+// the direction in errors.
+func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
+	if len(c.Peers) == 0 {
+		return nil, nil
+	}
+	d := digest(c)
+	if in, ok := m.rulesets[d]; ok {
+		in.refs++
+		return in, nil
+	}
+	nports := 0
+	for _, rs := range c.Rulesets {
+		nports += len(rs)
+	}
+	if free := int(m.limits.MaxPolicyPrefixes) - m.peers; len(c.Peers) > free {
+		return nil, overCapacity(dir+".rules", len(c.Peers), fmt.Sprintf("the rules need %d peer prefixes, %d of datapath.Limits.MaxPolicyPrefixes %d are free", len(c.Peers), free, m.limits.MaxPolicyPrefixes))
+	}
+	if free := int(m.limits.MaxPolicyPorts) - m.ports; nports > free {
+		return nil, overCapacity(dir+".rules", nports, fmt.Sprintf("the rules need %d port entries, %d of datapath.Limits.MaxPolicyPorts %d are free", nports, free, m.limits.MaxPolicyPorts))
+	}
+	pid, ok := m.policyIDs.Get()
+	if !ok {
+		return nil, overCapacity(dir, "", "no free policy id")
+	}
+	in := &installed{digest: d, id: pid, refs: 1}
+	// Ruleset ids, then the port entries, then the peers that name
+	// them: nothing looks the new entries up before the endpoint switches
+	// to pid, but this order keeps every written entry whole.
+	rsIDs := make([]uint32, len(c.Rulesets))
+	for i, rs := range c.Rulesets {
+		if len(rs) == 0 {
+			continue // ruleset 0: nothing to look up
+		}
+		id, ok := m.rsIDs.Get()
+		if !ok {
+			m.forget(in)
+			return nil, overCapacity(dir, "", "no free ruleset id")
+		}
+		rsIDs[i] = id
+		in.rulesets = append(in.rulesets, id)
+		for _, e := range rs {
+			in.portKeys = append(in.portKeys, portKey(id, e))
+		}
+	}
+	for _, p := range c.Peers {
+		in.peerKeys = append(in.peerKeys, peerKey(pid, p.Prefix))
+	}
+	vals := make([]uint8, 0, len(in.portKeys))
+	for _, rs := range c.Rulesets {
+		for _, e := range rs {
+			vals = append(vals, uint8(e.Verdict))
+		}
+	}
+	if err := putAll(m.maps.PolicyPorts, in.portKeys, vals); err != nil {
+		m.forget(in)
+		return nil, err
+	}
+	peerVals := make([]uint32, len(c.Peers))
+	for i, p := range c.Peers {
+		peerVals[i] = rsIDs[p.Ruleset]
+	}
+	if err := putAll(m.maps.PolicyPeers, in.peerKeys, peerVals); err != nil {
+		m.forget(in)
+		return nil, err
+	}
+	m.peers += len(in.peerKeys)
+	m.ports += len(in.portKeys)
+	m.rulesets[d] = in
+	m.byID[pid] = in
+	return in, nil
+}
+
+// forget deletes what acquire wrote of in, which no endpoint uses, and
+// frees its ids. Used when acquire fails part-way.
+func (m *Manager) forget(in *installed) {
+	deleteAll(m.maps.PolicyPeers, in.peerKeys)
+	deleteAll(m.maps.PolicyPorts, in.portKeys)
+	for _, id := range in.rulesets {
+		m.rsIDs.Release(id)
+	}
+	m.policyIDs.Release(in.id)
+}
+
+// release drops one endpoint's use of in, deleting its entries with the
+// last.
+func (m *Manager) release(in *installed) error {
+	if in == nil {
+		return nil
+	}
+	in.refs--
+	if in.refs > 0 {
+		return nil
+	}
+	delete(m.rulesets, in.digest)
+	delete(m.byID, in.id)
+	err := errors.Join(deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPorts, in.portKeys))
+	m.peers -= len(in.peerKeys)
+	m.ports -= len(in.portKeys)
+	for _, id := range in.rulesets {
+		m.rsIDs.Release(id)
+	}
+	m.policyIDs.Release(in.id)
+	return err
+}
+
+// putAll writes keys and values, all or none: on failure it deletes what
+// it wrote. The keys must be absent before.
+func putAll[K, V any](mp *ebpf.Map, keys []K, vals []V) error {
+	for i := range keys {
+		if err := mp.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
+			deleteAll(mp, keys[:i])
+			return fmt.Errorf("write %s: %w", mp, err)
+		}
+	}
+	return nil
+}
+
+func deleteAll[K any](mp *ebpf.Map, keys []K) error {
+	var errs []error
+	for i := range keys {
+		if err := mp.Delete(keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("delete from %s: %w", mp, errors.Join(errs...))
+	}
+	return nil
+}
+
+// peerKey is p's key under policy id: the id, then the address, IPv4
+// v4-mapped with its prefix counted past the 96 bits of ::ffff:0:0/96.
+func peerKey(id uint32, p netip.Prefix) bpf.XdplanePeerKey {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	k := bpf.XdplanePeerKey{Prefixlen: uint32(32 + bits), PolicyId: htonl(id), Addr: as16(p.Addr())}
+	return k
+}
+
+func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
+	k := bpf.XdplanePortKey{Prefixlen: 32, Ruleset: htonl(ruleset)}
+	if !e.AnyProto {
+		k.Prefixlen = 40 + uint32(e.Bits)
+		k.Proto = e.Proto
+		k.Port = [2]uint8{uint8(e.Port >> 8), uint8(e.Port)}
+	}
+	return k
+}
+
+// as16 is a's 16-byte form as the maps hold it: IPv4 v4-mapped.
+func as16(a netip.Addr) [16]uint8 { return a.As16() }
+
+// htonl returns v in network byte order as it sits in a little-endian
+// map key field.
+func htonl(v uint32) uint32 {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+// recover adopts the endpoints an earlier process installed, and deletes
+// entries no endpoint references.
+func (m *Manager) recover() error {
+	referenced := make(map[uint32]*installed)
+	var ifindex uint32
+	var v bpf.XdplaneEndpoint
+	it := m.maps.Endpoints.Iterate()
+	var stale []uint32
+	for it.Next(&ifindex, &v) {
+		ifc, err := net.InterfaceByIndex(int(ifindex))
+		if err != nil || v.Id == 0 || v.Id > m.limits.MaxEndpoints {
+			stale = append(stale, ifindex)
+			continue
+		}
+		ep := &endpoint{status: EndpointStatus{Endpoint: Endpoint{Interface: ifc.Name}, ID: v.Id, Recovered: true}, ifindex: ifindex, flags: v.Flags}
+		for _, p := range []struct {
+			id  uint32
+			dst **installed
+		}{{v.IngressPolicy, &ep.ingress}, {v.EgressPolicy, &ep.egress}} {
+			if p.id == 0 {
+				continue
+			}
+			in := referenced[p.id]
+			if in == nil {
+				in = &installed{id: p.id}
+				referenced[p.id] = in
+			}
+			in.refs++
+			*p.dst = in
+		}
+		m.epIDs.Take(v.Id)
+		m.endpoints[ifc.Name] = ep
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read endpoints: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.maps.Endpoints.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete stale endpoint: %w", err)
+		}
+	}
+
+	// Peer entries: kept under a referenced policy id, else garbage.
+	var pk bpf.XdplanePeerKey
+	var rs uint32
+	var garbagePeers []bpf.XdplanePeerKey
+	usedRulesets := make(map[uint32]*installed)
+	pit := m.maps.PolicyPeers.Iterate()
+	for pit.Next(&pk, &rs) {
+		in := referenced[htonl(pk.PolicyId)]
+		if in == nil {
+			garbagePeers = append(garbagePeers, pk)
+			continue
+		}
+		in.peerKeys = append(in.peerKeys, pk)
+		if rs != 0 && usedRulesets[rs] == nil {
+			usedRulesets[rs] = in
+			in.rulesets = append(in.rulesets, rs)
+		}
+	}
+	if err := pit.Err(); err != nil {
+		return fmt.Errorf("read policy_peers: %w", err)
+	}
+	var kk bpf.XdplanePortKey
+	var verdict uint8
+	var garbagePorts []bpf.XdplanePortKey
+	kit := m.maps.PolicyPorts.Iterate()
+	for kit.Next(&kk, &verdict) {
+		in := usedRulesets[htonl(kk.Ruleset)]
+		if in == nil {
+			garbagePorts = append(garbagePorts, kk)
+			continue
+		}
+		in.portKeys = append(in.portKeys, kk)
+	}
+	if err := kit.Err(); err != nil {
+		return fmt.Errorf("read policy_ports: %w", err)
+	}
+	if err := errors.Join(deleteAll(m.maps.PolicyPeers, garbagePeers), deleteAll(m.maps.PolicyPorts, garbagePorts)); err != nil {
+		return err
+	}
+	for id, in := range referenced {
+		// A recovered rule set's content is unknown: its digest is its
+		// id, so nothing new is ever shared with it.
+		binary.BigEndian.PutUint32(in.digest[:], id)
+		in.digest[31] = 0xff
+		m.policyIDs.Take(id)
+		for _, r := range in.rulesets {
+			m.rsIDs.Take(r)
+		}
+		m.rulesets[in.digest] = in
+		m.byID[id] = in
+		m.peers += len(in.peerKeys)
+		m.ports += len(in.portKeys)
+	}
+	return nil
+}

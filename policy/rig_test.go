@@ -1,0 +1,214 @@
+package policy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/gopacket/layers"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/packets"
+	"github.com/xdplane/xdplane/internal/testutil"
+)
+
+// rig is a datapath with one endpoint, "pol0", in a namespace of its own,
+// whose programs the golden tests run through BPF_PROG_TEST_RUN with the
+// endpoint's interface index in the context, as the kernel would.
+type rig struct {
+	t       *testing.T
+	ns      *testutil.NS
+	dir     string
+	dp      *datapath.Datapath
+	m       *Manager
+	ifindex uint32
+}
+
+const (
+	tcActShot  = 2
+	tcActUnspc = 0xffffffff // TC_ACT_UNSPEC (-1): on to the next program
+)
+
+func newRig(t *testing.T, limits datapath.Limits) *rig {
+	t.Helper()
+	testutil.RequireRoot(t)
+	g := testutil.NewGroup(t)
+	r := &rig{t: t, ns: g.NS("pol"), dir: testutil.BPFFS(t)}
+	testutil.Veth(t, r.ns, "pol0", r.ns, "pol1")
+	r.ns.MustDo(func() error {
+		dp, err := datapath.Open(datapath.Options{Dir: r.dir, Limits: limits})
+		if err != nil {
+			return err
+		}
+		r.dp = dp
+		m, err := NewManager(dp)
+		if err != nil {
+			return err
+		}
+		r.m = m
+		if err := m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}}); err != nil {
+			return err
+		}
+		ifc, err := net.InterfaceByName("pol0")
+		if err != nil {
+			return err
+		}
+		r.ifindex = uint32(ifc.Index)
+		return nil
+	})
+	t.Cleanup(func() {
+		r.m.Close()
+		r.dp.Close()
+		if err := datapath.Remove(r.dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+// skbContext is the head of struct __sk_buff up to ifindex: the fields
+// BPF_PROG_TEST_RUN lets a caller set are mark, priority and the two
+// interface indexes; the rest must be zero.
+type skbContext struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority uint32
+	IngressIfindex, Ifindex                                                               uint32
+}
+
+// run sends frame through the program that judges direction dir of the
+// endpoint: tc ingress of its interface for Egress (what the pod sends),
+// tc egress for Ingress. It returns the verdict and the bytes after.
+func (r *rig) run(dir Direction, frame []byte) (uint32, []byte) {
+	r.t.Helper()
+	prog := r.dp.Programs().XdplaneTcEgress
+	if dir == Egress {
+		prog = r.dp.Programs().XdplaneTcIngress
+	}
+	out := make([]byte, len(frame)+256)
+	ctx := skbContext{Ifindex: r.ifindex}
+	opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
+	var ret uint32
+	r.ns.MustDo(func() error {
+		var err error
+		ret, err = prog.Run(&opts)
+		return err
+	})
+	return ret, opts.DataOut
+}
+
+// expect runs frame and checks the verdict: a passed packet must come out
+// byte for byte as it went in.
+func (r *rig) expect(name string, dir Direction, frame []byte, pass bool) {
+	r.t.Helper()
+	ret, out := r.run(dir, frame)
+	switch {
+	case pass && ret != tcActUnspc:
+		r.t.Errorf("%s: verdict %d, want pass (TC_ACT_UNSPEC)", name, int32(ret))
+	case pass && string(out) != string(frame):
+		r.t.Errorf("%s: passed but changed:\n got %x\nwant %x", name, out, frame)
+	case !pass && ret != tcActShot:
+		r.t.Errorf("%s: verdict %d, want drop (TC_ACT_SHOT)", name, int32(ret))
+	}
+}
+
+func (r *rig) setPolicy(p Policy) {
+	r.t.Helper()
+	r.ns.MustDo(func() error { return r.m.SetPolicy("pol0", p) })
+}
+
+// The endpoint's addresses in every golden test.
+var (
+	pod4 = netip.MustParseAddr("10.0.1.2")
+	pod6 = netip.MustParseAddr("fd00:1::2")
+)
+
+// mustBuild takes a builder's result; a frame the test cannot build is a
+// bug in the test.
+func mustBuild(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// tcp4 and friends build a first packet (a SYN for TCP) from src to dst.
+func tcp4(t testing.TB, src, dst string) []byte {
+	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}}.Build())
+}
+
+func udp4(t testing.TB, src, dst string) []byte {
+	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolUDP, Payload: []byte("hello")}.Build())
+}
+
+func tcp6(t testing.TB, src, dst string) []byte {
+	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}}.Build())
+}
+
+func udp6(t testing.TB, src, dst string) []byte {
+	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolUDP, Payload: []byte("hello")}.Build())
+}
+
+// raw4 is an IPv4 packet of protocol proto whose body is l4, verbatim.
+func raw4(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte) []byte {
+	return mustBuild(packets.IPv4{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
+		Proto: proto, NoL4Header: true, Payload: l4}.Build())
+}
+
+func raw6(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte, ext ...packets.IPv6Ext) []byte {
+	return mustBuild(packets.IPv6{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
+		Proto: proto, NoL4Header: true, Payload: l4, Ext: ext}.Build())
+}
+
+// sctpHeader is an SCTP common header and one empty DATA-less chunk
+// header: enough for the ports.
+func sctpHeader(sport, dport uint16) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], 0x1234)
+	b[12] = 1 // INIT
+	binary.BigEndian.PutUint16(b[14:], 4)
+	return b
+}
+
+// icmpMsg is an ICMP message of type typ with rest as its second word and
+// body after it. The checksum is ICMPv4's (ICMPv6's covers a
+// pseudo-header too); policy does not read it.
+func icmpMsg(typ, code uint8, rest uint32, body []byte) []byte {
+	b := make([]byte, 8, 8+len(body))
+	b[0], b[1] = typ, code
+	binary.BigEndian.PutUint32(b[4:], rest)
+	b = append(b, body...)
+	binary.BigEndian.PutUint16(b[2:], ^packets.Sum(0, b))
+	return b
+}
+
+// ipPacket strips the Ethernet header: what an ICMP error quotes.
+func ipPacket(frame []byte) []byte { return frame[packets.EthLen:] }
+
+// dumpPolicyMaps renders every policy map that SetPolicy writes, sorted:
+// what the kernel holds, for before-and-after comparisons.
+func dumpPolicyMaps(t *testing.T, r *rig) string {
+	t.Helper()
+	var lines []string
+	for _, mp := range []*ebpf.Map{r.dp.Maps().Endpoints, r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPorts} {
+		var k, v []byte
+		it := mp.Iterate()
+		for it.Next(&k, &v) {
+			lines = append(lines, fmt.Sprintf("%s %x=%x", mp, k, v))
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
