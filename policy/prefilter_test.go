@@ -1,0 +1,191 @@
+package policy
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/gopacket/layers"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/packets"
+)
+
+const (
+	xdpDrop = 1
+	xdpPass = 2
+)
+
+// runXDP sends frame through the XDP program and returns its verdict and
+// the bytes after.
+func runXDP(t *testing.T, dp *datapath.Datapath, frame []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(frame)+256)
+	opts := ebpf.RunOptions{Data: frame, DataOut: out}
+	ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, opts.DataOut
+}
+
+func TestPrefilterGolden(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	list := []netip.Prefix{pfx("192.0.2.0/24"), pfx("198.51.100.7/32"), pfx("2001:db8:bad::/48"), pfx("10.66.0.0/16")}
+	ch, err := SetPrefilter(r.dp, list)
+	if err != nil || ch != (PrefilterChange{Added: 4}) {
+		t.Fatalf("SetPrefilter: %+v, %v", ch, err)
+	}
+	rd, err := NewEventReader(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		drop  bool
+	}{
+		{"v4 source in a /24", tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), true},
+		{"v4 source is the /32", udp4(t, "198.51.100.7:1234", "10.96.0.10:53"), true},
+		{"v4 next to the /32", udp4(t, "198.51.100.8:1234", "10.96.0.10:53"), false},
+		{"v4 just below the /24", tcp4(t, "192.0.1.255:1234", "10.96.0.10:80"), false},
+		{"v4 destination in the list, source not", tcp4(t, "10.0.0.2:1234", "192.0.2.1:80"), false},
+		{"v4 any protocol", raw4(t, "10.66.3.3", "10.96.0.10", layers.IPProtocolGRE, make([]byte, 8)), true},
+		{"v4 a later fragment", mustBuild(testFrag4("10.66.3.3", "10.96.0.10")), true},
+		{"v6 source in the /48", tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), true},
+		{"v6 outside the /48", tcp6(t, "[2001:db8:bae::1]:1234", "[fd00::10]:80"), false},
+		{"v6 behind extension headers", ext6(t, "[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
+	} {
+		ret, out := runXDP(t, r.dp, c.frame)
+		switch {
+		case c.drop && ret != xdpDrop:
+			t.Errorf("%s: verdict %d, want XDP_DROP", c.name, ret)
+		case !c.drop && (ret != xdpPass || string(out) != string(c.frame)):
+			t.Errorf("%s: verdict %d, want XDP_PASS with the frame unchanged", c.name, ret)
+		}
+		if !c.drop {
+			continue
+		}
+		rd.SetDeadline(time.Now().Add(time.Second))
+		ev, err := rd.Read()
+		if err != nil {
+			t.Fatalf("%s: no event: %v", c.name, err)
+		}
+		l := describeAddrs(t, c.frame)
+		if ev.Reason != ReasonPrefilter || ev.Endpoint != 0 || ev.Source.Addr() != l[0] || ev.Destination.Addr() != l[1] || ev.Length != uint32(len(c.frame)) {
+			t.Errorf("%s: event %s, want a prefilter drop from %s to %s", c.name, ev, l[0], l[1])
+		}
+	}
+	dc, err := ReadDropCounters(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dc.Packets[ReasonPrefilter] != 6 {
+		t.Errorf("prefilter drops counted %d, want 6", dc.Packets[ReasonPrefilter])
+	}
+
+	// Replace the list: the change is reported, the map holds exactly
+	// the new list, masked and deduplicated.
+	ch, err = SetPrefilter(r.dp, []netip.Prefix{pfx("192.0.2.9/24"), pfx("192.0.2.0/24"), pfx("203.0.113.0/24")})
+	if err != nil || ch != (PrefilterChange{Added: 1, Removed: 3}) {
+		t.Fatalf("SetPrefilter again: %+v, %v", ch, err)
+	}
+	got, err := Prefilter(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.Prefix{pfx("192.0.2.0/24"), pfx("203.0.113.0/24")}; !slices.Equal(got, want) {
+		t.Errorf("Prefilter() = %v, want %v", got, want)
+	}
+	if ret, _ := runXDP(t, r.dp, udp4(t, "198.51.100.7:1234", "10.96.0.10:53")); ret != xdpPass {
+		t.Errorf("a prefix taken off the list still drops")
+	}
+
+	// Bad input names the entry and changes nothing.
+	for _, bad := range []netip.Prefix{{}, pfx("::ffff:10.0.0.0/104")} {
+		_, err := SetPrefilter(r.dp, []netip.Prefix{pfx("10.1.0.0/16"), bad})
+		var ve *ValidationError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) || ve.Field != "prefilter[1]" {
+			t.Errorf("SetPrefilter with %v: %v, want an error on prefilter[1]", bad, err)
+		}
+	}
+	if after, _ := Prefilter(r.dp); !slices.Equal(after, got) {
+		t.Errorf("a refused list changed the prefilter: %v", after)
+	}
+}
+
+// The list holds a million prefixes, and a lookup among them drops the
+// right sources.
+func TestPrefilterMillion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("installs a million prefixes")
+	}
+	r := newRig(t, datapath.Limits{})
+	rng := rand.New(rand.NewPCG(9, 9))
+	seen := make(map[netip.Prefix]bool)
+	var list []netip.Prefix
+	for len(list) < 1_000_000 {
+		var p netip.Prefix
+		if len(list)%4 == 3 {
+			var a [16]byte
+			a[0], a[1] = 0x20, 0x01
+			for i := 2; i < 8; i++ {
+				a[i] = byte(rng.Uint32())
+			}
+			p = netip.PrefixFrom(netip.AddrFrom16(a), 64)
+		} else {
+			p = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(11 + rng.IntN(200)), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())}), 32)
+		}
+		if !seen[p] {
+			seen[p] = true
+			list = append(list, p)
+		}
+	}
+	start := time.Now()
+	ch, err := SetPrefilter(r.dp, list)
+	if err != nil || ch.Added != len(list) {
+		t.Fatalf("SetPrefilter(1M): %+v, %v", ch, err)
+	}
+	t.Logf("installed %d prefixes in %s", len(list), time.Since(start).Round(time.Millisecond))
+	for i := 0; i < len(list); i += 99_991 {
+		p := list[i]
+		src := p.Addr()
+		var frame []byte
+		if src.Is4() {
+			frame = tcp4(t, netip.AddrPortFrom(src, 1234).String(), "10.96.0.10:80")
+		} else {
+			frame = tcp6(t, netip.AddrPortFrom(src.Next(), 1234).String(), "[fd00::10]:80")
+		}
+		if ret, _ := runXDP(t, r.dp, frame); ret != xdpDrop {
+			t.Errorf("source %s in the list: verdict %d", src, ret)
+		}
+	}
+	if ret, _ := runXDP(t, r.dp, tcp4(t, "10.0.0.2:1234", "10.96.0.10:80")); ret != xdpPass {
+		t.Errorf("a source outside the list: verdict %d", ret)
+	}
+}
+
+// testFrag4 is a later fragment of a UDP datagram.
+func testFrag4(src, dst string) ([]byte, error) {
+	return packets.IPv4{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
+		Proto: layers.IPProtocolUDP, ID: 300, FragOffset: 10, NoL4Header: true, Payload: make([]byte, 16)}.Build()
+}
+
+// describeAddrs returns the source and destination address of a frame.
+func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
+	t.Helper()
+	if frame[12] == 0x08 {
+		s, _ := netip.AddrFromSlice(frame[26:30])
+		d, _ := netip.AddrFromSlice(frame[30:34])
+		return [2]netip.Addr{s, d}
+	}
+	s, _ := netip.AddrFromSlice(frame[22:38])
+	d, _ := netip.AddrFromSlice(frame[38:54])
+	return [2]netip.Addr{s, d}
+}
