@@ -1,0 +1,277 @@
+package policy
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/lb"
+)
+
+// Egress policy judges where a packet goes after DNAT: the backend, not
+// the service's frontend. A reply passes the endpoint's ingress policy as
+// the backend's, and then leaves translated back to the frontend.
+func TestGoldenServiceInterplay(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	var lbm *lb.Manager
+	r.ns.MustDo(func() (err error) {
+		lbm, err = lb.NewManager(r.dp)
+		return err
+	})
+	defer lbm.Close()
+	fe, err := lb.ParseFrontend("10.96.0.10:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := lb.Service{Frontend: fe, Backends: []lb.Backend{{Address: netip.MustParseAddrPort("10.1.2.3:443")}}}
+	if err := lbm.Upsert(svc); err != nil {
+		t.Fatal(err)
+	}
+
+	// goldenPolicy allows egress to 10.1.0.0/16 TCP 443, nothing to the
+	// frontend.
+	r.setPolicy(goldenPolicy())
+	ret, out := r.run(Egress, tcp4(t, "10.0.1.2:40000", "10.96.0.10:80"))
+	if want := tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"); ret != tcActUnspc || string(out) != string(want) {
+		t.Errorf("to the service, backend allowed: verdict %d\n got %x\nwant %x (DNAT to the backend)", int32(ret), out, want)
+	}
+	// The reply: ingress allows nothing from 10.1.2.3, but it belongs to
+	// the flow; it leaves as the frontend's.
+	ret, out = r.run(Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"))
+	if want := tcp4(t, "10.96.0.10:80", "10.0.1.2:40000"); ret != tcActUnspc || string(out) != string(want) {
+		t.Errorf("the backend's reply: verdict %d\n got %x\nwant %x (reverse NAT to the frontend)", int32(ret), out, want)
+	}
+
+	// Allowing the frontend alone allows nothing: the backend is judged.
+	r.setPolicy(Policy{Egress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx("10.96.0.10/32")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+	r.expect("to the service, only the frontend allowed", Egress, tcp4(t, "10.0.1.2:40001", "10.96.0.10:80"), false)
+	ret, out = r.run(Egress, tcp4(t, "10.0.1.2:40000", "10.96.0.10:80"))
+	if want := tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"); ret != tcActUnspc || string(out) != string(want) {
+		t.Errorf("the flow allowed before: verdict %d\n got %x\nwant %x (still DNAT to the backend)", int32(ret), out, want)
+	}
+}
+
+// No packet is judged by a mix of two policies: a flow both allow passes
+// at every moment of a stream of switches between them, and a flow
+// neither allows never does.
+func TestPolicySwitchIsAtomic(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	both := Peer{Prefix: pfx("10.0.3.0/24")}
+	mk := func(extra string) Policy {
+		var rules []Rule
+		// Many prefixes, so that writing one rule set takes a while.
+		for i := range 200 {
+			rules = append(rules, Rule{Peers: []Peer{{Prefix: netip.PrefixFrom(netip.MustParseAddr(extra).Next(), 32)}},
+				Ports: []PortRange{{Protocol: TCP, Port: uint16(1000 + i)}}})
+		}
+		rules = append(rules, Rule{Peers: []Peer{both, {Prefix: pfx(extra + "/32")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}})
+		return Policy{Ingress: Rules{Isolated: true, Rules: rules}}
+	}
+	p1, p2 := mk("10.0.4.1"), mk("10.0.4.2")
+	r.setPolicy(p1)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var switchErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := p1
+			if i%2 == 0 {
+				p = p2
+			}
+			if err := r.ns.Do(func() error { return r.m.SetPolicy("pol0", p) }); err != nil {
+				switchErr = err
+				return
+			}
+		}
+	}()
+	var allowedDropped, deniedPassed int
+	for port := uint16(20000); port < 22000; port++ {
+		// New flows each time: a fresh source port.
+		if ret, _ := r.run(Ingress, tcp4(t, netip.AddrPortFrom(netip.MustParseAddr("10.0.3.9"), port).String(), "10.0.1.2:80")); ret != tcActUnspc {
+			allowedDropped++
+		}
+		if ret, _ := r.run(Ingress, tcp4(t, netip.AddrPortFrom(netip.MustParseAddr("10.0.5.9"), port).String(), "10.0.1.2:80")); ret != tcActShot {
+			deniedPassed++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if switchErr != nil {
+		t.Fatal(switchErr)
+	}
+	if allowedDropped != 0 || deniedPassed != 0 {
+		t.Errorf("during switches: %d flows both policies allow were dropped, %d flows neither allows passed", allowedDropped, deniedPassed)
+	}
+	// Both policies' entries never pile up: one set is left.
+	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != len(compileRules(p1.Normalize().Ingress).Peers) {
+		t.Errorf("%d peer entries left after the switches, want one policy's %d", n, len(compileRules(p1.Normalize().Ingress).Peers))
+	}
+}
+
+func countEntries(t *testing.T, mp *ebpf.Map) int {
+	t.Helper()
+	var k, v []byte
+	n := 0
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Endpoints with the same rules share one copy of them.
+func TestPolicySharedBetweenEndpoints(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.ns.MustDo(func() error {
+		return r.m.AddEndpoint(Endpoint{Interface: "pol1"})
+	})
+	r.setPolicy(goldenPolicy())
+	one := countEntries(t, r.dp.Maps().PolicyPeers)
+	r.ns.MustDo(func() error { return r.m.SetPolicy("pol1", goldenPolicy()) })
+	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != one {
+		t.Errorf("two endpoints with one policy hold %d peer entries, one holds %d", n, one)
+	}
+	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
+	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != one {
+		t.Errorf("the rules went with the first endpoint: %d entries left, want %d", n, one)
+	}
+	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol1") })
+	for _, mp := range []*ebpf.Map{r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPorts, r.dp.Maps().Endpoints} {
+		if n := countEntries(t, mp); n != 0 {
+			t.Errorf("%s holds %d entries with no endpoint left", mp, n)
+		}
+	}
+}
+
+func TestEndpointErrors(t *testing.T) {
+	r := newRig(t, datapath.Limits{MaxEndpoints: 2})
+	var ve *ValidationError
+	for _, c := range []struct {
+		ep    Endpoint
+		field string
+		is    error
+	}{
+		{Endpoint{}, "interface", ErrInvalid},
+		{Endpoint{Interface: "nosuch0"}, "interface", ErrNotFound},
+		{Endpoint{Interface: "pol1", Addresses: []netip.Addr{{}}}, "addresses[0]", ErrInvalid},
+		{Endpoint{Interface: "pol1", Addresses: []netip.Addr{pod4, netip.MustParseAddr("::ffff:10.0.1.3")}}, "addresses[1]", ErrInvalid},
+		{Endpoint{Interface: "pol1", Addresses: []netip.Addr{pod4, pod4}}, "addresses[1]", ErrInvalid},
+	} {
+		before := dumpPolicyMaps(t, r)
+		err := r.ns.Do(func() error { return r.m.AddEndpoint(c.ep) })
+		if !errors.Is(err, c.is) || !errors.As(err, &ve) || ve.Field != c.field {
+			t.Errorf("AddEndpoint(%+v) = %v, want %v on %s", c.ep, err, c.is, c.field)
+		}
+		if dumpPolicyMaps(t, r) != before {
+			t.Errorf("AddEndpoint(%+v) failed but changed the maps", c.ep)
+		}
+	}
+	// A failed AddEndpoint attached nothing.
+	r.ns.MustDo(func() error {
+		if _, attached, err := r.dp.AttachedHook("pol1"); err != nil || attached {
+			t.Errorf("pol1 attached after failed adds: %v, %v", attached, err)
+		}
+		return nil
+	})
+
+	if err := r.ns.Do(func() error { return r.m.SetPolicy("nosuch0", Policy{}) }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetPolicy on no endpoint: %v", err)
+	}
+	if err := r.ns.Do(func() error { return r.m.RemoveEndpoint("nosuch0") }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RemoveEndpoint of no endpoint: %v", err)
+	}
+
+	// Capacity: two endpoints fit (pol0 and pol1), a third does not.
+	r.ns.MustDo(func() error { return r.m.AddEndpoint(Endpoint{Interface: "pol1"}) })
+	r.ns.MustDo(func() error { return r.ns.Netlink().LinkAdd(dummy("pol2")) })
+	if err := r.ns.Do(func() error { return r.m.AddEndpoint(Endpoint{Interface: "pol2"}) }); !errors.Is(err, ErrCapacity) || !errors.As(err, &ve) || ve.Endpoint != "pol2" {
+		t.Errorf("a third endpoint with MaxEndpoints 2: %v, want ErrCapacity naming pol2", err)
+	}
+
+	// One writer at a time; a closed Manager refuses calls.
+	if _, err := NewManager(r.dp); !errors.Is(err, ErrBusy) {
+		t.Errorf("a second Manager: %v, want ErrBusy", err)
+	}
+	r.m.Close()
+	if err := r.m.SetPolicy("pol0", Policy{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetPolicy after Close: %v, want ErrClosed", err)
+	}
+}
+
+// A new Manager finds the endpoints an earlier one installed, with their
+// rules still in force, cleans what a crash left behind, and replaces the
+// recovered rules cleanly.
+func TestManagerRecovers(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+	st, _ := r.m.Endpoint("pol0")
+	r.m.Close()
+	peersBefore := countEntries(t, r.dp.Maps().PolicyPeers)
+
+	// What a crash between writing new rules and switching leaves: entries
+	// under a policy id no endpoint names.
+	orphan := peerKey(9999, pfx("10.77.0.0/16"))
+	if err := r.dp.Maps().PolicyPeers.Put(orphan, uint32(4242)); err != nil {
+		t.Fatal(err)
+	}
+	orphanPort := portKey(4242, portEntry{AnyProto: true, Verdict: verdictAllow})
+	if err := r.dp.Maps().PolicyPorts.Put(orphanPort, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	var m2 *Manager
+	r.ns.MustDo(func() (err error) {
+		m2, err = NewManager(r.dp)
+		return err
+	})
+	r.m = m2
+	eps := m2.Endpoints()
+	if len(eps) != 1 || eps[0].Interface != "pol0" || eps[0].ID != st.ID || !eps[0].Recovered {
+		t.Fatalf("recovered endpoints %+v, want pol0 with id %d, recovered", eps, st.ID)
+	}
+	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != peersBefore {
+		t.Errorf("%d peer entries after recovery, want the %d before the crash (the orphan deleted)", n, peersBefore)
+	}
+	var v uint8
+	if err := r.dp.Maps().PolicyPorts.Lookup(orphanPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("orphaned port entry still there: %v", err)
+	}
+	r.expect("recovered rules still allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("recovered rules still deny", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
+
+	// Replacing the recovered rules leaves only the new ones.
+	p := Policy{Ingress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx("10.0.3.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 81}}}}}}
+	r.setPolicy(p)
+	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != 1 {
+		t.Errorf("%d peer entries after replacing the recovered rules, want 1", n)
+	}
+	r.expect("new rules", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
+	r.expect("old rule gone", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:80"), false)
+	var ep bpf.XdplaneEndpoint
+	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &ep); err != nil || ep.Id != st.ID {
+		t.Errorf("endpoint entry %+v, %v", ep, err)
+	}
+}
+
+// dummy is one end of a new veth pair (name and name+"p"): an interface
+// to add as an endpoint.
+func dummy(name string) *netlink.Veth {
+	return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
+}
