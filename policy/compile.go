@@ -130,16 +130,23 @@ type compiledRules struct {
 	Isolated bool
 	// HasDeny says whether any rule is a Deny rule.
 	HasDeny bool
-	// Peers sorted by address, then prefix length.
+	// Peers sorted by address, then prefix length. Each is there because
+	// the datapath's lookup would find another ruleset without it: the
+	// longest emitted prefix around it has a different one, or, with none
+	// around it, its own is not empty. That is judged as the peers table
+	// keys addresses, IPv4 v4-mapped beside IPv6, where ::/0 contains
+	// 0.0.0.0/0: so 0.0.0.0/0 stands, with an empty ruleset if need be,
+	// when an IPv6 prefix such as ::/0 would otherwise catch IPv4
+	// addresses, and goes when that prefix gives IPv4 the same ruleset.
 	Peers []peerEntry
-	// Rulesets, all different from each other, in the order Peers first
-	// uses them.
+	// Rulesets, all different from each other.
 	Rulesets []ruleset
 }
 
-// lookup decides a new flow with the two table lookups the datapath makes.
-// It takes the packet's protocol: for an IPv6 peer it looks ICMPv6 up as
-// ICMP, as the datapath does. Tests use it to hold the compiled form to
+// lookup decides a new flow with the two table lookups the datapath makes,
+// keys and all: the peers table holds both families in 16 bytes, IPv4
+// v4-mapped. It takes peer, proto and port as Decide does (ICMP, or 58,
+// is ICMPv6 for an IPv6 peer). Tests use it to hold the compiled form to
 // Decide.
 func (c compiledRules) lookup(peer netip.Addr, proto uint8, port uint16) Decision {
 	peer = peer.WithZone("").Unmap()
@@ -147,9 +154,13 @@ func (c compiledRules) lookup(peer netip.Addr, proto uint8, port uint16) Decisio
 		proto = uint8(ICMP)
 	}
 	best, bestBits := -1, -1
-	for i, e := range c.Peers {
-		if e.Prefix.Bits() > bestBits && e.Prefix.Contains(peer) {
-			best, bestBits = i, e.Prefix.Bits()
+	if peer.IsValid() {
+		key := netip.AddrFrom16(peer.As16())
+		for i, e := range c.Peers {
+			p := as16Prefix(e.Prefix)
+			if p.Bits() > bestBits && p.Contains(key) {
+				best, bestBits = i, p.Bits()
+			}
 		}
 	}
 	v := verdictNone
@@ -163,6 +174,15 @@ func (c compiledRules) lookup(peer netip.Addr, proto uint8, port uint16) Decisio
 		return Allowed
 	}
 	return DeniedByDefault
+}
+
+// as16Prefix returns p as the peers table keys it: an IPv4 prefix
+// v4-mapped, 96 bits longer.
+func as16Prefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4() {
+		return netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), 96+p.Bits())
+	}
+	return p
 }
 
 // compileRules compiles one direction's rules, already validated and
@@ -356,7 +376,9 @@ func (w *walker) walk(c *compiledRules) {
 			unique++
 		}
 	}
-	c.Peers = make([]peerEntry, 0, unique)
+	if unique > 0 {
+		c.Peers = make([]peerEntry, 0, unique)
+	}
 
 	var stack []frame
 	for i := 0; i < len(w.events); {
@@ -401,6 +423,36 @@ func (w *walker) walk(c *compiledRules) {
 			reach = own
 		}
 		stack = append(stack, frame{prefix: p, events: node, set: set, reach: reach})
+	}
+	w.settleIPv4Root(c)
+}
+
+// v4MappedZero is ::ffff:0.0.0.0, where the peers table keeps IPv4.
+var v4MappedZero = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff})
+
+// settleIPv4Root puts in or takes out 0.0.0.0/0 as the peers table needs
+// it. The walk keeps the families apart, but the table keys IPv4
+// v4-mapped next to IPv6, so an IPv4 address that no IPv4 entry covers
+// reaches the longest IPv6 entry that covers ::ffff:0:0/96 (::/0, say).
+// 0.0.0.0/0 must stand, with the empty ruleset if nothing else, when that
+// entry's ruleset is not its own, and must go when it is. The walk left
+// 0.0.0.0/0 out only if its ruleset is empty, and judged the IPv4 entries
+// below it by that, so neither change alters what they need.
+func (w *walker) settleIPv4Root(c *compiledRules) {
+	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	have := len(c.Peers) > 0 && c.Peers[0].Prefix == all4
+	cover := -1
+	for i, e := range c.Peers {
+		if e.Prefix.Contains(v4MappedZero) && (cover < 0 || e.Prefix.Bits() > c.Peers[cover].Prefix.Bits()) {
+			cover = i
+		}
+	}
+	switch {
+	case cover < 0:
+	case have && c.Peers[0].Ruleset == c.Peers[cover].Ruleset:
+		c.Peers = slices.Delete(c.Peers, 0, 1)
+	case !have && len(c.Rulesets[c.Peers[cover].Ruleset]) > 0:
+		c.Peers = slices.Insert(c.Peers, 0, peerEntry{Prefix: all4, Ruleset: w.output(c, 0)})
 	}
 }
 

@@ -71,8 +71,8 @@ func validPrefix(field string, p netip.Prefix) error {
 	switch {
 	case !p.IsValid():
 		return invalid(field, p, "not a prefix")
-	case p.Addr().Is4In6():
-		// An IPv4 peer is looked up as IPv4 and would never fall in it.
+	case p.Masked().Addr().Is4In6():
+		// IPv4 peers are IPv4 and would never fall in it.
 		return invalid(field, p, "IPv4-mapped IPv6 prefix: write it in its IPv4 form")
 	}
 	return nil
