@@ -49,7 +49,7 @@ type goldenCase struct {
 }
 
 // goldenCases are first packets of new flows, each judged on its own.
-func goldenCases(t *testing.T) []goldenCase {
+func goldenCases(t testing.TB) []goldenCase {
 	echo4 := func(src, dst string, typ uint8) []byte {
 		return raw4(t, src, dst, layers.IPProtocolICMPv4, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
 	}
@@ -124,14 +124,14 @@ func goldenCases(t *testing.T) []goldenCase {
 }
 
 // v4Options is a TCP SYN whose IPv4 header carries 8 bytes of options.
-func v4Options(t *testing.T, src, dst string) []byte {
+func v4Options(t testing.TB, src, dst string) []byte {
 	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true},
 		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
 			{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}.Build())
 }
 
-func ext6(t *testing.T, src, dst string, ext ...packets.IPv6Ext) []byte {
+func ext6(t testing.TB, src, dst string, ext ...packets.IPv6Ext) []byte {
 	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}, Ext: ext}.Build())
 }

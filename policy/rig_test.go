@@ -21,7 +21,7 @@ import (
 // whose programs the golden tests run through BPF_PROG_TEST_RUN with the
 // endpoint's interface index in the context, as the kernel would.
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	ns      *testutil.NS
 	dir     string
 	dp      *datapath.Datapath
@@ -34,7 +34,7 @@ const (
 	tcActUnspc = 0xffffffff // TC_ACT_UNSPEC (-1): on to the next program
 )
 
-func newRig(t *testing.T, limits datapath.Limits) *rig {
+func newRig(t testing.TB, limits datapath.Limits) *rig {
 	t.Helper()
 	testutil.RequireRoot(t)
 	g := testutil.NewGroup(t)
@@ -84,20 +84,36 @@ type skbContext struct {
 // tc egress for Ingress. It returns the verdict and the bytes after.
 func (r *rig) run(dir Direction, frame []byte) (uint32, []byte) {
 	r.t.Helper()
+	return r.runOn(r.ifindex, dir, frame)
+}
+
+// runOn is run at the interface with index ifindex.
+func (r *rig) runOn(ifindex uint32, dir Direction, frame []byte) (uint32, []byte) {
+	r.t.Helper()
+	ret, out, err := r.tryRun(ifindex, dir, frame)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ret, out
+}
+
+// tryRun is runOn that returns the error of BPF_PROG_TEST_RUN, which
+// refuses some frames (an IPv4 frame without a whole IPv4 header) before
+// any program runs.
+func (r *rig) tryRun(ifindex uint32, dir Direction, frame []byte) (uint32, []byte, error) {
 	prog := r.dp.Programs().XdplaneTcEgress
 	if dir == Egress {
 		prog = r.dp.Programs().XdplaneTcIngress
 	}
 	out := make([]byte, len(frame)+256)
-	ctx := skbContext{Ifindex: r.ifindex}
+	ctx := skbContext{Ifindex: ifindex}
 	opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
 	var ret uint32
-	r.ns.MustDo(func() error {
-		var err error
+	err := r.ns.Do(func() (err error) {
 		ret, err = prog.Run(&opts)
 		return err
 	})
-	return ret, opts.DataOut
+	return ret, opts.DataOut, err
 }
 
 // expect runs frame and checks the verdict: a passed packet must come out
@@ -196,7 +212,7 @@ func ipPacket(frame []byte) []byte { return frame[packets.EthLen:] }
 
 // dumpPolicyMaps renders every policy map that SetPolicy writes, sorted:
 // what the kernel holds, for before-and-after comparisons.
-func dumpPolicyMaps(t *testing.T, r *rig) string {
+func dumpPolicyMaps(t testing.TB, r *rig) string {
 	t.Helper()
 	var lines []string
 	for _, mp := range []*ebpf.Map{r.dp.Maps().Endpoints, r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPorts} {
