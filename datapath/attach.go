@@ -19,12 +19,13 @@ import (
 type Hook uint8
 
 const (
-	// HookTC attaches at tc ingress (load balancing and reverse NAT) and
-	// tc egress (reverse NAT). Right for veths and for any interface
-	// whose traffic may originate on this host.
+	// HookTC attaches at tc ingress (load balancing, then an endpoint's
+	// egress policy) and tc egress (an endpoint's ingress policy, then
+	// reverse NAT). Right for veths and for any interface whose traffic
+	// may originate on this host.
 	HookTC Hook = iota
-	// HookXDP attaches at XDP on ingress (load balancing and reverse
-	// NAT): fastest on a physical NIC's receive path.
+	// HookXDP attaches at XDP on ingress (the prefilter, load balancing
+	// and reverse NAT): fastest on a physical NIC's receive path.
 	HookXDP
 )
 

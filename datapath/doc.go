@@ -21,9 +21,12 @@
 //
 // HookTC runs the load balancer at tc ingress and reverse NAT at tc egress,
 // through TCX where the kernel has it and a clsact qdisc with a cls_bpf
-// filter where it does not. HookXDP runs both at XDP, native (generic only
-// when asked for with ModeXDPGeneric). Use tc on veths and wherever traffic
-// may originate on the host; XDP on a physical NIC's receive path.
+// filter where it does not; on an interface package policy has made an
+// endpoint, the same programs also judge the endpoint's traffic. HookXDP
+// runs the node-wide prefilter, then the load balancer and reverse NAT at
+// XDP, native (generic only when asked for with ModeXDPGeneric). Use tc on
+// veths and wherever traffic may originate on the host; XDP on a physical
+// NIC's receive path.
 //
 // Attach and Detach act on interfaces in the network namespace of the
 // calling OS thread; pins record the namespace, so one Datapath may attach
