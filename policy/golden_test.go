@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -440,5 +441,29 @@ func TestGoldenPolicyChange(t *testing.T) {
 	}
 	if after := dumpPolicyMaps(t, r); after != before {
 		t.Errorf("an invalid change altered the maps")
+	}
+}
+
+// IPv4 lives in the maps as ::ffff:0:0/96, inside IPv6 prefixes such as
+// ::/0; an IPv6 rule must still never match an IPv4 peer, nor an IPv4
+// rule an IPv6 one.
+func TestGoldenFamiliesApart(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	for i, c := range []struct {
+		peer   string
+		v4, v6 bool // whether an IPv4 and an IPv6 peer pass
+	}{
+		{"::/0", false, true},
+		{"::/64", false, false},
+		{"::/80", false, false},
+		{"0.0.0.0/0", true, false},
+		{"10.0.0.0/8", true, false},
+	} {
+		r.setPolicy(Policy{Ingress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx(c.peer)}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+		// A source port per case: every flow is new.
+		sport := 41000 + i
+		r.expect(c.peer+": IPv4 peer", Ingress, tcp4(t, fmt.Sprintf("10.0.3.4:%d", sport), "10.0.1.2:80"), c.v4)
+		r.expect(c.peer+": IPv6 peer", Ingress, tcp6(t, fmt.Sprintf("[fd00:a::3:4]:%d", sport), "[fd00:1::2]:80"), c.v6)
+		r.expect(c.peer+": IPv6 peer in ::/80", Ingress, tcp6(t, fmt.Sprintf("[::1:2:3]:%d", sport), "[fd00:1::2]:80"), c.peer == "::/0" || c.peer == "::/64" || c.peer == "::/80")
 	}
 }
