@@ -14,14 +14,18 @@ import (
 // number of rules:
 //
 //  1. peers, a longest-prefix-match table from (policy, peer address) to
-//     a ruleset;
+//     a ruleset, both families in one table with 16-byte addresses, IPv4
+//     v4-mapped (struct peer_key in bpf/include/xdplane.h);
 //  2. ports, a longest-prefix-match table over the 7-byte key
 //     ruleset (32 bits) | protocol (8) | port (16, big endian) to allow or
-//     deny. A key prefix of 32 bits matches every protocol and port of the
-//     ruleset, 40 one protocol and every port, 40+b the protocol and the
-//     ports that share the top b bits.
+//     deny (struct port_key). A key prefix of 32 bits matches every
+//     protocol and port of the ruleset, 40 one protocol and every port,
+//     40+b the protocol and the ports that share the top b bits. ICMP is
+//     protocol 1 for both families, and its port is the ICMP type.
 //
-// A flow that finds no peer entry, or no port entry, matches no rule.
+// A flow that finds no peer entry, or no port entry, matches no rule: it
+// passes if the direction is not isolated and is denied by default if it
+// is.
 //
 // The prefixes a policy mentions (peer prefixes and their excepts) cut the
 // address space into pieces: every address whose longest match among them
@@ -36,8 +40,8 @@ type verdict uint8
 
 const (
 	verdictNone  verdict = 0
-	verdictAllow verdict = 1 // POLICY_ALLOW in the datapath's ports map
-	verdictDeny  verdict = 2 // POLICY_DENY
+	verdictAllow verdict = 1 // PV_ALLOW in bpf/include/xdplane.h
+	verdictDeny  verdict = 2 // PV_DENY
 )
 
 func (v verdict) String() string {
@@ -146,8 +150,9 @@ type compiledRules struct {
 // lookup decides a new flow with the two table lookups the datapath makes,
 // keys and all: the peers table holds both families in 16 bytes, IPv4
 // v4-mapped. It takes peer, proto and port as Decide does (ICMP, or 58,
-// is ICMPv6 for an IPv6 peer). Tests use it to hold the compiled form to
-// Decide.
+// is ICMPv6 for an IPv6 peer; the datapath, which sees the packet, turns
+// ICMPv6 into 1 and an IPv6 packet's protocol 1 into 255). Tests use it to
+// hold the compiled form to Decide.
 func (c compiledRules) lookup(peer netip.Addr, proto uint8, port uint16) Decision {
 	peer = peer.WithZone("").Unmap()
 	if peer.Is6() && proto == ipprotoICMPv6 {
@@ -186,7 +191,10 @@ func as16Prefix(p netip.Prefix) netip.Prefix {
 }
 
 // compileRules compiles one direction's rules, already validated and
-// normalized.
+// normalized. Its cost grows with the number of peers and excepts (n log n
+// for the sort) and with the number of different rulesets it builds, not
+// with their product: 100,000 rules with a peer each take tens of
+// milliseconds.
 func compileRules(r Rules) compiledRules {
 	c := compiledRules{Isolated: r.Isolated}
 	w := newWalker()
@@ -307,6 +315,8 @@ type frame struct {
 	reach  int32         // the ruleset a lookup inside it reaches: its own if emitted, else its parent's
 }
 
+// walker holds the state of compileRules: the rule classes, every peer
+// and its prefixes, and, during the walk, which classes apply where it is.
 type walker struct {
 	classes classTable
 	peers   []peerInstance
