@@ -571,6 +571,13 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 		goto deny;
 	}
 
+	/* IPv6's link-layer plumbing, neighbour discovery and multicast
+	 * listener messages, is to IPv6 what ARP is to IPv4: no policy judges
+	 * it, or an isolated pod could not even resolve its gateway. */
+	if (f.v6 && f.proto == IPPROTO_ICMPV6_ && f.frag == PF_NONE &&
+	    ((f.icmp_type >= 130 && f.icmp_type <= 137) || f.icmp_type == 143))
+		goto allow;
+
 	if (f.frag != PF_NONE) {
 		__builtin_memcpy(fk.saddr, f.saddr.b, 16);
 		__builtin_memcpy(fk.daddr, f.daddr.b, 16);

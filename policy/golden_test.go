@@ -296,9 +296,20 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	r.expect("deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false)
 
 	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
-	r.setPolicy(Policy{Ingress: Rules{Isolated: true}})
+	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
 	r.expect("deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false)
-	r.expect("deny all, egress open", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), true)
+	r.expect("deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false)
+	// But IPv6's neighbour discovery and multicast listener messages
+	// pass, as ARP does: without them nothing works.
+	for _, typ := range []uint8{130, 131, 132, 133, 134, 135, 136, 137, 143} {
+		nd := raw6(t, "fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0, make([]byte, 16)))
+		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d in", typ), Ingress, nd, true)
+		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d out", typ), Egress, nd, true)
+	}
+	for _, typ := range []uint8{128, 129, 138, 142, 144} {
+		other := raw6(t, "fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0, make([]byte, 16)))
+		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d", typ), Ingress, other, false)
+	}
 }
 
 // Replies of an allowed flow pass the other direction's rules, and so do
