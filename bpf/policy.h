@@ -547,7 +547,7 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	struct frag_value *fv;
 	struct pflow f = {};
 	struct endpoint *ep;
-	bool enforced;
+	bool enforced, tracked;
 	__u8 evflags = 0;
 	__u64 now;
 	int r;
@@ -599,8 +599,12 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	}
 
 	now = bpf_ktime_get_ns();
+	/* ICMP messages other than echo make no flow: each is judged on its
+	 * own (an error, by the flow it quotes). */
+	tracked = (f.proto != IPPROTO_ICMP && f.proto != IPPROTO_ICMPV6_) ||
+		  icmp_is_echo(f.v6, f.icmp_type);
 	pct_fill(&key, ep->id, dir, &f.saddr, &f.daddr, f.sport, f.dport, f.proto);
-	ct = bpf_map_lookup_elem(&policy_ct, &key);
+	ct = tracked ? bpf_map_lookup_elem(&policy_ct, &key) : NULL;
 	if (ct && now - ct->last_seen <= pct_timeout(f.proto)) {
 		/* Refresh at most once a second, the other direction's entry
 		 * too (put back if the LRU evicted it), so that a flow busy
@@ -627,6 +631,8 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	if (reason)
 		goto deny;
 
+	if (!tracked)
+		goto pass;
 	/* A new flow: both directions' entries, so the replies pass whatever
 	 * the other direction's rules say. */
 	entry.last_seen = now;
