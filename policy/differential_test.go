@@ -97,4 +97,3 @@ func probeFrame(t *testing.T, dir Direction, peer netip.Addr, proto Protocol, po
 	}
 	return raw6(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
 }
-
