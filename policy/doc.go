@@ -19,7 +19,11 @@
 //
 // The datapath is stateful: once a flow passes, its later packets, its
 // replies and the ICMP errors about it pass too, whatever the other
-// direction's rules say. A policy change judges new flows by the new
+// direction's rules say. A flow is a TCP, UDP or SCTP 5-tuple, an ICMP
+// echo's identifier, or for other protocols the address pair; other ICMP
+// messages make no flow and are judged one by one. IPv6 neighbour
+// discovery and multicast listener messages pass every policy, as ARP
+// does. A policy change judges new flows by the new
 // rules and leaves flows already let through alone, until they go idle
 // (netfilter's default timeouts: 5 days for TCP and SCTP, 120 s for UDP,
 // 30 s for ICMP, 600 s for the rest) or their entry is evicted.
