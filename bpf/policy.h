@@ -693,6 +693,15 @@ static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void 
 		__builtin_memcpy(d.b, ip6->daddr.in6_u.u6_addr8, 16);
 		proto = ip6->nexthdr;
 		flags = EV_IPV6;
+		/* Neighbour discovery stays on the link and is IPv6's ARP: a
+		 * listed neighbour must not cost its link-mates their router
+		 * (it may solicit for them, from its own address). */
+		if (proto == IPPROTO_ICMPV6_) {
+			struct icmp_min *ic = (void *)(ip6 + 1);
+
+			if ((void *)(ic + 1) <= data_end && ic->type >= 133 && ic->type <= 137)
+				return false;
+		}
 	} else {
 		return false;
 	}

@@ -668,6 +668,9 @@ func Remove(dir string) error {
 		return errors.Join(errs...)
 	}
 	_ = os.Remove(filepath.Join(dir, linksDir))
+	if err := removeLocks(dir); err != nil {
+		return fmt.Errorf("remove locks: %w", err)
+	}
 	names, err := mapNames()
 	if err != nil {
 		return err

@@ -27,4 +27,8 @@ var (
 	// ErrNoPrograms: the call needs programs, and this Datapath was opened
 	// with OpenPinned, which opens maps only.
 	ErrNoPrograms = errors.New("datapath opened without programs")
+
+	// ErrLocked: Lock without waiting found the lock held, by this
+	// process or another.
+	ErrLocked = errors.New("lock held")
 )

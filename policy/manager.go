@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -54,14 +51,14 @@ type EndpointStatus struct {
 // Identical rules are stored once: endpoints whose policy for a direction
 // compiles to the same entries share them.
 //
-// A Manager is safe for concurrent use. It holds an exclusive lock on the
-// datapath's endpoints map until Close, so a second Manager on the same
-// datapath fails with ErrBusy.
+// A Manager is safe for concurrent use. It holds the datapath's "policy"
+// lock until Close, so a second Manager on the same datapath, in this
+// process or another, fails with ErrBusy.
 type Manager struct {
 	dp     *datapath.Datapath
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
-	lock   *os.File
+	unlock func() // releases the datapath's "policy" lock
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint    // by interface name
@@ -117,21 +114,16 @@ const (
 // left behind unreferenced (a crash mid-change) are deleted. Close
 // releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
-	path := filepath.Join(dp.Dir(), bpf.XdplaneMapEndpoints)
-	lock, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open %s to lock it: %w", path, err)
+	unlock, err := dp.Lock("policy", false)
+	if errors.Is(err, datapath.ErrLocked) {
+		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s is locked by another policy.Manager", ErrBusy, path)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	if err != nil {
+		return nil, err
 	}
 	l := dp.Limits()
 	m := &Manager{
-		dp: dp, maps: dp.Maps(), limits: l, lock: lock,
+		dp: dp, maps: dp.Maps(), limits: l, unlock: unlock,
 		endpoints: make(map[string]*endpoint),
 		rulesets:  make(map[[32]byte]*installed),
 		byID:      make(map[uint32]*installed),
@@ -140,7 +132,7 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 		rsIDs:     idalloc.New(1<<31 - 1),
 	}
 	if err := m.recover(); err != nil {
-		lock.Close()
+		unlock()
 		return nil, err
 	}
 	return m, nil
@@ -151,16 +143,16 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.lock == nil {
+	if m.unlock == nil {
 		return nil
 	}
-	err := m.lock.Close()
-	m.lock = nil
-	return err
+	m.unlock()
+	m.unlock = nil
+	return nil
 }
 
 func (m *Manager) begin() error {
-	if m.lock == nil {
+	if m.unlock == nil {
 		return ErrClosed
 	}
 	return nil

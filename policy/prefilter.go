@@ -43,7 +43,10 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 // once. On error the list is as it was.
 //
 // The list lives in the datapath, not in a Manager: it takes effect on
-// every interface where xdplane is attached at XDP.
+// every interface where xdplane is attached at XDP. Concurrent calls, in
+// this process or others, take turns; the last one's list stands.
+// IPv6 neighbour discovery from a listed source still passes: it stays on
+// the link, and a listed neighbour may solicit for its link-mates.
 func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChange, error) {
 	want := make(map[bpf.XdplanePrefilterKey]bool, len(prefixes))
 	for i, p := range prefixes {
@@ -56,6 +59,14 @@ func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChan
 	if len(want) > int(limit) {
 		return PrefilterChange{}, overCapacity("prefilter", len(want), fmt.Sprintf("above datapath.Limits.MaxPrefilterPrefixes, %d", limit))
 	}
+
+	// One writer at a time, across processes: the diff below must not
+	// interleave with another's.
+	unlock, err := dp.Lock("prefilter", true)
+	if err != nil {
+		return PrefilterChange{}, err
+	}
+	defer unlock()
 
 	mp := dp.Maps().Prefilter
 	have := make(map[bpf.XdplanePrefilterKey]bool)

@@ -60,6 +60,8 @@ func TestPrefilterGolden(t *testing.T) {
 		{"v4 a later fragment", mustBuild(testFrag4("10.66.3.3", "10.96.0.10")), true},
 		{"v6 source in the /48", tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), true},
 		{"v6 outside the /48", tcp6(t, "[2001:db8:bae::1]:1234", "[fd00::10]:80"), false},
+		{"v6 neighbour solicitation from a listed source", raw6(t, "2001:db8:bad::5", "ff02::1:ff00:1", layers.IPProtocolICMPv6, icmpMsg(135, 0, 0, make([]byte, 16))), false},
+		{"v6 echo request from a listed source", raw6(t, "2001:db8:bad::5", "fd00::10", layers.IPProtocolICMPv6, icmpMsg(128, 0, 0, make([]byte, 16))), true},
 		{"v6 behind extension headers", ext6(t, "[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
 	} {
 		ret, out := runXDP(t, r.dp, c.frame)
@@ -86,8 +88,8 @@ func TestPrefilterGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dc.Packets[ReasonPrefilter] != 6 {
-		t.Errorf("prefilter drops counted %d, want 6", dc.Packets[ReasonPrefilter])
+	if dc.Packets[ReasonPrefilter] != 7 {
+		t.Errorf("prefilter drops counted %d, want 7", dc.Packets[ReasonPrefilter])
 	}
 
 	// Replace the list: the change is reported, the map holds exactly
