@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,10 @@ func TestCLI(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("services:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2}]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	denying := filepath.Join(dir, "prefilter.yaml")
+	if err := os.WriteFile(denying, []byte("prefilter: [203.0.113.66]\nservices:\n  - {name: web, frontend: 10.96.0.10:80}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pins := filepath.Join(dir, "pins")
@@ -47,6 +52,12 @@ func TestCLI(t *testing.T) {
 		{
 			name: "run with an invalid config", args: []string{"run", "--config", bad, "--interface", "lo", "--bpffs", pins},
 			code: exitError, stderr: bad + `:2: services[0] "web": backends[0].address "10.0.1.2": missing port`, mustNot: pins,
+		},
+		{
+			// At tc the prefilter would drop nothing: refused, rather than
+			// let its writer believe the sources are kept out.
+			name: "run with a prefilter at tc", args: []string{"run", "--config", denying, "--interface", "lo", "--bpffs", pins},
+			code: exitError, stderr: denying + ":1: prefilter: the prefilter drops at XDP only, and --hook is tc: run with --hook xdp", mustNot: pins,
 		},
 		{
 			name: "run with a missing config", args: []string{"run", "--config", filepath.Join(dir, "absent.yaml"), "--interface", "lo", "--bpffs", pins},
@@ -120,9 +131,14 @@ func TestPrintStatus(t *testing.T) {
 		{Ifindex: 2, Interface: "eth0", Point: "xdp", Mode: datapath.ModeXDPNative, ProgramID: 7},
 		{Ifindex: 9, Point: "tc-ingress", Mode: datapath.ModeTCX, ProgramID: 8},
 	}
+	pf := prefilterStatus{
+		prefixes:   []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("203.0.113.66/32"), netip.MustParsePrefix("2001:db8:bad::/48")},
+		drops:      datapath.Counter{Packets: 7, Bytes: 518},
+		eventsLost: 1,
+	}
 	var out bytes.Buffer
 	err := printStatus(&out, "/sys/fs/bpf/xdplane", services, known,
-		datapath.Counters{ForwardNew: datapath.Counter{Packets: 5, Bytes: 300}, SourceDenied: datapath.Counter{Packets: 2, Bytes: 120}}, atts)
+		datapath.Counters{ForwardNew: datapath.Counter{Packets: 5, Bytes: 300}, SourceDenied: datapath.Counter{Packets: 2, Bytes: 120}}, pf, atts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,16 +160,23 @@ SERVICE                BACKEND        WEIGHT  STATE        LOCAL  PACKETS  BYTES
 10.96.0.11:80/tcp      (none)         -       -            -      -        -
 198.51.100.20:443/tcp  10.0.3.2:8443  1       terminating  no     0        0
 
+Prefilter: 3 source prefixes, whose packets XDP drops before load balancing:
+  192.0.2.0/24
+  203.0.113.66/32
+  2001:db8:bad::/48
+
 COUNTER                      PACKETS  BYTES
 forwarded, new flow          5        300
 forwarded, established       0        0
 replies translated           0        0
 passed, not for a service    0        0
 rejected, no backend         0        0
+dropped, prefilter           7        518
 dropped, source not allowed  2        120
 dropped, conntrack full      0        0
 passed, malformed            0        0
 passed, fragment             0        0
+drop events lost             1        -
 `
 	if out.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", &out, want)
@@ -161,7 +184,7 @@ passed, fragment             0        0
 
 	// Without a configuration: what only the configuration knows is "?".
 	out.Reset()
-	if err := printStatus(&out, "/x", services[:1], nil, datapath.Counters{}, nil); err != nil {
+	if err := printStatus(&out, "/x", services[:1], nil, datapath.Counters{}, prefilterStatus{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{
@@ -174,12 +197,31 @@ passed, fragment             0        0
 	}
 
 	out.Reset()
-	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, nil); err != nil {
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, prefilterStatus{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"Attached to no interface.", "No services."} {
+	for _, s := range []string{"Attached to no interface.", "No services.", "Prefilter: empty."} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("empty status %q does not say %q", &out, s)
+		}
+	}
+
+	// A long prefilter is cut short; one that nothing consults says so.
+	var long prefilterStatus
+	for i := range maxPrefixesShown + 3 {
+		long.prefixes = append(long.prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32))
+	}
+	out.Reset()
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, long, atts[1:]); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		fmt.Sprintf("Prefilter: %d source prefixes,", maxPrefixesShown+3),
+		fmt.Sprintf("  192.0.2.%d/32\n  and 3 more\n", maxPrefixesShown-1),
+		"(attached at XDP on no interface: the prefilter drops nothing)",
+	} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("status %q does not say %q", &out, s)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
 )
 
@@ -23,10 +24,16 @@ type Config struct {
 	// NodeAddresses are this node's own addresses, on which node ports
 	// listen, in the order the file lists them.
 	NodeAddresses []netip.Addr
+	// Prefilter is the node-wide deny list: sources that XDP drops on
+	// every interface run attaches to, before load balancing, in the order
+	// of the file. A bare address in the file is its one-address prefix.
+	Prefilter []netip.Prefix
 	// Services holds one entry per frontend, in the order of the file: a
 	// plain service gives one, a Kubernetes-shaped one as many as it
 	// expands to.
 	Services []NamedService
+
+	prefilterLine int // where the prefilter key is, for checkHook
 }
 
 // FrontendType says which field of its service made a frontend; for the
@@ -132,18 +139,48 @@ func LoadConfig(path string) (Config, error) {
 	}
 	cfg, err := ParseConfig(data)
 	if err != nil {
-		var ce *ConfigError
-		if errors.As(err, &ce) && ce.Line > 0 {
-			return Config{}, fmt.Errorf("%s:%d: %w", path, ce.Line, err)
-		}
-		return Config{}, fmt.Errorf("%s: %w", path, err)
+		return Config{}, inFile(path, err)
 	}
 	return cfg, nil
+}
+
+// LoadConfigFor is LoadConfig for run with the given hook: it also
+// refuses what the hook cannot do (see checkHook).
+func LoadConfigFor(path string, hook datapath.Hook) (Config, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := cfg.checkHook(hook); err != nil {
+		return Config{}, inFile(path, err)
+	}
+	return cfg, nil
+}
+
+// inFile puts the file's name, and the line when known, before err.
+func inFile(path string, err error) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) && ce.Line > 0 {
+		return fmt.Errorf("%s:%d: %w", path, ce.Line, err)
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// checkHook refuses a prefilter with the tc hook: only the XDP program
+// consults it, so at tc it would list sources it never drops. An empty
+// list is accepted (it removes the list an earlier run left).
+func (c Config) checkHook(hook datapath.Hook) error {
+	if hook == datapath.HookXDP || len(c.Prefilter) == 0 {
+		return nil
+	}
+	return &ConfigError{Line: c.prefilterLine, Index: -1, Field: "prefilter", Err: lb.ErrInvalid,
+		Reason: fmt.Sprintf("the prefilter drops at XDP only, and --hook is %s: run with --hook xdp (or remove prefilter)", hook)}
 }
 
 // ParseConfig parses a configuration (doc.go describes every field):
 //
 //	nodeAddresses: [192.168.1.10]    # for node ports
+//	prefilter: [203.0.113.66, "2001:db8:bad::/48"]  # dropped at XDP
 //	services:
 //	  - name: web                    # the plain form: one frontend
 //	    frontend: 10.96.0.10:80
@@ -175,7 +212,8 @@ func LoadConfig(path string) (Config, error) {
 // kind, two services with one name or one frontend are all errors, each a
 // *ConfigError. The services key must be present, so that an empty or
 // truncated file is refused rather than read as "remove every service";
-// write `services: []` to mean none.
+// write `services: []` to mean none. The prefilter key may be absent: an
+// absent or empty prefilter is an empty deny list.
 func ParseConfig(data []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
@@ -219,6 +257,14 @@ func ParseConfig(data []byte) (Config, error) {
 	for _, a := range nodeAddrs {
 		cfg.NodeAddresses = append(cfg.NodeAddresses, a.addr)
 	}
+	prefilter, fe := parsePrefilter(top)
+	if fe != nil {
+		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
+	}
+	for _, p := range prefilter {
+		cfg.Prefilter = append(cfg.Prefilter, p.prefix)
+	}
+	cfg.prefilterLine = top.line("prefilter")
 
 	list, ok := fields["services"]
 	if !ok {
@@ -266,6 +312,9 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 		cfg.Services = append(cfg.Services, e.services...)
 	}
+	if fe := checkPrefilterBackends(prefilter, cfg.Services, names); fe != nil {
+		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
+	}
 	return cfg, nil
 }
 
@@ -278,7 +327,7 @@ func fileError(line int, field, value, reason string) *ConfigError {
 	return &ConfigError{Line: line, Index: -1, Field: field, Value: value, Reason: reason, Err: lb.ErrInvalid}
 }
 
-var topFields = []string{"nodeAddresses", "services"}
+var topFields = []string{"nodeAddresses", "prefilter", "services"}
 
 // listedAddr is an address from a list in the file, with where it is.
 type listedAddr struct {
@@ -313,6 +362,111 @@ func parseNodeAddresses(top mapping) ([]listedAddr, *fieldError) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// listedPrefix is a prefix of the prefilter, with where it is.
+type listedPrefix struct {
+	prefix netip.Prefix
+	field  string // for example "prefilter[2]"
+	value  string // as written
+	line   int
+}
+
+// parsePrefilter reads the top-level prefilter: prefixes, or addresses
+// meaning their one-address prefix, each once and without bits set past
+// its length.
+func parsePrefilter(top mapping) ([]listedPrefix, *fieldError) {
+	items, fe := top.list("prefilter")
+	if fe != nil {
+		return nil, fe
+	}
+	var out []listedPrefix
+	seen := make(map[netip.Prefix]string, len(items))
+	for k, item := range items {
+		field := fmt.Sprintf("prefilter[%d]", k)
+		if item.Kind != yaml.ScalarNode || isNull(item) {
+			return nil, &fieldError{line: item.Line, field: field, reason: "want a prefix or an address, got " + kindName(item)}
+		}
+		s := item.Value
+		bad := func(reason string) ([]listedPrefix, *fieldError) {
+			return nil, &fieldError{line: item.Line, field: field, value: s, reason: reason}
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			switch {
+			case aerr == nil && a.Zone() != "":
+				return bad("want an address without a zone")
+			case aerr == nil:
+				p = netip.PrefixFrom(a, a.BitLen())
+			case isAddrPort(s):
+				return bad("want a prefix or an address, without a port: the prefilter drops every packet from a source")
+			default:
+				return bad("want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address")
+			}
+		}
+		if p.Addr().Is4In6() {
+			// The datapath looks an IPv4 source up as IPv4: such a
+			// prefix would never match.
+			fix := "its IPv4 form"
+			if p.Bits() >= 96 {
+				fix = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).String()
+			}
+			return bad("an IPv4-mapped IPv6 prefix, which no IPv4 packet matches: write " + fix)
+		}
+		if m := p.Masked(); m != p {
+			// Masking it would silently drop far more than the one
+			// address a slip of the length may have meant.
+			return bad(fmt.Sprintf("bits set past the prefix length: write %s for the prefix, or %s for the one address", m, p.Addr()))
+		}
+		if prev, dup := seen[p]; dup {
+			return bad("duplicate of " + prev)
+		}
+		seen[p] = field
+		out = append(out, listedPrefix{prefix: p, field: field, value: s, line: item.Line})
+	}
+	return out, nil
+}
+
+// checkPrefilterBackends refuses a prefix of the prefilter that contains a
+// backend's address: under XDP the backends' replies arrive on interfaces
+// the prefilter guards, and it would drop them. index maps a service's
+// name to its index in services.
+func checkPrefilterBackends(prefilter []listedPrefix, services []NamedService, index map[string]int) *fieldError {
+	if len(prefilter) == 0 {
+		return nil
+	}
+	// One lookup per prefix length in use, rather than one comparison per
+	// prefix: the list may be long.
+	at := make(map[netip.Prefix]int, len(prefilter))
+	lengths := map[bool][]int{} // by Is4
+	for k, p := range prefilter {
+		at[p.prefix] = k
+		if is4 := p.prefix.Addr().Is4(); !slices.Contains(lengths[is4], p.prefix.Bits()) {
+			lengths[is4] = append(lengths[is4], p.prefix.Bits())
+		}
+	}
+	first, backend, owner := -1, netip.Addr{}, NamedService{}
+	for _, s := range services {
+		for _, b := range s.Service.Backends {
+			a := b.Address.Addr()
+			for _, bits := range lengths[a.Is4()] {
+				k, ok := at[netip.PrefixFrom(a, bits).Masked()]
+				if ok && (first < 0 || k < first) {
+					first, backend, owner = k, a, s
+				}
+			}
+		}
+	}
+	if first < 0 {
+		return nil
+	}
+	p, kind := prefilter[first], "a backend"
+	if owner.Type != TypeFrontend {
+		kind = "an endpoint"
+	}
+	return &fieldError{line: p.line, field: p.field, value: p.value,
+		reason: fmt.Sprintf("contains %s, %s of services[%d] %q: the prefilter would drop its replies", backend, kind, index[owner.Name], owner.Name)}
 }
 
 // parseListedAddr parses an address without a port (a cluster IP, a node

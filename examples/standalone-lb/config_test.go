@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
 )
 
@@ -520,7 +521,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		},
 		{
 			name: "unknown top-level field", yaml: "services: []\nservice: []\n",
-			msg: "service: unknown field (known: nodeAddresses, services)", line: 2, index: -1, field: "service",
+			msg: "service: unknown field (known: nodeAddresses, prefilter, services)", line: 2, index: -1, field: "service",
 		},
 		{
 			name: "top level is a list", yaml: "- name: web\n",
@@ -1286,6 +1287,7 @@ func FuzzParseConfig(f *testing.F) {
 		"    loadBalancerIPs: [198.51.100.1]\n    externalIPs: [192.0.2.1]\n    ports: [{name: a, port: 80, targetPort: 8080, nodePort: 30080}, {name: b, port: 53, protocol: UDP}]\n" +
 		"    loadBalancerSourceRanges: [203.0.113.0/24]\n    externalTrafficPolicy: Local\n    sessionAffinity: ClientIP\n" +
 		"    endpoints: [{address: 10.0.1.2, local: true}, {address: \"fd00:1::2\", state: terminating}, {address: 10.0.2.2, state: maintenance}]\n"))
+	f.Add([]byte("prefilter: [192.0.2.0/24, 198.51.100.66, \"2001:db8::/32\"]\nservices:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -1293,6 +1295,22 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("error %q wraps neither lb.ErrInvalid nor lb.ErrCapacity", err)
 			}
 			return
+		}
+		// The prefilter is one policy.SetPrefilter takes as written (no
+		// prefix it would mask, none twice), and spares every backend.
+		prefixes := map[netip.Prefix]bool{}
+		for _, p := range cfg.Prefilter {
+			if !p.IsValid() || p.Masked() != p || p.Addr().Is4In6() || p.Addr().Zone() != "" || prefixes[p] {
+				t.Fatalf("accepted prefilter prefix %v (of %v)", p, cfg.Prefilter)
+			}
+			prefixes[p] = true
+			for _, s := range cfg.Services {
+				for _, b := range s.Service.Backends {
+					if p.Contains(b.Address.Addr()) {
+						t.Fatalf("accepted prefilter prefix %v, which contains backend %s", p, b.Address)
+					}
+				}
+			}
 		}
 		seen := map[lb.Frontend]bool{}
 		for _, s := range cfg.Services {
@@ -1347,6 +1365,8 @@ func TestDocExample(t *testing.T) {
 		{"      - address: \"[fd00:1::2]:8080\"\n", "      - address: 10.0.1.2:8080\n"},
 		{"maglevTableSize: 16381", "maglevTableSize: 16380"},
 		{"{name: dns, protocol: UDP", "{protocol: UDP"},
+		{"prefilter: [203.0.113.66,", "prefilter: [203.0.113.266,"},
+		{"198.51.100.0/24,", "10.0.0.0/8,"},
 	} {
 		if !strings.Contains(example, m.old) {
 			t.Fatalf("the example has no %q", m.old)
@@ -1359,5 +1379,170 @@ func TestDocExample(t *testing.T) {
 		if want := fmt.Sprintf("//\tlb.yaml:%d: %s\n", ce.Line, err); !strings.Contains(string(src), want) {
 			t.Errorf("doc.go does not show the error of %q:\n%s", m.new, want)
 		}
+	}
+}
+
+// The top-level prefilter: prefixes of both families, a bare address as
+// its one-address prefix, in the order of the file; absent, null and []
+// all mean an empty deny list.
+func TestParseConfigPrefilter(t *testing.T) {
+	const svcs = "services:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}\n"
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"absent", svcs, nil},
+		{"null", "prefilter:\n" + svcs, nil},
+		{"empty", "prefilter: []\n" + svcs, nil},
+		{
+			"prefixes and addresses",
+			`prefilter:
+  - 203.0.113.0/24
+  - 198.51.100.66
+  - "2001:db8:bad::/48"
+  - 2001:db8::66
+  - 0.0.0.0/0
+` + "services:\n  - {name: web6, frontend: \"[fd00::10]:80\", backends: [{address: \"[fd00:1::2]:8080\"}]}\n",
+			[]string{"203.0.113.0/24", "198.51.100.66/32", "2001:db8:bad::/48", "2001:db8::66/128", "0.0.0.0/0"},
+		},
+		{"after services, flow style", svcs + "prefilter: [192.0.2.1, 192.0.2.0/24]\n", []string{"192.0.2.1/32", "192.0.2.0/24"}},
+		{
+			// Overlapping prefixes are not duplicates; a prefix next to a
+			// backend's address is not one that contains it.
+			"overlapping, next to a backend", "prefilter: [10.0.0.0/24, 10.0.0.128/25, 10.0.1.3, 10.0.1.0/31]\n" + svcs,
+			[]string{"10.0.0.0/24", "10.0.0.128/25", "10.0.1.3/32", "10.0.1.0/31"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range cfg.Prefilter {
+				got = append(got, p.String())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Prefilter = %v, want %v", got, tt.want)
+			}
+			if len(cfg.Services) == 0 {
+				t.Errorf("no services parsed")
+			}
+		})
+	}
+}
+
+func TestParseConfigInvalidPrefilter(t *testing.T) {
+	const svcs = "services:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}\n"
+	const list = "prefilter:\n  - 192.0.2.0/24\n  - 198.51.100.66\n  - \"2001:db8:bad::/48\"\n"
+	c := func(name, item, field, msg string) invalidCase {
+		// The bad value is prefilter[3], on line 5.
+		return invalidCase{name: name, yaml: list + "  - " + item + "\n" + svcs, msg: field + msg, line: 5, index: -1, field: field}
+	}
+	checkInvalid(t, []invalidCase{
+		c("not an address", `"10.0.0.300/8"`, "prefilter[3]", ` "10.0.0.300/8": want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address`),
+		c("length too long", "10.0.0.0/33", "prefilter[3]", ` "10.0.0.0/33": want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address`),
+		c("a host name", "evil.example", "prefilter[3]", ` "evil.example": want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address`),
+		c("with a port", "203.0.113.66:80", "prefilter[3]",
+			` "203.0.113.66:80": want a prefix or an address, without a port: the prefilter drops every packet from a source`),
+		c("with a zone", `"fe80::1%eth0"`, "prefilter[3]", ` "fe80::1%eth0": want an address without a zone`),
+		c("bits past the length", "10.1.2.3/16", "prefilter[3]",
+			` "10.1.2.3/16": bits set past the prefix length: write 10.1.0.0/16 for the prefix, or 10.1.2.3 for the one address`),
+		c("IPv4-mapped", `"::ffff:203.0.113.0/120"`, "prefilter[3]",
+			` "::ffff:203.0.113.0/120": an IPv4-mapped IPv6 prefix, which no IPv4 packet matches: write 203.0.113.0/24`),
+		c("IPv4-mapped address", `"::ffff:203.0.113.66"`, "prefilter[3]",
+			` "::ffff:203.0.113.66": an IPv4-mapped IPv6 prefix, which no IPv4 packet matches: write 203.0.113.66/32`),
+		c("duplicate", "192.0.2.0/24", "prefilter[3]", ` "192.0.2.0/24": duplicate of prefilter[0]`),
+		c("duplicate, once bare", "198.51.100.66/32", "prefilter[3]", ` "198.51.100.66/32": duplicate of prefilter[1]`),
+		{
+			name: "an alias of an earlier item", yaml: "prefilter: [&one 192.0.2.1, *one]\n" + svcs,
+			msg: `prefilter[1] "192.0.2.1": duplicate of prefilter[0]`, line: 1, index: -1, field: "prefilter[1]",
+		},
+		c("a mapping", "{prefix: 192.0.2.0/24}", "prefilter[3]", `: want a prefix or an address, got a mapping`),
+		c("null", "~", "prefilter[3]", `: want a prefix or an address, got nothing`),
+		c("contains a backend", "10.0.0.0/8", "prefilter[3]",
+			` "10.0.0.0/8": contains 10.0.1.2, a backend of services[0] "web": the prefilter would drop its replies`),
+		c("is a backend", "10.0.1.2", "prefilter[3]",
+			` "10.0.1.2": contains 10.0.1.2, a backend of services[0] "web": the prefilter would drop its replies`),
+		c("every IPv4 source", "0.0.0.0/0", "prefilter[3]",
+			` "0.0.0.0/0": contains 10.0.1.2, a backend of services[0] "web": the prefilter would drop its replies`),
+		{
+			name: "a string", yaml: "prefilter: 192.0.2.0/24\n" + svcs,
+			msg: `prefilter: want a list, got "192.0.2.0/24"`, line: 1, index: -1, field: "prefilter",
+		},
+		{
+			name: "given twice", yaml: "prefilter: []\n" + svcs + "prefilter: []\n",
+			msg: `prefilter: given twice`, line: 4, index: -1, field: "prefilter",
+		},
+		{
+			// Of the prefixes containing backends, the first in the file
+			// is named, with the first backend it contains.
+			name: "an endpoint of a Kubernetes-shaped service",
+			yaml: `prefilter: [192.0.2.0/24, "fd00:1::/64", 10.0.0.0/8]
+services:
+  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}
+  - name: shop
+    clusterIPs: [10.96.0.20, "fd00::20"]
+    ports: [{port: 80}]
+    endpoints: [{address: 10.0.3.2}, {address: "fd00:1::3", state: maintenance}]
+`,
+			msg:  `prefilter[1] "fd00:1::/64": contains fd00:1::3, an endpoint of services[1] "shop": the prefilter would drop its replies`,
+			line: 1, index: -1, field: "prefilter[1]",
+		},
+	})
+}
+
+// run checks the prefilter against its hook: only XDP consults it.
+func TestConfigCheckHook(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lb.yaml")
+	for _, tt := range []struct {
+		yaml string
+		hook datapath.Hook
+		want string // the error; empty for none
+	}{
+		{"services: []\nprefilter:\n  - 192.0.2.0/24\n", datapath.HookTC,
+			path + ":3: prefilter: the prefilter drops at XDP only, and --hook is tc: run with --hook xdp (or remove prefilter)"},
+		{"services: []\nprefilter: [192.0.2.0/24]\n", datapath.HookXDP, ""},
+		{"services: []\nprefilter: []\n", datapath.HookTC, ""},
+		{"services: []\n", datapath.HookTC, ""},
+	} {
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfigFor(path, tt.hook)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q at %s: %v", tt.yaml, tt.hook, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want):
+			t.Errorf("%q at %s: %v\nwant %s", tt.yaml, tt.hook, err, tt.want)
+		case tt.want != "" && !errors.Is(err, lb.ErrInvalid):
+			t.Errorf("%v does not wrap lb.ErrInvalid", err)
+		}
+	}
+}
+
+// The configurations README.md shows parse.
+func TestReadmeExamples(t *testing.T) {
+	src, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for block := range strings.SplitSeq(string(src), "```yaml\n") {
+		if n++; n == 1 {
+			continue // before the first block
+		}
+		yaml, _, ok := strings.Cut(block, "```")
+		if !ok {
+			t.Fatalf("README.md: a yaml block does not end:\n%s", block)
+		}
+		if _, err := ParseConfig([]byte(yaml)); err != nil {
+			t.Errorf("README.md: %v\n%s", err, yaml)
+		}
+	}
+	if n < 2 {
+		t.Errorf("README.md shows no configuration")
 	}
 }

@@ -3,14 +3,20 @@
 # in its own network namespace, joined by veth pairs:
 #
 #   client 10.0.0.2 -- 10.0.0.1 [node] 10.0.<i>.1 -- be<i> 10.0.<i>.2:8080   (i = 1..3)
+#          10.0.0.3 (denied)
 #
 # xdplane-lb runs on the node and balances the frontend 10.96.0.10:80/tcp
 # over the backends; the client sends HTTP requests to the frontend and
-# counts who answered. Everything the demo creates (namespaces, processes,
-# the bpffs mount, the pins) is removed on exit, including on Ctrl-C.
+# counts who answered. The client's second address, 10.0.0.3, is in the
+# configuration's prefilter: XDP drops its packets before load balancing,
+# and the demo shows its requests going unanswered, the drop counter and
+# the drops xdplane-lb logged. Everything the demo creates (namespaces,
+# processes, the bpffs mount, the pins) is removed on exit, including on
+# Ctrl-C.
 #
 # Usage (as root): bash examples/standalone-lb/demo.sh PATH/TO/xdplane-lb
-# Environment: HOOK=tc|xdp (default tc), REQUESTS (default 300).
+# Environment: HOOK=xdp|tc (default xdp; the prefilter acts at XDP only,
+# so HOOK=tc leaves it out), REQUESTS (default 300).
 set -euo pipefail
 
 die() { echo "demo: $*" >&2; exit 1; }
@@ -22,7 +28,7 @@ command -v go >/dev/null || die "needs go on PATH, to build the demo's HTTP help
 
 lb_bin=$(realpath "$1")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-hook=${HOOK:-tc}
+hook=${HOOK:-xdp}
 requests=${REQUESTS:-300}
 [[ $hook == tc || $hook == xdp ]] || die "HOOK=$hook: want tc or xdp"
 
@@ -31,6 +37,7 @@ ns_client="$prefix-client"
 ns_node="$prefix-node"
 backends=(be1 be2 be3)
 vip=10.96.0.10
+denied=10.0.0.3
 
 work=$(mktemp -d "/tmp/$prefix.XXXXXX")
 bpffs="$work/bpffs"
@@ -94,6 +101,7 @@ link_ns() {
 }
 
 echo "xdplane demo: a client, a node running xdplane-lb ($hook) and ${#backends[@]} HTTP backends"
+[[ $hook == xdp ]] || echo "  (HOOK=$hook: no prefilter, which acts at XDP only)"
 echo "  building the demo's HTTP helper..."
 (cd "$here" && go build -o "$app" ./demoapp)
 
@@ -104,6 +112,10 @@ add_ns "$ns_node"
 in_ns "$ns_node" sysctl -qw net.ipv4.ip_forward=1
 link_ns "$ns_client" eth0 10.0.0.2/24 "$ns_node" n-cli 10.0.0.1/24
 ip -n "$ns_client" route add default via 10.0.0.1
+# The address the prefilter denies; the client's first stays its default.
+if [[ $hook == xdp ]]; then
+	ip -n "$ns_client" addr add "$denied/24" dev eth0
+fi
 node_ifs=(n-cli)
 i=0
 for be in "${backends[@]}"; do
@@ -128,6 +140,9 @@ if [[ $hook == xdp ]]; then
 fi
 
 {
+	if [[ $hook == xdp ]]; then
+		echo "prefilter: [$denied]"
+	fi
 	echo "services:"
 	echo "  - name: web"
 	echo "    frontend: $vip:80"
@@ -156,6 +171,9 @@ for _ in $(seq 100); do
 done
 grep -q 'msg=running' "$lb_log" || { cat "$lb_log" >&2; die "xdplane-lb did not start within 10s"; }
 echo "  xdplane-lb is running on the node: $vip:80/tcp -> 10.0.{1,2,3}.2:8080"
+if [[ $hook == xdp ]]; then
+	echo "  its prefilter denies the client's second address, $denied"
+fi
 
 wait_urls=()
 i=0
@@ -171,9 +189,24 @@ load_ok=0
 in_ns "$ns_client" "$app" load --url "http://$vip/" --requests "$requests" \
 	--expect "$be_list" || load_ok=$?
 
+denied_ok=0
+if [[ $hook == xdp ]]; then
+	echo
+	echo "Sending 3 requests from the client's second address, $denied, which the prefilter denies:"
+	in_ns "$ns_client" "$app" load --url "http://$vip/" --from "$denied" --requests 3 \
+		--timeout 1s --dropped || denied_ok=$?
+fi
+
 echo
 echo "xdplane-lb status (read from the pinned maps):"
-in_ns "$ns_node" "$lb_bin" status --bpffs "$pins" --config "$config" | sed 's/^./  &/'
+status=$(in_ns "$ns_node" "$lb_bin" status --bpffs "$pins" --config "$config")
+sed 's/^./  &/' <<<"$status"
+
+if [[ $hook == xdp ]]; then
+	echo
+	echo "What xdplane-lb logged of the drops:"
+	{ grep -m 3 'msg=dropped' "$lb_log" || echo "(none)"; } | sed 's/^time=[^ ]* //; s/^./  &/'
+fi
 echo
 
 if [[ $load_ok -ne 0 ]]; then
@@ -182,3 +215,12 @@ if [[ $load_ok -ne 0 ]]; then
 	die "not every backend answered, or a request failed"
 fi
 echo "Every backend answered."
+if [[ $hook == xdp ]]; then
+	drops=$(awk '/^dropped, prefilter/ {print $3}' <<<"$status")
+	if [[ $denied_ok -ne 0 || ${drops:-0} -eq 0 ]]; then
+		echo "xdplane-lb log:" >&2
+		sed 's/^./  &/' "$lb_log" >&2
+		die "the prefilter let $denied through, or counted no drop"
+	fi
+	echo "The prefilter dropped $drops packets from $denied: none of its requests was answered."
+fi

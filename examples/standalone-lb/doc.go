@@ -8,12 +8,14 @@
 //
 // # Configuration
 //
-// A YAML file lists the services. Each is written in one of two forms:
+// A YAML file lists the services, and the sources to drop before any of
+// them (the prefilter). Each service is written in one of two forms:
 // the plain form, one frontend and its backends, or the Kubernetes form,
 // a Service and its endpoints as kube-proxy sees them, which expands
 // (through lb.KubeService.Expand) to one frontend per address and port.
 //
 //	nodeAddresses: [192.168.1.10, "fd01::10"]
+//	prefilter: [203.0.113.66, 198.51.100.0/24, "2001:db8:bad::/48"]
 //	services:
 //	  - name: web
 //	    frontend: 10.96.0.10:80
@@ -70,6 +72,29 @@
 //     Kubernetes-shaped services listen. Addresses, not prefixes (unlike
 //     kube-proxy's --nodeport-addresses): list each one. Required when a
 //     service has a nodePort.
+//   - prefilter: the node-wide deny list: source prefixes, IPv4 and IPv6
+//     (192.0.2.0/24, "2001:db8::/32"), or addresses, each meaning itself
+//     alone (/32 or /128). The XDP program drops every IP packet from
+//     them that arrives on an interface run attaches to, before anything
+//     else and whatever its destination: the node's own addresses too,
+//     not only the services. A source added to the list loses its
+//     established connections as well (sourceRanges, by contrast, refuse
+//     only new flows, to one service), and its IPv6 neighbour discovery:
+//     a host on the node's link that solicits the node from a denied
+//     IPv6 address loses the node as a neighbour for its other addresses
+//     too. The prefilter acts at XDP only: run refuses a non-empty one
+//     with --hook tc, where nothing would drop. Refused: a prefix that
+//     contains a backend's or endpoint's address (its replies arrive on
+//     an attached interface, and would be dropped); a prefix with bits
+//     set past its length (write 10.1.0.0/16, not 10.1.2.3/16: masking it
+//     silently would deny a whole range for a slip of the length); an
+//     IPv4-mapped IPv6 prefix, which no IPv4 packet matches; duplicates.
+//     Absent, empty (~) or [] means no prefilter, and run removes the one
+//     an earlier run installed. Top level only, for both forms of
+//     service: the list is the node's, not a service's, and a Kubernetes
+//     Service has no field for it (loadBalancerSourceRanges is a
+//     service's allow list). The datapath holds up to 2097152 prefixes
+//     (datapath.DefaultMaxPrefilterPrefixes).
 //
 // Fields of both forms:
 //
@@ -167,10 +192,12 @@
 // errors, and every error names the service (by index and name), the
 // field and the value as written, with the line, for example
 //
-//	lb.yaml:23: services[1] "dns": backends[0].address "10.0.1.2": missing port
-//	lb.yaml:27: services[2] "web6": backends[0].address "10.0.1.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)
-//	lb.yaml:7: services[0] "web": maglevTableSize "16380": not a prime
-//	lb.yaml:38: services[3] "shop": ports[1].name: missing: a service with several ports names each, as Kubernetes does
+//	lb.yaml:24: services[1] "dns": backends[0].address "10.0.1.2": missing port
+//	lb.yaml:28: services[2] "web6": backends[0].address "10.0.1.2:8080": not of the frontend's address family (an IPv4 backend for an IPv6 frontend; write one service per family)
+//	lb.yaml:8: services[0] "web": maglevTableSize "16380": not a prime
+//	lb.yaml:39: services[3] "shop": ports[1].name: missing: a service with several ports names each, as Kubernetes does
+//	lb.yaml:2: prefilter[0] "203.0.113.266": want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address
+//	lb.yaml:2: prefilter[1] "10.0.0.0/8": contains 10.0.1.2, a backend of services[0] "web": the prefilter would drop its replies
 //
 // # Commands
 //
@@ -182,25 +209,37 @@
 // and every interface that replies from backends arrive on: on a node
 // between clients and backends, that is both sides. --hook tc (the
 // default) suits any interface, veths included; --hook xdp suits a
-// physical NIC's receive path.
+// physical NIC's receive path, and is the one that applies a prefilter.
 //
 // SIGHUP re-reads the file and applies only the difference, logging what
-// was added, changed and removed; connections to backends that stay keep
-// their backend. A file that does not parse or validate on SIGHUP is
-// logged and changes nothing. SIGINT or SIGTERM ends the process with
-// status 0 and leaves the load balancer running in the kernel, conntrack
-// included: a new run (of the same or a newer binary) adopts it, replacing
-// the programs in place, and established connections carry on through the
-// restart.
+// was added, changed and removed (services by name and frontend, the
+// prefilter as counts); connections to backends that stay keep their
+// backend. On start and on every SIGHUP the prefilter is written before
+// the services, so that a source the file denies never reaches a service
+// it adds; when the services cannot be installed, the prefilter is put
+// back. A file that does not parse or validate on SIGHUP is logged and
+// changes nothing. SIGINT or SIGTERM ends the process with status 0 and
+// leaves the load balancer running in the kernel, conntrack and
+// prefilter included: a new run (of the same or a newer binary) adopts
+// it, replacing the programs in place, and established connections carry
+// on through the restart.
+//
+// With --hook xdp, run logs each packet the datapath drops (the
+// prefilter's: reason, interface, protocol, source, destination, bytes),
+// up to 10 a second, and then how many more it left out. It is the
+// datapath's one reader of drop events: while no run reads them, they
+// wait in a ring buffer, and once it is full the newest are lost
+// (counted in status).
 //
 //	xdplane-lb status [--bpffs DIR] [--config FILE]
 //
 // Prints the attachments; the services, one row per frontend, with their
 // algorithm (maglev with its table size), session affinity, traffic
 // policy and source ranges; their backends with weight, state, locality
-// and per-backend packet counters; and the datapath's global counters,
-// read from the pinned maps: it works whether or not run is running.
-// Services are known by frontend; --config adds the name and type (the
+// and per-backend packet counters; the prefilter's size and first
+// prefixes; and the datapath's global counters, the prefilter's drops and
+// the lost drop events included, read from the pinned maps: it works
+// whether or not run is running. Services are known by frontend; --config adds the name and type (the
 // Kubernetes service type, or - for a plain service) a configuration
 // gives each, and the policy and source ranges, which the datapath's
 // status does not report: without it, those show as ?.

@@ -133,7 +133,20 @@ func (e *lbEnv) backendAddr(i int, v6 bool) netip.Addr {
 // place, as an operator's tooling should.
 func (e *lbEnv) writeConfig(backends ...int) {
 	e.t.Helper()
+	e.writeConfigPrefilter(nil, backends...)
+}
+
+// writeConfigPrefilter is writeConfig with a prefilter of the given
+// prefixes or addresses (none: no prefilter key).
+func (e *lbEnv) writeConfigPrefilter(prefilter []string, backends ...int) {
+	e.t.Helper()
 	var b strings.Builder
+	if len(prefilter) > 0 {
+		b.WriteString("prefilter:\n")
+		for _, p := range prefilter {
+			fmt.Fprintf(&b, "  - %q\n", p)
+		}
+	}
 	b.WriteString("services:\n")
 	for _, svc := range e2eServices {
 		fmt.Fprintf(&b, "  - name: %s\n    frontend: %q\n    protocol: %s\n    backends:\n", svc.name, svc.vip, svc.proto)
@@ -555,9 +568,14 @@ func TestRun(t *testing.T) {
 	e.notReached(2, 30)
 	echo(t, conns, "after removing a backend")
 
-	// An invalid file changes nothing: a backend without a port, or one
-	// of the other family than its service's frontend.
+	// An invalid file changes nothing: a backend without a port, one of
+	// the other family than its service's frontend, or a prefilter, which
+	// tc would not consult.
 	for _, bad := range []struct{ config, want string }{
+		{
+			"prefilter: [10.0.0.3]\nservices: []\n",
+			`prefilter: the prefilter drops at XDP only, and --hook is tc: run with --hook xdp`,
+		},
 		{
 			"services:\n  - name: web\n    frontend: 10.96.0.10:80\n    backends:\n      - address: 10.0.1.2\n",
 			`services[0] \"web\": backends[0].address \"10.0.1.2\": missing port`,
@@ -869,4 +887,182 @@ func askFrom(ns *testutil.NS, from netip.Addr, vip netip.AddrPort) (string, erro
 		return nil
 	})
 	return name, err
+}
+
+// TestRunPrefilter runs a prefilter at XDP: a client address in it reaches
+// no service, in either family and over TCP or UDP, while the client's
+// other address reaches every one; its drops are counted in status and
+// logged. A SIGHUP that adds an address cuts that address's established
+// connection; one that removes it lets it in again; an invalid prefilter
+// changes nothing.
+func TestRunPrefilter(t *testing.T) {
+	e := newLBEnv(t, datapath.HookXDP)
+	// The denied IPv6 address is off the client's link, fd01::/64: the
+	// prefilter drops neighbour discovery from a denied source too, and
+	// the client would sign its solicitations for the node's fd01::1 with
+	// fd01::3 as readily as with fd01::2, leaving both without a
+	// neighbour. (ARP is not IP: an on-link IPv4 address is fine.)
+	denied := netip.MustParseAddr("10.0.0.3")
+	denied6 := netip.MustParseAddr("fd02::3")
+	e.tp.Client.AddAddr("eth0", netip.PrefixFrom(denied, 24))
+	e.tp.Client.AddAddr("eth0", netip.PrefixFrom(denied6, 64))
+	e.tp.Node.AddRoute(netip.MustParsePrefix("fd02::/64"), e.tp.ClientAddr6)
+
+	// from asks svc from the address a; blocked checks that no answer
+	// comes, reached that one does.
+	from := func(svc e2eService, a netip.Addr, wait time.Duration) (string, error) {
+		local := netip.AddrPortFrom(a, 0)
+		if svc.proto == "tcp" {
+			c, err := testutil.DialTCPFrom(e.tp.Client, local, svc.vip, wait)
+			if err != nil {
+				return "", err
+			}
+			c.Close()
+			return c.Server, nil
+		}
+		return testutil.AskUDPFrom(e.tp.Client, local, svc.vip, wait)
+	}
+	// An answer takes a millisecond here: one that has not come in
+	// blockedWait is not coming.
+	const blockedWait = 300 * time.Millisecond
+	blocked := func(a netip.Addr, when string) {
+		t.Helper()
+		for _, svc := range e2eServices {
+			if svc.v6() != a.Is6() {
+				continue
+			}
+			name, err := from(svc, a, blockedWait)
+			if err == nil {
+				t.Fatalf("%s: %s (%s) from %s reached %s", when, svc.name, svc.vip, a, name)
+			}
+			if !testutil.ErrTimeout(err) {
+				t.Fatalf("%s: %s (%s) from %s: %v, want a timeout (a drop, not a refusal)", when, svc.name, svc.vip, a, err)
+			}
+		}
+	}
+	reached := func(a netip.Addr, when string) {
+		t.Helper()
+		for _, svc := range e2eServices {
+			if svc.v6() != a.Is6() {
+				continue
+			}
+			if _, err := from(svc, a, askWait); err != nil {
+				t.Fatalf("%s: %s (%s) from %s: %v", when, svc.name, svc.vip, a, err)
+			}
+		}
+	}
+	// prefilterDrops reads the prefilter's packet counter from status,
+	// and checks the prefilter's size.
+	prefilterDrops := func(size int) uint64 {
+		t.Helper()
+		out, code := e.cli("status", "--bpffs", e.dir)
+		if code != 0 {
+			t.Fatalf("status exited %d:\n%s", code, out)
+		}
+		want := "Prefilter: empty."
+		if size > 0 {
+			want = fmt.Sprintf("Prefilter: %d source %s,", size, plural(size, "prefix", "prefixes"))
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("status does not say %q:\n%s", want, out)
+		}
+		for line := range strings.Lines(out) {
+			if rest, ok := strings.CutPrefix(line, "dropped, prefilter"); ok {
+				f := strings.Fields(rest)
+				n, err := strconv.ParseUint(f[0], 10, 64)
+				if err != nil {
+					t.Fatalf("status row %q: %v", line, err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("status has no prefilter counter:\n%s", out)
+		return 0
+	}
+
+	// The IPv6 address is denied from the start; the IPv4 one connects
+	// first and is denied by a SIGHUP.
+	e.writeConfigPrefilter([]string{denied6.String() + "/128"}, 0, 1, 2)
+	p := e.run(datapath.HookXDP)
+	if !p.logged("msg=running", "prefilter=1") {
+		t.Errorf("the running log line does not count the prefilter:\n%s", p.log())
+	}
+	e.reach(0, 1, 2)
+	blocked(denied6, "at start")
+	p.waitLog("msg=dropped", "reason=prefilter", "interface=n-cli", "source="+denied6.String(), "destination=fd00::10")
+	reached(denied, "at start")
+	conn := e.dialFromNot(denied, webVIP)
+	echo(t, []*testutil.Conn{conn}, "before its source was denied")
+	if n := prefilterDrops(1); n == 0 {
+		t.Errorf("status counts no prefilter drops after %s was refused", denied6)
+	}
+
+	e.writeConfigPrefilter([]string{denied6.String() + "/128", denied.String()}, 0, 1, 2)
+	p.signal(syscall.SIGHUP)
+	p.waitLog(`msg="config applied"`, "prefilter.added=1", "prefilter.removed=0", "prefilter.size=2")
+	if err := conn.Echo("after its source was denied", 500*time.Millisecond); err == nil {
+		t.Errorf("an established connection from %s still carries data after %s was added to the prefilter", denied, denied)
+	}
+	before := prefilterDrops(2)
+	blocked(denied, "after a SIGHUP added it")
+	blocked(denied6, "after a SIGHUP kept it")
+	p.waitLog("msg=dropped", "reason=prefilter", "source="+denied.String(), "destination="+webVIP.Addr().String())
+	e.reach(0, 1, 2)
+	if after := prefilterDrops(2); after <= before {
+		t.Errorf("the prefilter counter went from %d to %d while %s was refused", before, after, denied)
+	}
+
+	// Refused, and nothing changes: a prefilter that is not one, one that
+	// contains a backend, one at tc's hook cannot happen here (run is at
+	// XDP).
+	for _, bad := range []struct{ config, want string }{
+		{"prefilter: [10.0.0.3, 10.0.0.300/8]\nservices: []\n", `prefilter[1] \"10.0.0.300/8\": want a prefix`},
+		{
+			"prefilter: [10.0.0.0/16]\nservices:\n  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}\n",
+			`prefilter[0] \"10.0.0.0/16\": contains 10.0.1.2, a backend of services[0] \"web\"`,
+		},
+	} {
+		e.writeRaw(bad.config)
+		p.signal(syscall.SIGHUP)
+		if line := p.waitLog(`msg="config rejected`); !strings.Contains(line, bad.want) {
+			t.Errorf("rejection log %q does not contain %q", line, bad.want)
+		}
+	}
+	blocked(denied, "after invalid configurations")
+	reached(e.tp.ClientAddr, "after invalid configurations")
+
+	// Removing an address lets it in again.
+	e.writeConfigPrefilter([]string{denied6.String() + "/128"}, 0, 1, 2)
+	p.signal(syscall.SIGHUP)
+	p.waitLog(`msg="config applied"`, "prefilter.added=0", "prefilter.removed=1", "prefilter.size=1")
+	reached(denied, "after a SIGHUP removed it")
+	blocked(denied6, "after a SIGHUP removed the other")
+
+	// A restart keeps the prefilter; a configuration without one removes it.
+	p.stop(syscall.SIGTERM)
+	blocked(denied6, "with no xdplane-lb running")
+	e.writeConfig(0, 1, 2)
+	p = e.run(datapath.HookXDP)
+	if !p.logged(`msg="config applied"`, "prefilter.removed=1", "prefilter.size=0") {
+		t.Errorf("a restart without a prefilter did not remove it:\n%s", p.log())
+	}
+	reached(denied6, "after a restart without a prefilter")
+	prefilterDrops(0)
+	p.stop(syscall.SIGTERM)
+
+	if out, code := e.cli("cleanup", "--bpffs", e.dir); code != 0 {
+		t.Fatalf("cleanup exited %d:\n%s", code, out)
+	}
+	e.checkGone()
+}
+
+// dialFromNot opens a TCP connection from the client's address a to vip.
+func (e *lbEnv) dialFromNot(a netip.Addr, vip netip.AddrPort) *testutil.Conn {
+	e.t.Helper()
+	c, err := testutil.DialTCPFrom(e.tp.Client, netip.AddrPortFrom(a, 0), vip, askWait)
+	if err != nil {
+		e.t.Fatalf("connect from %s to %s: %v", a, vip, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
 }

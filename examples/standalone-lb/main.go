@@ -22,8 +22,8 @@ Usage:
 run      attach to the interfaces, install the configured services and stay
          in the foreground: SIGHUP reloads the configuration, SIGINT and
          SIGTERM exit and leave the load balancer running in the kernel.
-status   print the services, backends, counters and attachments pinned in
-         the bpffs directory, whether or not run is running.
+status   print the services, backends, prefilter, counters and attachments
+         pinned in the bpffs directory, whether or not run is running.
 cleanup  detach from every interface and remove the pinned state; stop run
          first.
 

@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
+	"github.com/xdplane/xdplane/policy"
 )
 
 func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
@@ -40,7 +42,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 
 	// Everything that can be checked without touching the kernel is, so
 	// that a mistake leaves a running datapath as it was.
-	cfg, err := LoadConfig(*configPath)
+	cfg, err := LoadConfigFor(*configPath, hook)
 	if err != nil {
 		return err
 	}
@@ -77,14 +79,14 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 		log.Info("found services installed by an earlier run", "services", len(recovered), "bpffs", dp.Dir())
 	}
 
-	// Services before attachments: an interface new to the load balancer
-	// sees the whole configuration from its first packet.
+	// Services and prefilter before attachments: an interface new to the
+	// load balancer sees the whole configuration from its first packet.
 	names := cfg.Names()
-	res, err := mgr.Sync(cfg.LBServices())
+	res, change, err := apply(dp, mgr, cfg)
 	if err != nil {
-		return fmt.Errorf("install services: %w", err)
+		return err
 	}
-	logSync(log, res, names, nil)
+	logApplied(log, res, change, len(cfg.Prefilter), names, nil)
 
 	// Attach replaces the programs in place where an earlier run attached
 	// them, so a restart with a new binary is also an upgrade.
@@ -96,39 +98,86 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	logAttachments(log, dp, ifaces)
 	if hook == datapath.HookXDP {
 		warnStrictRPFilter(log, ifaces)
+		// Only XDP drops what xdplane-lb configures (the prefilter's
+		// sources): at tc there is nothing of ours to log.
+		if events, err := policy.NewEventReader(dp); err != nil {
+			// The drops are still counted; status shows them.
+			log.Warn("cannot read drop events; drops are not logged", "error", err)
+		} else {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				logDrops(log, events, time.Now)
+			}()
+			defer func() {
+				events.Close()
+				<-done
+			}()
+		}
 	}
-	log.Info("running", "services", len(cfg.Services), "interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
+	log.Info("running", "services", len(cfg.Services), "prefilter", len(cfg.Prefilter),
+		"interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 
 	for sig := range sigs {
 		if sig != syscall.SIGHUP {
 			log.Info("stopping; the datapath keeps forwarding (xdplane-lb cleanup removes it)", "signal", sig.String())
 			return nil
 		}
-		names = reload(log, mgr, *configPath, names)
+		names = reload(log, dp, mgr, *configPath, hook, names)
 	}
 	return nil
+}
+
+// apply makes the datapath hold cfg: the prefilter first, so that a
+// source the file denies never reaches a service the file adds, then the
+// services. When the services cannot be installed (lb.Manager.Sync then
+// changes none), the prefilter is put back as it was, so that a refused
+// configuration changes nothing.
+func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, policy.PrefilterChange, error) {
+	before, err := policy.Prefilter(dp)
+	if err != nil {
+		return lb.SyncResult{}, policy.PrefilterChange{}, err
+	}
+	change, err := policy.SetPrefilter(dp, cfg.Prefilter)
+	if err != nil {
+		return lb.SyncResult{}, policy.PrefilterChange{}, fmt.Errorf("install prefilter: %w", err)
+	}
+	res, err := mgr.Sync(cfg.LBServices())
+	if err != nil {
+		err = fmt.Errorf("install services: %w", err)
+		if _, rerr := policy.SetPrefilter(dp, before); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("put the prefilter back: %w", rerr))
+		}
+		return lb.SyncResult{}, policy.PrefilterChange{}, err
+	}
+	return res, change, nil
 }
 
 // reload applies the configuration file again and returns the names now
 // in force. An invalid file, or one the datapath cannot hold, changes
 // nothing.
-func reload(log *slog.Logger, mgr *lb.Manager, path string, old map[lb.Frontend]string) map[lb.Frontend]string {
-	cfg, err := LoadConfig(path)
+func reload(log *slog.Logger, dp *datapath.Datapath, mgr *lb.Manager, path string, hook datapath.Hook,
+	old map[lb.Frontend]string) map[lb.Frontend]string {
+	const rejected = "config rejected; the running services and prefilter stay as they were"
+	cfg, err := LoadConfigFor(path, hook)
 	if err != nil {
-		log.Error("config rejected; the running services stay as they were", "error", err)
+		log.Error(rejected, "error", err)
 		return old
 	}
-	res, err := mgr.Sync(cfg.LBServices())
+	res, change, err := apply(dp, mgr, cfg)
 	if err != nil {
-		log.Error("config rejected; the running services stay as they were", "error", fmt.Errorf("install services: %w", err))
+		log.Error(rejected, "error", err)
 		return old
 	}
 	names := cfg.Names()
-	logSync(log, res, names, old)
+	logApplied(log, res, change, len(cfg.Prefilter), names, old)
 	return names
 }
 
-func logSync(log *slog.Logger, res lb.SyncResult, names, old map[lb.Frontend]string) {
+// logApplied logs what a configuration changed: the services by name and
+// frontend, and the prefilter's additions, removals and size.
+func logApplied(log *slog.Logger, res lb.SyncResult, change policy.PrefilterChange, prefilter int,
+	names, old map[lb.Frontend]string) {
 	label := func(fs []lb.Frontend, names map[lb.Frontend]string) []string {
 		out := make([]string, 0, len(fs))
 		for _, f := range fs {
@@ -140,14 +189,101 @@ func logSync(log *slog.Logger, res lb.SyncResult, names, old map[lb.Frontend]str
 		}
 		return out
 	}
-	if len(res.Added)+len(res.Changed)+len(res.Removed) == 0 {
+	if len(res.Added)+len(res.Changed)+len(res.Removed)+change.Added+change.Removed == 0 {
 		log.Info("config applied: no change")
 		return
 	}
 	log.Info("config applied",
 		"added", label(res.Added, names),
 		"changed", label(res.Changed, names),
-		"removed", label(res.Removed, old))
+		"removed", label(res.Removed, old),
+		slog.Group("prefilter", "added", change.Added, "removed", change.Removed, "size", prefilter))
+}
+
+// dropLogBurst is how many drops logDrops logs a second; it counts the
+// others. A flood from a denied source must not flood the log too.
+const dropLogBurst = 10
+
+// dropReader is what logDrops reads: a *policy.EventReader.
+type dropReader interface {
+	SetDeadline(time.Time)
+	Read() (policy.Event, error)
+}
+
+// logDrops logs the datapath's drop events until the reader is closed:
+// each drop, up to dropLogBurst a second, then how many it left out. The
+// events also keep the datapath's ring buffer from filling, which would
+// lose the newest. clock is time.Now but in tests.
+func logDrops(log *slog.Logger, events dropReader, clock func() time.Time) {
+	var (
+		window  time.Time // start of the current second
+		logged  int
+		skipped int
+	)
+	for {
+		// Wake at least every second, to report what was left out.
+		events.SetDeadline(clock().Add(time.Second))
+		ev, err := events.Read()
+		now := clock()
+		if now.Sub(window) >= time.Second {
+			if skipped > 0 {
+				log.Warn("drops not logged (more than the log takes a second)", "drops", skipped)
+			}
+			window, logged, skipped = now, 0, 0
+		}
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case errors.Is(err, os.ErrClosed):
+			return
+		case err != nil:
+			log.Warn("cannot read drop events; no more are logged", "error", err)
+			return
+		}
+		if logged >= dropLogBurst {
+			skipped++
+			continue
+		}
+		logged++
+		log.Info("dropped", dropAttrs(ev, now)...)
+	}
+}
+
+// dropAttrs describes a drop event for the log.
+func dropAttrs(ev policy.Event, now time.Time) []any {
+	ifname := ev.Interface
+	if ifname == "" {
+		ifname = fmt.Sprintf("ifindex %d", ev.Ifindex)
+	}
+	attrs := []any{"reason", ev.Reason.String(), "interface", ifname, "protocol", protocolName(ev.Protocol)}
+	if ev.Reason == policy.ReasonPrefilter {
+		// The prefilter reads no ports.
+		attrs = append(attrs, "source", ev.Source.Addr().String(), "destination", ev.Destination.Addr().String())
+	} else {
+		attrs = append(attrs, "source", ev.Source.String(), "destination", ev.Destination.String())
+	}
+	attrs = append(attrs, "bytes", ev.Length)
+	if age := now.Sub(ev.Time); age > 2*time.Second {
+		// Waiting in the ring buffer since before this process read it.
+		attrs = append(attrs, "dropped_at", ev.Time.Format(time.RFC3339))
+	}
+	return attrs
+}
+
+func protocolName(p uint8) string {
+	switch p {
+	case syscall.IPPROTO_TCP:
+		return "tcp"
+	case syscall.IPPROTO_UDP:
+		return "udp"
+	case syscall.IPPROTO_ICMP:
+		return "icmp"
+	case syscall.IPPROTO_ICMPV6:
+		return "icmpv6"
+	case syscall.IPPROTO_SCTP:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
 }
 
 // logAttachments logs what is attached, and warns about interfaces an

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
+	"github.com/xdplane/xdplane/policy"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -53,14 +56,34 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("list attachments: %w", err)
 	}
-	return printStatus(stdout, dp.Dir(), services, known, counters, atts)
+	var pf prefilterStatus
+	if pf.prefixes, err = policy.Prefilter(dp); err != nil {
+		return err
+	}
+	drops, err := policy.ReadDropCounters(dp)
+	if err != nil {
+		return fmt.Errorf("read drop counters: %w", err)
+	}
+	pf.drops = datapath.Counter{Packets: drops.Packets[policy.ReasonPrefilter], Bytes: drops.Bytes[policy.ReasonPrefilter]}
+	pf.eventsLost = drops.EventsLost
+	return printStatus(stdout, dp.Dir(), services, known, counters, pf, atts)
 }
+
+// prefilterStatus is what status shows of the prefilter.
+type prefilterStatus struct {
+	prefixes   []netip.Prefix
+	drops      datapath.Counter
+	eventsLost uint64 // drop events the ring buffer had no room for
+}
+
+// maxPrefixesShown is how many prefixes of the prefilter status lists.
+const maxPrefixesShown = 10
 
 // printStatus prints what the datapath holds. known, from --config, adds
 // what the datapath's status does not report: names, frontend types,
 // traffic policies and source ranges; nil without --config.
 func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map[lb.Frontend]NamedService,
-	c datapath.Counters, atts []datapath.Attachment) error {
+	c datapath.Counters, pf prefilterStatus, atts []datapath.Attachment) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 
 	fmt.Fprintf(tw, "Datapath pinned in %s\n\n", dir)
@@ -144,6 +167,24 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 	}
 	fmt.Fprintln(tw)
 
+	switch n := len(pf.prefixes); n {
+	case 0:
+		fmt.Fprintln(tw, "Prefilter: empty.")
+	default:
+		fmt.Fprintf(tw, "Prefilter: %d %s, whose packets XDP drops before load balancing:\n", n, plural(n, "source prefix", "source prefixes"))
+		shown := pf.prefixes[:min(n, maxPrefixesShown)]
+		for _, p := range shown {
+			fmt.Fprintf(tw, "  %s\n", p)
+		}
+		if n > len(shown) {
+			fmt.Fprintf(tw, "  and %d more\n", n-len(shown))
+		}
+		if !slices.ContainsFunc(atts, func(a datapath.Attachment) bool { return a.Point == "xdp" }) {
+			fmt.Fprintln(tw, "  (attached at XDP on no interface: the prefilter drops nothing)")
+		}
+	}
+	fmt.Fprintln(tw)
+
 	fmt.Fprintln(tw, "COUNTER\tPACKETS\tBYTES")
 	for _, r := range []struct {
 		name string
@@ -154,6 +195,7 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		{"replies translated", c.Replies},
 		{"passed, not for a service", c.Passed},
 		{"rejected, no backend", c.NoBackend},
+		{"dropped, prefilter", pf.drops},
 		{"dropped, source not allowed", c.SourceDenied},
 		{"dropped, conntrack full", c.ConntrackFull},
 		{"passed, malformed", c.Malformed},
@@ -161,7 +203,17 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 	} {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", r.name, r.c.Packets, r.c.Bytes)
 	}
+	// run reads the drop events and logs them; with no run reading, the
+	// ring buffer fills and the newest are lost.
+	fmt.Fprintf(tw, "drop events lost\t%d\t-\n", pf.eventsLost)
 	return tw.Flush()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func cmdCleanup(args []string, stdout, stderr io.Writer) error {

@@ -3,13 +3,15 @@
 //
 //	demoapp serve --name NAME --listen ADDR
 //	demoapp wait --url URL [--url URL ...] [--timeout 10s]
-//	demoapp load --url URL [--requests 300] [--concurrency 8] [--expect NAME,NAME...]
+//	demoapp load --url URL [--requests 300] [--concurrency 8] [--expect NAME,NAME...] [--from ADDR] [--dropped]
 //
 // serve answers every request with NAME and a newline. wait polls each URL
 // until it answers. load sends the requests, each on a new connection (so
-// each is a new flow for the load balancer), and prints how many each
-// server answered; it fails if a request fails or an expected server never
-// answered.
+// each is a new flow for the load balancer), from the address ADDR if
+// given, and prints how many each server answered; it fails if a request
+// fails or an expected server never answered. With --dropped it expects
+// the opposite: that every request times out, as it does when a firewall
+// drops its packets, and fails if one is answered or refused.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -89,11 +92,16 @@ func serve(args []string) error {
 	return nil
 }
 
-// client makes a new connection for every request.
-func client(timeout time.Duration) *http.Client {
+// client makes a new connection for every request, from the address
+// from when it is valid.
+func client(timeout time.Duration, from netip.Addr) *http.Client {
+	d := &net.Dialer{}
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
 	return &http.Client{
 		Timeout:   timeout,
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: d.DialContext},
 	}
 }
 
@@ -120,7 +128,7 @@ func wait(args []string) error {
 	fs.Var(&list, "url", "a URL to wait for; repeat for several")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait in all")
 	fs.Parse(args)
-	c := client(time.Second)
+	c := client(time.Second, netip.Addr{})
 	deadline := time.Now().Add(*timeout)
 	for _, u := range list {
 		for {
@@ -144,11 +152,24 @@ func load(args []string, out io.Writer) error {
 	concurrency := fs.Int("concurrency", 8, "how many requests at once")
 	expect := fs.String("expect", "", "comma-separated names that must each answer at least once")
 	timeout := fs.Duration("timeout", 3*time.Second, "the time limit of one request")
+	fromText := fs.String("from", "", "the source address (default: the one routing picks)")
+	dropped := fs.Bool("dropped", false, "expect every request to time out")
 	fs.Parse(args)
 	if *url == "" {
 		return errors.New("--url is required")
 	}
-	counts, failures := send(client(*timeout), *url, *requests, *concurrency)
+	var from netip.Addr
+	if *fromText != "" {
+		a, err := netip.ParseAddr(*fromText)
+		if err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+		from = a
+	}
+	counts, failures := send(client(*timeout, from), *url, *requests, *concurrency)
+	if *dropped {
+		return expectDropped(out, counts, failures, *requests, *timeout)
+	}
 	report(out, counts, failures, *requests)
 
 	var missing []string
@@ -198,6 +219,31 @@ func send(c *http.Client, url string, n, conc int) (map[string]int, []error) {
 	close(jobs)
 	wg.Wait()
 	return counts, failures
+}
+
+// expectDropped reports requests that were all meant to time out, and
+// fails unless they did.
+func expectDropped(out io.Writer, counts map[string]int, failures []error, total int, timeout time.Duration) error {
+	timedOut := 0
+	var other error
+	for _, err := range failures {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			timedOut++
+		} else if other == nil {
+			other = err
+		}
+	}
+	fmt.Fprintf(out, "  %d of %d requests had no answer within %s\n", timedOut, total, timeout)
+	answered := total - len(failures)
+	switch {
+	case answered > 0:
+		report(out, counts, nil, total)
+		return fmt.Errorf("%d of %d requests were answered, want none", answered, total)
+	case other != nil:
+		return fmt.Errorf("a request failed otherwise than by a timeout (refused rather than dropped?): %w", other)
+	}
+	return nil
 }
 
 func report(out io.Writer, counts map[string]int, failures []error, total int) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -55,5 +56,38 @@ func TestWait(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("wait took %v with a 300ms timeout", time.Since(start))
+	}
+}
+
+// --dropped wants every request to time out: an answer or a refusal fails.
+func TestLoadDropped(t *testing.T) {
+	// A listener that never accepts: the connection completes in the
+	// kernel's backlog, and the request waits for an answer that never
+	// comes, as behind a firewall that drops.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var out bytes.Buffer
+	if err := load([]string{"--url", "http://" + ln.Addr().String(), "--requests", "2", "--timeout", "200ms", "--dropped"}, &out); err != nil {
+		t.Errorf("load --dropped against a silent server: %v", err)
+	}
+	if want := "2 of 2 requests had no answer within 200ms"; !strings.Contains(out.String(), want) {
+		t.Errorf("report %q does not say %q", &out, want)
+	}
+
+	a := httptest.NewServer(handler("a"))
+	defer a.Close()
+	err = load([]string{"--url", a.URL, "--requests", "2", "--dropped", "--from", "127.0.0.1"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "2 of 2 requests were answered, want none") {
+		t.Errorf("load --dropped against a live server: %v", err)
+	}
+
+	url := a.URL
+	a.Close()
+	err = load([]string{"--url", url, "--requests", "1", "--dropped"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "otherwise than by a timeout") {
+		t.Errorf("load --dropped against a closed port: %v", err)
 	}
 }
