@@ -193,7 +193,8 @@ func named(ifname string, err error) error {
 // way). The endpoint starts with no policy: everything passes, and flows
 // are tracked from now on, so the replies of connections it opens pass
 // once a policy isolates it. Adding an endpoint that exists updates its
-// addresses; its policy stays.
+// addresses; its policy stays, and follows it to a re-created interface of
+// the same name (a restarted pod's new veth).
 func (m *Manager) AddEndpoint(e Endpoint) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -204,13 +205,18 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 		return named(e.Interface, err)
 	}
 	e.Addresses = slices.Clone(e.Addresses)
-	if ep, ok := m.endpoints[e.Interface]; ok {
-		ep.status.Endpoint = e
-		return nil
-	}
 	ifc, err := net.InterfaceByName(e.Interface)
 	if err != nil {
 		return named(e.Interface, &ValidationError{Field: "interface", Value: e.Interface, Reason: err.Error(), err: ErrNotFound})
+	}
+	if ep, ok := m.endpoints[e.Interface]; ok {
+		if ep.ifindex != uint32(ifc.Index) {
+			if err := m.move(ep, uint32(ifc.Index)); err != nil {
+				return err
+			}
+		}
+		ep.status.Endpoint = e
+		return nil
 	}
 	id, ok := m.epIDs.Get()
 	if !ok {
@@ -249,6 +255,32 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 	}
 	m.endpoints[e.Interface] = &endpoint{status: EndpointStatus{Endpoint: e, ID: id}, ifindex: ifindex}
 	return nil
+}
+
+// move re-points ep at a re-created interface of the same name (a
+// restarted pod's new veth): the endpoint keeps its id and its policy.
+func (m *Manager) move(ep *endpoint, ifindex uint32) error {
+	name := ep.status.Interface
+	if err := m.dp.Attach(name, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
+		return fmt.Errorf("endpoint %s: %w", name, err)
+	}
+	v := bpf.XdplaneEndpoint{Id: ep.status.ID, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
+	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("endpoint %s: write endpoints: %w", name, err)
+	}
+	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return errors.Join(fmt.Errorf("endpoint %s: delete its old interface's entry: %w", name, err),
+			ignoreMissing(m.maps.Endpoints.Delete(ifindex)))
+	}
+	ep.ifindex = ifindex
+	return nil
+}
+
+func ignoreMissing(err error) error {
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
 }
 
 // RemoveEndpoint stops judging the endpoint's traffic and deletes its

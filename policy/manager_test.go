@@ -275,3 +275,42 @@ func TestManagerRecovers(t *testing.T) {
 func dummy(name string) *netlink.Veth {
 	return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
 }
+
+// A pod restarted with a new interface of the same name: adding it again
+// moves the endpoint, its id and its policy to the new interface.
+func TestEndpointRecreated(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+	st, _ := r.m.Endpoint("pol0")
+	old := r.ifindex
+	r.ns.MustDo(func() error {
+		l, err := r.ns.Netlink().LinkByName("pol0")
+		if err != nil {
+			return err
+		}
+		if err := r.ns.Netlink().LinkDel(l); err != nil {
+			return err
+		}
+		if err := r.ns.Netlink().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pol0"}, PeerName: "pol1"}); err != nil {
+			return err
+		}
+		if err := r.m.AddEndpoint(Endpoint{Interface: "pol0"}); err != nil {
+			return err
+		}
+		l, err = r.ns.Netlink().LinkByName("pol0")
+		r.ifindex = uint32(l.Attrs().Index)
+		return err
+	})
+	if r.ifindex == old {
+		t.Fatal("the re-created interface has its old index")
+	}
+	var ep bpf.XdplaneEndpoint
+	if err := r.dp.Maps().Endpoints.Lookup(old, &ep); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("the old interface's entry is still there: %v", err)
+	}
+	if now, _ := r.m.Endpoint("pol0"); now.ID != st.ID {
+		t.Errorf("endpoint id %d, was %d", now.ID, st.ID)
+	}
+	r.expect("policy followed: allowed", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("policy followed: denied", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
+}
