@@ -18,42 +18,55 @@ import (
 // the service's frontend. A reply passes the endpoint's ingress policy as
 // the backend's, and then leaves translated back to the frontend.
 func TestGoldenServiceInterplay(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
-	var lbm *lb.Manager
-	r.ns.MustDo(func() (err error) {
-		lbm, err = lb.NewManager(r.dp)
-		return err
-	})
-	defer lbm.Close()
-	fe, err := lb.ParseFrontend("10.96.0.10:80/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := lb.Service{Frontend: fe, Backends: []lb.Backend{{Address: netip.MustParseAddrPort("10.1.2.3:443")}}}
-	if err := lbm.Upsert(svc); err != nil {
-		t.Fatal(err)
-	}
+	for _, fam := range []struct {
+		name                   string
+		build                  func(testing.TB, string, string) []byte
+		fe, backend, pod, pod2 string // pod: the client's socket; pod2: another of its ports
+		frontendOnly           string
+	}{
+		{"v4", tcp4, "10.96.0.10:80", "10.1.2.3:443", "10.0.1.2:40000", "10.0.1.2:40001", "10.96.0.10/32"},
+		{"v6", tcp6, "[fd00::10]:80", "[fd00:b::3]:443", "[fd00:1::2]:40000", "[fd00:1::2]:40001", "fd00::10/128"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newRig(t, datapath.Limits{})
+			var lbm *lb.Manager
+			r.ns.MustDo(func() (err error) {
+				lbm, err = lb.NewManager(r.dp)
+				return err
+			})
+			defer lbm.Close()
+			fe, err := lb.ParseFrontend(fam.fe + "/tcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc := lb.Service{Frontend: fe, Backends: []lb.Backend{{Address: netip.MustParseAddrPort(fam.backend)}}}
+			if err := lbm.Upsert(svc); err != nil {
+				t.Fatal(err)
+			}
 
-	// goldenPolicy allows egress to 10.1.0.0/16 TCP 443, nothing to the
-	// frontend.
-	r.setPolicy(goldenPolicy())
-	ret, out := r.run(Egress, tcp4(t, "10.0.1.2:40000", "10.96.0.10:80"))
-	if want := tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"); ret != tcActUnspc || string(out) != string(want) {
-		t.Errorf("to the service, backend allowed: verdict %d\n got %x\nwant %x (DNAT to the backend)", int32(ret), out, want)
-	}
-	// The reply: ingress allows nothing from 10.1.2.3, but it belongs to
-	// the flow; it leaves as the frontend's.
-	ret, out = r.run(Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"))
-	if want := tcp4(t, "10.96.0.10:80", "10.0.1.2:40000"); ret != tcActUnspc || string(out) != string(want) {
-		t.Errorf("the backend's reply: verdict %d\n got %x\nwant %x (reverse NAT to the frontend)", int32(ret), out, want)
-	}
+			// goldenPolicy allows egress to the backend's prefix on TCP
+			// 443, nothing to the frontend.
+			r.setPolicy(goldenPolicy())
+			ret, out := r.run(Egress, fam.build(t, fam.pod, fam.fe))
+			if want := fam.build(t, fam.pod, fam.backend); ret != tcActUnspc || string(out) != string(want) {
+				t.Errorf("to the service, backend allowed: verdict %d\n got %x\nwant %x (DNAT to the backend)", int32(ret), out, want)
+			}
+			// The reply: ingress allows nothing from the backend, but it
+			// belongs to the flow; it leaves as the frontend's.
+			ret, out = r.run(Ingress, fam.build(t, fam.backend, fam.pod))
+			if want := fam.build(t, fam.fe, fam.pod); ret != tcActUnspc || string(out) != string(want) {
+				t.Errorf("the backend's reply: verdict %d\n got %x\nwant %x (reverse NAT to the frontend)", int32(ret), out, want)
+			}
 
-	// Allowing the frontend alone allows nothing: the backend is judged.
-	r.setPolicy(Policy{Egress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx("10.96.0.10/32")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
-	r.expect("to the service, only the frontend allowed", Egress, tcp4(t, "10.0.1.2:40001", "10.96.0.10:80"), false)
-	ret, out = r.run(Egress, tcp4(t, "10.0.1.2:40000", "10.96.0.10:80"))
-	if want := tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"); ret != tcActUnspc || string(out) != string(want) {
-		t.Errorf("the flow allowed before: verdict %d\n got %x\nwant %x (still DNAT to the backend)", int32(ret), out, want)
+			// Allowing the frontend alone allows nothing: the backend is
+			// judged.
+			r.setPolicy(Policy{Egress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx(fam.frontendOnly)}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+			r.expect("to the service, only the frontend allowed", Egress, fam.build(t, fam.pod2, fam.fe), false)
+			ret, out = r.run(Egress, fam.build(t, fam.pod, fam.fe))
+			if want := fam.build(t, fam.pod, fam.backend); ret != tcActUnspc || string(out) != string(want) {
+				t.Errorf("the flow allowed before: verdict %d\n got %x\nwant %x (still DNAT to the backend)", int32(ret), out, want)
+			}
+		})
 	}
 }
 
