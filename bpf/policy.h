@@ -120,6 +120,8 @@ struct pflow {
 	__u8 icmp_type;
 	__u8 frag; /* enum pfrag */
 	bool v6;
+	__u8 hop_limit; /* IPv6 */
+	__u16 l4_len;	/* IPv6: from the L4 header to the packet's end */
 	__be32 frag_id;
 	/* An ICMP error's quoted packet, when it has one: the flow it is
 	 * about, as that flow's packets look. */
@@ -310,6 +312,9 @@ static __always_inline int pparse_v4(struct __sk_buff *skb, struct pflow *f)
 		return PP_MALFORMED;
 	ihl = ip.ihl * 4;
 	tot = bpf_ntohs(ip.tot_len);
+	/* BIG TCP: a GSO packet over 64 KiB says 0 and means all of it. */
+	if (tot == 0 && skb->len > ETH_HLEN + 0xffff && skb->gso_segs > 1)
+		tot = skb->len - ETH_HLEN;
 	if (tot < ihl || ETH_HLEN + tot > skb->len)
 		return PP_MALFORMED;
 	v4_mapped(&f->saddr, ip.saddr);
@@ -339,7 +344,10 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 	if (ip6.version != 6)
 		return PP_MALFORMED;
 	end = off + bpf_ntohs(ip6.payload_len);
-	/* Payload length 0 is a jumbogram: none of ours. */
+	/* Payload length 0: BIG TCP's GSO packet over 64 KiB, all of the
+	 * skb; else a jumbogram, none of ours. */
+	if (end == off && skb->len > ETH_HLEN + sizeof(ip6) + 0xffff && skb->gso_segs > 1)
+		end = skb->len;
 	if (end == off || end > skb->len)
 		return PP_MALFORMED;
 	/* A v4-mapped address would match IPv4 rules: never on the wire
@@ -349,6 +357,7 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 	__builtin_memcpy(f->saddr.b, ip6.saddr.in6_u.u6_addr8, 16);
 	__builtin_memcpy(f->daddr.b, ip6.daddr.in6_u.u6_addr8, 16);
 	f->v6 = true;
+	f->hop_limit = ip6.hop_limit;
 
 	next = ip6.nexthdr;
 	for (int i = 0; i < POL_MAX_EXT_HDRS; i++) {
@@ -396,7 +405,11 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 		return PP_MALFORMED;
 	if (off > end)
 		return PP_MALFORMED;
+	/* ICMP (for IPv4) inside IPv6 is no message any stack takes. */
+	if (next == IPPROTO_ICMP)
+		return PP_MALFORMED;
 	f->proto = next;
+	f->l4_len = end - off;
 	return parse_l4_pol(skb, f, off, end);
 }
 
@@ -406,7 +419,37 @@ static __always_inline int pparse(struct __sk_buff *skb, struct pflow *f)
 		return pparse_v4(skb, f);
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return pparse_v6(skb, f);
-	return PP_NOT_IP;
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return PP_NOT_IP;
+	/* Anything else may carry IP past us: a VLAN tag the kernel takes
+	 * off only after tc (a second one; the first is gone by now), or a
+	 * protocol some later hook turns into IP. */
+	return PP_MALFORMED;
+}
+
+/*
+ * link_local_plumbing reports whether f is an IPv6 neighbour discovery or
+ * multicast listener message that no policy judges, as ARP is not judged:
+ * without them nothing works. Only what cannot leave the link: multicast
+ * listener messages with hop limit 1, neighbour discovery with 255 (RFC
+ * 4861's check: no router forwarded it). A pod may send only the small
+ * messages a host sends (router and neighbour solicitations, neighbour
+ * advertisements), so that they carry no data to anyone the node would
+ * forward them to.
+ */
+static __always_inline bool link_local_plumbing(const struct pflow *f, __u32 dir)
+{
+	__u8 t = f->icmp_type;
+
+	if (!f->v6 || f->proto != IPPROTO_ICMPV6_ || f->frag != PF_NONE)
+		return false;
+	if ((t >= 130 && t <= 132) || t == 143)
+		return f->hop_limit == 1;
+	if (t < 133 || t > 137 || f->hop_limit != 255)
+		return false;
+	if (dir == DIR_INGRESS)
+		return true;
+	return (t == 133 || t == 135 || t == 136) && f->l4_len <= 128;
 }
 
 /* Idle timeouts of policy_ct entries, as netfilter's defaults for an
@@ -571,11 +614,7 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 		goto deny;
 	}
 
-	/* IPv6's link-layer plumbing, neighbour discovery and multicast
-	 * listener messages, is to IPv6 what ARP is to IPv4: no policy judges
-	 * it, or an isolated pod could not even resolve its gateway. */
-	if (f.v6 && f.proto == IPPROTO_ICMPV6_ && f.frag == PF_NONE &&
-	    ((f.icmp_type >= 130 && f.icmp_type <= 137) || f.icmp_type == 143))
+	if (link_local_plumbing(&f, dir))
 		goto allow;
 
 	if (f.frag != PF_NONE) {
@@ -596,6 +635,9 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 		f.sport = fv->sport;
 		f.dport = fv->dport;
 		f.icmp_type = fv->icmp_type;
+		/* IPv6: the next header after the fragment header may be an
+		 * extension header; the first fragment walked past it. */
+		f.proto = fv->proto;
 	}
 
 	now = bpf_ktime_get_ns();
@@ -603,7 +645,7 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	 * own (an error, by the flow it quotes). */
 	tracked = (f.proto != IPPROTO_ICMP && f.proto != IPPROTO_ICMPV6_) ||
 		  icmp_is_echo(f.v6, f.icmp_type);
-	pct_fill(&key, ep->id, dir, &f.saddr, &f.daddr, f.sport, f.dport, f.proto);
+	pct_fill(&key, ep->cookie, dir, &f.saddr, &f.daddr, f.sport, f.dport, f.proto);
 	ct = tracked ? bpf_map_lookup_elem(&policy_ct, &key) : NULL;
 	if (ct && now - ct->last_seen <= pct_timeout(f.proto)) {
 		/* Refresh at most once a second, the other direction's entry
@@ -613,21 +655,24 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 			ct->last_seen = now;
 			entry.last_seen = now;
 			entry.flags = ct->flags ^ PCT_REPLY;
-			pct_fill(&rkey, ep->id, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
+			pct_fill(&rkey, ep->cookie, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
 			bpf_map_update_elem(&policy_ct, &rkey, &entry, BPF_ANY);
 		}
 		goto pass;
 	}
-	/* An ICMP error about a flow that passed here the other way. */
-	if (f.has_inner) {
-		pct_fill(&rkey, ep->id, dir ^ 1, &f.in_saddr, &f.in_daddr, f.in_sport, f.in_dport,
+	reason = judge(ep, dir, &f);
+	/* An ICMP error about a flow that passed here the other way, on its
+	 * way back to that flow's sender, passes unless a deny rule names
+	 * its own peer (the router or host that sent it). */
+	if (reason == DROP_NO_RULE && f.has_inner &&
+	    f.daddr.w[0] == f.in_saddr.w[0] && f.daddr.w[1] == f.in_saddr.w[1] &&
+	    f.daddr.w[2] == f.in_saddr.w[2] && f.daddr.w[3] == f.in_saddr.w[3]) {
+		pct_fill(&rkey, ep->cookie, dir ^ 1, &f.in_saddr, &f.in_daddr, f.in_sport, f.in_dport,
 			 f.in_proto);
 		ct = bpf_map_lookup_elem(&policy_ct, &rkey);
 		if (ct && now - ct->last_seen <= pct_timeout(f.in_proto))
-			goto pass;
+			reason = 0;
 	}
-
-	reason = judge(ep, dir, &f);
 	if (reason)
 		goto deny;
 
@@ -639,11 +684,12 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	entry.flags = 0;
 	bpf_map_update_elem(&policy_ct, &key, &entry, BPF_ANY);
 	entry.flags = PCT_REPLY;
-	pct_fill(&rkey, ep->id, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
+	pct_fill(&rkey, ep->cookie, dir ^ 1, &f.daddr, &f.saddr, f.dport, f.sport, f.proto);
 	bpf_map_update_elem(&policy_ct, &rkey, &entry, BPF_ANY);
 pass:
 	if (f.frag == PF_FIRST) {
-		struct frag_value nv = {.sport = f.sport, .dport = f.dport, .icmp_type = f.icmp_type};
+		struct frag_value nv = {
+			.sport = f.sport, .dport = f.dport, .icmp_type = f.icmp_type, .proto = f.proto};
 
 		bpf_map_update_elem(&frags, &fk, &nv, BPF_ANY);
 	}
@@ -673,19 +719,40 @@ static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void 
 	struct prefilter_key k = {.prefixlen = 128};
 	union addr s, d;
 	__u8 proto, flags = 0;
+	void *l3;
+	__be16 h_proto;
+	__u8 *v;
 
 	if ((void *)(eth + 1) > data_end)
 		return false;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
+	/* Up to two VLAN tags (802.1Q, 802.1ad) before the IP header: a
+	 * listed source must not pass by wearing them. */
+	l3 = eth + 1;
+	h_proto = eth->h_proto;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		struct {
+			__be16 tci;
+			__be16 proto;
+		} *vh = l3;
+
+		if (h_proto != bpf_htons(ETH_P_8021Q) && h_proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > data_end)
+			return false;
+		h_proto = vh->proto;
+		l3 = vh + 1;
+	}
+	if (h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
 
 		if ((void *)(ip + 1) > data_end)
 			return false;
 		v4_mapped(&s, ip->saddr);
 		v4_mapped(&d, ip->daddr);
 		proto = ip->protocol;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+	} else if (h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return false;
@@ -693,10 +760,12 @@ static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void 
 		__builtin_memcpy(d.b, ip6->daddr.in6_u.u6_addr8, 16);
 		proto = ip6->nexthdr;
 		flags = EV_IPV6;
-		/* Neighbour discovery stays on the link and is IPv6's ARP: a
-		 * listed neighbour must not cost its link-mates their router
-		 * (it may solicit for them, from its own address). */
-		if (proto == IPPROTO_ICMPV6_) {
+		/* Neighbour discovery stays on the link (hop limit 255) and is
+		 * IPv6's ARP: a listed neighbour must not cost its link-mates
+		 * their router (it may solicit for them, from its own
+		 * address). Small messages only, so a flood gains nothing. */
+		if (proto == IPPROTO_ICMPV6_ && ip6->hop_limit == 255 &&
+		    bpf_ntohs(ip6->payload_len) <= 128) {
 			struct icmp_min *ic = (void *)(ip6 + 1);
 
 			if ((void *)(ic + 1) <= data_end && ic->type >= 133 && ic->type <= 137)
@@ -706,7 +775,10 @@ static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void 
 		return false;
 	}
 	__builtin_memcpy(k.addr, s.b, 16);
-	if (!bpf_map_lookup_elem(&prefilter, &k))
+	/* 0 is an exception: IPv4 under an IPv6 prefix that holds
+	 * ::ffff:0:0/96, where the map keeps IPv4. */
+	v = bpf_map_lookup_elem(&prefilter, &k);
+	if (!v || !*v)
 		return false;
 	count(DROP_PREFILTER, &drop_stats, data_end - data);
 	emit_drop(0, ctx->ingress_ifindex, DIR_INGRESS, DROP_PREFILTER, &s, &d, 0, 0, proto, flags,

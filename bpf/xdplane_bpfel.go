@@ -99,6 +99,7 @@ const (
 type XdplaneEndpoint struct {
 	_             structs.HostLayout
 	Id            uint32
+	Cookie        uint32
 	IngressPolicy uint32
 	EgressPolicy  uint32
 	Flags         uint8
@@ -127,7 +128,8 @@ type XdplaneFragValue struct {
 	Sport    uint16
 	Dport    uint16
 	IcmpType uint8
-	Pad      [3]uint8
+	Proto    uint8
+	Pad      [2]uint8
 }
 
 type XdplanePctKey struct {

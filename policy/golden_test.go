@@ -121,6 +121,8 @@ func goldenCases(t testing.TB) []goldenCase {
 		{"v6 UDP header cut short", Ingress, raw6(t, "fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, ReasonMalformed},
 		{"v6 v4-mapped source", Ingress, tcp6(t, "[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, ReasonMalformed},
 		{"v4 IHL below 5", Ingress, badIHL(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")), false, ReasonMalformed},
+		{"v6 carrying IPv4's ICMP", Ingress, raw6(t, "2001:db8::1", "fd00:1::2", layers.IPProtocolICMPv4, icmpMsg(8, 0, 0, nil)), false, ReasonMalformed},
+		{"v4 VLAN-tagged", Ingress, vlan(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), 0x8100), false, ReasonMalformed},
 	}
 }
 
@@ -300,16 +302,33 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	r.expect("deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false)
 	r.expect("deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false)
 	// But IPv6's neighbour discovery and multicast listener messages
-	// pass, as ARP does: without them nothing works.
-	for _, typ := range []uint8{130, 131, 132, 133, 134, 135, 136, 137, 143} {
-		nd := raw6(t, "fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0, make([]byte, 16)))
-		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d in", typ), Ingress, nd, true)
-		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d out", typ), Egress, nd, true)
+	// pass, as ARP does: without them nothing works. Only those that
+	// cannot have left their link (hop limit 255 for neighbour
+	// discovery, 1 for multicast listeners); out of the pod, only the
+	// small messages a host sends.
+	for _, c := range []struct {
+		typ, hop uint8
+		body     int
+		in, out  bool
+	}{
+		{133, 255, 8, true, true}, {135, 255, 24, true, true}, {136, 255, 24, true, true},
+		{134, 255, 24, true, false}, {137, 255, 40, true, false},
+		{135, 255, 200, true, false}, // a neighbour solicitation carrying data
+		{135, 64, 24, false, false}, {136, 254, 24, false, false}, // forwarded: not from the link
+		{130, 1, 16, true, true}, {131, 1, 16, true, true}, {132, 1, 16, true, true}, {143, 1, 16, true, true},
+		{143, 64, 16, false, false},
+		{128, 255, 16, false, false}, {129, 1, 16, false, false}, {138, 255, 16, false, false},
+	} {
+		nd := icmp6Hop("fe80::1", "ff02::1:ff00:2", c.typ, c.hop, c.body)
+		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d hop limit %d, %d bytes, in", c.typ, c.hop, c.body), Ingress, nd, c.in)
+		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d hop limit %d, %d bytes, out", c.typ, c.hop, c.body), Egress, nd, c.out)
 	}
-	for _, typ := range []uint8{128, 129, 138, 142, 144} {
-		other := raw6(t, "fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0, make([]byte, 16)))
-		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d", typ), Ingress, other, false)
-	}
+	// Anything but IP and ARP may carry IP past the policy (a second
+	// VLAN tag the kernel takes off after tc): denied where rules apply.
+	r.expect("deny all, a VLAN-tagged frame", Egress, vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x8100), false)
+	r.expect("deny all, a QinQ frame", Egress, vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x88a8, 0x8100), false)
+	r.setPolicy(Policy{})
+	r.expect("no policy, a VLAN-tagged frame", Egress, vlan(udp4(t, "10.0.1.2:5001", "10.0.3.4:53"), 0x8100), true)
 }
 
 // Replies of an allowed flow pass the other direction's rules, and so do
@@ -320,6 +339,8 @@ func TestGoldenStateful(t *testing.T) {
 		out, reply, strayReply    []byte
 		inOut, inReply            []byte
 		errAbout, errAboutUnknown []byte
+		errBack, errElsewhere     []byte
+		errFromDenied             []byte
 	}{
 		{
 			name:       "v4",
@@ -332,6 +353,12 @@ func TestGoldenStateful(t *testing.T) {
 				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"))[:28])),
 			errAboutUnknown: raw4(t, "10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
 				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40009", "10.1.2.3:443"))[:28])),
+			errBack: raw4(t, "10.0.1.2", "10.0.3.4", layers.IPProtocolICMPv4,
+				icmpMsg(3, 3, 0, ipPacket(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"))[:28])),
+			errElsewhere: raw4(t, "10.0.1.2", "203.0.113.9", layers.IPProtocolICMPv4,
+				icmpMsg(3, 3, 0, append(ipPacket(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"))[:28], make([]byte, 1200)...))),
+			errFromDenied: raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolICMPv4,
+				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"))[:28])),
 		},
 		{
 			name:       "v6",
@@ -344,6 +371,12 @@ func TestGoldenStateful(t *testing.T) {
 				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
 			errAboutUnknown: raw6(t, "fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
 				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40009", "[fd00:b::3]:443"))[:48])),
+			errBack: raw6(t, "fd00:1::2", "fd00:a::3:4", layers.IPProtocolICMPv6,
+				icmpMsg(1, 4, 0, ipPacket(tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48])),
+			errElsewhere: raw6(t, "fd00:1::2", "2001:db8::9", layers.IPProtocolICMPv6,
+				icmpMsg(1, 4, 0, append(ipPacket(tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48], make([]byte, 1000)...))),
+			errFromDenied: raw6(t, "fd00:a::7:7", "fd00:1::2", layers.IPProtocolICMPv6,
+				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
 		},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
@@ -359,6 +392,11 @@ func TestGoldenStateful(t *testing.T) {
 			r.expect("an ICMP error about another flow", Ingress, fam.errAboutUnknown, false)
 			r.expect("flow in", Ingress, fam.inOut, true)
 			r.expect("its reply out, which egress rules deny", Egress, fam.inReply, true)
+			// An error the pod sends about the flow in: to its sender
+			// it passes; to anyone else it is no error about that flow.
+			r.expect("the pod's ICMP error back to the flow's sender", Egress, fam.errBack, true)
+			r.expect("the pod's ICMP error about it, sent elsewhere", Egress, fam.errElsewhere, false)
+			r.expect("an ICMP error about a tracked flow from a denied peer", Ingress, fam.errFromDenied, false)
 		})
 	}
 }
@@ -408,6 +446,14 @@ func TestGoldenFragments(t *testing.T) {
 	r.expect("v6 first fragment, denied port", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true, body), false)
 	r.expect("v6 the denied datagram's later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false, body), false)
 	r.expect("v6 a later fragment with no first", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false, body), false)
+	// An extension header after the fragment header: later fragments'
+	// fragment header names it, not UDP.
+	first := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
+	later := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
+	r.expect("v6 first fragment, destination options after the fragment header", Ingress, first, true)
+	r.expect("v6 its later fragment, whose fragment header names destination options", Ingress, later, true)
 	r.expect("v6 atomic fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false, body), true)
 	r.expect("v6 atomic fragment, denied", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false, body), false)
 }

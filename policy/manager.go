@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -73,6 +74,7 @@ type Manager struct {
 
 type endpoint struct {
 	status  EndpointStatus
+	cookie  uint32 // in its policy_ct keys; new each time it is added
 	ifindex uint32
 	ingress *installed // nil: no rules to look up
 	egress  *installed
@@ -249,11 +251,12 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 		return undo(err)
 	}
 	ifindex := uint32(ifc.Index)
-	v := bpf.XdplaneEndpoint{Id: id}
+	cookie := rand.Uint32() | 1 // nonzero
+	v := bpf.XdplaneEndpoint{Id: id, Cookie: cookie}
 	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateNoExist); err != nil {
 		return undo(fmt.Errorf("endpoint %s: write endpoints: %w", e.Interface, err))
 	}
-	m.endpoints[e.Interface] = &endpoint{status: EndpointStatus{Endpoint: e, ID: id}, ifindex: ifindex}
+	m.endpoints[e.Interface] = &endpoint{status: EndpointStatus{Endpoint: e, ID: id}, cookie: cookie, ifindex: ifindex}
 	return nil
 }
 
@@ -264,7 +267,7 @@ func (m *Manager) move(ep *endpoint, ifindex uint32) error {
 	if err := m.dp.Attach(name, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 		return fmt.Errorf("endpoint %s: %w", name, err)
 	}
-	v := bpf.XdplaneEndpoint{Id: ep.status.ID, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
+	v := bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
 	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("endpoint %s: write endpoints: %w", name, err)
 	}
@@ -346,7 +349,7 @@ func (m *Manager) SetPolicy(ifname string, p Policy) error {
 	if eg.HasDeny {
 		flags |= epEgressDeny
 	}
-	v := bpf.XdplaneEndpoint{Id: ep.status.ID, IngressPolicy: newIn.policyID(), EgressPolicy: newEg.policyID(), Flags: flags}
+	v := bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: newIn.policyID(), EgressPolicy: newEg.policyID(), Flags: flags}
 	if err := m.maps.Endpoints.Update(ep.ifindex, v, ebpf.UpdateExist); err != nil {
 		err = fmt.Errorf("endpoint %s: switch to the new rules: %w", ifname, err)
 		return errors.Join(err, m.release(newIn), m.release(newEg))
@@ -438,6 +441,9 @@ func (in *installed) policyID() uint32 {
 func digest(c compiledRules) [32]byte {
 	h := sha256.New()
 	var b [8]byte
+	binary.BigEndian.PutUint32(b[:4], uint32(len(c.Rulesets)))
+	binary.BigEndian.PutUint32(b[4:], uint32(len(c.Peers)))
+	h.Write(b[:])
 	for _, rs := range c.Rulesets {
 		binary.BigEndian.PutUint32(b[:4], uint32(len(rs)))
 		h.Write(b[:4])
@@ -561,14 +567,19 @@ func (m *Manager) release(in *installed) error {
 	}
 	delete(m.rulesets, in.digest)
 	delete(m.byID, in.id)
-	err := errors.Join(deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPorts, in.portKeys))
+	if err := errors.Join(deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPorts, in.portKeys)); err != nil {
+		// Entries may be left: their ids and their room stay taken, so
+		// that no later rule set is mixed with them. The next Manager's
+		// recovery deletes them.
+		return err
+	}
 	m.peers -= len(in.peerKeys)
 	m.ports -= len(in.portKeys)
 	for _, id := range in.rulesets {
 		m.rsIDs.Release(id)
 	}
 	m.policyIDs.Release(in.id)
-	return err
+	return nil
 }
 
 // putAll writes keys and values, all or none: on failure it deletes what
@@ -666,7 +677,7 @@ func (m *Manager) recover() error {
 			stale = append(stale, ifindex)
 			continue
 		}
-		ep := &endpoint{status: EndpointStatus{Endpoint: Endpoint{Interface: ifc.Name}, ID: v.Id, Recovered: true}, ifindex: ifindex, flags: v.Flags}
+		ep := &endpoint{status: EndpointStatus{Endpoint: Endpoint{Interface: ifc.Name}, ID: v.Id, Recovered: true}, cookie: v.Cookie, ifindex: ifindex, flags: v.Flags}
 		for _, p := range []struct {
 			id  uint32
 			dst **installed

@@ -327,3 +327,25 @@ func TestEndpointRecreated(t *testing.T) {
 	r.expect("policy followed: allowed", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
 	r.expect("policy followed: denied", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
 }
+
+// A removed endpoint's flows die with it: an endpoint added later with the
+// same id (and the same pod address) does not inherit them.
+func TestEndpointFlowsGoWithIt(t *testing.T) {
+	r := newRig(t, datapath.Limits{MaxEndpoints: 1})
+	r.setPolicy(goldenPolicy())
+	r.expect("flow out", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true)
+	r.expect("its reply", Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"), true)
+	before, _ := r.m.Endpoint("pol0")
+	r.ns.MustDo(func() error {
+		if err := r.m.RemoveEndpoint("pol0"); err != nil {
+			return err
+		}
+		return r.m.AddEndpoint(Endpoint{Interface: "pol0"})
+	})
+	if after, _ := r.m.Endpoint("pol0"); after.ID != before.ID {
+		t.Fatalf("the re-added endpoint has id %d, not %d: the test needs the id reused", after.ID, before.ID)
+	}
+	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
+	r.expect("the old flow's reply, at the new endpoint", Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"), false)
+	r.expect("the old flow, at the new endpoint", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), false)
+}

@@ -27,7 +27,9 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 	)
 	it := dp.Maps().Prefilter.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, prefilterPrefix(k))
+		if v != 0 { // 0: an exception for IPv4, not a listed prefix
+			out = append(out, prefilterPrefix(k))
+		}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read prefilter: %w", err)
@@ -48,16 +50,28 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 // IPv6 neighbour discovery from a listed source still passes: it stays on
 // the link, and a listed neighbour may solicit for its link-mates.
 func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChange, error) {
-	want := make(map[bpf.XdplanePrefilterKey]bool, len(prefixes))
+	want := make(map[bpf.XdplanePrefilterKey]uint8, len(prefixes)+1)
 	for i, p := range prefixes {
 		if err := validPrefix(fmt.Sprintf("prefilter[%d]", i), p); err != nil {
 			return PrefilterChange{}, err
 		}
-		want[prefilterKey(p.Masked())] = true
+		want[prefilterKey(p.Masked())] = 1
+	}
+	// The map keeps IPv4 as ::ffff:0:0/96, inside IPv6 prefixes up to
+	// ::/80: unless 0.0.0.0/0 is listed, an entry of value 0 there keeps
+	// IPv4 out of them.
+	all4 := prefilterKey(netip.PrefixFrom(netip.IPv4Unspecified(), 0))
+	if _, listed := want[all4]; !listed {
+		for k := range want {
+			if p := prefilterPrefix(k); p.Addr().Is6() && p.Contains(v4MappedZero) {
+				want[all4] = 0
+				break
+			}
+		}
 	}
 	limit := dp.Limits().MaxPrefilterPrefixes
 	if len(want) > int(limit) {
-		return PrefilterChange{}, overCapacity("prefilter", len(want), fmt.Sprintf("above datapath.Limits.MaxPrefilterPrefixes, %d", limit))
+		return PrefilterChange{}, overCapacity("prefilter", len(prefixes), fmt.Sprintf("above datapath.Limits.MaxPrefilterPrefixes, %d", limit))
 	}
 
 	// One writer at a time, across processes: the diff below must not
@@ -69,52 +83,71 @@ func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChan
 	defer unlock()
 
 	mp := dp.Maps().Prefilter
-	have := make(map[bpf.XdplanePrefilterKey]bool)
+	have := make(map[bpf.XdplanePrefilterKey]uint8)
 	var (
 		k bpf.XdplanePrefilterKey
 		v uint8
 	)
 	it := mp.Iterate()
 	for it.Next(&k, &v) {
-		have[k] = true
+		have[k] = v
 	}
 	if err := it.Err(); err != nil {
 		return PrefilterChange{}, fmt.Errorf("read prefilter: %w", err)
 	}
-	var add, del []bpf.XdplanePrefilterKey
-	for k := range want {
-		if !have[k] {
-			add = append(add, k)
+	var (
+		put, del     []bpf.XdplanePrefilterKey
+		vals         []uint8
+		ch           PrefilterChange
+		undoKeys     []bpf.XdplanePrefilterKey // entries put that were there before
+		undoVals     []uint8
+		fresh        []bpf.XdplanePrefilterKey // entries put that were not
+		delVals      []uint8
+		added, taken int
+	)
+	for k, v := range want {
+		old, ok := have[k]
+		switch {
+		case !ok:
+			fresh = append(fresh, k)
+		case old != v:
+			undoKeys, undoVals = append(undoKeys, k), append(undoVals, old)
+		default:
+			continue
+		}
+		put, vals = append(put, k), append(vals, v)
+		if v == 1 {
+			added++
 		}
 	}
-	for k := range have {
-		if !want[k] {
-			del = append(del, k)
+	for k, v := range have {
+		if _, ok := want[k]; !ok {
+			del, delVals = append(del, k), append(delVals, v)
+			if v == 1 {
+				taken++
+			}
 		}
 	}
 	// Both lists live in the map at once for a moment.
-	if len(have)+len(add) > int(limit) {
-		return PrefilterChange{}, overCapacity("prefilter", len(want), fmt.Sprintf("the old list (%d) and the new prefixes (%d) must fit together in datapath.Limits.MaxPrefilterPrefixes, %d", len(have), len(add), limit))
+	if len(have)+len(fresh) > int(limit) {
+		return PrefilterChange{}, overCapacity("prefilter", len(prefixes), fmt.Sprintf("the old list (%d) and the new prefixes (%d) must fit together in datapath.Limits.MaxPrefilterPrefixes, %d", len(have), len(fresh), limit))
 	}
-	ones := make([]uint8, len(add))
-	for i := range ones {
-		ones[i] = 1
-	}
-	if err := putAll(mp, add, ones); err != nil {
-		return PrefilterChange{}, err
+	// New and changed entries first, so that a prefix on both lists is
+	// never let through; then the old ones go.
+	if err := putAll(mp, put, vals); err != nil {
+		// putAll took out what it wrote: put back the changed entries.
+		return PrefilterChange{}, errors.Join(err, putAll(mp, undoKeys, undoVals))
 	}
 	for i, k := range del {
 		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			// Put back what was deleted, take out what was added.
-			back := make([]uint8, i)
-			for j := range back {
-				back[j] = 1
-			}
+			// Put back what was deleted and changed, take out what was
+			// added.
 			return PrefilterChange{}, errors.Join(fmt.Errorf("delete from prefilter: %w", err),
-				putAll(mp, del[:i], back), deleteAll(mp, add))
+				putAll(mp, del[:i], delVals[:i]), putAll(mp, undoKeys, undoVals), deleteAll(mp, fresh))
 		}
 	}
-	return PrefilterChange{Added: len(add), Removed: len(del)}, nil
+	ch.Added, ch.Removed = added, taken
+	return ch, nil
 }
 
 func prefilterKey(p netip.Prefix) bpf.XdplanePrefilterKey {

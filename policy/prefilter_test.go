@@ -60,8 +60,13 @@ func TestPrefilterGolden(t *testing.T) {
 		{"v4 a later fragment", mustBuild(testFrag4("10.66.3.3", "10.96.0.10")), true},
 		{"v6 source in the /48", tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), true},
 		{"v6 outside the /48", tcp6(t, "[2001:db8:bae::1]:1234", "[fd00::10]:80"), false},
-		{"v6 neighbour solicitation from a listed source", raw6(t, "2001:db8:bad::5", "ff02::1:ff00:1", layers.IPProtocolICMPv6, icmpMsg(135, 0, 0, make([]byte, 16))), false},
-		{"v6 echo request from a listed source", raw6(t, "2001:db8:bad::5", "fd00::10", layers.IPProtocolICMPv6, icmpMsg(128, 0, 0, make([]byte, 16))), true},
+		{"v6 neighbour solicitation from a listed source", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 16), false},
+		{"v6 neighbour solicitation from a listed source, forwarded", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 64, 16), true},
+		{"v6 neighbour solicitation from a listed source, with data", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 400), true},
+		{"v6 echo request from a listed source", icmp6Hop("2001:db8:bad::5", "fd00::10", 128, 255, 16), true},
+		{"v4 listed source behind a VLAN tag", vlan(tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), 0x8100), true},
+		{"v4 listed source behind two VLAN tags", vlan(tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), 0x88a8, 0x8100), true},
+		{"v6 listed source behind a VLAN tag", vlan(tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), 0x8100), true},
 		{"v6 behind extension headers", ext6(t, "[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
 	} {
 		ret, out := runXDP(t, r.dp, c.frame)
@@ -88,8 +93,8 @@ func TestPrefilterGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dc.Packets[ReasonPrefilter] != 7 {
-		t.Errorf("prefilter drops counted %d, want 7", dc.Packets[ReasonPrefilter])
+	if dc.Packets[ReasonPrefilter] != 12 {
+		t.Errorf("prefilter drops counted %d, want 12", dc.Packets[ReasonPrefilter])
 	}
 
 	// Replace the list: the change is reported, the map holds exactly
@@ -182,6 +187,9 @@ func testFrag4(src, dst string) ([]byte, error) {
 // describeAddrs returns the source and destination address of a frame.
 func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
 	t.Helper()
+	for frame[12] == 0x81 || frame[12] == 0x88 && frame[13] == 0xa8 {
+		frame = append(append([]byte(nil), frame[:12]...), frame[16:]...)
+	}
 	if frame[12] == 0x08 {
 		s, _ := netip.AddrFromSlice(frame[26:30])
 		d, _ := netip.AddrFromSlice(frame[30:34])
@@ -190,4 +198,39 @@ func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
 	s, _ := netip.AddrFromSlice(frame[22:38])
 	d, _ := netip.AddrFromSlice(frame[38:54])
 	return [2]netip.Addr{s, d}
+}
+
+// An IPv6 prefix that holds ::ffff:0:0/96, where the map keeps IPv4,
+// drops no IPv4 source; 0.0.0.0/0 listed as well does.
+func TestPrefilterFamiliesApart(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	v4, v6 := tcp4(t, "192.0.2.1:1234", "10.96.0.10:80"), tcp6(t, "[2001:db8::1]:1234", "[fd00::10]:80")
+	for _, c := range []struct {
+		list   []netip.Prefix
+		v4, v6 bool // dropped
+	}{
+		{[]netip.Prefix{pfx("::/0")}, false, true},
+		{[]netip.Prefix{pfx("::/80")}, false, false},
+		{[]netip.Prefix{pfx("0.0.0.0/0"), pfx("::/0")}, true, true},
+		{[]netip.Prefix{pfx("0.0.0.0/0")}, true, false},
+		{[]netip.Prefix{pfx("::fffe:0:0/95")}, false, false},
+		{nil, false, false},
+	} {
+		if _, err := SetPrefilter(r.dp, c.list); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Prefilter(r.dp)
+		if err != nil || !slices.Equal(got, c.list) {
+			t.Errorf("%v: Prefilter() = %v, %v", c.list, got, err)
+		}
+		if ret, _ := runXDP(t, r.dp, v4); (ret == xdpDrop) != c.v4 {
+			t.Errorf("%v: IPv4 source verdict %d, want dropped=%v", c.list, ret, c.v4)
+		}
+		if ret, _ := runXDP(t, r.dp, v6); (ret == xdpDrop) != c.v6 {
+			t.Errorf("%v: IPv6 source verdict %d, want dropped=%v", c.list, ret, c.v6)
+		}
+	}
+	if n := countEntries(t, r.dp.Maps().Prefilter); n != 0 {
+		t.Errorf("%d entries left with an empty list", n)
+	}
 }

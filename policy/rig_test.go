@@ -228,3 +228,21 @@ func dumpPolicyMaps(t testing.TB, r *rig) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
+
+// icmp6Hop is an ICMPv6 message of type typ with body bytes of body, sent
+// with hop limit hop.
+func icmp6Hop(src, dst string, typ, hop uint8, body int) []byte {
+	return mustBuild(packets.IPv6{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
+		Proto: layers.IPProtocolICMPv6, NoL4Header: true, HopLimit: hop, Payload: icmpMsg(typ, 0, 0, make([]byte, body))}.Build())
+}
+
+// vlan inserts tags with the given TPIDs (outermost first, VLAN id 0)
+// between frame's MAC addresses and its EtherType.
+func vlan(frame []byte, tpids ...uint16) []byte {
+	out := append([]byte(nil), frame[:12]...)
+	for _, tpid := range tpids {
+		out = binary.BigEndian.AppendUint16(out, tpid)
+		out = append(out, 0, 0)
+	}
+	return append(out, frame[12:]...)
+}

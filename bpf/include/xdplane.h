@@ -186,6 +186,10 @@ enum endpoint_flags {
  * Switching an endpoint to new rules is one update of this entry. */
 struct endpoint {
 	__u32 id;	      /* never 0; indexes policy_stats (2 * id + dir) */
+	/* Random, nonzero, new each time the endpoint is added: its
+	 * policy_ct entries carry it, so an id reused after a removal finds
+	 * none of its predecessor's flows. */
+	__u32 cookie;
 	__u32 ingress_policy; /* key prefix of policy_peers; 0: none */
 	__u32 egress_policy;
 	__u8 flags; /* enum endpoint_flags */
@@ -221,7 +225,7 @@ enum port_verdict {
 /* policy_ct (LRU): the flows an endpoint let through, one entry for each
  * direction, so that every later packet and every reply takes one lookup. */
 struct pct_key {
-	__u32 endpoint;
+	__u32 endpoint; /* the endpoint's cookie */
 	__u8 dir; /* enum policy_dir the packet travels */
 	__u8 proto;
 	__be16 pad;
@@ -257,10 +261,13 @@ struct frag_value {
 	__be16 sport;
 	__be16 dport;
 	__u8 icmp_type;
-	__u8 pad[3];
+	__u8 proto; /* after the first fragment's extension headers */
+	__u8 pad[2];
 };
 
-/* prefilter (LPM trie): source prefixes XDP drops before anything else. */
+/* prefilter (LPM trie): source prefixes XDP drops before anything else,
+ * value 1; value 0 keeps IPv4 (::ffff:0:0/96) out of an IPv6 prefix that
+ * holds it. */
 struct prefilter_key {
 	__u32 prefixlen; /* an IPv4 prefix counts the 96 bits of ::ffff:0:0/96 */
 	__u8 addr[16];

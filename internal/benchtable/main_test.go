@@ -51,3 +51,90 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+const policySample = `goos: linux
+pkg: github.com/xdplane/xdplane/policy
+BenchmarkPolicyPacket/rules=10/install-2 	  100000	         0.1081 install-ms	        10.00 peer-entries	        10.00 port-entries	         0.0007725 rule-maps-MiB
+BenchmarkPolicyPacket/rules=10/trivial-2 	  100000	      1085 ns/op	        40.00 ns/pkt	        38.00 p50-ns	        41.00 p99-ns
+BenchmarkPolicyPacket/rules=10/no-endpoint-2         	  100000	       877.6 ns/op	        80.00 ns/pkt	        74.00 p50-ns	        93.00 p99-ns
+BenchmarkPolicyPacket/rules=10/new-2                 	  100000	     12128 ns/op	      1000 ns/pkt	       769.0 p50-ns	      7032 p99-ns
+BenchmarkPolicyPacket/rules=10/new-2                 	  100000	     12128 ns/op	      1200 ns/pkt	       769.0 p50-ns	      7032 p99-ns
+BenchmarkPolicyPacket/rules=10/new-2                 	  100000	     12128 ns/op	       800 ns/pkt	       769.0 p50-ns	      7032 p99-ns
+BenchmarkPolicyPacket/rules=10/established-2         	  100000	      1558 ns/op	       600.0 ns/pkt	       590.0 p50-ns	      1095 p99-ns
+BenchmarkPolicyPacket/rules=100000/install-2         	  100000	       556.2 install-ms	    100000 peer-entries	     51924 port-entries	         6.212 rule-maps-MiB
+BenchmarkPolicyPacket/rules=100000/trivial-2         	  100000	      1057 ns/op	        40.00 ns/pkt	        39.00 p50-ns	        43.00 p99-ns
+BenchmarkPolicyPacket/rules=100000/no-endpoint-2     	  100000	      1650 ns/op	        80.00 ns/pkt	        75.00 p50-ns	        93.00 p99-ns
+BenchmarkPolicyPacket/rules=100000/new-2             	  100000	      7260 ns/op	      3000 ns/pkt	      2698 p50-ns	     20120 p99-ns
+BenchmarkPolicyPacket/rules=100000/established-2     	  100000	      1827 ns/op	       900.0 ns/pkt	       673.0 p50-ns	      1976 p99-ns
+BenchmarkPolicyPacket/ratio/rules=100000:10-2        	  100000	         1.500 x-established	         3.000 x-new
+BenchmarkPolicyPacket/ratio/rules=100000:10-2        	  100000	         1.500 x-established	         3.000 x-new
+ok  	github.com/xdplane/xdplane/policy	11.056s
+BenchmarkConnPolicy/none-2         	    5000	     20383 ns/op	     20000 ns/conn	     16231 p50-ns	     54889 p99-ns
+BenchmarkConnPolicy/iptables/rules=10000-2      	    5000	    246542 ns/op	       140.4 install-ms	    240000 ns/conn	    238244 p50-ns	    371757 p99-ns
+--- BENCH: BenchmarkConnPolicy/iptables/rules=10000-2
+    connbench_test.go:116: iptables v1.8.9 (nf_tables)
+BenchmarkConnPolicy/iptables-legacy/rules=10000-2         	    5000	    101707 ns/op	        66.33 install-ms	    100000 ns/conn	     90219 p50-ns	    218265 p99-ns
+BenchmarkConnPolicy/xdplane/rules=10000-2         	    5000	    25000 ns/op	        12.50 install-ms	    25000 ns/conn	     22000 p50-ns	    60000 p99-ns
+BenchmarkConnPolicy/xdplane/rules=10-2         	    5000	    24000 ns/op	        0.1 install-ms	    24000 ns/conn	     22000 p50-ns	    60000 p99-ns
+ok  	github.com/xdplane/xdplane/policy	4.713s
+`
+
+func TestPolicyTables(t *testing.T) {
+	r, err := parse(strings.NewReader(policySample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.get("BenchmarkPolicyPacket/rules=10/new", "ns/pkt"); v != 1000 {
+		t.Errorf("median of 1000, 1200, 800 = %v, want 1000", v)
+	}
+	var out strings.Builder
+	write(&out, r)
+	got := out.String()
+	for _, want := range []string{
+		"(BPF_PROG_TEST_RUN, one packet per run, median of 3 runs)",
+		"| new         | 100,000 | 3000.0 |   2698 |  20120 |     75.00 |                  2920 |",
+		"| no-endpoint |      10 |   80.0 |     74 |     93 |      2.00 |                     0 |",
+		"| trivial     |      10 |   40.0 |     38 |     41 |      1.00 |                     - |",
+		"ns/pkt at 100,000 rules over ns/pkt at 10 (medians, measured in the same run): new 3.00, established 1.50.",
+		"| 100,000 |  556.2 ms |      100,000 |       51,924 |   6.2 MiB |",
+		"|      10 |    0.1 ms |           10 |           10 |     1 KiB |",
+		"| none            |        |    20.0 |   16.2 |   54.9 |   1.00 |        - |",
+		"through a forwarding node (one run)",
+		"| iptables        | 10,000 |   240.0 |  238.2 |  371.8 |  12.00 | 140.4 ms |",
+		"| xdplane         | 10,000 |    25.0 |   22.0 |   60.0 |   1.25 |  12.5 ms |",
+		"At 10,000 rules: xdplane 25.0 µs/conn, iptables 240.0 µs (xdplane ÷ iptables = 0.10), " +
+			"iptables-legacy 100.0 µs (xdplane ÷ iptables-legacy = 0.25); none 20.0 µs.",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	// xdplane at 10 rules has no iptables case beside it: no line.
+	if strings.Contains(got, "At 10 rules") {
+		t.Errorf("output sets xdplane beside an iptables case that did not run:\n%s", got)
+	}
+	// Only the tables of the benchmarks in the input.
+	if strings.Contains(got, "services") {
+		t.Errorf("output has a load-balancer table, with no BenchmarkPacket in the input:\n%s", got)
+	}
+}
+
+func TestOnlyLoadBalancer(t *testing.T) {
+	r, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	write(&out, r)
+	if strings.Contains(out.String(), "policy") {
+		t.Errorf("output has a policy table, with no policy benchmark in the input:\n%s", out.String())
+	}
+}
+
+func TestSize(t *testing.T) {
+	for in, want := range map[float64]string{0.0007725: "1 KiB", 0.751: "769 KiB", 6.212: "6.2 MiB"} {
+		if got := size(in); got != want {
+			t.Errorf("size(%v) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# `make bench`: the kernel-measured per-packet cost of xdplane's programs
-# at 1, 10k and 1M services, against trivial programs measured in the same
-# run, printed as Markdown tables (docs/benchmarks.md explains the method).
-# Needs root. Takes a few minutes on 2 cores; about 1.5 GiB of memory.
+# `make bench`: the kernel-measured per-packet cost of xdplane's load
+# balancer at 1, 10k, 100k and 1M services and of its network policy at 10,
+# 10k and 100k rules, against trivial programs measured in the same run;
+# and the time per TCP connection through policy with 10 and 10k rules,
+# with xdplane, iptables and iptables-legacy side by side, against no
+# filtering. Printed as Markdown tables (docs/benchmarks.md explains the
+# method). Needs root. Takes a few minutes on 2 cores; about 3 GiB of
+# memory.
 #
 # Usage: bench.sh [--short]
-#   --short   what CI runs: 1 and 10k services, one packet per case, once;
-#             it proves the benchmarks still work, in a few seconds, and its
-#             figures mean nothing.
+#   --short   what CI runs: smaller sizes, one packet or connection per
+#             case, once; it proves the benchmarks still work, in a few
+#             seconds, and its figures mean nothing.
 #
 # Environment (all optional):
-#   BENCH_COUNT   times each case runs; the tables show medians (default 3; --short 1)
-#   BENCH_TIME    packets per case, as -benchtime (default 100000x; --short 1x)
-#   BENCH_SHORT   1: the same as --short
-#   BENCH_OUT     file for the raw `go test -bench` output (default: a temp file)
+#   BENCH_COUNT      times each case runs; the tables show medians (default 3; --short 1)
+#   BENCH_TIME       packets per case, as -benchtime (default 100000x; --short 1x)
+#   BENCH_CONN_TIME  connections per connection case, as -benchtime (default 20000x; --short 1x)
+#   BENCH_SHORT      1: the same as --short
+#   BENCH_OUT        file for the raw `go test -bench` output (default: a temp file)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,28 +32,41 @@ for arg in "$@"; do
 	esac
 done
 if [[ ${BENCH_SHORT:-0} == 1 ]]; then
-	: "${BENCH_COUNT:=1}" "${BENCH_TIME:=1x}"
+	: "${BENCH_COUNT:=1}" "${BENCH_TIME:=1x}" "${BENCH_CONN_TIME:=1x}"
 fi
 
 if [[ $(id -u) -ne 0 ]]; then
-	echo "bench: needs root (BPF_PROG_TEST_RUN, bpffs mounts); run: sudo make bench" >&2
+	echo "bench: needs root (BPF_PROG_TEST_RUN, bpffs mounts, namespaces); run: sudo make bench" >&2
 	exit 1
 fi
 
 count=${BENCH_COUNT:-3}
 benchtime=${BENCH_TIME:-100000x}
+conntime=${BENCH_CONN_TIME:-20000x}
 short=()
 [[ ${BENCH_SHORT:-0} == 1 ]] && short=(-short)
 out=${BENCH_OUT:-$(mktemp -t xdplane-bench.XXXXXX)}
-
-echo "go test -run '^\$' -bench '^BenchmarkPacket\$' -benchtime=$benchtime -count=$count ${short[*]} ./lb/"
+: >"$out"
+part=$(mktemp -t xdplane-bench-part.XXXXXX)
+trap 'rm -f "$part"' EXIT
 echo "raw output: $out"
-go test -run '^$' -bench '^BenchmarkPacket$' -benchtime="$benchtime" -count="$count" "${short[@]}" \
-	-timeout 60m ./lb/ | tee "$out" | grep --line-buffered -E '^(Benchmark|FAIL|---|ok|PASS|panic)|_test\.go' || true
-if ! grep -q '^ok' "$out"; then
-	echo "bench: go test failed; see $out" >&2
-	exit 1
-fi
+
+# bench PATTERN BENCHTIME PACKAGE: one `go test -bench`, its output added
+# to $out; the script stops if it fails.
+bench() {
+	echo "go test -run '^\$' -bench '$1' -benchtime=$2 -count=$count ${short[*]} $3"
+	go test -run '^$' -bench "$1" -benchtime="$2" -count="$count" "${short[@]}" \
+		-timeout 60m "$3" | tee "$part" | grep --line-buffered -E '^(Benchmark|FAIL|---|ok|PASS|panic)|_test\.go' || true
+	cat "$part" >>"$out"
+	if ! grep -q '^ok' "$part"; then
+		echo "bench: go test failed; see $out" >&2
+		exit 1
+	fi
+}
+
+bench '^BenchmarkPacket$' "$benchtime" ./lb/
+bench '^BenchmarkPolicyPacket$' "$benchtime" ./policy/
+bench '^BenchmarkConnPolicy$' "$conntime" ./policy/
 echo
 go run ./internal/benchtable <"$out"
 echo
