@@ -313,7 +313,7 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	}{
 		{133, 255, 8, true, true}, {135, 255, 24, true, true}, {136, 255, 24, true, true},
 		{134, 255, 24, true, false}, {137, 255, 40, true, false},
-		{135, 255, 200, true, false}, // a neighbour solicitation carrying data
+		{135, 255, 200, true, false},                              // a neighbour solicitation carrying data
 		{135, 64, 24, false, false}, {136, 254, 24, false, false}, // forwarded: not from the link
 		{130, 1, 16, true, true}, {131, 1, 16, true, true}, {132, 1, 16, true, true}, {143, 1, 16, true, true},
 		{143, 64, 16, false, false},
