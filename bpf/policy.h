@@ -45,6 +45,33 @@ struct {
 } policy_peers SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1048576);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_hkey);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_peer_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct plens);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_lens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct port_hkey);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_port_hash SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -413,8 +440,12 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 	return parse_l4_pol(skb, f, off, end);
 }
 
-static __always_inline int pparse(struct __sk_buff *skb, struct pflow *f)
+/* pparse is a global function: its header copies take a stack frame of
+ * their own, not policy_check's. */
+__noinline int pparse(struct __sk_buff *skb, struct pflow *f)
 {
+	if (!f)
+		return PP_MALFORMED;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
 		return pparse_v4(skb, f);
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
@@ -533,27 +564,82 @@ static __always_inline void ep_count(__u32 ep, __u32 dir, bool allowed, __u32 le
 	}
 }
 
+/* mask_word is the network-order mask of the bits of 32-bit word j (0 to
+ * 3) of an address that a prefix of plen bits keeps. */
+static __always_inline __be32 mask_word(__u32 plen, __u32 j)
+{
+	__s32 bits = (__s32)plen - 32 * (__s32)j;
+
+	if (bits <= 0)
+		return 0;
+	if (bits >= 32)
+		return 0xffffffff;
+	return bpf_htonl(0xffffffffU << (32 - bits));
+}
+
 /*
- * judge decides a new flow by the endpoint's rules: two longest-prefix
- * lookups, whatever the number of rules. It returns 0 to allow, else the
- * drop reason.
+ * peer_ruleset finds the ruleset of the longest prefix of policy that
+ * holds the address a0:a1:a2:a3 (network order): one exact lookup per
+ * prefix length the policy uses, longest first, or one trie walk for a
+ * policy of many lengths. 0: none. A global function, so that the
+ * verifier walks its loop once, on its own.
+ */
+__noinline __u32 peer_ruleset(__u32 policy, __be32 a0, __be32 a1, __be32 a2, __be32 a3)
+{
+	struct plens *lens = bpf_map_lookup_elem(&policy_lens, &policy);
+	struct peer_hkey hk = {.policy_id = bpf_htonl(policy)};
+	__be32 a[4] = {a0, a1, a2, a3};
+	__u32 *rs;
+
+	if (!lens)
+		return 0;
+	if (lens->count == PLENS_LPM) {
+		struct peer_key pk = {.prefixlen = 32 + 128, .policy_id = bpf_htonl(policy)};
+
+		__builtin_memcpy(pk.addr, a, 16);
+		rs = bpf_map_lookup_elem(&policy_peers, &pk);
+		return rs ? *rs : 0;
+	}
+	for (__u32 i = 0; i < PLENS_MAX; i++) {
+		__be32 *w = (__be32 *)hk.addr;
+		__u32 plen;
+
+		if (i >= lens->count)
+			break;
+		plen = lens->len[i];
+		hk.plen = plen;
+		w[0] = a0 & mask_word(plen, 0);
+		w[1] = a1 & mask_word(plen, 1);
+		w[2] = a2 & mask_word(plen, 2);
+		w[3] = a3 & mask_word(plen, 3);
+		rs = bpf_map_lookup_elem(&policy_peer_hash, &hk);
+		if (rs)
+			return *rs;
+	}
+	return 0;
+}
+
+/*
+ * judge decides a new flow by the endpoint's rules: a few exact lookups
+ * (or one trie walk) for the peer, one or two for the port, whatever the
+ * number of rules. It returns 0 to allow, else the drop reason.
  */
 static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const struct pflow *f)
 {
 	bool isolated = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED : EP_EGRESS_ISOLATED);
 	__u32 policy = dir == DIR_INGRESS ? ep->ingress_policy : ep->egress_policy;
-	struct peer_key pk = {.prefixlen = 32 + 128};
 	struct port_key kk = {.prefixlen = 32 + 8 + 16};
-	__u32 *rs;
+	struct port_hkey phk = {};
+	const union addr *peer;
+	__u32 rs;
 	__u8 *v, proto = f->proto;
 	__u16 port;
 
 	if (!policy)
 		return isolated ? DROP_NO_RULE : 0;
-	pk.policy_id = bpf_htonl(policy);
-	__builtin_memcpy(pk.addr, dir == DIR_INGRESS ? f->saddr.b : f->daddr.b, 16);
-	rs = bpf_map_lookup_elem(&policy_peers, &pk);
-	if (!rs || !*rs)
+	peer = dir == DIR_INGRESS ? &f->saddr : &f->daddr;
+	rs = peer_ruleset(policy, peer->w[0], peer->w[1], peer->w[2], peer->w[3]);
+	if (!rs)
 		return isolated ? DROP_NO_RULE : 0;
 
 	/* Rules name ICMP once for both families. */
@@ -565,11 +651,17 @@ static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const s
 		port = bpf_ntohs(f->dport);
 	else
 		port = 0;
-	kk.ruleset = bpf_htonl(*rs);
-	kk.proto = proto;
-	kk.port[0] = port >> 8;
-	kk.port[1] = port & 0xff;
-	v = bpf_map_lookup_elem(&policy_ports, &kk);
+	phk.ruleset = bpf_htonl(rs);
+	phk.proto = proto;
+	phk.port = bpf_htons(port);
+	v = bpf_map_lookup_elem(&policy_port_hash, &phk);
+	if (!v) {
+		kk.ruleset = bpf_htonl(rs);
+		kk.proto = proto;
+		kk.port[0] = port >> 8;
+		kk.port[1] = port & 0xff;
+		v = bpf_map_lookup_elem(&policy_ports, &kk);
+	}
 	if (v && *v == PV_DENY)
 		return DROP_DENY_RULE;
 	if (v && *v == PV_ALLOW)

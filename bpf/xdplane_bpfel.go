@@ -151,11 +151,33 @@ type XdplanePctValue struct {
 	Pad      uint32
 }
 
+type XdplanePeerHkey struct {
+	_        structs.HostLayout
+	PolicyId uint32
+	Plen     uint8
+	Pad      [3]uint8
+	Addr     [16]uint8
+}
+
 type XdplanePeerKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	PolicyId  uint32
 	Addr      [16]uint8
+}
+
+type XdplanePlens struct {
+	_     structs.HostLayout
+	Count uint8
+	Len   [31]uint8
+}
+
+type XdplanePortHkey struct {
+	_       structs.HostLayout
+	Ruleset uint32
+	Proto   uint8
+	Pad     uint8
+	Port    uint16
 }
 
 type XdplanePortKey struct {
@@ -248,7 +270,10 @@ const (
 	XdplaneMapFrags             = "frags"
 	XdplaneMapMaglev            = "maglev"
 	XdplaneMapPolicyCt          = "policy_ct"
+	XdplaneMapPolicyLens        = "policy_lens"
+	XdplaneMapPolicyPeerHash    = "policy_peer_hash"
 	XdplaneMapPolicyPeers       = "policy_peers"
+	XdplaneMapPolicyPortHash    = "policy_port_hash"
 	XdplaneMapPolicyPorts       = "policy_ports"
 	XdplaneMapPolicyStats       = "policy_stats"
 	XdplaneMapPrefilter         = "prefilter"
@@ -314,27 +339,30 @@ type XdplaneProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdplaneMapSpecs struct {
-	Affinity     *ebpf.MapSpec `ebpf:"affinity"`
-	BackendSlots *ebpf.MapSpec `ebpf:"backend_slots"`
-	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	DropStats    *ebpf.MapSpec `ebpf:"drop_stats"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	EventTick    *ebpf.MapSpec `ebpf:"event_tick"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	Maglev       *ebpf.MapSpec `ebpf:"maglev"`
-	PolicyCt     *ebpf.MapSpec `ebpf:"policy_ct"`
-	PolicyPeers  *ebpf.MapSpec `ebpf:"policy_peers"`
-	PolicyPorts  *ebpf.MapSpec `ebpf:"policy_ports"`
-	PolicyStats  *ebpf.MapSpec `ebpf:"policy_stats"`
-	Prefilter    *ebpf.MapSpec `ebpf:"prefilter"`
-	Revnat       *ebpf.MapSpec `ebpf:"revnat"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	SourceRanges *ebpf.MapSpec `ebpf:"source_ranges"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	Affinity       *ebpf.MapSpec `ebpf:"affinity"`
+	BackendSlots   *ebpf.MapSpec `ebpf:"backend_slots"`
+	BackendStats   *ebpf.MapSpec `ebpf:"backend_stats"`
+	Backends       *ebpf.MapSpec `ebpf:"backends"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	DropStats      *ebpf.MapSpec `ebpf:"drop_stats"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	EventTick      *ebpf.MapSpec `ebpf:"event_tick"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	Maglev         *ebpf.MapSpec `ebpf:"maglev"`
+	PolicyCt       *ebpf.MapSpec `ebpf:"policy_ct"`
+	PolicyLens     *ebpf.MapSpec `ebpf:"policy_lens"`
+	PolicyPeerHash *ebpf.MapSpec `ebpf:"policy_peer_hash"`
+	PolicyPeers    *ebpf.MapSpec `ebpf:"policy_peers"`
+	PolicyPortHash *ebpf.MapSpec `ebpf:"policy_port_hash"`
+	PolicyPorts    *ebpf.MapSpec `ebpf:"policy_ports"`
+	PolicyStats    *ebpf.MapSpec `ebpf:"policy_stats"`
+	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
+	Revnat         *ebpf.MapSpec `ebpf:"revnat"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	SourceRanges   *ebpf.MapSpec `ebpf:"source_ranges"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // XdplaneVariableSpecs contains global variables before they are loaded into the kernel.
@@ -364,27 +392,30 @@ func (o *XdplaneObjects) Close() error {
 //
 // It can be passed to LoadXdplaneObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdplaneMaps struct {
-	Affinity     *ebpf.Map `ebpf:"affinity"`
-	BackendSlots *ebpf.Map `ebpf:"backend_slots"`
-	BackendStats *ebpf.Map `ebpf:"backend_stats"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	DropStats    *ebpf.Map `ebpf:"drop_stats"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	EventTick    *ebpf.Map `ebpf:"event_tick"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Frags        *ebpf.Map `ebpf:"frags"`
-	Maglev       *ebpf.Map `ebpf:"maglev"`
-	PolicyCt     *ebpf.Map `ebpf:"policy_ct"`
-	PolicyPeers  *ebpf.Map `ebpf:"policy_peers"`
-	PolicyPorts  *ebpf.Map `ebpf:"policy_ports"`
-	PolicyStats  *ebpf.Map `ebpf:"policy_stats"`
-	Prefilter    *ebpf.Map `ebpf:"prefilter"`
-	Revnat       *ebpf.Map `ebpf:"revnat"`
-	Services     *ebpf.Map `ebpf:"services"`
-	SourceRanges *ebpf.Map `ebpf:"source_ranges"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	Affinity       *ebpf.Map `ebpf:"affinity"`
+	BackendSlots   *ebpf.Map `ebpf:"backend_slots"`
+	BackendStats   *ebpf.Map `ebpf:"backend_stats"`
+	Backends       *ebpf.Map `ebpf:"backends"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	DropStats      *ebpf.Map `ebpf:"drop_stats"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	EventTick      *ebpf.Map `ebpf:"event_tick"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Frags          *ebpf.Map `ebpf:"frags"`
+	Maglev         *ebpf.Map `ebpf:"maglev"`
+	PolicyCt       *ebpf.Map `ebpf:"policy_ct"`
+	PolicyLens     *ebpf.Map `ebpf:"policy_lens"`
+	PolicyPeerHash *ebpf.Map `ebpf:"policy_peer_hash"`
+	PolicyPeers    *ebpf.Map `ebpf:"policy_peers"`
+	PolicyPortHash *ebpf.Map `ebpf:"policy_port_hash"`
+	PolicyPorts    *ebpf.Map `ebpf:"policy_ports"`
+	PolicyStats    *ebpf.Map `ebpf:"policy_stats"`
+	Prefilter      *ebpf.Map `ebpf:"prefilter"`
+	Revnat         *ebpf.Map `ebpf:"revnat"`
+	Services       *ebpf.Map `ebpf:"services"`
+	SourceRanges   *ebpf.Map `ebpf:"source_ranges"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Vips           *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *XdplaneMaps) Close() error {
@@ -401,7 +432,10 @@ func (m *XdplaneMaps) Close() error {
 		m.Frags,
 		m.Maglev,
 		m.PolicyCt,
+		m.PolicyLens,
+		m.PolicyPeerHash,
 		m.PolicyPeers,
+		m.PolicyPortHash,
 		m.PolicyPorts,
 		m.PolicyStats,
 		m.Prefilter,

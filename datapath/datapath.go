@@ -131,20 +131,22 @@ func (l Limits) validate() error {
 // limitFields lists the maps whose size a Limits field sets.
 func limitFields(l *Limits) map[string]*uint32 {
 	return map[string]*uint32{
-		bpf.XdplaneMapServices:     &l.MaxServices,
-		bpf.XdplaneMapBackends:     &l.MaxBackends,
-		bpf.XdplaneMapBackendSlots: &l.MaxBackendSlots,
-		bpf.XdplaneMapRevnat:       &l.MaxServices,
-		bpf.XdplaneMapMaglev:       &l.MaxServices,
-		bpf.XdplaneMapConntrack:    &l.ConntrackSize,
-		bpf.XdplaneMapAffinity:     &l.AffinitySize,
-		bpf.XdplaneMapSourceRanges: &l.MaxSourceRanges,
-		bpf.XdplaneMapVips:         &l.MaxServices,
-		bpf.XdplaneMapEndpoints:    &l.MaxEndpoints,
-		bpf.XdplaneMapPolicyPeers:  &l.MaxPolicyPrefixes,
-		bpf.XdplaneMapPolicyPorts:  &l.MaxPolicyPorts,
-		bpf.XdplaneMapPolicyCt:     &l.PolicyConntrackSize,
-		bpf.XdplaneMapPrefilter:    &l.MaxPrefilterPrefixes,
+		bpf.XdplaneMapServices:       &l.MaxServices,
+		bpf.XdplaneMapBackends:       &l.MaxBackends,
+		bpf.XdplaneMapBackendSlots:   &l.MaxBackendSlots,
+		bpf.XdplaneMapRevnat:         &l.MaxServices,
+		bpf.XdplaneMapMaglev:         &l.MaxServices,
+		bpf.XdplaneMapConntrack:      &l.ConntrackSize,
+		bpf.XdplaneMapAffinity:       &l.AffinitySize,
+		bpf.XdplaneMapSourceRanges:   &l.MaxSourceRanges,
+		bpf.XdplaneMapVips:           &l.MaxServices,
+		bpf.XdplaneMapEndpoints:      &l.MaxEndpoints,
+		bpf.XdplaneMapPolicyPeers:    &l.MaxPolicyPrefixes,
+		bpf.XdplaneMapPolicyPeerHash: &l.MaxPolicyPrefixes,
+		bpf.XdplaneMapPolicyPorts:    &l.MaxPolicyPorts,
+		bpf.XdplaneMapPolicyPortHash: &l.MaxPolicyPorts,
+		bpf.XdplaneMapPolicyCt:       &l.PolicyConntrackSize,
+		bpf.XdplaneMapPrefilter:      &l.MaxPrefilterPrefixes,
 	}
 }
 
@@ -187,6 +189,8 @@ func Open(opts Options) (*Datapath, error) {
 	spec.Maps[bpf.XdplaneMapBackendStats].MaxEntries = limits.MaxBackends + 1
 	// Endpoint ids too, twice: one counter per direction.
 	spec.Maps[bpf.XdplaneMapPolicyStats].MaxEntries = 2 * (limits.MaxEndpoints + 1)
+	// Policy ids: two an endpoint, twice while one replaces the other.
+	spec.Maps[bpf.XdplaneMapPolicyLens].MaxEntries = 4*limits.MaxEndpoints + 16
 	sample := opts.EventSample
 	if sample == 0 {
 		sample = 1

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/gopacket/layers"
 
+	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
 )
 
@@ -96,4 +97,57 @@ func probeFrame(t *testing.T, dir Direction, peer netip.Addr, proto Protocol, po
 		return raw4(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
 	}
 	return raw6(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
+}
+
+// A policy whose prefixes come in more lengths than policy_lens holds is
+// looked up in the trie instead; both ways give Decide's answers.
+func TestDatapathManyLengths(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, many := range []bool{false, true} {
+		var rules []Rule
+		lengths := 8
+		if many {
+			lengths = 40
+		}
+		// Nested prefixes of distinct lengths around fd00::/112 and
+		// 10.0.0.0/16, each allowing another port.
+		for i := range lengths {
+			bits := 128 - i
+			rules = append(rules, Rule{Peers: []Peer{{Prefix: netip.PrefixFrom(netip.MustParseAddr("fd00::1234"), bits).Masked()}},
+				Ports: []PortRange{{Protocol: TCP, Port: uint16(100 + i)}}})
+			if i < 25 {
+				rules = append(rules, Rule{Peers: []Peer{{Prefix: netip.PrefixFrom(netip.MustParseAddr("10.0.18.52"), 32-i).Masked()}},
+					Ports: []PortRange{{Protocol: TCP, Port: uint16(100 + i)}}})
+			}
+		}
+		p := Policy{Ingress: Rules{Isolated: true, Rules: rules}}
+		r.setPolicy(p)
+		st, _ := r.m.Endpoint("pol0")
+		var ep bpf.XdplaneEndpoint
+		var lens bpf.XdplanePlens
+		if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &ep); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.dp.Maps().PolicyLens.Lookup(ep.IngressPolicy, &lens); err != nil {
+			t.Fatal(err)
+		}
+		if trie := lens.Count == plensLPM; trie != many {
+			t.Fatalf("endpoint %d, %d lengths: lengths entry %+v, want the trie: %v", st.ID, lengths, lens, many)
+		}
+		clearMap(t, r.dp.Maps().PolicyCt)
+		addrs := probeAddrs(rng, p)
+		for i := range 600 {
+			peer := addrs[rng.IntN(len(addrs))]
+			port := uint16(99 + rng.IntN(lengths+2))
+			frame, ok := probeFrame(t, Ingress, peer, TCP, port, uint16(20000+i))
+			if !ok {
+				continue
+			}
+			want := p.Decide(Ingress, peer, TCP, port) == Allowed
+			if ret, _ := r.run(Ingress, frame); (ret == tcActUnspc) != want {
+				t.Fatalf("%d lengths: %s port %d: datapath passes=%v, Decide allows=%v", lengths, peer, port, ret == tcActUnspc, want)
+			}
+		}
+	}
 }

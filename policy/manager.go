@@ -84,12 +84,17 @@ type endpoint struct {
 // installed is one direction's compiled rules in the maps, shared by every
 // endpoint whose rules compile to the same entries.
 type installed struct {
-	digest   [32]byte
-	id       uint32 // policy id: the prefix of its policy_peers keys
-	refs     int
-	peerKeys []bpf.XdplanePeerKey
-	portKeys []bpf.XdplanePortKey
-	rulesets []uint32
+	digest [32]byte
+	id     uint32 // policy id: the prefix of its policy_peers keys
+	refs   int
+	// Peers live in policy_peer_hash, with the lengths in policy_lens,
+	// or, past PLENS_MAX lengths, in the trie policy_peers. Ports naming
+	// one port live in policy_port_hash, the others in the trie.
+	peerKeys  []bpf.XdplanePeerKey
+	peerHKeys []bpf.XdplanePeerHkey
+	portKeys  []bpf.XdplanePortKey
+	portHKeys []bpf.XdplanePortHkey
+	rulesets  []uint32
 }
 
 // Counters are an endpoint's packets in one direction.
@@ -512,33 +517,43 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		}
 		rsIDs[i] = id
 		in.rulesets = append(in.rulesets, id)
+	}
+	var vals, hvals []uint8
+	for i, rs := range c.Rulesets {
 		for _, e := range rs {
-			in.portKeys = append(in.portKeys, portKey(id, e))
+			if !e.AnyProto && e.Bits == 16 {
+				in.portHKeys = append(in.portHKeys, bpf.XdplanePortHkey{Ruleset: htonl(rsIDs[i]), Proto: e.Proto, Port: htons(e.Port)})
+				hvals = append(hvals, uint8(e.Verdict))
+			} else {
+				in.portKeys = append(in.portKeys, portKey(rsIDs[i], e))
+				vals = append(vals, uint8(e.Verdict))
+			}
 		}
 	}
-	for _, p := range c.Peers {
-		in.peerKeys = append(in.peerKeys, peerKey(pid, p.Prefix))
-	}
-	vals := make([]uint8, 0, len(in.portKeys))
-	for _, rs := range c.Rulesets {
-		for _, e := range rs {
-			vals = append(vals, uint8(e.Verdict))
-		}
-	}
-	if err := putAll(m.maps.PolicyPorts, in.portKeys, vals); err != nil {
-		m.forget(in)
-		return nil, err
-	}
+	lens := peerLengths(c.Peers)
 	peerVals := make([]uint32, len(c.Peers))
 	for i, p := range c.Peers {
 		peerVals[i] = rsIDs[p.Ruleset]
+		if lens.Count == plensLPM {
+			in.peerKeys = append(in.peerKeys, peerKey(pid, p.Prefix))
+		} else {
+			in.peerHKeys = append(in.peerHKeys, peerHashKey(pid, p.Prefix))
+		}
 	}
-	if err := putAll(m.maps.PolicyPeers, in.peerKeys, peerVals); err != nil {
+	err := errors.Join(putAll(m.maps.PolicyPorts, in.portKeys, vals), putAll(m.maps.PolicyPortHash, in.portHKeys, hvals))
+	if err == nil {
+		err = errors.Join(putAll(m.maps.PolicyPeers, in.peerKeys, peerVals), putAll(m.maps.PolicyPeerHash, in.peerHKeys, peerVals))
+	}
+	if err == nil {
+		// Last: the peers are looked up by it.
+		err = m.maps.PolicyLens.Update(pid, lens, ebpf.UpdateAny)
+	}
+	if err != nil {
 		m.forget(in)
 		return nil, err
 	}
-	m.peers += len(in.peerKeys)
-	m.ports += len(in.portKeys)
+	m.peers += in.peerCount()
+	m.ports += in.portCount()
 	m.rulesets[d] = in
 	m.byID[pid] = in
 	return in, nil
@@ -547,8 +562,7 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 // forget deletes what acquire wrote of in, which no endpoint uses, and
 // frees its ids. Used when acquire fails part-way.
 func (m *Manager) forget(in *installed) {
-	deleteAll(m.maps.PolicyPeers, in.peerKeys)
-	deleteAll(m.maps.PolicyPorts, in.portKeys)
+	m.deleteEntries(in)
 	for _, id := range in.rulesets {
 		m.rsIDs.Release(id)
 	}
@@ -567,20 +581,75 @@ func (m *Manager) release(in *installed) error {
 	}
 	delete(m.rulesets, in.digest)
 	delete(m.byID, in.id)
-	if err := errors.Join(deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPorts, in.portKeys)); err != nil {
+	if err := m.deleteEntries(in); err != nil {
 		// Entries may be left: their ids and their room stay taken, so
 		// that no later rule set is mixed with them. The next Manager's
 		// recovery deletes them.
 		return err
 	}
-	m.peers -= len(in.peerKeys)
-	m.ports -= len(in.portKeys)
+	m.peers -= in.peerCount()
+	m.ports -= in.portCount()
 	for _, id := range in.rulesets {
 		m.rsIDs.Release(id)
 	}
 	m.policyIDs.Release(in.id)
 	return nil
 }
+
+// deleteEntries deletes in's entries from every map, the lengths first.
+func (m *Manager) deleteEntries(in *installed) error {
+	return errors.Join(
+		ignoreMissing(m.maps.PolicyLens.Delete(in.id)),
+		deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPeerHash, in.peerHKeys),
+		deleteAll(m.maps.PolicyPorts, in.portKeys), deleteAll(m.maps.PolicyPortHash, in.portHKeys))
+}
+
+func (in *installed) peerCount() int { return len(in.peerKeys) + len(in.peerHKeys) }
+func (in *installed) portCount() int { return len(in.portKeys) + len(in.portHKeys) }
+
+// plensMax and plensLPM are PLENS_MAX and PLENS_LPM.
+const (
+	plensMax = 31
+	plensLPM = 255
+)
+
+// peerLengths lists the key prefix lengths of peers, longest first, or
+// says the trie is to be used when there are more than plensMax.
+func peerLengths(peers []peerEntry) bpf.XdplanePlens {
+	seen := make(map[int]bool)
+	var lens []int
+	for _, p := range peers {
+		if n := keyBits(p.Prefix); !seen[n] {
+			seen[n] = true
+			lens = append(lens, n)
+		}
+	}
+	if len(lens) > plensMax {
+		return bpf.XdplanePlens{Count: plensLPM}
+	}
+	slices.Sort(lens)
+	slices.Reverse(lens)
+	out := bpf.XdplanePlens{Count: uint8(len(lens))}
+	for i, n := range lens {
+		out.Len[i] = uint8(n)
+	}
+	return out
+}
+
+// keyBits is p's prefix length over the 16-byte address of the maps.
+func keyBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 96 + p.Bits()
+	}
+	return p.Bits()
+}
+
+// peerHashKey is p's key in policy_peer_hash under policy id.
+func peerHashKey(id uint32, p netip.Prefix) bpf.XdplanePeerHkey {
+	return bpf.XdplanePeerHkey{PolicyId: htonl(id), Plen: uint8(keyBits(p)), Addr: as16(p.Masked().Addr())}
+}
+
+func htons(v uint16) uint16 { return v>>8 | v<<8 }
 
 // putAll writes keys and values, all or none: on failure it deletes what
 // it wrote. The keys must be absent before. One batch where the kernel
@@ -634,12 +703,7 @@ func deleteAll[K any](mp *ebpf.Map, keys []K) error {
 // peerKey is p's key under policy id: the id, then the address, IPv4
 // v4-mapped with its prefix counted past the 96 bits of ::ffff:0:0/96.
 func peerKey(id uint32, p netip.Prefix) bpf.XdplanePeerKey {
-	bits := p.Bits()
-	if p.Addr().Is4() {
-		bits += 96
-	}
-	k := bpf.XdplanePeerKey{Prefixlen: uint32(32 + bits), PolicyId: htonl(id), Addr: as16(p.Addr())}
-	return k
+	return bpf.XdplanePeerKey{Prefixlen: uint32(32 + keyBits(p)), PolicyId: htonl(id), Addr: as16(p.Addr())}
 }
 
 func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
@@ -726,6 +790,36 @@ func (m *Manager) recover() error {
 	if err := pit.Err(); err != nil {
 		return fmt.Errorf("read policy_peers: %w", err)
 	}
+	var hk bpf.XdplanePeerHkey
+	var garbageHPeers []bpf.XdplanePeerHkey
+	hit := m.maps.PolicyPeerHash.Iterate()
+	for hit.Next(&hk, &rs) {
+		in := referenced[htonl(hk.PolicyId)]
+		if in == nil {
+			garbageHPeers = append(garbageHPeers, hk)
+			continue
+		}
+		in.peerHKeys = append(in.peerHKeys, hk)
+		if rs != 0 && usedRulesets[rs] == nil {
+			usedRulesets[rs] = in
+			in.rulesets = append(in.rulesets, rs)
+		}
+	}
+	if err := hit.Err(); err != nil {
+		return fmt.Errorf("read policy_peer_hash: %w", err)
+	}
+	var lid uint32
+	var lens bpf.XdplanePlens
+	var garbageLens []uint32
+	lit := m.maps.PolicyLens.Iterate()
+	for lit.Next(&lid, &lens) {
+		if referenced[lid] == nil {
+			garbageLens = append(garbageLens, lid)
+		}
+	}
+	if err := lit.Err(); err != nil {
+		return fmt.Errorf("read policy_lens: %w", err)
+	}
 	var kk bpf.XdplanePortKey
 	var verdict uint8
 	var garbagePorts []bpf.XdplanePortKey
@@ -741,7 +835,23 @@ func (m *Manager) recover() error {
 	if err := kit.Err(); err != nil {
 		return fmt.Errorf("read policy_ports: %w", err)
 	}
-	if err := errors.Join(deleteAll(m.maps.PolicyPeers, garbagePeers), deleteAll(m.maps.PolicyPorts, garbagePorts)); err != nil {
+	var phk bpf.XdplanePortHkey
+	var garbageHPorts []bpf.XdplanePortHkey
+	kht := m.maps.PolicyPortHash.Iterate()
+	for kht.Next(&phk, &verdict) {
+		in := usedRulesets[htonl(phk.Ruleset)]
+		if in == nil {
+			garbageHPorts = append(garbageHPorts, phk)
+			continue
+		}
+		in.portHKeys = append(in.portHKeys, phk)
+	}
+	if err := kht.Err(); err != nil {
+		return fmt.Errorf("read policy_port_hash: %w", err)
+	}
+	if err := errors.Join(deleteAll(m.maps.PolicyLens, garbageLens),
+		deleteAll(m.maps.PolicyPeers, garbagePeers), deleteAll(m.maps.PolicyPeerHash, garbageHPeers),
+		deleteAll(m.maps.PolicyPorts, garbagePorts), deleteAll(m.maps.PolicyPortHash, garbageHPorts)); err != nil {
 		return err
 	}
 	for id, in := range referenced {
@@ -755,8 +865,8 @@ func (m *Manager) recover() error {
 		}
 		m.rulesets[in.digest] = in
 		m.byID[id] = in
-		m.peers += len(in.peerKeys)
-		m.ports += len(in.portKeys)
+		m.peers += in.peerCount()
+		m.ports += in.portCount()
 	}
 	return nil
 }

@@ -130,7 +130,7 @@ func TestPolicySwitchIsAtomic(t *testing.T) {
 		t.Errorf("during switches: %d flows both policies allow were dropped, %d flows neither allows passed", allowedDropped, deniedPassed)
 	}
 	// Both policies' entries never pile up: one set is left.
-	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != len(compileRules(p1.Normalize().Ingress).Peers) {
+	if n := peerEntries(t, r); n != len(compileRules(p1.Normalize().Ingress).Peers) {
 		t.Errorf("%d peer entries left after the switches, want one policy's %d", n, len(compileRules(p1.Normalize().Ingress).Peers))
 	}
 }
@@ -156,17 +156,18 @@ func TestPolicySharedBetweenEndpoints(t *testing.T) {
 		return r.m.AddEndpoint(Endpoint{Interface: "pol1"})
 	})
 	r.setPolicy(goldenPolicy())
-	one := countEntries(t, r.dp.Maps().PolicyPeers)
+	one := peerEntries(t, r)
 	r.ns.MustDo(func() error { return r.m.SetPolicy("pol1", goldenPolicy()) })
-	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != one {
+	if n := peerEntries(t, r); n != one {
 		t.Errorf("two endpoints with one policy hold %d peer entries, one holds %d", n, one)
 	}
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
-	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != one {
+	if n := peerEntries(t, r); n != one {
 		t.Errorf("the rules went with the first endpoint: %d entries left, want %d", n, one)
 	}
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol1") })
-	for _, mp := range []*ebpf.Map{r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPorts, r.dp.Maps().Endpoints} {
+	for _, mp := range []*ebpf.Map{r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPeerHash, r.dp.Maps().PolicyLens,
+		r.dp.Maps().PolicyPorts, r.dp.Maps().PolicyPortHash, r.dp.Maps().Endpoints} {
 		if n := countEntries(t, mp); n != 0 {
 			t.Errorf("%s holds %d entries with no endpoint left", mp, n)
 		}
@@ -236,7 +237,7 @@ func TestManagerRecovers(t *testing.T) {
 	r.setPolicy(goldenPolicy())
 	st, _ := r.m.Endpoint("pol0")
 	r.m.Close()
-	peersBefore := countEntries(t, r.dp.Maps().PolicyPeers)
+	peersBefore := peerEntries(t, r)
 
 	// What a crash between writing new rules and switching leaves: entries
 	// under a policy id no endpoint names.
@@ -246,6 +247,12 @@ func TestManagerRecovers(t *testing.T) {
 	}
 	orphanPort := portKey(4242, portEntry{AnyProto: true, Verdict: verdictAllow})
 	if err := r.dp.Maps().PolicyPorts.Put(orphanPort, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	orphanH := peerHashKey(9999, pfx("10.78.0.0/16"))
+	orphanHPort := bpf.XdplanePortHkey{Ruleset: htonl(4242), Proto: 6, Port: htons(80)}
+	if err := errors.Join(r.dp.Maps().PolicyPeerHash.Put(orphanH, uint32(4242)), r.dp.Maps().PolicyPortHash.Put(orphanHPort, uint8(1)),
+		r.dp.Maps().PolicyLens.Put(uint32(9999), bpf.XdplanePlens{Count: 1, Len: [31]uint8{112}})); err != nil {
 		t.Fatal(err)
 	}
 
@@ -259,12 +266,19 @@ func TestManagerRecovers(t *testing.T) {
 	if len(eps) != 1 || eps[0].Interface != "pol0" || eps[0].ID != st.ID || !eps[0].Recovered {
 		t.Fatalf("recovered endpoints %+v, want pol0 with id %d, recovered", eps, st.ID)
 	}
-	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != peersBefore {
+	if n := peerEntries(t, r); n != peersBefore {
 		t.Errorf("%d peer entries after recovery, want the %d before the crash (the orphan deleted)", n, peersBefore)
 	}
 	var v uint8
 	if err := r.dp.Maps().PolicyPorts.Lookup(orphanPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("orphaned port entry still there: %v", err)
+	}
+	if err := r.dp.Maps().PolicyPortHash.Lookup(orphanHPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("orphaned port hash entry still there: %v", err)
+	}
+	var lens bpf.XdplanePlens
+	if err := r.dp.Maps().PolicyLens.Lookup(uint32(9999), &lens); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("orphaned lengths still there: %v", err)
 	}
 	r.expect("recovered rules still allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
 	r.expect("recovered rules still deny", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
@@ -272,7 +286,7 @@ func TestManagerRecovers(t *testing.T) {
 	// Replacing the recovered rules leaves only the new ones.
 	p := Policy{Ingress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx("10.0.3.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 81}}}}}}
 	r.setPolicy(p)
-	if n := countEntries(t, r.dp.Maps().PolicyPeers); n != 1 {
+	if n := peerEntries(t, r); n != 1 {
 		t.Errorf("%d peer entries after replacing the recovered rules, want 1", n)
 	}
 	r.expect("new rules", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
@@ -348,4 +362,10 @@ func TestEndpointFlowsGoWithIt(t *testing.T) {
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
 	r.expect("the old flow's reply, at the new endpoint", Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"), false)
 	r.expect("the old flow, at the new endpoint", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), false)
+}
+
+// peerEntries counts the peer entries of every policy, in the hash and
+// the trie.
+func peerEntries(t *testing.T, r *rig) int {
+	return countEntries(t, r.dp.Maps().PolicyPeers) + countEntries(t, r.dp.Maps().PolicyPeerHash)
 }

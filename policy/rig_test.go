@@ -215,7 +215,8 @@ func ipPacket(frame []byte) []byte { return frame[packets.EthLen:] }
 func dumpPolicyMaps(t testing.TB, r *rig) string {
 	t.Helper()
 	var lines []string
-	for _, mp := range []*ebpf.Map{r.dp.Maps().Endpoints, r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPorts} {
+	for _, mp := range []*ebpf.Map{r.dp.Maps().Endpoints, r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPeerHash,
+		r.dp.Maps().PolicyLens, r.dp.Maps().PolicyPorts, r.dp.Maps().PolicyPortHash} {
 		var k, v []byte
 		it := mp.Iterate()
 		for it.Next(&k, &v) {

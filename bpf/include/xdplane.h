@@ -204,6 +204,29 @@ struct peer_key {
 	__u8 addr[16];
 };
 
+/* policy_peer_hash: the same as policy_peers for a policy whose prefixes
+ * come in few lengths: one exact lookup per length, longest first, whose
+ * cost does not grow with the number of prefixes as a trie walk does. The
+ * address is masked to plen bits (an IPv4 prefix counts the 96 bits of
+ * ::ffff:0:0/96). */
+struct peer_hkey {
+	__be32 policy_id;
+	__u8 plen;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+/* policy_lens: policy id -> how its peers are found: the prefix lengths
+ * it uses, longest first, for policy_peer_hash; or, with count
+ * PLENS_LPM, the trie policy_peers. */
+#define PLENS_MAX 31
+#define PLENS_LPM 255
+
+struct plens {
+	__u8 count;
+	__u8 len[PLENS_MAX];
+};
+
 /* policy_ports (LPM trie): (ruleset, protocol, port) -> enum
  * port_verdict. A prefix length of 32 matches every protocol of the
  * ruleset, 40 every port of a protocol, 40 + b the ports sharing their top
@@ -215,6 +238,16 @@ struct port_key {
 	__u8 proto;
 	__u8 port[2]; /* network order */
 	__u8 pad;
+};
+
+/* policy_port_hash: the entries of policy_ports that name one port, the
+ * longest prefixes there can be, so that a hit here is the trie's answer;
+ * the trie is asked only on a miss. */
+struct port_hkey {
+	__be32 ruleset;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
 };
 
 enum port_verdict {
