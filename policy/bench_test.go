@@ -309,9 +309,11 @@ func newPolicyBenchEnv(b *testing.B, n int) *policyBenchEnv {
 		env.install = time.Since(start)
 		return nil
 	})
-	env.peers, env.ports = benchMapEntries(b, env.dp.Maps().PolicyPeers), benchMapEntries(b, env.dp.Maps().PolicyPorts)
+	mp := env.dp.Maps()
+	env.peers = benchMapEntries(b, mp.PolicyPeers) + benchMapEntries(b, mp.PolicyPeerHash)
+	env.ports = benchMapEntries(b, mp.PolicyPorts) + benchMapEntries(b, mp.PolicyPortHash)
 	env.churnConntrack(b)
-	env.ruleMemory = benchMapMemory(b, env.dp.Maps().PolicyPeers, env.dp.Maps().PolicyPorts)
+	env.ruleMemory = benchMapMemory(b, mp.PolicyPeers, mp.PolicyPeerHash, mp.PolicyLens, mp.PolicyPorts, mp.PolicyPortHash)
 	env.ctx = skbContextBytes(uint32(ifindex))
 	env.otherCtx = skbContextBytes(uint32(other))
 	return env
