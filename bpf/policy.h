@@ -40,7 +40,7 @@ struct {
 	__uint(max_entries, 1048576);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct peer_key);
-	__type(value, __u32);
+	__type(value, struct peer_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy_peers SEC(".maps");
 
@@ -49,7 +49,7 @@ struct {
 	__uint(max_entries, 1048576);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct peer_hkey);
-	__type(value, __u32);
+	__type(value, struct peer_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy_peer_hash SEC(".maps");
 
@@ -578,27 +578,73 @@ static __always_inline __be32 mask_word(__u32 plen, __u32 j)
 }
 
 /*
- * peer_ruleset finds the ruleset of the longest prefix of policy that
- * holds the address a0:a1:a2:a3 (network order): one exact lookup per
- * prefix length the policy uses, longest first, or one trie walk for a
- * policy of many lengths. 0: none. A global function, so that the
- * verifier walks its loop once, on its own.
+ * port_verdict_of decides (proto, port) by the rules of the peer value pv:
+ * from its inline copy of a small ruleset when it has one (the most
+ * specific entry that matches, as the trie would pick), else from the
+ * ruleset's entries, an exact lookup for one port first, then the trie.
  */
-__noinline __u32 peer_ruleset(__u32 policy, __be32 a0, __be32 a1, __be32 a2, __be32 a3)
+static __always_inline __u8 port_verdict_of(const struct peer_value *pv, __u8 proto, __u16 port)
+{
+	struct port_key kk = {.prefixlen = 32 + 8 + 16};
+	struct port_hkey phk = {};
+	__u8 best = 0, verdict = 0, *v;
+
+	if (!pv->ruleset)
+		return 0;
+	if (pv->n != PEER_NOT_INLINE) {
+#pragma unroll
+		for (int i = 0; i < PEER_INLINE; i++) {
+			const struct port_inline *e = &pv->ports[i];
+			__u8 kind = e->kind_verdict >> 4;
+
+			if (i >= pv->n)
+				break;
+			if (kind == IK_ANY || (e->proto == proto && (kind == IK_PROTO ||
+								     (kind == IK_PORT && e->port == bpf_htons(port))))) {
+				if (kind > best) {
+					best = kind;
+					verdict = e->kind_verdict & 0xf;
+				}
+			}
+		}
+		return verdict;
+	}
+	phk.ruleset = bpf_htonl(pv->ruleset);
+	phk.proto = proto;
+	phk.port = bpf_htons(port);
+	v = bpf_map_lookup_elem(&policy_port_hash, &phk);
+	if (!v) {
+		kk.ruleset = bpf_htonl(pv->ruleset);
+		kk.proto = proto;
+		kk.port[0] = port >> 8;
+		kk.port[1] = port & 0xff;
+		v = bpf_map_lookup_elem(&policy_ports, &kk);
+	}
+	return v ? *v : 0;
+}
+
+/*
+ * peer_verdict decides a new flow's protocol and port by the rules of the
+ * longest prefix of policy that holds addr: one exact lookup per prefix
+ * length the policy uses, longest first, or one trie walk for a policy of
+ * many lengths; then the peer's ruleset. It returns an enum port_verdict,
+ * 0 for no rule. A global function, so that the verifier walks its loop
+ * once, on its own.
+ */
+__noinline __u32 peer_verdict(__u32 policy, const union addr *addr, __u32 proto, __u32 port)
 {
 	struct plens *lens = bpf_map_lookup_elem(&policy_lens, &policy);
 	struct peer_hkey hk = {.policy_id = bpf_htonl(policy)};
-	__be32 a[4] = {a0, a1, a2, a3};
-	__u32 *rs;
+	struct peer_value *pv;
 
-	if (!lens)
+	if (!lens || !addr)
 		return 0;
 	if (lens->count == PLENS_LPM) {
 		struct peer_key pk = {.prefixlen = 32 + 128, .policy_id = bpf_htonl(policy)};
 
-		__builtin_memcpy(pk.addr, a, 16);
-		rs = bpf_map_lookup_elem(&policy_peers, &pk);
-		return rs ? *rs : 0;
+		__builtin_memcpy(pk.addr, addr->b, 16);
+		pv = bpf_map_lookup_elem(&policy_peers, &pk);
+		return pv ? port_verdict_of(pv, proto, port) : 0;
 	}
 	for (__u32 i = 0; i < PLENS_MAX; i++) {
 		__be32 *w = (__be32 *)hk.addr;
@@ -608,13 +654,13 @@ __noinline __u32 peer_ruleset(__u32 policy, __be32 a0, __be32 a1, __be32 a2, __b
 			break;
 		plen = lens->len[i];
 		hk.plen = plen;
-		w[0] = a0 & mask_word(plen, 0);
-		w[1] = a1 & mask_word(plen, 1);
-		w[2] = a2 & mask_word(plen, 2);
-		w[3] = a3 & mask_word(plen, 3);
-		rs = bpf_map_lookup_elem(&policy_peer_hash, &hk);
-		if (rs)
-			return *rs;
+		w[0] = addr->w[0] & mask_word(plen, 0);
+		w[1] = addr->w[1] & mask_word(plen, 1);
+		w[2] = addr->w[2] & mask_word(plen, 2);
+		w[3] = addr->w[3] & mask_word(plen, 3);
+		pv = bpf_map_lookup_elem(&policy_peer_hash, &hk);
+		if (pv)
+			return port_verdict_of(pv, proto, port);
 	}
 	return 0;
 }
@@ -628,20 +674,13 @@ static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const s
 {
 	bool isolated = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED : EP_EGRESS_ISOLATED);
 	__u32 policy = dir == DIR_INGRESS ? ep->ingress_policy : ep->egress_policy;
-	struct port_key kk = {.prefixlen = 32 + 8 + 16};
-	struct port_hkey phk = {};
-	const union addr *peer;
-	__u32 rs;
-	__u8 *v, proto = f->proto;
+	union addr peer;
+	__u8 proto = f->proto;
 	__u16 port;
+	__u32 v;
 
 	if (!policy)
 		return isolated ? DROP_NO_RULE : 0;
-	peer = dir == DIR_INGRESS ? &f->saddr : &f->daddr;
-	rs = peer_ruleset(policy, peer->w[0], peer->w[1], peer->w[2], peer->w[3]);
-	if (!rs)
-		return isolated ? DROP_NO_RULE : 0;
-
 	/* Rules name ICMP once for both families. */
 	if (f->v6)
 		proto = proto == IPPROTO_ICMPV6_ ? IPPROTO_ICMP : proto == IPPROTO_ICMP ? 255 : proto;
@@ -651,20 +690,11 @@ static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const s
 		port = bpf_ntohs(f->dport);
 	else
 		port = 0;
-	phk.ruleset = bpf_htonl(rs);
-	phk.proto = proto;
-	phk.port = bpf_htons(port);
-	v = bpf_map_lookup_elem(&policy_port_hash, &phk);
-	if (!v) {
-		kk.ruleset = bpf_htonl(rs);
-		kk.proto = proto;
-		kk.port[0] = port >> 8;
-		kk.port[1] = port & 0xff;
-		v = bpf_map_lookup_elem(&policy_ports, &kk);
-	}
-	if (v && *v == PV_DENY)
+	__builtin_memcpy(peer.b, dir == DIR_INGRESS ? f->saddr.b : f->daddr.b, 16);
+	v = peer_verdict(policy, &peer, proto, port);
+	if (v == PV_DENY)
 		return DROP_DENY_RULE;
-	if (v && *v == PV_ALLOW)
+	if (v == PV_ALLOW)
 		return 0;
 	return isolated ? DROP_NO_RULE : 0;
 }

@@ -166,6 +166,14 @@ type XdplanePeerKey struct {
 	Addr      [16]uint8
 }
 
+type XdplanePeerValue struct {
+	_       structs.HostLayout
+	Ruleset uint32
+	N       uint8
+	Pad     [3]uint8
+	Ports   [6]XdplanePortInline
+}
+
 type XdplanePlens struct {
 	_     structs.HostLayout
 	Count uint8
@@ -178,6 +186,13 @@ type XdplanePortHkey struct {
 	Proto   uint8
 	Pad     uint8
 	Port    uint16
+}
+
+type XdplanePortInline struct {
+	_           structs.HostLayout
+	Proto       uint8
+	KindVerdict uint8
+	Port        uint16
 }
 
 type XdplanePortKey struct {

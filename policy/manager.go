@@ -519,7 +519,14 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		in.rulesets = append(in.rulesets, id)
 	}
 	var vals, hvals []uint8
+	peerVal := make([]bpf.XdplanePeerValue, len(c.Rulesets))
 	for i, rs := range c.Rulesets {
+		peerVal[i].Ruleset = rsIDs[i]
+		if v, ok := inlineRuleset(rsIDs[i], rs); ok {
+			peerVal[i] = v // small: in the peer entries, no port entries
+			continue
+		}
+		peerVal[i].N = peerNotInline
 		for _, e := range rs {
 			if !e.AnyProto && e.Bits == 16 {
 				in.portHKeys = append(in.portHKeys, bpf.XdplanePortHkey{Ruleset: htonl(rsIDs[i]), Proto: e.Proto, Port: htons(e.Port)})
@@ -531,9 +538,9 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		}
 	}
 	lens := peerLengths(c.Peers)
-	peerVals := make([]uint32, len(c.Peers))
+	peerVals := make([]bpf.XdplanePeerValue, len(c.Peers))
 	for i, p := range c.Peers {
-		peerVals[i] = rsIDs[p.Ruleset]
+		peerVals[i] = peerVal[p.Ruleset]
 		if lens.Count == plensLPM {
 			in.peerKeys = append(in.peerKeys, peerKey(pid, p.Prefix))
 		} else {
@@ -606,6 +613,42 @@ func (m *Manager) deleteEntries(in *installed) error {
 
 func (in *installed) peerCount() int { return len(in.peerKeys) + len(in.peerHKeys) }
 func (in *installed) portCount() int { return len(in.portKeys) + len(in.portHKeys) }
+
+// peerInline and peerNotInline are PEER_INLINE and PEER_NOT_INLINE;
+// ikAny, ikProto and ikPort are enum inline_kind.
+const (
+	peerInline    = 6
+	peerNotInline = 255
+	ikAny         = 1
+	ikProto       = 2
+	ikPort        = 3
+)
+
+// inlineRuleset returns the peer value that holds ruleset rs (id id)
+// inline, if it is small enough and has only entries for every protocol,
+// one protocol or one port: the datapath then decides a flow with no
+// second lookup.
+func inlineRuleset(id uint32, rs ruleset) (bpf.XdplanePeerValue, bool) {
+	v := bpf.XdplanePeerValue{Ruleset: id, N: uint8(len(rs))}
+	if len(rs) > peerInline {
+		return v, false
+	}
+	for i, e := range rs {
+		var kind uint8
+		switch {
+		case e.AnyProto:
+			kind = ikAny
+		case e.Bits == 0:
+			kind = ikProto
+		case e.Bits == 16:
+			kind = ikPort
+		default:
+			return v, false
+		}
+		v.Ports[i] = bpf.XdplanePortInline{Proto: e.Proto, KindVerdict: kind<<4 | uint8(e.Verdict), Port: htons(e.Port)}
+	}
+	return v, true
+}
 
 // plensMax and plensLPM are PLENS_MAX and PLENS_LPM.
 const (
@@ -771,11 +814,12 @@ func (m *Manager) recover() error {
 
 	// Peer entries: kept under a referenced policy id, else garbage.
 	var pk bpf.XdplanePeerKey
-	var rs uint32
+	var pv bpf.XdplanePeerValue
 	var garbagePeers []bpf.XdplanePeerKey
 	usedRulesets := make(map[uint32]*installed)
 	pit := m.maps.PolicyPeers.Iterate()
-	for pit.Next(&pk, &rs) {
+	for pit.Next(&pk, &pv) {
+		rs := pv.Ruleset
 		in := referenced[htonl(pk.PolicyId)]
 		if in == nil {
 			garbagePeers = append(garbagePeers, pk)
@@ -793,7 +837,8 @@ func (m *Manager) recover() error {
 	var hk bpf.XdplanePeerHkey
 	var garbageHPeers []bpf.XdplanePeerHkey
 	hit := m.maps.PolicyPeerHash.Iterate()
-	for hit.Next(&hk, &rs) {
+	for hit.Next(&hk, &pv) {
+		rs := pv.Ruleset
 		in := referenced[htonl(hk.PolicyId)]
 		if in == nil {
 			garbageHPeers = append(garbageHPeers, hk)

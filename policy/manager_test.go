@@ -242,7 +242,7 @@ func TestManagerRecovers(t *testing.T) {
 	// What a crash between writing new rules and switching leaves: entries
 	// under a policy id no endpoint names.
 	orphan := peerKey(9999, pfx("10.77.0.0/16"))
-	if err := r.dp.Maps().PolicyPeers.Put(orphan, uint32(4242)); err != nil {
+	if err := r.dp.Maps().PolicyPeers.Put(orphan, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}); err != nil {
 		t.Fatal(err)
 	}
 	orphanPort := portKey(4242, portEntry{AnyProto: true, Verdict: verdictAllow})
@@ -251,7 +251,7 @@ func TestManagerRecovers(t *testing.T) {
 	}
 	orphanH := peerHashKey(9999, pfx("10.78.0.0/16"))
 	orphanHPort := bpf.XdplanePortHkey{Ruleset: htonl(4242), Proto: 6, Port: htons(80)}
-	if err := errors.Join(r.dp.Maps().PolicyPeerHash.Put(orphanH, uint32(4242)), r.dp.Maps().PolicyPortHash.Put(orphanHPort, uint8(1)),
+	if err := errors.Join(r.dp.Maps().PolicyPeerHash.Put(orphanH, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}), r.dp.Maps().PolicyPortHash.Put(orphanHPort, uint8(1)),
 		r.dp.Maps().PolicyLens.Put(uint32(9999), bpf.XdplanePlens{Count: 1, Len: [31]uint8{112}})); err != nil {
 		t.Fatal(err)
 	}
@@ -368,4 +368,25 @@ func TestEndpointFlowsGoWithIt(t *testing.T) {
 // the trie.
 func peerEntries(t *testing.T, r *rig) int {
 	return countEntries(t, r.dp.Maps().PolicyPeers) + countEntries(t, r.dp.Maps().PolicyPeerHash)
+}
+
+func TestInlineRuleset(t *testing.T) {
+	port := func(p uint16) portEntry { return portEntry{Proto: 6, Port: p, Bits: 16, Verdict: verdictAllow} }
+	six := ruleset{{AnyProto: true, Verdict: verdictAllow}, {Proto: 17, Verdict: verdictDeny}, port(80), port(443), port(8080), port(9090)}
+	v, ok := inlineRuleset(7, six)
+	if !ok || v.Ruleset != 7 || v.N != 6 {
+		t.Fatalf("six entries: %+v, %v; want inline", v, ok)
+	}
+	if want := (bpf.XdplanePortInline{Proto: 6, KindVerdict: ikPort<<4 | uint8(verdictAllow), Port: htons(8080)}); v.Ports[4] != want {
+		t.Errorf("entry 4 = %+v, want %+v", v.Ports[4], want)
+	}
+	if want := (bpf.XdplanePortInline{Proto: 17, KindVerdict: ikProto<<4 | uint8(verdictDeny)}); v.Ports[1] != want {
+		t.Errorf("entry 1 = %+v, want %+v", v.Ports[1], want)
+	}
+	if _, ok := inlineRuleset(7, append(six, port(9))); ok {
+		t.Error("seven entries inline")
+	}
+	if _, ok := inlineRuleset(7, ruleset{{Proto: 6, Port: 8000, Bits: 12, Verdict: verdictAllow}}); ok {
+		t.Error("a port block inline")
+	}
 }

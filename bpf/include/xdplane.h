@@ -196,7 +196,7 @@ struct endpoint {
 	__u8 pad[3];
 };
 
-/* policy_peers (LPM trie): (policy, peer address) -> ruleset. Laid out as
+/* policy_peers (LPM trie): (policy, peer address) -> struct peer_value. Laid out as
  * src_range_key: the policy id first, in network order. */
 struct peer_key {
 	__u32 prefixlen;
@@ -214,6 +214,34 @@ struct peer_hkey {
 	__u8 plen;
 	__u8 pad[3];
 	__u8 addr[16];
+};
+
+/*
+ * The value of policy_peers and policy_peer_hash: the peer's ruleset, and
+ * when that ruleset is small enough (at most PEER_INLINE entries, each for
+ * every protocol, one protocol, or one port of it), the ruleset itself,
+ * so that the verdict takes no second lookup.
+ */
+#define PEER_INLINE 6
+#define PEER_NOT_INLINE 255
+
+enum inline_kind {
+	IK_ANY = 1,   /* every protocol and port: port_key prefix 32 */
+	IK_PROTO = 2, /* every port of proto: prefix 40 */
+	IK_PORT = 3,  /* one port of proto: prefix 56 */
+};
+
+struct port_inline {
+	__u8 proto;
+	__u8 kind_verdict; /* enum inline_kind << 4 | enum port_verdict */
+	__be16 port;
+};
+
+struct peer_value {
+	__u32 ruleset; /* 0: none */
+	__u8 n;	       /* entries in ports, or PEER_NOT_INLINE */
+	__u8 pad[3];
+	struct port_inline ports[PEER_INLINE];
 };
 
 /* policy_lens: policy id -> how its peers are found: the prefix lengths
