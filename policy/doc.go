@@ -33,9 +33,13 @@
 // Rules are compiled, not walked: the peer prefixes of a direction are
 // partitioned so that each address's longest matching prefix decides
 // which rules apply to it, and each such set of rules becomes a table of
-// protocol and port blocks. A new flow takes two longest-prefix lookups
-// whatever the number of rules; a packet of a known flow takes one hash
-// lookup. Endpoints whose rules compile alike share one copy.
+// protocol and port blocks. A new flow takes one exact lookup per prefix
+// length the policy uses (a trie walk past 31 lengths), and its verdict
+// comes from the peer entry itself when the ruleset is small (six entries
+// for every protocol, one protocol or one port), else from one or two more
+// lookups: the cost does not grow with the number of rules, but for the
+// cache. A packet of a known flow takes one hash lookup. Endpoints whose
+// rules compile alike share one copy.
 //
 // # Guarantees
 //
