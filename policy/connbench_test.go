@@ -219,14 +219,6 @@ func randomPeers(rng *rand.Rand, n int, must netip.Prefix) []netip.Prefix {
 	return append(peers, must)
 }
 
-// installIptables installs, with the system's default iptables, what a
-// NetworkPolicy on iptables looks like for a pod at dst that admits TCP to
-// dst's port from peers only; see installIptablesWith.
-func installIptables(tb testing.TB, node *testutil.NS, peers []netip.Prefix, dst netip.AddrPort) {
-	tb.Helper()
-	installIptablesWith(tb, "iptables", node, peers, dst)
-}
-
 // installIptablesWith installs, in node's filter table, the chain
 // connBenchChain, jumped to from FORWARD:
 //
