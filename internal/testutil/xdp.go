@@ -3,6 +3,7 @@ package testutil
 import (
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -40,3 +41,12 @@ func (ns *NS) AttachXDPPass(ifname string) {
 		return nil
 	})
 }
+
+// XDPLinearMax is the longest frame BPF_PROG_TEST_RUN gives an XDP program
+// whole: a page less XDP's headroom (256 bytes) and the shared info at its
+// end (320 on 64-bit). The rest of a longer frame goes into fragments that
+// a program without XDP multi-buffer support never sees, and a driver never
+// hands such a program a longer frame (it refuses that MTU). So the program
+// rightly finds a longer frame truncated, where tc, which sees the whole
+// skb, and a model that reads every byte do not.
+var XDPLinearMax = os.Getpagesize() - 256 - 320
