@@ -10,9 +10,11 @@
  *                       backend, and reverse NAT of replies (XDP has no
  *                       egress hook)
  *   xdplane_tc_ingress  tc/TCX ingress: DNAT to a backend, then the egress
- *                       policy of the endpoint (pod) that sent the packet
+ *                       policy and bandwidth of the endpoint (pod) that
+ *                       sent the packet
  *   xdplane_tc_egress   tc/TCX egress: the ingress policy of the endpoint
- *                       the packet is for, then reverse NAT of replies
+ *                       the packet is for, reverse NAT of replies, then
+ *                       the endpoint's ingress bandwidth
  *
  * All three share lb_main(), always inlined with compile-time constants for
  * the hook, so the dead context's branches fold away and each program
@@ -360,6 +362,7 @@ static __always_inline int parse(void *data, void *data_end, __u32 pkt_len, stru
 }
 
 #include "policy.h"
+#include "bandwidth.h"
 
 /* One's complement helpers for XDP (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
  * The sum is byte-order independent, so raw network-order words are used. */
@@ -1073,7 +1076,9 @@ int xdplane_tc_ingress(struct __sk_buff *skb)
 
 	if (act != TC_ACT_UNSPEC)
 		return act;
-	return policy_check(skb, DIR_EGRESS) ? TC_ACT_SHOT : TC_ACT_UNSPEC;
+	if (policy_check(skb, DIR_EGRESS) || bw_apply(skb, DIR_EGRESS))
+		return TC_ACT_SHOT;
+	return TC_ACT_UNSPEC;
 }
 
 /* Egress: first the ingress policy of the endpoint the packet is for,
@@ -1083,7 +1088,13 @@ int xdplane_tc_ingress(struct __sk_buff *skb)
 SEC("tc")
 int xdplane_tc_egress(struct __sk_buff *skb)
 {
+	int act;
+
 	if (policy_check(skb, DIR_INGRESS))
 		return TC_ACT_SHOT;
-	return lb_tc_egress(skb);
+	act = lb_tc_egress(skb);
+	/* Shaped last, as the packet will leave. */
+	if (act == TC_ACT_UNSPEC && bw_apply(skb, DIR_INGRESS))
+		return TC_ACT_SHOT;
+	return act;
 }

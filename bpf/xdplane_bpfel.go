@@ -39,6 +39,39 @@ type XdplaneBackend struct {
 	Local  uint8
 }
 
+type XdplaneBwCounter struct {
+	_              structs.HostLayout
+	ShapedPackets  uint64
+	ShapedBytes    uint64
+	DroppedPackets uint64
+	DroppedBytes   uint64
+}
+
+type XdplaneBwKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint8
+	Pad     [3]uint8
+}
+
+type XdplaneBwValue struct {
+	_              structs.HostLayout
+	Rate           uint64
+	BurstNs        uint64
+	HorizonNs      uint64
+	ClockNs        uint64
+	Priority       uint32
+	Mode           uint8
+	Pad            [3]uint8
+	PpsIntervalNs  uint64
+	PpsBurstNs     uint64
+	PpsClockNs     uint64
+	SetRate        uint64
+	SetBurst       uint64
+	SetPacketRate  uint64
+	SetPacketBurst uint64
+}
+
 type XdplaneCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -277,6 +310,8 @@ const (
 	XdplaneMapBackendSlots      = "backend_slots"
 	XdplaneMapBackendStats      = "backend_stats"
 	XdplaneMapBackends          = "backends"
+	XdplaneMapBandwidth         = "bandwidth"
+	XdplaneMapBwStats           = "bw_stats"
 	XdplaneMapConntrack         = "conntrack"
 	XdplaneMapDropStats         = "drop_stats"
 	XdplaneMapEndpoints         = "endpoints"
@@ -358,6 +393,8 @@ type XdplaneMapSpecs struct {
 	BackendSlots   *ebpf.MapSpec `ebpf:"backend_slots"`
 	BackendStats   *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends       *ebpf.MapSpec `ebpf:"backends"`
+	Bandwidth      *ebpf.MapSpec `ebpf:"bandwidth"`
+	BwStats        *ebpf.MapSpec `ebpf:"bw_stats"`
 	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
 	DropStats      *ebpf.MapSpec `ebpf:"drop_stats"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
@@ -411,6 +448,8 @@ type XdplaneMaps struct {
 	BackendSlots   *ebpf.Map `ebpf:"backend_slots"`
 	BackendStats   *ebpf.Map `ebpf:"backend_stats"`
 	Backends       *ebpf.Map `ebpf:"backends"`
+	Bandwidth      *ebpf.Map `ebpf:"bandwidth"`
+	BwStats        *ebpf.Map `ebpf:"bw_stats"`
 	Conntrack      *ebpf.Map `ebpf:"conntrack"`
 	DropStats      *ebpf.Map `ebpf:"drop_stats"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
@@ -439,6 +478,8 @@ func (m *XdplaneMaps) Close() error {
 		m.BackendSlots,
 		m.BackendStats,
 		m.Backends,
+		m.Bandwidth,
+		m.BwStats,
 		m.Conntrack,
 		m.DropStats,
 		m.Endpoints,

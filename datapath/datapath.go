@@ -191,6 +191,9 @@ func Open(opts Options) (*Datapath, error) {
 	spec.Maps[bpf.XdplaneMapPolicyStats].MaxEntries = 2 * (limits.MaxEndpoints + 1)
 	// Policy ids: two an endpoint, twice while one replaces the other.
 	spec.Maps[bpf.XdplaneMapPolicyLens].MaxEntries = 4*limits.MaxEndpoints + 16
+	// A bandwidth limit an endpoint and direction.
+	spec.Maps[bpf.XdplaneMapBandwidth].MaxEntries = 2 * limits.MaxEndpoints
+	spec.Maps[bpf.XdplaneMapBwStats].MaxEntries = 2 * limits.MaxEndpoints
 	sample := opts.EventSample
 	if sample == 0 {
 		sample = 1

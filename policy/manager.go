@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 
@@ -29,6 +30,10 @@ type Endpoint struct {
 	// datapath identifies the endpoint by its interface, which a pod
 	// cannot forge. Optional; each valid and listed once.
 	Addresses []netip.Addr
+	// NetNS is the path of the pod's network namespace (a CNI plugin's
+	// CNI_NETNS). Optional; egress bandwidth limits need it under
+	// BandwidthHTB, whose queue is on the pod's side of its link.
+	NetNS string
 }
 
 // EndpointStatus is an endpoint as the Manager holds it.
@@ -42,6 +47,8 @@ type EndpointStatus struct {
 	// the next SetPolicy.
 	Policy    Policy
 	Recovered bool
+	// Bandwidth is what SetBandwidth last installed.
+	Bandwidth Bandwidth
 }
 
 // Manager installs endpoints and their policies into a datapath. Every
@@ -70,15 +77,17 @@ type Manager struct {
 	rsIDs     *idalloc.Alloc
 	peers     int // entries in policy_peers
 	ports     int // entries in policy_ports
+	bwMode    BandwidthMode
 }
 
 type endpoint struct {
-	status  EndpointStatus
-	cookie  uint32 // in its policy_ct keys; new each time it is added
-	ifindex uint32
-	ingress *installed // nil: no rules to look up
-	egress  *installed
-	flags   uint8
+	status    EndpointStatus
+	bandwidth Bandwidth // in force
+	cookie    uint32    // in its policy_ct keys; new each time it is added
+	ifindex   uint32
+	ingress   *installed // nil: no rules to look up
+	egress    *installed
+	flags     uint8
 }
 
 // installed is one direction's compiled rules in the maps, shared by every
@@ -168,6 +177,11 @@ func (m *Manager) begin() error {
 func (e Endpoint) validate() error {
 	if e.Interface == "" {
 		return invalid("interface", e.Interface, "required")
+	}
+	if e.NetNS != "" {
+		if _, err := os.Stat(e.NetNS); err != nil {
+			return invalid("netns", e.NetNS, err.Error())
+		}
 	}
 	seen := make(map[netip.Addr]bool, len(e.Addresses))
 	for i, a := range e.Addresses {
@@ -280,7 +294,21 @@ func (m *Manager) move(ep *endpoint, ifindex uint32) error {
 		return errors.Join(fmt.Errorf("endpoint %s: delete its old interface's entry: %w", name, err),
 			ignoreMissing(m.maps.Endpoints.Delete(ifindex)))
 	}
+	// Bandwidth entries are keyed by interface: the old ones go, the
+	// limits are set again on the new interface.
+	b := ep.bandwidth
+	for _, d := range []Direction{Ingress, Egress} {
+		k := bwKey(ep.ifindex, d)
+		if err := errors.Join(ignoreMissing(m.maps.Bandwidth.Delete(k)), ignoreMissing(m.maps.BwStats.Delete(k))); err != nil {
+			return fmt.Errorf("endpoint %s: delete its old interface's limits: %w", name, err)
+		}
+	}
 	ep.ifindex = ifindex
+	if b != (Bandwidth{}) {
+		if err := m.applyBandwidth(ep, resolveMode(m.bwMode), b); err != nil {
+			return fmt.Errorf("endpoint %s: set its limits on the new interface: %w", name, err)
+		}
+	}
 	return nil
 }
 
@@ -304,6 +332,12 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 	ep, ok := m.endpoints[ifname]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	if ep.bandwidth != (Bandwidth{}) {
+		if err := m.applyBandwidth(ep, resolveMode(m.bwMode), Bandwidth{}); err != nil {
+			return fmt.Errorf("endpoint %s: remove its bandwidth limits: %w", ifname, err)
+		}
+		ep.bandwidth = Bandwidth{}
 	}
 	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("endpoint %s: delete from endpoints: %w", ifname, err)
@@ -913,5 +947,5 @@ func (m *Manager) recover() error {
 		m.peers += in.peerCount()
 		m.ports += in.portCount()
 	}
-	return nil
+	return m.recoverBandwidth()
 }

@@ -247,3 +247,9 @@ func vlan(frame []byte, tpids ...uint16) []byte {
 	}
 	return append(out, frame[12:]...)
 }
+
+// udp4Payload is a UDP datagram with size bytes of payload.
+func udp4Payload(t testing.TB, size int) []byte {
+	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort("10.0.3.4:5000"), Dst: netip.MustParseAddrPort("10.0.1.2:53"),
+		Proto: layers.IPProtocolUDP, Payload: make([]byte, size)}.Build())
+}

@@ -376,4 +376,46 @@ struct drop_event {
 	__u32 pad;
 };
 
+/*
+ * Bandwidth: one limit per endpoint interface and direction (enum
+ * policy_dir): DIR_INGRESS shapes what enters the pod, at the host side's
+ * egress; DIR_EGRESS what it sends.
+ */
+struct bw_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 pad[3];
+};
+
+enum bw_mode {
+	BW_EDT = 1, /* stamp departure times for an fq qdisc */
+	BW_HTB = 2, /* classify into an HTB class */
+};
+
+struct bw_value {
+	__u64 rate;	    /* bytes per second; 0: nothing to shape here */
+	__u64 burst_ns;	    /* EDT: how far the clock may trail now */
+	__u64 horizon_ns;   /* EDT: a packet with more than this queued ahead is dropped */
+	__u64 clock_ns;	    /* EDT: the virtual clock, bpf_ktime_get_ns */
+	__u32 priority;	    /* HTB: the class, as skb->priority */
+	__u8 mode;	    /* enum bw_mode */
+	__u8 pad[3];
+	__u64 pps_interval_ns; /* packet-rate limit: ns a packet; 0: none */
+	__u64 pps_burst_ns;    /* how far ahead its clock may run */
+	__u64 pps_clock_ns;    /* its clock (theoretical arrival time) */
+	/* The limit as it was set, for a restarted agent to read back; the
+	 * programs never read it (it sits past the first cache line). */
+	__u64 set_rate;		/* bits per second */
+	__u64 set_burst;	/* bits */
+	__u64 set_packet_rate;	/* packets per second */
+	__u64 set_packet_burst; /* packets */
+};
+
+struct bw_counter {
+	__u64 shaped_packets;
+	__u64 shaped_bytes;
+	__u64 dropped_packets; /* at the horizon, or by the packet-rate limit */
+	__u64 dropped_bytes;
+};
+
 #endif

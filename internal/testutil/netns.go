@@ -284,3 +284,6 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 		t.Fatalf("veth %s/%s - %s/%s: %v", a.Name, aName, b.Name, bName, err)
 	}
 }
+
+// Path is the namespace's file, as a CNI plugin's CNI_NETNS names a pod's.
+func (ns *NS) Path() string { return "/var/run/netns/" + ns.Name }

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Copyright The xdplane Authors */
+
+/*
+ * Per-endpoint bandwidth, included by lb.c. A limit shapes, it does not
+ * police: a dropping policer collapses TCP at veth round-trip times, a
+ * queue that paces holds the rate. Two ways to pace:
+ *
+ *   BW_EDT  stamp each packet's earliest departure time (skb->tstamp) from
+ *           the endpoint's virtual clock; an fq qdisc downstream holds it
+ *           until then. Packets that would leave beyond the horizon are
+ *           dropped, so the queue stays bounded.
+ *   BW_HTB  set skb->priority to the endpoint's HTB class: where there is
+ *           no fq, an HTB qdisc the library manages does the pacing.
+ *
+ * Either way an optional packet-rate limit polices (drops): it is for UDP
+ * floods, where shaping would only queue them.
+ */
+
+#ifndef XDPLANE_BANDWIDTH_H
+#define XDPLANE_BANDWIDTH_H
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bw_key);
+	__type(value, struct bw_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bandwidth SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct bw_key);
+	__type(value, struct bw_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bw_stats SEC(".maps");
+
+/*
+ * edt_departure is the departure time of a packet of len bytes under v at
+ * now, given the time the packet already asks for (0: none). It returns 0
+ * to send the packet as it is, 1 to drop it, 2 to stamp it *at; it moves
+ * the virtual clock v->clock_ns, the time the last packet leaves. The
+ * arithmetic:
+ *
+ *   the clock may trail the packet's time by at most burst_ns: what the
+ *   burst lets leave at once after a quiet moment;
+ *   a packet with more than horizon_ns queued ahead of it is dropped, so
+ *   fq's queue stays bounded; a lone packet always goes, however slow
+ *   the rate, so the largest packet is never dropped for its size alone;
+ *   the packet leaves len / rate after the clock.
+ */
+static __always_inline int edt_departure(struct bw_value *v, __u64 len, __u64 now, __u64 asked,
+					 __u64 *at)
+{
+	__u64 t = asked > now ? asked : now;
+	__u64 base = v->clock_ns, next;
+
+	if (t > v->burst_ns && base < t - v->burst_ns)
+		base = t - v->burst_ns;
+	if (base > now && base - now > v->horizon_ns)
+		return 1;
+	next = base + len * NSEC_PER_SEC / v->rate;
+	v->clock_ns = next;
+	if (next <= t)
+		return 0;
+	*at = next;
+	return 2;
+}
+
+/*
+ * police is a virtual-scheduling (GCRA) packet-rate limit over segs
+ * packets (a GSO packet counts its segments): 1 to drop.
+ */
+static __always_inline int police(struct bw_value *v, __u64 now, __u64 segs)
+{
+	__u64 tat = v->pps_clock_ns > now ? v->pps_clock_ns : now;
+	__u64 cost = segs * v->pps_interval_ns;
+
+	if (tat + cost - v->pps_interval_ns - now > v->pps_burst_ns)
+		return 1;
+	v->pps_clock_ns = tat + cost;
+	return 0;
+}
+
+static __always_inline void bw_count(const struct bw_key *k, bool dropped, __u32 len)
+{
+	struct bw_counter *c = bpf_map_lookup_elem(&bw_stats, k);
+
+	if (!c)
+		return;
+	if (dropped) {
+		c->dropped_packets++;
+		c->dropped_bytes += len;
+	} else {
+		c->shaped_packets++;
+		c->shaped_bytes += len;
+	}
+}
+
+/*
+ * bw_apply shapes a packet leaving through the interface it is at, in
+ * direction dir of the endpoint there: DIR_INGRESS at the host side's
+ * egress (into the pod), DIR_EGRESS at its ingress (out of the pod). It
+ * returns 1 to drop the packet.
+ */
+__noinline int bw_apply(struct __sk_buff *skb, __u32 dir)
+{
+	struct bw_key k = {.ifindex = skb->ifindex, .dir = dir};
+	struct bw_value *v = bpf_map_lookup_elem(&bandwidth, &k);
+	__u64 now, asked = 0, at = 0;
+	__u32 len = skb->len;
+
+	if (!v)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (v->pps_interval_ns && police(v, now, skb->gso_segs ? skb->gso_segs : 1)) {
+		bw_count(&k, true, len);
+		return 1;
+	}
+	if (!v->rate)
+		return 0;
+	if (v->mode == BW_EDT) {
+		/* Only a departure time counts: a receive timestamp is
+		 * wall-clock time, on another clock. */
+		if (skb->tstamp_type == BPF_SKB_TSTAMP_DELIVERY_MONO)
+			asked = skb->tstamp;
+		switch (edt_departure(v, len, now, asked, &at)) {
+		case 1:
+			bw_count(&k, true, len);
+			return 1;
+		case 2:
+			bpf_skb_set_tstamp(skb, at, BPF_SKB_TSTAMP_DELIVERY_MONO);
+			break;
+		}
+	} else {
+		skb->priority = v->priority;
+	}
+	bw_count(&k, false, len);
+	return 0;
+}
+
+#endif

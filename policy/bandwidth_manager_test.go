@@ -1,0 +1,280 @@
+package policy
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/testutil"
+)
+
+// bwState is what the kernel holds of an endpoint's limits: the map
+// entries of both directions and the HTB classes on both sides of its
+// link.
+type bwState struct {
+	entries [2]*bpf.XdplaneBwValue // by Direction; nil: none
+	classes [2]*netlink.HtbClass   // the host side's (Ingress), the pod side's (Egress)
+}
+
+// bwStateOf reads the rig endpoint's bwState. The rig's pod side, pol1, is
+// in the rig's namespace.
+func (r *rig) bwStateOf(t *testing.T) bwState {
+	t.Helper()
+	var s bwState
+	for _, d := range []Direction{Ingress, Egress} {
+		var v bpf.XdplaneBwValue
+		err := r.dp.Maps().Bandwidth.Lookup(bwKey(r.ifindex, d), &v)
+		switch {
+		case err == nil:
+			s.entries[d] = &v
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			t.Fatal(err)
+		}
+	}
+	for d, ifname := range []string{"pol0", "pol1"} {
+		l, err := r.ns.Netlink().LinkByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := r.ns.Netlink().ClassList(l, netlink.HANDLE_NONE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if h, ok := c.(*netlink.HtbClass); ok {
+				if s.classes[d] != nil {
+					t.Fatalf("%s: two HTB classes", ifname)
+				}
+				s.classes[d] = h
+			}
+		}
+		if q := htbQdiscs(t, r.ns, ifname); (len(q) == 0) != (s.classes[d] == nil) {
+			t.Fatalf("%s: HTB qdiscs %v, class %v: want both or neither", ifname, q, s.classes[d])
+		}
+	}
+	return s
+}
+
+// equal compares two states by what shapes: entries, and class rates and
+// buffers.
+func (s bwState) equal(o bwState) bool {
+	for d := range 2 {
+		if (s.entries[d] == nil) != (o.entries[d] == nil) || s.entries[d] != nil && *s.entries[d] != *o.entries[d] {
+			return false
+		}
+		a, b := s.classes[d], o.classes[d]
+		if (a == nil) != (b == nil) || a != nil && (a.Rate != b.Rate || a.Ceil != b.Ceil || a.Buffer != b.Buffer) {
+			return false
+		}
+	}
+	return true
+}
+
+// withPodNS re-adds the rig's endpoint with its namespace, which the pod
+// side's queue needs.
+func (r *rig) withPodNS(t *testing.T) {
+	t.Helper()
+	r.ns.MustDo(func() error {
+		return r.m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}, NetNS: r.ns.Path()})
+	})
+}
+
+// Limits become HTB classes at their rates on the side each direction's
+// queue is, map entries that remember them, and all of it goes when the
+// limits do.
+func TestSetBandwidthHTB(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.withPodNS(t)
+	if mode := r.m.BandwidthMode(); mode != BandwidthHTB && mode != BandwidthEDT {
+		t.Fatalf("BandwidthMode() = %v, want htb or edt once detected", mode)
+	}
+	r.ns.MustDo(func() error { return r.m.SetBandwidthMode(BandwidthHTB) })
+	b := Bandwidth{Ingress: Limit{Rate: 10_000_000, Burst: 800_000}, Egress: Limit{Rate: 3_000_000, PacketRate: 500}}
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", b) })
+
+	s := r.bwStateOf(t)
+	for d, l := range []Limit{b.Ingress, b.Egress} {
+		c := s.classes[d]
+		if c == nil || c.Rate != l.Rate/8 || c.Ceil != l.Rate/8 {
+			t.Fatalf("%s: class %+v, want rate and ceil %d bytes/s", Direction(d), c, l.Rate/8)
+		}
+		want, _ := limitValue(BandwidthHTB, Direction(d), l)
+		if e := s.entries[d]; e == nil || *e != want {
+			t.Errorf("%s: entry %+v, want %+v", Direction(d), e, want)
+		}
+	}
+	if st, err := r.m.Endpoint("pol0"); err != nil || st.Bandwidth != b {
+		t.Errorf("Endpoint(pol0) = %+v, %v; want Bandwidth %+v", st.Bandwidth, err, b)
+	}
+
+	// A change moves the class's rate, and keeps the entry's clocks.
+	b.Ingress.Rate = 20_000_000
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", b) })
+	if c := r.bwStateOf(t).classes[Ingress]; c == nil || c.Rate != 2_500_000 {
+		t.Errorf("after a change: ingress class %+v, want 2,500,000 bytes/s", c)
+	}
+
+	// Removing one direction leaves the other; removing the endpoint
+	// leaves nothing.
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{Egress: b.Egress}) })
+	s = r.bwStateOf(t)
+	if s.entries[Ingress] != nil || s.classes[Ingress] != nil || s.entries[Egress] == nil || s.classes[Egress] == nil {
+		t.Errorf("ingress limit removed: state %+v, want egress only", s)
+	}
+	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
+	if s := r.bwStateOf(t); !s.equal(bwState{}) {
+		t.Errorf("endpoint removed: state %+v, want nothing left", s)
+	}
+	var k bpf.XdplaneBwKey
+	var per []bpf.XdplaneBwCounter
+	if it := r.dp.Maps().BwStats.Iterate(); it.Next(&k, &per) {
+		t.Errorf("bw_stats keeps %+v after the endpoint went", k)
+	}
+}
+
+// A refused limit names the endpoint and field, and leaves the one in
+// force as it was: entries, classes and the Manager's record.
+func TestSetBandwidthRefusedKeepsLimit(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.ns.MustDo(func() error { return r.m.SetBandwidthMode(BandwidthHTB) })
+	old := Bandwidth{Ingress: Limit{Rate: 10_000_000, PacketRate: 1000}}
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", old) })
+	before := r.bwStateOf(t)
+
+	for _, tt := range []struct {
+		name  string
+		b     Bandwidth
+		field string
+	}{
+		{"zero rate with a burst", Bandwidth{Ingress: Limit{Burst: 100_000}}, "ingress.burst"},
+		{"a rate of 5 bit/s", Bandwidth{Ingress: Limit{Rate: 5}}, "ingress.rate"},
+		{"an absurd rate", Bandwidth{Egress: Limit{Rate: 1 << 62}}, "egress.rate"},
+		{"an absurd burst", Bandwidth{Ingress: Limit{Rate: 10_000_000, Burst: 1 << 40}}, "ingress.burst"},
+		{"an absurd packet rate", Bandwidth{Ingress: Limit{PacketRate: 1 << 40}}, "ingress.packetRate"},
+		// The rig's endpoint was added without its namespace.
+		{"an egress rate, no pod namespace", Bandwidth{Ingress: Limit{Rate: 20_000_000}, Egress: Limit{Rate: 1_000_000}}, "egress.rate"},
+	} {
+		var err error
+		r.ns.MustDo(func() error { err = r.m.SetBandwidth("pol0", tt.b); return nil })
+		var ve *ValidationError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) || ve.Field != tt.field || ve.Endpoint != "pol0" {
+			t.Errorf("%s: SetBandwidth = %v, want a *ValidationError wrapping ErrInvalid for pol0's %s", tt.name, err, tt.field)
+		}
+		if after := r.bwStateOf(t); !after.equal(before) {
+			t.Errorf("%s: the kernel's state changed:\n%+v\nwant\n%+v", tt.name, after, before)
+		}
+	}
+
+	// A failure past validation, with ingress already changed: the
+	// pod's namespace has no pod side (another namespace's file).
+	other := testutil.NewGroup(t).NS("other")
+	r.ns.MustDo(func() error {
+		return r.m.AddEndpoint(Endpoint{Interface: "pol0", NetNS: other.Path()})
+	})
+	var err error
+	r.ns.MustDo(func() error {
+		err = r.m.SetBandwidth("pol0", Bandwidth{Ingress: Limit{Rate: 20_000_000}, Egress: Limit{Rate: 1_000_000}})
+		return nil
+	})
+	if err == nil {
+		t.Fatal("SetBandwidth with the pod side in no namespace it can find: nil error")
+	}
+	t.Logf("refused: %v", err)
+	if after := r.bwStateOf(t); !after.equal(before) {
+		t.Errorf("after a failed change: the kernel's state changed:\n%+v\nwant\n%+v", after, before)
+	}
+	if st, _ := r.m.Endpoint("pol0"); st.Bandwidth != old {
+		t.Errorf("after a failed change: Endpoint says %+v, want %+v", st.Bandwidth, old)
+	}
+	if err := r.m.SetBandwidth("nope0", old); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetBandwidth on no endpoint = %v, want ErrNotFound", err)
+	}
+}
+
+// A restarted Manager reads the limits and the mode back from the maps,
+// and can change and remove them; entries of gone interfaces are deleted.
+func TestBandwidthRecovery(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.withPodNS(t)
+	r.ns.MustDo(func() error { return r.m.SetBandwidthMode(BandwidthHTB) })
+	b := Bandwidth{Ingress: Limit{Rate: 10_000_000, Burst: 200_000, PacketRate: 1000, PacketBurst: 20}, Egress: Limit{Rate: 2_000_000}}
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", b) })
+	// An entry whose interface is no endpoint, as a crash between
+	// removing an endpoint and its limits leaves.
+	stale := bwKey(r.ifindex+1000, Ingress)
+	if err := r.dp.Maps().Bandwidth.Put(stale, bpf.XdplaneBwValue{Rate: 1, Mode: bwHTB}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dp.Maps().BwStats.Put(stale, make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())); err != nil {
+		t.Fatal(err)
+	}
+	before := r.bwStateOf(t)
+	if err := r.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r.ns.MustDo(func() (err error) { r.m, err = NewManager(r.dp); return })
+	st, err := r.m.Endpoint("pol0")
+	if err != nil || !st.Recovered || st.Bandwidth != b {
+		t.Errorf("recovered endpoint %+v, %v; want Recovered with Bandwidth %+v", st, err, b)
+	}
+	if mode := r.m.BandwidthMode(); mode != BandwidthHTB {
+		t.Errorf("recovered mode %v, want htb", mode)
+	}
+	if after := r.bwStateOf(t); !after.equal(before) {
+		t.Errorf("recovery changed the kernel's state:\n%+v\nwant\n%+v", after, before)
+	}
+	var v bpf.XdplaneBwValue
+	if err := r.dp.Maps().Bandwidth.Lookup(stale, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("the stale entry: lookup = %v, want it deleted", err)
+	}
+	var per []bpf.XdplaneBwCounter
+	if err := r.dp.Maps().BwStats.Lookup(stale, &per); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("the stale counters: lookup = %v, want them deleted", err)
+	}
+
+	// The pod's namespace is not in the maps: the agent adds the
+	// endpoint again, as after any restart, and then it is all as before.
+	r.withPodNS(t)
+	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
+	if s := r.bwStateOf(t); !s.equal(bwState{}) {
+		t.Errorf("recovered endpoint removed: state %+v, want nothing left", s)
+	}
+}
+
+// The mode: detected, overridable while no limit is set, and EDT only
+// where the fq qdisc is.
+func TestBandwidthMode(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	var err error
+	r.ns.MustDo(func() error { err = r.m.SetBandwidthMode(BandwidthEDT); return nil })
+	if haveFQ() {
+		if err != nil {
+			t.Fatalf("SetBandwidthMode(edt) with fq: %v", err)
+		}
+		r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{Ingress: Limit{Rate: 10_000_000}}) })
+		if e := r.bwStateOf(t).entries[Ingress]; e == nil || e.Mode != bwEDT {
+			t.Errorf("under edt: entry %+v, want mode EDT", e)
+		}
+	} else {
+		if !errors.Is(err, datapath.ErrNotSupported) {
+			t.Errorf("SetBandwidthMode(edt) without fq = %v, want ErrNotSupported", err)
+		}
+		if mode := r.m.BandwidthMode(); mode != BandwidthHTB {
+			t.Errorf("without fq the mode is %v, want htb", mode)
+		}
+		r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{Ingress: Limit{Rate: 10_000_000}}) })
+	}
+	r.ns.MustDo(func() error { err = r.m.SetBandwidthMode(BandwidthHTB); return nil })
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetBandwidthMode with a limit set = %v, want ErrInvalid", err)
+	}
+	if err := r.m.SetBandwidthMode(BandwidthMode(7)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetBandwidthMode(7) = %v, want ErrInvalid", err)
+	}
+}

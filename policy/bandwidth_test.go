@@ -1,0 +1,426 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/xdplane/xdplane/bpf"
+)
+
+func TestParseBandwidthQuantity(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want uint64
+	}{
+		{"1000000", 1_000_000},
+		{"1000", 1000},
+		{"1k", 1000},
+		{"500k", 500_000},
+		{"10M", 10_000_000},
+		{"1G", 1_000_000_000},
+		{"2T", 2_000_000_000_000},
+		{"1P", 1_000_000_000_000_000},
+		{"1Ki", 1024},
+		{"100Mi", 104_857_600},
+		{"1Gi", 1 << 30},
+		{"1Ti", 1 << 40},
+		{"1.5G", 1_500_000_000},
+		{"1.5Gi", 1_610_612_736},
+		{"0.5Mi", 524_288},
+		{".5M", 500_000},
+		{"1.M", 1_000_000},
+		{"+10M", 10_000_000},
+		{"010M", 10_000_000},
+		{"1e6", 1_000_000},
+		{"1E6", 1_000_000},
+		{"1e+6", 1_000_000},
+		{"25000e-1", 2500},
+		{"1.5e3", 1500},
+		{"1e15", 1_000_000_000_000_000},
+		{"1000000000m", 1_000_000},
+		{"1000000000000n", 1000},
+		// A fraction of a bit rounds up, as kubelet's Quantity.Value does.
+		{"1000.5", 1001},
+		{"1.0000001k", 1001},
+		{"999.5", 1000},
+		{"0.0000000000000000000000000001e31", 1000},
+	} {
+		got, err := ParseBandwidthQuantity(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseBandwidthQuantity(%q) = %d, %v, want %d", tt.in, got, err, tt.want)
+		}
+	}
+
+	for _, tt := range []struct {
+		in, reason string
+	}{
+		{"", "empty"},
+		{"-10M", "negative"},
+		{"-0.5k", "negative"},
+		{"0", "below 1 kbit/s"},
+		{"-0", "below 1 kbit/s"},
+		{"999", "below 1 kbit/s"},
+		{"100m", "below 1 kbit/s"},
+		{"5u", "below 1 kbit/s"},
+		{"10n", "below 1 kbit/s"},
+		{"0.9k", "below 1 kbit/s"},
+		{"1e-100", "below 1 kbit/s"},
+		{"1e-99999999999", "below 1 kbit/s"},
+		{"0." + strings.Repeat("0", 10000) + "1", "below 1 kbit/s"},
+		{"1.000000001P", "above 1 Pbit/s"},
+		{"2P", "above 1 Pbit/s"},
+		{"1Pi", "above 1 Pbit/s"},
+		{"1E", "above 1 Pbit/s"},
+		{"1Ei", "above 1 Pbit/s"},
+		{"1e16", "above 1 Pbit/s"},
+		{"1e999999999999", "above 1 Pbit/s"},
+		{"1" + strings.Repeat("0", 10000), "above 1 Pbit/s"},
+		{"1e99999999999999999999", "exponent out of range"},
+		{"10K", "kilo is a lower-case k"},
+		{"10Mbps", "the unit, bit/s, is not written"},
+		{"10mbit", "the unit, bit/s, is not written"},
+		{"10kb", "the unit, bit/s, is not written"},
+		{"10ki", "unknown suffix"},
+		{"10Mi5", "unknown suffix"},
+		{"1e", "unknown suffix"},
+		{"1e1.5", "unknown suffix"},
+		{"1e_3", "unknown suffix"},
+		{"1.2.3", "unknown suffix"},
+		{"0x10M", "unknown suffix"},
+		{"1_000_000", "unknown suffix"},
+		{"10M ", "white space"},
+		{" 10M", "white space"},
+		{"10 M", "white space"},
+		{"10M\n", "white space"},
+		{"M", "not a number"},
+		{".", "not a number"},
+		{"-", "not a number"},
+		{"e6", "not a number"},
+		{"ten", "not a number"},
+		{"NaN", "not a number"},
+		{"Inf", "not a number"},
+	} {
+		got, err := ParseBandwidthQuantity(tt.in)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseBandwidthQuantity(%q) = %d, %v, want ErrInvalid", tt.in, got, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, strconv.Quote(tt.in)) || !strings.Contains(msg, tt.reason) {
+			t.Errorf("ParseBandwidthQuantity(%q) = %q, want it to quote the text and say %q", tt.in, msg, tt.reason)
+		}
+	}
+}
+
+func FuzzParseBandwidthQuantity(f *testing.F) {
+	for _, s := range []string{"10M", "1.5Gi", "1e6", "-10M", "100m", "999.5", ".5M", "1P", "1E", "1e-3k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseBandwidthQuantity(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseBandwidthQuantity(%q): %v does not wrap ErrInvalid", s, err)
+			}
+			return
+		}
+		if v < kubeMinBandwidth || v > kubeMaxBandwidth {
+			t.Fatalf("ParseBandwidthQuantity(%q) = %d, outside kubelet's bounds", s, v)
+		}
+		// The plain decimal form is the same value.
+		if back, err := ParseBandwidthQuantity(strconv.FormatUint(v, 10)); err != nil || back != v {
+			t.Fatalf("ParseBandwidthQuantity(%q) = %d, but its decimal form gives %d, %v", s, v, back, err)
+		}
+	})
+}
+
+func TestBandwidthFromAnnotations(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ann  map[string]string
+		want Bandwidth
+	}{
+		{"nil", nil, Bandwidth{}},
+		{"neither", map[string]string{"example.com/other": "10M"}, Bandwidth{}},
+		{"ingress only", map[string]string{IngressBandwidthAnnotation: "10M"},
+			Bandwidth{Ingress: Limit{Rate: 10_000_000}}},
+		{"egress only", map[string]string{EgressBandwidthAnnotation: "1.5Gi", "example.com/other": "x"},
+			Bandwidth{Egress: Limit{Rate: 1_610_612_736}}},
+		{"both", map[string]string{IngressBandwidthAnnotation: "1k", EgressBandwidthAnnotation: "1T"},
+			Bandwidth{Ingress: Limit{Rate: 1000}, Egress: Limit{Rate: 1_000_000_000_000}}},
+	} {
+		got, err := BandwidthFromAnnotations(tt.ann)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: BandwidthFromAnnotations() = %+v, %v, want %+v", tt.name, got, err, tt.want)
+		}
+		if err := got.Validate(); err != nil {
+			t.Errorf("%s: the limits read do not validate: %v", tt.name, err)
+		}
+	}
+
+	for _, tt := range []struct {
+		name string
+		ann  map[string]string
+		key  string
+	}{
+		{"ingress not a quantity", map[string]string{IngressBandwidthAnnotation: "10Mbps"}, IngressBandwidthAnnotation},
+		{"egress empty", map[string]string{EgressBandwidthAnnotation: ""}, EgressBandwidthAnnotation},
+		{"egress negative", map[string]string{IngressBandwidthAnnotation: "10M", EgressBandwidthAnnotation: "-10M"},
+			EgressBandwidthAnnotation},
+		{"below kubelet's floor", map[string]string{IngressBandwidthAnnotation: "100m"}, IngressBandwidthAnnotation},
+		{"above kubelet's ceiling", map[string]string{EgressBandwidthAnnotation: "2P"}, EgressBandwidthAnnotation},
+		// kubelet takes it; Validate does not.
+		{"above 1 Tbit/s", map[string]string{EgressBandwidthAnnotation: "2T"}, EgressBandwidthAnnotation},
+		{"ingress checked first", map[string]string{IngressBandwidthAnnotation: "x", EgressBandwidthAnnotation: "y"},
+			IngressBandwidthAnnotation},
+	} {
+		got, err := BandwidthFromAnnotations(tt.ann)
+		var ve *ValidationError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) {
+			t.Errorf("%s: BandwidthFromAnnotations() = %+v, %v, want a *ValidationError wrapping ErrInvalid", tt.name, got, err)
+			continue
+		}
+		if ve.Field != tt.key || ve.Value != tt.ann[tt.key] || !strings.HasPrefix(err.Error(), tt.key+" ") {
+			t.Errorf("%s: BandwidthFromAnnotations() = %q (field %q, value %q), want it to name %s and its value",
+				tt.name, err, ve.Field, ve.Value, tt.key)
+		}
+		if got != (Bandwidth{}) {
+			t.Errorf("%s: BandwidthFromAnnotations() returned %+v with its error", tt.name, got)
+		}
+	}
+}
+
+func TestBandwidthValidate(t *testing.T) {
+	in := func(l Limit) Bandwidth { return Bandwidth{Ingress: l} }
+	out := func(l Limit) Bandwidth { return Bandwidth{Egress: l} }
+	for _, tt := range []struct {
+		name  string
+		b     Bandwidth
+		field string
+	}{
+		{"rate below 1000 bit/s", in(Limit{Rate: 999}), "ingress.rate"},
+		{"rate of 1 bit/s", out(Limit{Rate: 1}), "egress.rate"},
+		{"rate above 1 Tbit/s", out(Limit{Rate: maxRate + 1}), "egress.rate"},
+		{"rate of MaxUint64", in(Limit{Rate: math.MaxUint64}), "ingress.rate"},
+		{"burst without rate", in(Limit{Burst: 100_000}), "ingress.burst"},
+		{"burst without rate, with a policer", out(Limit{Burst: 100_000, PacketRate: 1000}), "egress.burst"},
+		{"burst below one frame", in(Limit{Rate: 10_000_000, Burst: minBurst - 1}), "ingress.burst"},
+		{"burst of 1 bit", out(Limit{Rate: 10_000_000, Burst: 1}), "egress.burst"},
+		{"burst above 1 Gbit", in(Limit{Rate: maxRate, Burst: maxBurst + 1}), "ingress.burst"},
+		{"burst of MaxUint32 bits (containerd's stand-in)", in(Limit{Rate: 10_000_000, Burst: math.MaxUint32}), "ingress.burst"},
+		{"burst longer than 240 s", out(Limit{Rate: 1000, Burst: 240_001}), "egress.burst"},
+		{"packet rate above 100M", in(Limit{PacketRate: maxPacketRate + 1}), "ingress.packetRate"},
+		{"packet burst without packet rate", out(Limit{Rate: 1_000_000, PacketBurst: 10}), "egress.packetBurst"},
+		{"packet burst above 100M", in(Limit{PacketRate: 1000, PacketBurst: maxPacketBurst + 1}), "ingress.packetBurst"},
+		{"first problem wins", Bandwidth{
+			Ingress: Limit{Rate: 1_000_000, Burst: 10},
+			Egress:  Limit{Rate: 1},
+		}, "ingress.burst"},
+		{"egress after a good ingress", Bandwidth{
+			Ingress: Limit{Rate: 1_000_000, Burst: 100_000, PacketRate: 100, PacketBurst: 10},
+			Egress:  Limit{PacketBurst: 1},
+		}, "egress.packetBurst"},
+	} {
+		err := tt.b.Validate()
+		var ve *ValidationError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) {
+			t.Errorf("%s: Validate() = %v, want a *ValidationError wrapping ErrInvalid", tt.name, err)
+			continue
+		}
+		if ve.Field != tt.field || ve.Endpoint != "" || !strings.HasPrefix(err.Error(), tt.field+" ") {
+			t.Errorf("%s: Validate() = %q, want field %q", tt.name, err, tt.field)
+		}
+	}
+
+	for _, tt := range []struct {
+		name string
+		b    Bandwidth
+	}{
+		{"no limits", Bandwidth{}},
+		{"rates only", Bandwidth{Ingress: Limit{Rate: 10_000_000}, Egress: Limit{Rate: 1_000_000_000}}},
+		{"the least rate", in(Limit{Rate: minRate})},
+		{"the most rate", out(Limit{Rate: maxRate})},
+		{"the least burst", in(Limit{Rate: minRate, Burst: minBurst})},
+		{"the most burst", in(Limit{Rate: maxRate, Burst: maxBurst})},
+		{"240 s of burst", out(Limit{Rate: 1000, Burst: 240_000})},
+		{"a burst that is not whole bytes", in(Limit{Rate: 1_000_000, Burst: 12_345})},
+		{"a policer alone", in(Limit{PacketRate: 1})},
+		{"a policer with its burst", out(Limit{PacketRate: maxPacketRate, PacketBurst: maxPacketBurst})},
+		{"everything", Bandwidth{
+			Ingress: Limit{Rate: 10_000_000, Burst: 1_000_000, PacketRate: 10_000, PacketBurst: 100},
+			Egress:  Limit{Rate: 5_000_000, PacketRate: 20_000},
+		}},
+	} {
+		if err := tt.b.Validate(); err != nil {
+			t.Errorf("%s: Validate() = %v, want nil", tt.name, err)
+		}
+	}
+
+	want := "egress.burst 1: below 12000 bits, one 1500-byte frame: a shaper cannot send a packet larger than its burst"
+	if err := out(Limit{Rate: 1_000_000, Burst: 1}).Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate() = %v, want %q", err, want)
+	}
+}
+
+func TestLimitDefaults(t *testing.T) {
+	for _, tt := range []struct {
+		l                     Limit
+		rateBytes, burstBytes uint64
+	}{
+		{Limit{}, 0, 0},
+		{Limit{PacketRate: 1000}, 0, 0},
+		// 240 s at the rate: 64 KiB would take 524 s.
+		{Limit{Rate: 1000}, 125, 30_000},
+		{Limit{Rate: 1001}, 126, 30_030},
+		// 64 KiB, one GSO packet.
+		{Limit{Rate: 2185}, 274, 65_536},
+		{Limit{Rate: 10_000_000}, 1_250_000, 65_536},
+		{Limit{Rate: 52_428_800}, 6_553_600, 65_536},
+		// 10 ms at the rate.
+		{Limit{Rate: 52_428_801}, 6_553_601, 65_537},
+		{Limit{Rate: 1_000_000_000}, 125_000_000, 1_250_000},
+		{Limit{Rate: 100_000_000_000}, 12_500_000_000, 125_000_000},
+		// 1 Gbit, the most.
+		{Limit{Rate: maxRate}, 125_000_000_000, 125_000_000},
+		// An explicit burst, rounded up to whole bytes.
+		{Limit{Rate: 10_000_000, Burst: minBurst}, 1_250_000, 1500},
+		{Limit{Rate: 10_000_000, Burst: minBurst + 1}, 1_250_000, 1501},
+		{Limit{Rate: 10_000_000, Burst: 8_000_000}, 1_250_000, 1_000_000},
+		// Beyond what Validate takes, the defaults neither overflow nor wrap.
+		{Limit{Rate: math.MaxUint64}, math.MaxUint64/8 + 1, maxBurst / 8},
+	} {
+		if got := tt.l.rateBytes(); got != tt.rateBytes {
+			t.Errorf("%+v: rateBytes() = %d, want %d", tt.l, got, tt.rateBytes)
+		}
+		if got := tt.l.burstBytes(); got != tt.burstBytes {
+			t.Errorf("%+v: burstBytes() = %d, want %d", tt.l, got, tt.burstBytes)
+		}
+	}
+
+	for _, tt := range []struct {
+		l    Limit
+		want uint64
+	}{
+		{Limit{}, 0},
+		{Limit{Rate: 1_000_000}, 0},
+		{Limit{PacketRate: 1}, 5},
+		{Limit{PacketRate: 50}, 5},
+		{Limit{PacketRate: 51}, 6},
+		{Limit{PacketRate: 1000}, 100},
+		{Limit{PacketRate: 1001}, 101},
+		{Limit{PacketRate: maxPacketRate}, 10_000_000},
+		{Limit{PacketRate: 1000, PacketBurst: 1}, 1},
+		{Limit{PacketRate: 1000, PacketBurst: 7}, 7},
+	} {
+		if got := tt.l.packetBurst(); got != tt.want {
+			t.Errorf("%+v: packetBurst() = %d, want %d", tt.l, got, tt.want)
+		}
+	}
+
+	// A limit with its defaults written out is valid wherever the limit
+	// is: the defaults stay inside Validate's bounds.
+	for rate := uint64(minRate); rate <= maxRate; rate = rate*3 + 1 {
+		l := Limit{Rate: rate, PacketRate: min(rate, maxPacketRate)}
+		explicit := Limit{Rate: rate, Burst: l.burst(), PacketRate: l.PacketRate, PacketBurst: l.packetBurst()}
+		if err := (Bandwidth{Ingress: explicit}).Validate(); err != nil {
+			t.Errorf("rate %d: the defaults %+v do not validate: %v", rate, explicit, err)
+		}
+	}
+
+	if !(Limit{}).IsZero() || (Limit{PacketBurst: 1}).IsZero() || (Limit{Rate: 1000}).IsZero() {
+		t.Error("IsZero is wrong")
+	}
+}
+
+func TestCNIBandwidth(t *testing.T) {
+	// runtimeConfig.bandwidth as containerd passes it for a pod annotated
+	// with kubernetes.io/ingress-bandwidth: 10M.
+	var c CNIBandwidth
+	if err := json.Unmarshal([]byte(`{"ingressRate":10000000,"ingressBurst":4294967295}`), &c); err != nil {
+		t.Fatal(err)
+	}
+	if want := (CNIBandwidth{IngressRate: 10_000_000, IngressBurst: math.MaxUint32}); c != want {
+		t.Fatalf("unmarshal gave %+v, want %+v", c, want)
+	}
+	if got, want := c.Bandwidth(), (Bandwidth{Ingress: Limit{Rate: 10_000_000}}); got != want {
+		t.Errorf("Bandwidth() = %+v, want %+v", got, want)
+	}
+	text, err := json.Marshal(CNIBandwidth{EgressRate: 1000, EgressBurst: 12000})
+	if want := `{"egressRate":1000,"egressBurst":12000}`; err != nil || string(text) != want {
+		t.Errorf("marshal gave %s, %v, want %s", text, err, want)
+	}
+
+	for _, tt := range []struct {
+		name string
+		c    CNIBandwidth
+		want Bandwidth
+	}{
+		{"unset", CNIBandwidth{}, Bandwidth{}},
+		{"explicit bursts kept", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: 80_000, EgressRate: 2_000_000, EgressBurst: 12_000},
+			Bandwidth{Ingress: Limit{Rate: 1_000_000, Burst: 80_000}, Egress: Limit{Rate: 2_000_000, Burst: 12_000}}},
+		{"cri-dockerd", CNIBandwidth{EgressRate: 1_000_000, EgressBurst: math.MaxInt32},
+			Bandwidth{Egress: Limit{Rate: 1_000_000}}},
+		{"containerd", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32, EgressRate: 2_000_000, EgressBurst: math.MaxUint32},
+			Bandwidth{Ingress: Limit{Rate: 1_000_000}, Egress: Limit{Rate: 2_000_000}}},
+		{"CRI-O", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32*8 - 1},
+			Bandwidth{Ingress: Limit{Rate: 1_000_000}}},
+		{"older CRI-O", CNIBandwidth{EgressRate: 1_000_000, EgressBurst: math.MaxUint32 * 8},
+			Bandwidth{Egress: Limit{Rate: 1_000_000}}},
+		{"a burst near a stand-in", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32 - 1},
+			Bandwidth{Ingress: Limit{Rate: 1_000_000, Burst: math.MaxUint32 - 1}}},
+	} {
+		if got := tt.c.Bandwidth(); got != tt.want {
+			t.Errorf("%s: Bandwidth() = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// The datapath entries a limit becomes, in each mode and direction.
+func TestLimitValue(t *testing.T) {
+	class := uint32(htbHandle<<16 | htbClass)
+	for _, tt := range []struct {
+		name string
+		mode BandwidthMode
+		dir  Direction
+		l    Limit
+		want bpf.XdplaneBwValue
+	}{
+		{"EDT, a rate", BandwidthEDT, Egress, Limit{Rate: 10_000_000},
+			// 1.25 MB/s; the default burst, 64 KiB, is 52.4288 ms of it.
+			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_250_000, BurstNs: 52_428_800, HorizonNs: edtHorizon, SetRate: 10_000_000}},
+		{"EDT, a rate and burst", BandwidthEDT, Ingress, Limit{Rate: 8_000_000, Burst: 80_000},
+			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_000_000, BurstNs: 10_000_000, HorizonNs: edtHorizon, SetRate: 8_000_000, SetBurst: 80_000}},
+		{"HTB ingress: classified", BandwidthHTB, Ingress, Limit{Rate: 10_000_000},
+			bpf.XdplaneBwValue{Mode: bwHTB, Rate: 1_250_000, Priority: class, HorizonNs: edtHorizon, SetRate: 10_000_000}},
+		{"HTB egress: the pod side's queue takes all, nothing to classify", BandwidthHTB, Egress, Limit{Rate: 10_000_000, Burst: 100_000},
+			bpf.XdplaneBwValue{Mode: bwHTB, HorizonNs: edtHorizon, SetRate: 10_000_000, SetBurst: 100_000}},
+		{"a policer alone", BandwidthHTB, Egress, Limit{PacketRate: 1000},
+			// 1 ms a packet; the default burst, 100 packets, lets the
+			// clock run 99 intervals ahead.
+			bpf.XdplaneBwValue{PpsIntervalNs: 1_000_000, PpsBurstNs: 99_000_000, HorizonNs: edtHorizon, SetPacketRate: 1000}},
+		{"a policer of one packet burst", BandwidthEDT, Ingress, Limit{PacketRate: 3, PacketBurst: 1},
+			bpf.XdplaneBwValue{PpsIntervalNs: 333_333_333, HorizonNs: edtHorizon, SetPacketRate: 3, SetPacketBurst: 1}},
+		{"both", BandwidthHTB, Ingress, Limit{Rate: 1_000_000, PacketRate: 100, PacketBurst: 10},
+			bpf.XdplaneBwValue{Mode: bwHTB, Rate: 125_000, Priority: class, PpsIntervalNs: 10_000_000, PpsBurstNs: 90_000_000,
+				HorizonNs: edtHorizon, SetRate: 1_000_000, SetPacketRate: 100, SetPacketBurst: 10}},
+	} {
+		got, ok := limitValue(tt.mode, tt.dir, tt.l)
+		if !ok || got != tt.want {
+			t.Errorf("%s: limitValue = %+v, %v\nwant %+v, true", tt.name, got, ok, tt.want)
+		}
+	}
+	if v, ok := limitValue(BandwidthHTB, Ingress, Limit{}); ok {
+		t.Errorf("no limit: limitValue = %+v, true; want nothing to write", v)
+	}
+
+	// A changed limit keeps the clocks, but never ahead of now: a
+	// backlog at the old rate must not hold up the new one.
+	v := bpf.XdplaneBwValue{Rate: 1}
+	carryClocks(&v, bpf.XdplaneBwValue{ClockNs: 500, PpsClockNs: 700}, 600)
+	if v.ClockNs != 500 || v.PpsClockNs != 600 || v.Rate != 1 {
+		t.Errorf("carryClocks = %+v, want clock 500 (behind now, kept), packet clock 600 (now), the rest kept", v)
+	}
+}

@@ -1,0 +1,581 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+)
+
+// BandwidthMode says how the datapath holds endpoints to their limits.
+type BandwidthMode uint8
+
+const (
+	// BandwidthAuto picks BandwidthEDT where the kernel has the fq qdisc,
+	// BandwidthHTB where it does not.
+	BandwidthAuto BandwidthMode = iota
+	// BandwidthEDT stamps each packet's earliest departure time, and an
+	// fq qdisc paces it: on the endpoint's host-side interface for
+	// ingress limits (the library installs it), on the interfaces pods'
+	// traffic leaves the node by for egress limits (the node's uplinks:
+	// the operator installs fq there, as for Cilium's bandwidth manager).
+	BandwidthEDT
+	// BandwidthHTB paces with HTB qdiscs the library installs: one class
+	// on the endpoint's host-side interface for ingress limits, into
+	// which the datapath classifies the endpoint's packets, and one on
+	// the pod's side of its link for egress limits (which needs
+	// Endpoint.NetNS).
+	BandwidthHTB
+)
+
+func (m BandwidthMode) String() string {
+	switch m {
+	case BandwidthAuto:
+		return "auto"
+	case BandwidthEDT:
+		return "edt"
+	case BandwidthHTB:
+		return "htb"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ShapeCounters are one direction's shaped traffic.
+type ShapeCounters struct {
+	// Shaped counts the packets held to the limit: stamped or classified
+	// by the datapath.
+	ShapedPackets, ShapedBytes uint64
+	// Dropped counts packets dropped at the EDT horizon, by the
+	// packet-rate limit, and (HTB) by the class's queue.
+	DroppedPackets, DroppedBytes uint64
+}
+
+// BandwidthCounters are an endpoint's shaping counters in both directions.
+type BandwidthCounters struct {
+	Ingress, Egress ShapeCounters
+}
+
+// Datapath constants mirrored from bpf/include/xdplane.h.
+const (
+	bwEDT = 1
+	bwHTB = 2
+	// edtHorizon: EDT drops a packet with more than this queued ahead
+	// of it (2 s, as Cilium's bandwidth manager).
+	edtHorizon = 2_000_000_000
+	// htbHandle is the major number of the qdiscs the library installs
+	// ("xd", so that it removes only its own), and htbClass the
+	// endpoint's class in an HTB one.
+	htbHandle = 0x7864
+	htbClass  = 0x1
+)
+
+var (
+	fqOnce sync.Once
+	fqHave bool
+)
+
+// haveFQ reports whether the kernel has the fq qdisc: it tries one on a
+// veth in a network namespace of its own, once.
+func haveFQ() bool {
+	fqOnce.Do(func() { fqHave = probeFQ() == nil })
+	return fqHave
+}
+
+func probeFQ() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	ns, err := netns.New() // enters it
+	if err != nil {
+		return err
+	}
+	defer func() {
+		netns.Set(orig)
+		ns.Close()
+	}()
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fqprobe0"}, PeerName: "fqprobe1"}); err != nil {
+		return err
+	}
+	l, err := h.LinkByName("fqprobe0")
+	if err != nil {
+		return err
+	}
+	return h.QdiscAdd(&netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(1, 0)}})
+}
+
+// resolveMode turns BandwidthAuto into what this kernel supports.
+func resolveMode(m BandwidthMode) BandwidthMode {
+	if m != BandwidthAuto {
+		return m
+	}
+	if haveFQ() {
+		return BandwidthEDT
+	}
+	return BandwidthHTB
+}
+
+// BandwidthMode returns how limits are enforced: BandwidthEDT or
+// BandwidthHTB.
+func (m *Manager) BandwidthMode() BandwidthMode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return resolveMode(m.bwMode)
+}
+
+// SetBandwidthMode chooses how limits are enforced, overriding the
+// detection. It is refused while any endpoint has a limit.
+func (m *Manager) SetBandwidthMode(mode BandwidthMode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(); err != nil {
+		return err
+	}
+	if mode > BandwidthHTB {
+		return invalid("bandwidthMode", mode, "want auto, edt or htb")
+	}
+	for name, ep := range m.endpoints {
+		if ep.bandwidth != (Bandwidth{}) {
+			return invalid("bandwidthMode", mode, "endpoint "+name+" has a limit: remove the limits first")
+		}
+	}
+	if mode == BandwidthEDT && !haveFQ() {
+		return fmt.Errorf("%w: bandwidth mode edt: the fq qdisc", datapath.ErrNotSupported)
+	}
+	m.bwMode = mode
+	return nil
+}
+
+// SetBandwidth makes b the endpoint's limits, replacing the ones before;
+// a zero Limit removes a direction's. A change applies to flows already
+// running, from their next packet. On error the previous limits stay in
+// force.
+func (m *Manager) SetBandwidth(ifname string, b Bandwidth) error {
+	if err := b.Validate(); err != nil {
+		return named(ifname, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(); err != nil {
+		return err
+	}
+	ep, ok := m.endpoints[ifname]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	mode := resolveMode(m.bwMode)
+	if mode == BandwidthHTB && b.Egress.Rate != 0 && ep.status.NetNS == "" {
+		return named(ifname, invalid("egress.rate", b.Egress.Rate, "shaping what the pod sends needs its network namespace (Endpoint.NetNS): the queue is on the pod's side of its link"))
+	}
+	old := ep.bandwidth
+	if err := m.applyBandwidth(ep, mode, b); err != nil {
+		// Put back what was in force; a second failure is reported too.
+		return errors.Join(fmt.Errorf("endpoint %s: %w", ifname, err), m.applyBandwidth(ep, mode, old))
+	}
+	ep.bandwidth = b
+	ep.status.Bandwidth = b
+	return nil
+}
+
+// applyBandwidth writes b's datapath entries and qdiscs for ep.
+func (m *Manager) applyBandwidth(ep *endpoint, mode BandwidthMode, b Bandwidth) error {
+	for _, d := range []struct {
+		dir Direction
+		l   Limit
+	}{{Ingress, b.Ingress}, {Egress, b.Egress}} {
+		if err := m.applyLimit(ep, mode, d.dir, d.l); err != nil {
+			return fmt.Errorf("%s: %w", d.dir, err)
+		}
+	}
+	return nil
+}
+
+// limitValue is the bandwidth map entry that holds direction dir to l
+// under mode, with its clocks at zero; ok is false if nothing is left for
+// the datapath to do or remember (a zero Limit).
+func limitValue(mode BandwidthMode, dir Direction, l Limit) (v bpf.XdplaneBwValue, ok bool) {
+	if l.IsZero() {
+		return v, false
+	}
+	v = bpf.XdplaneBwValue{
+		HorizonNs: edtHorizon,
+		SetRate:   l.Rate, SetBurst: l.Burst, SetPacketRate: l.PacketRate, SetPacketBurst: l.PacketBurst,
+	}
+	if l.Rate != 0 {
+		switch {
+		case mode == BandwidthEDT:
+			v.Mode = bwEDT
+			v.Rate = l.rateBytes()
+			v.BurstNs = l.burstBytes() * 1_000_000_000 / v.Rate
+		case dir == Ingress:
+			// The host side's egress queue: the datapath classifies.
+			v.Mode = bwHTB
+			v.Rate = l.rateBytes()
+			v.Priority = netlink.MakeHandle(htbHandle, htbClass)
+		default:
+			// The pod side's queue takes all the pod sends: nothing
+			// to classify, and no priority on forwarded packets.
+			v.Mode = bwHTB
+		}
+	}
+	if l.PacketRate != 0 {
+		v.PpsIntervalNs = 1_000_000_000 / l.PacketRate
+		v.PpsBurstNs = (l.packetBurst() - 1) * v.PpsIntervalNs
+	}
+	return v, true
+}
+
+// carryClocks keeps the clocks of the entry in force, have, in its
+// replacement v, so that a changed limit applies from the next packet
+// without a fresh burst; a clock ahead of now (a backlog at the old rate)
+// is brought back to now, so that a higher rate is not held up by it.
+func carryClocks(v *bpf.XdplaneBwValue, have bpf.XdplaneBwValue, now uint64) {
+	v.ClockNs = min(have.ClockNs, now)
+	v.PpsClockNs = min(have.PpsClockNs, now)
+}
+
+func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l Limit) error {
+	key := bwKey(ep.ifindex, dir)
+	v, ok := limitValue(mode, dir, l)
+	shape := l.Rate != 0
+
+	// Queues first, so that no packet is classified into a class that
+	// is not there yet; on removal, the entry goes first.
+	var qerr error
+	switch {
+	case shape && mode == BandwidthHTB:
+		qerr = m.ensureHTB(ep, dir, l)
+	case shape && mode == BandwidthEDT && dir == Ingress:
+		qerr = m.ensureFQ(ep)
+	}
+	if qerr != nil {
+		return qerr
+	}
+	if !ok {
+		if err := ignoreMissing(m.maps.Bandwidth.Delete(key)); err != nil {
+			return fmt.Errorf("delete from bandwidth: %w", err)
+		}
+		if err := ignoreMissing(m.maps.BwStats.Delete(key)); err != nil {
+			return fmt.Errorf("delete from bw_stats: %w", err)
+		}
+	} else {
+		var have bpf.XdplaneBwValue
+		err := m.maps.Bandwidth.Lookup(key, &have)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			zero := make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())
+			if err := m.maps.BwStats.Update(key, zero, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("write bw_stats: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("read bandwidth: %w", err)
+		default:
+			now, err := monotonicNow()
+			if err != nil {
+				return err
+			}
+			carryClocks(&v, have, now)
+		}
+		if err := m.maps.Bandwidth.Update(key, v, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write bandwidth: %w", err)
+		}
+	}
+	if !shape || mode != BandwidthHTB {
+		return m.removeHTB(ep, dir)
+	}
+	return nil
+}
+
+// monotonicNow reads the clock of bpf_ktime_get_ns.
+func monotonicNow() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, fmt.Errorf("read the monotonic clock: %w", err)
+	}
+	return uint64(ts.Nano()), nil
+}
+
+// bwKey is the bandwidth map key of direction dir at the interface with
+// index ifindex. Direction's values are enum policy_dir's.
+func bwKey(ifindex uint32, dir Direction) bpf.XdplaneBwKey {
+	return bpf.XdplaneBwKey{Ifindex: ifindex, Dir: uint8(dir)}
+}
+
+// recoverBandwidth reads back the limits an earlier process set on the
+// recovered endpoints, and the mode it used; entries of interfaces that
+// are no endpoint are deleted.
+func (m *Manager) recoverBandwidth() error {
+	byIndex := make(map[uint32]*endpoint, len(m.endpoints))
+	for _, ep := range m.endpoints {
+		byIndex[ep.ifindex] = ep
+	}
+	var (
+		k     bpf.XdplaneBwKey
+		v     bpf.XdplaneBwValue
+		stale []bpf.XdplaneBwKey
+	)
+	it := m.maps.Bandwidth.Iterate()
+	for it.Next(&k, &v) {
+		ep := byIndex[k.Ifindex]
+		if ep == nil || k.Dir > uint8(Egress) {
+			stale = append(stale, k)
+			continue
+		}
+		l := Limit{Rate: v.SetRate, Burst: v.SetBurst, PacketRate: v.SetPacketRate, PacketBurst: v.SetPacketBurst}
+		if Direction(k.Dir) == Ingress {
+			ep.bandwidth.Ingress = l
+		} else {
+			ep.bandwidth.Egress = l
+		}
+		ep.status.Bandwidth = ep.bandwidth
+		switch v.Mode {
+		case bwEDT:
+			m.bwMode = BandwidthEDT
+		case bwHTB:
+			m.bwMode = BandwidthHTB
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read bandwidth: %w", err)
+	}
+	var per []bpf.XdplaneBwCounter
+	sit := m.maps.BwStats.Iterate()
+	for sit.Next(&k, &per) {
+		if ep := byIndex[k.Ifindex]; ep == nil || k.Dir > uint8(Egress) {
+			stale = append(stale, k)
+		}
+	}
+	if err := sit.Err(); err != nil {
+		return fmt.Errorf("read bw_stats: %w", err)
+	}
+	for _, k := range stale {
+		if err := errors.Join(ignoreMissing(m.maps.Bandwidth.Delete(k)), ignoreMissing(m.maps.BwStats.Delete(k))); err != nil {
+			return fmt.Errorf("delete the limits of a gone endpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// queueLink returns a netlink handle and the link whose egress queue
+// shapes direction dir of ep: the host side for Ingress, the pod side
+// (in Endpoint.NetNS) for Egress. Close the handle.
+func (m *Manager) queueLink(ep *endpoint, dir Direction) (*netlink.Handle, netlink.Link, error) {
+	if dir == Ingress {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := h.LinkByIndex(int(ep.ifindex))
+		if err != nil {
+			h.Close()
+			return nil, nil, err
+		}
+		return h, l, nil
+	}
+	host, err := netlink.LinkByIndex(int(ep.ifindex))
+	if err != nil {
+		return nil, nil, err
+	}
+	veth, ok := host.(*netlink.Veth)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s is a %s, not a veth: no pod side to shape on", host.Attrs().Name, host.Type())
+	}
+	peer, err := netlink.VethPeerIndex(veth)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the pod side of %s: %w", host.Attrs().Name, err)
+	}
+	ns, err := netns.GetFromPath(ep.status.NetNS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open network namespace %s: %w", ep.status.NetNS, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := h.LinkByIndex(peer)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("the pod side of %s in %s: %w", host.Attrs().Name, ep.status.NetNS, err)
+	}
+	return h, l, nil
+}
+
+// ensureHTB installs or changes the HTB qdisc and class that shape
+// direction dir of ep at limit l. The qdisc's default class is the
+// endpoint's on the pod side (all it sends), none on the host side
+// (unclassified traffic passes unshaped).
+func (m *Manager) ensureHTB(ep *endpoint, dir Direction, l Limit) error {
+	h, link, err := m.queueLink(ep, dir)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	idx := link.Attrs().Index
+	qs, err := h.QdiscList(link)
+	if err != nil {
+		return fmt.Errorf("list qdiscs of %s: %w", link.Attrs().Name, err)
+	}
+	have := false
+	for _, q := range qs {
+		if q.Attrs().Parent == netlink.HANDLE_ROOT {
+			if q.Type() == "htb" && q.Attrs().Handle == netlink.MakeHandle(htbHandle, 0) {
+				have = true
+			}
+		}
+	}
+	if !have {
+		q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(htbHandle, 0)})
+		if dir == Egress {
+			q.Defcls = htbClass
+		}
+		if err := h.QdiscReplace(q); err != nil {
+			return fmt.Errorf("install an HTB qdisc on %s: %w", link.Attrs().Name, err)
+		}
+	}
+	c := htbClassFor(idx, l)
+	if err := h.ClassReplace(c); err != nil {
+		return fmt.Errorf("install an HTB class on %s: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// htbClassFor is the endpoint's HTB class on the link with index idx.
+// Its burst lets a whole GSO segment (64 KiB) through at once, and at
+// least a jiffy's worth of the rate (HTB refills once a tick).
+func htbClassFor(idx int, l Limit) *netlink.HtbClass {
+	rate := l.Rate
+	burst := uint32(min(l.burstBytes(), 1<<31))
+	return netlink.NewHtbClass(netlink.ClassAttrs{
+		LinkIndex: idx,
+		Parent:    netlink.MakeHandle(htbHandle, 0),
+		Handle:    netlink.MakeHandle(htbHandle, htbClass),
+	}, netlink.HtbClassAttrs{Rate: rate, Ceil: rate, Buffer: burst, Cbuffer: burst})
+}
+
+// removeHTB removes the HTB qdisc the library installed for direction
+// dir of ep, if there is one.
+func (m *Manager) removeHTB(ep *endpoint, dir Direction) error {
+	if dir == Egress && ep.status.NetNS == "" {
+		return nil
+	}
+	h, link, err := m.queueLink(ep, dir)
+	if err != nil {
+		if dir == Egress {
+			return nil // the pod and its namespace are gone: so is the qdisc
+		}
+		return err
+	}
+	defer h.Close()
+	qs, err := h.QdiscList(link)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if q.Attrs().Parent == netlink.HANDLE_ROOT && q.Type() == "htb" && q.Attrs().Handle == netlink.MakeHandle(htbHandle, 0) {
+			if err := h.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("remove the HTB qdisc of %s: %w", link.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ensureFQ gives the endpoint's host-side interface an fq root qdisc, for
+// EDT.
+func (m *Manager) ensureFQ(ep *endpoint) error {
+	h, link, err := m.queueLink(ep, Ingress)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	q := &netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(htbHandle, 0)}}
+	if err := h.QdiscReplace(q); err != nil {
+		return fmt.Errorf("install an fq qdisc on %s: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// BandwidthCounters reads an endpoint's shaping counters, summed over
+// CPUs, since its limits were set; with HTB, the drops of its classes'
+// queues are added.
+func (m *Manager) BandwidthCounters(ifname string) (BandwidthCounters, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, ok := m.endpoints[ifname]
+	if !ok {
+		return BandwidthCounters{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	var out BandwidthCounters
+	for _, d := range []struct {
+		dir Direction
+		c   *ShapeCounters
+		l   Limit
+	}{{Ingress, &out.Ingress, ep.bandwidth.Ingress}, {Egress, &out.Egress, ep.bandwidth.Egress}} {
+		var per []bpf.XdplaneBwCounter
+		err := m.maps.BwStats.Lookup(bwKey(ep.ifindex, d.dir), &per)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return BandwidthCounters{}, fmt.Errorf("read bw_stats: %w", err)
+		}
+		for _, p := range per {
+			d.c.ShapedPackets += p.ShapedPackets
+			d.c.ShapedBytes += p.ShapedBytes
+			d.c.DroppedPackets += p.DroppedPackets
+			d.c.DroppedBytes += p.DroppedBytes
+		}
+		if d.l.Rate == 0 || resolveMode(m.bwMode) != BandwidthHTB {
+			continue
+		}
+		// The pod side's class shapes all the pod sends.
+		if d.dir == Egress {
+			c, err := m.htbStats(ep, d.dir)
+			if err != nil {
+				return BandwidthCounters{}, err
+			}
+			d.c.ShapedPackets, d.c.ShapedBytes = uint64(c.Basic.Packets), c.Basic.Bytes
+			d.c.DroppedPackets += uint64(c.Queue.Drops)
+			continue
+		}
+		c, err := m.htbStats(ep, d.dir)
+		if err != nil {
+			return BandwidthCounters{}, err
+		}
+		d.c.DroppedPackets += uint64(c.Queue.Drops)
+	}
+	return out, nil
+}
+
+// htbStats reads the statistics of the endpoint's HTB class for dir.
+func (m *Manager) htbStats(ep *endpoint, dir Direction) (netlink.ClassStatistics, error) {
+	h, link, err := m.queueLink(ep, dir)
+	if err != nil {
+		return netlink.ClassStatistics{}, err
+	}
+	defer h.Close()
+	cs, err := h.ClassList(link, netlink.MakeHandle(htbHandle, 0))
+	if err != nil {
+		return netlink.ClassStatistics{}, fmt.Errorf("list HTB classes of %s: %w", link.Attrs().Name, err)
+	}
+	for _, c := range cs {
+		if c.Attrs().Handle == netlink.MakeHandle(htbHandle, htbClass) && c.Attrs().Statistics != nil {
+			return *c.Attrs().Statistics, nil
+		}
+	}
+	return netlink.ClassStatistics{}, nil
+}
