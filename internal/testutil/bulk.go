@@ -1,0 +1,350 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bulkBufSize is the size of each write and each read of a bulk transfer:
+// large enough that the Go side is never what limits the rate.
+const bulkBufSize = 256 << 10
+
+// bulkDialTimeout bounds connecting and accepting.
+const bulkDialTimeout = 5 * time.Second
+
+// BulkResult is what one bulk transfer measured.
+type BulkResult struct {
+	Bytes    int64         // payload bytes the receiver read in the measured window
+	Duration time.Duration // the measured window
+	Goodput  float64       // bits per second = Bytes*8/Duration
+	SegsOut  uint64        // TCP segments the sender sent (tcpi_segs_out), over the whole transfer
+	Retrans  uint64        // segments retransmitted (tcpi_total_retrans), over the whole transfer
+	// Samples is the goodput (bits/s) of each interval of the measured
+	// window, in order: sample i covers about [Start+i*Interval,
+	// Start+(i+1)*Interval) and is computed over the time that actually
+	// passed between its two readings. A last, shorter interval is left
+	// out.
+	Samples  []float64
+	Start    time.Time     // start of the measured window (the end of the warm-up)
+	Interval time.Duration // the sampling interval
+
+	MSS     uint32        // sender's MSS (tcpi_snd_mss): payload bytes of a full segment
+	PathMTU uint32        // sender's path MTU (tcpi_pmtu): IP bytes of a full segment
+	RTT     time.Duration // sender's smoothed round-trip time at the end (tcpi_rtt)
+}
+
+// RetransRatio is Retrans/SegsOut, or 0 if nothing was sent.
+func (r BulkResult) RetransRatio() float64 {
+	if r.SegsOut == 0 {
+		return 0
+	}
+	return float64(r.Retrans) / float64(r.SegsOut)
+}
+
+// L2Rate is Goodput converted to the rate of the Ethernet frames that
+// carried it, headers included (no preamble or FCS), assuming full-size
+// segments: the bytes a qdisc such as HTB or TBF counts (skb->len, and for
+// a GSO packet the headers of every segment). Each MSS bytes of payload
+// travel in PathMTU + 14 bytes. It returns 0 if the sizes are unknown.
+func (r BulkResult) L2Rate() float64 {
+	if r.MSS == 0 || r.PathMTU == 0 {
+		return 0
+	}
+	return r.Goodput * float64(r.PathMTU+14) / float64(r.MSS)
+}
+
+// Mean is the mean goodput (bits/s) of the samples whose intervals lie
+// within [from, from+d), and how many there were: after a change made at
+// c, Mean(c.Add(time.Second), time.Second) is what "takes effect within
+// one second" must hold for.
+func (r BulkResult) Mean(from time.Time, d time.Duration) (float64, int) {
+	var sum float64
+	n := 0
+	for i, s := range r.Samples {
+		st := r.Start.Add(time.Duration(i) * r.Interval)
+		if !st.Before(from) && !st.Add(r.Interval).After(from.Add(d)) {
+			sum += s
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return sum / float64(n), n
+}
+
+// BulkTCP sends as fast as it can over one TCP connection from a socket in
+// from (bound to the source address local, or the one routing picks if
+// local is the zero Addr) to a receiver it starts in to, listening on addr
+// (port 0 picks a free port). The first warmup of the transfer (slow
+// start, queues filling) is excluded; the result covers the d after it,
+// sampled every interval. Sender and receiver are torn down before it
+// returns.
+func BulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmup, d, interval time.Duration) (BulkResult, error) {
+	b, err := StartBulkTCP(from, local, to, addr, warmup, interval)
+	if err != nil {
+		return BulkResult{}, err
+	}
+	time.Sleep(d)
+	return b.Stop()
+}
+
+// Bulk is a bulk TCP transfer running in the background, started by
+// StartBulkTCP; the caller may change the path (a qdisc, a limit) while it
+// runs and watch the effect in Samples. Stop ends it.
+type Bulk struct {
+	snd, rcv *net.TCPConn
+	interval time.Duration
+	start    time.Time // start of the measured window
+
+	received atomic.Int64 // payload bytes read by the receiver
+	stopping atomic.Bool
+	base     int64 // received at start
+
+	mu      sync.Mutex
+	samples []float64
+	err     error // first failure of the sender or receiver
+
+	quit chan struct{} // closed by Stop to end the sampler
+	wg   sync.WaitGroup
+
+	once   sync.Once
+	result BulkResult
+	resErr error
+}
+
+// StartBulkTCP starts the transfer BulkTCP makes and returns once warmup
+// has passed: the measured window starts then. Samples reports it while it
+// runs; Stop ends it.
+func StartBulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmup, interval time.Duration) (*Bulk, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("bulk transfer: interval %v, want > 0", interval)
+	}
+	if local.IsValid() && local.Unmap().Is4() != addr.Addr().Unmap().Is4() {
+		return nil, fmt.Errorf("bulk transfer: source %s and destination %s: address families differ", local, addr)
+	}
+	snd, rcv, err := bulkConnect(from, local, to, addr)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bulk{snd: snd, rcv: rcv, interval: interval, quit: make(chan struct{})}
+	b.wg.Add(2)
+	go b.send()
+	go b.receive()
+
+	time.Sleep(warmup)
+	b.start = time.Now()
+	b.base = b.received.Load()
+	b.wg.Add(1)
+	go b.sample()
+	if err := b.failure(); err != nil {
+		_, serr := b.Stop()
+		return nil, errors.Join(err, serr)
+	}
+	return b, nil
+}
+
+// bulkConnect listens in to, dials from from and returns both ends of the
+// one connection.
+func bulkConnect(from *NS, local netip.Addr, to *NS, addr netip.AddrPort) (snd, rcv *net.TCPConn, err error) {
+	var ln *net.TCPListener
+	err = to.Do(func() error {
+		l, err := net.Listen(network("tcp", addr), addr.String())
+		if err != nil {
+			return err
+		}
+		ln = l.(*net.TCPListener)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bulk receiver: listen on %s in %s: %w", addr, to.Name, err)
+	}
+	defer ln.Close() // one connection is all it takes
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	dst = netip.AddrPortFrom(addr.Addr(), dst.Port())
+
+	err = from.Do(func() error {
+		d := net.Dialer{Timeout: bulkDialTimeout}
+		if local.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+		}
+		c, err := d.Dial(network("tcp", dst), dst.String())
+		if err != nil {
+			return err
+		}
+		snd = c.(*net.TCPConn)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bulk sender: connect from %s to %s: %w", from.Name, dst, err)
+	}
+	want := snd.LocalAddr().(*net.TCPAddr).AddrPort()
+
+	ln.SetDeadline(time.Now().Add(bulkDialTimeout))
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			snd.Close()
+			return nil, nil, fmt.Errorf("bulk receiver: accept on %s in %s: %w", dst, to.Name, err)
+		}
+		// Through NAT the peer may show another address; the port of a
+		// fresh namespace's only connection is enough to tell.
+		got := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if got == want || got.Port() == want.Port() {
+			return snd, c, nil
+		}
+		c.Close()
+	}
+}
+
+// send writes until the connection is closed.
+func (b *Bulk) send() {
+	defer b.wg.Done()
+	buf := make([]byte, bulkBufSize)
+	for {
+		if _, err := b.snd.Write(buf); err != nil {
+			if !b.stopping.Load() {
+				b.fail(fmt.Errorf("bulk sender: write: %w", err))
+			}
+			return
+		}
+	}
+}
+
+// receive reads and counts until the connection ends.
+func (b *Bulk) receive() {
+	defer b.wg.Done()
+	buf := make([]byte, bulkBufSize)
+	for {
+		n, err := b.rcv.Read(buf)
+		b.received.Add(int64(n))
+		if err != nil {
+			if !b.stopping.Load() {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				b.fail(fmt.Errorf("bulk receiver: read: %w", err))
+			}
+			return
+		}
+	}
+}
+
+// sample records the goodput of each interval of the measured window.
+// It sleeps until each nominal boundary (rather than using a Ticker, which
+// drops ticks when late) so that sample i stays the i-th interval.
+func (b *Bulk) sample() {
+	defer b.wg.Done()
+	prevT, prevN := b.start, b.base
+	for i := 1; ; i++ {
+		t := time.NewTimer(time.Until(b.start.Add(time.Duration(i) * b.interval)))
+		select {
+		case <-b.quit:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		now, n := time.Now(), b.received.Load()
+		rate := float64(n-prevN) * 8 / now.Sub(prevT).Seconds()
+		b.mu.Lock()
+		b.samples = append(b.samples, rate)
+		b.mu.Unlock()
+		prevT, prevN = now, n
+	}
+}
+
+func (b *Bulk) fail(err error) {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.mu.Unlock()
+}
+
+func (b *Bulk) failure() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// Samples returns the per-interval goodput (bits/s) measured so far, as in
+// BulkResult.Samples.
+func (b *Bulk) Samples() []float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]float64(nil), b.samples...)
+}
+
+// Start returns the start of the measured window.
+func (b *Bulk) Start() time.Time { return b.start }
+
+// Mean is BulkResult.Mean over the samples so far.
+func (b *Bulk) Mean(from time.Time, d time.Duration) (float64, int) {
+	return BulkResult{Samples: b.Samples(), Start: b.start, Interval: b.interval}.Mean(from, d)
+}
+
+// Stop ends the transfer, tears sender and receiver down and returns what
+// was measured; a failure of either end during the transfer is returned
+// as the error, with what was measured up to then. Later calls return the
+// same.
+func (b *Bulk) Stop() (BulkResult, error) {
+	b.once.Do(func() { b.result, b.resErr = b.stop() })
+	return b.result, b.resErr
+}
+
+func (b *Bulk) stop() (BulkResult, error) {
+	end, n := time.Now(), b.received.Load()
+	b.stopping.Store(true)
+	info, ierr := tcpInfo(b.snd)
+	// An abort (RST) rather than a FIN: nothing left queued behind a
+	// slow limit keeps the namespaces busy after the test.
+	b.snd.SetLinger(0)
+	b.snd.Close()
+	b.rcv.Close()
+	close(b.quit)
+	b.wg.Wait()
+
+	r := BulkResult{
+		Bytes:    n - b.base,
+		Duration: end.Sub(b.start),
+		Samples:  b.Samples(),
+		Start:    b.start,
+		Interval: b.interval,
+	}
+	if r.Duration > 0 {
+		r.Goodput = float64(r.Bytes) * 8 / r.Duration.Seconds()
+	}
+	if info != nil {
+		r.SegsOut = uint64(info.Segs_out)
+		r.Retrans = uint64(info.Total_retrans)
+		r.MSS = info.Snd_mss
+		r.PathMTU = info.Pmtu
+		r.RTT = time.Duration(info.Rtt) * time.Microsecond
+	}
+	if ierr != nil {
+		ierr = fmt.Errorf("bulk sender: read TCP_INFO: %w", ierr)
+	}
+	return r, errors.Join(b.failure(), ierr)
+}
+
+// tcpInfo reads TCP_INFO from c.
+func tcpInfo(c *net.TCPConn) (*unix.TCPInfo, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	err = rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	return info, errors.Join(err, ierr)
+}
