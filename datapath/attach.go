@@ -173,7 +173,8 @@ func (d *Datapath) program(point string) *ebpf.Program {
 // same hook, the programs inside the existing attachment are replaced with
 // this Datapath's, without a moment of detachment; if it is attached at the
 // other hook, that attachment is removed once the new one is in place. If
-// Attach fails, what it attached is detached again.
+// Attach fails, what it attached is detached again. A kernel that lacks
+// what the hook and mode need gives an error wrapping ErrNotSupported.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.progs == nil {
 		return ErrNoPrograms
@@ -326,6 +327,7 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		if err != nil && mode == ModeAuto {
 			err = fmt.Errorf("%w (native XDP only; use HookTC, or ModeXDPGeneric where partial checksums cannot occur)", err)
 		}
+		err = missingFeature(err, featureXDPLink)
 	default:
 		attach := ebpf.AttachTCXIngress
 		if k.point == pointTCEgress {
@@ -334,6 +336,7 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		if mode != ModeTCLegacy {
 			l, err = link.AttachTCX(link.TCXOptions{Program: prog, Interface: k.ifindex, Attach: attach})
 			if err == nil || mode == ModeTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+				err = missingFeature(err, featureTCX)
 				break
 			}
 		}
