@@ -54,16 +54,25 @@ func ParseHook(s string) (Hook, error) {
 type Mode uint8
 
 const (
-	// ModeAuto picks the best the kernel offers for HookTC: TCX, else a
-	// clsact qdisc with a cls_bpf filter. For HookXDP it means native XDP
-	// only: generic XDP is opt-in (ModeXDPGeneric), because it sees
-	// locally sent packets with partial checksums, which XDP cannot
-	// rewrite correctly; where a driver has no native XDP, HookTC is the
-	// better fallback.
+	// ModeAuto picks the best the kernel offers. For HookTC: TCX, else a
+	// clsact qdisc with a cls_bpf filter. For HookXDP: native XDP, else,
+	// where the driver has none, generic XDP; the attachment then reports
+	// ModeXDPGeneric.
+	//
+	// Warning: generic XDP sees locally sent packets with partial
+	// checksums, which XDP cannot rewrite correctly. On an interface whose
+	// incoming traffic may be generated on this host (a veth, or a device
+	// without native XDP that local senders reach) use HookTC instead.
 	ModeAuto Mode = iota
+	// ModeTCX is a TCX link (Linux 6.6).
 	ModeTCX
+	// ModeTCLegacy is a cls_bpf filter on a clsact qdisc.
 	ModeTCLegacy
+	// ModeXDPNative is XDP in the driver; Attach fails where the driver
+	// has none.
 	ModeXDPNative
+	// ModeXDPGeneric is XDP in the kernel's generic receive path, for any
+	// driver; slower than native.
 	ModeXDPGeneric
 )
 
@@ -319,15 +328,7 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 	)
 	switch k.point {
 	case pointXDP:
-		flags := link.XDPDriverMode
-		if mode == ModeXDPGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: k.ifindex, Flags: flags})
-		if err != nil && mode == ModeAuto {
-			err = fmt.Errorf("%w (native XDP only; use HookTC, or ModeXDPGeneric where partial checksums cannot occur)", err)
-		}
-		err = missingFeature(err, featureXDPLink)
+		l, err = attachXDP(prog, k.ifindex, mode)
 	default:
 		attach := ebpf.AttachTCXIngress
 		if k.point == pointTCEgress {
@@ -350,6 +351,31 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		return false, errors.Join(fmt.Errorf("pin link: %w", err), l.Detach())
 	}
 	return true, nil
+}
+
+// attachXDP attaches prog at XDP on ifindex in the given mode. With
+// ModeAuto it tries native XDP first; the kernel answers EOPNOTSUPP where
+// the driver has no native XDP (it lacks ndo_bpf, or refuses XDP in its
+// present configuration), and generic XDP is attached instead.
+func attachXDP(prog *ebpf.Program, ifindex int, mode Mode) (link.Link, error) {
+	flags := link.XDPDriverMode
+	if mode == ModeXDPGeneric {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
+	switch {
+	case err == nil:
+		return l, nil
+	case mode == ModeAuto && errors.Is(err, unix.EOPNOTSUPP):
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		if err != nil {
+			return nil, missingFeature(fmt.Errorf("no native XDP in the driver, and generic XDP failed: %w", err), featureXDPLink)
+		}
+		return l, nil
+	case mode == ModeXDPNative && errors.Is(err, unix.EOPNOTSUPP):
+		return nil, fmt.Errorf("no native XDP in the driver (ModeAuto would fall back to generic XDP): %w", err)
+	}
+	return nil, missingFeature(err, featureXDPLink)
 }
 
 // updateLink swaps prog into the link pinned at pin. A link whose
