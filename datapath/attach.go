@@ -54,16 +54,25 @@ func ParseHook(s string) (Hook, error) {
 type Mode uint8
 
 const (
-	// ModeAuto picks the best the kernel offers for HookTC: TCX, else a
-	// clsact qdisc with a cls_bpf filter. For HookXDP it means native XDP
-	// only: generic XDP is opt-in (ModeXDPGeneric), because it sees
-	// locally sent packets with partial checksums, which XDP cannot
-	// rewrite correctly; where a driver has no native XDP, HookTC is the
-	// better fallback.
+	// ModeAuto picks the best the kernel offers. For HookTC: TCX, else a
+	// clsact qdisc with a cls_bpf filter. For HookXDP: native XDP, else,
+	// where the driver has none, generic XDP; the attachment then reports
+	// ModeXDPGeneric.
+	//
+	// Warning: generic XDP sees locally sent packets with partial
+	// checksums, which XDP cannot rewrite correctly. On an interface whose
+	// incoming traffic may be generated on this host (a veth, or a device
+	// without native XDP that local senders reach) use HookTC instead.
 	ModeAuto Mode = iota
+	// ModeTCX is a TCX link (Linux 6.6).
 	ModeTCX
+	// ModeTCLegacy is a cls_bpf filter on a clsact qdisc.
 	ModeTCLegacy
+	// ModeXDPNative is XDP in the driver; Attach fails where the driver
+	// has none.
 	ModeXDPNative
+	// ModeXDPGeneric is XDP in the kernel's generic receive path, for any
+	// driver; slower than native.
 	ModeXDPGeneric
 )
 
@@ -173,7 +182,8 @@ func (d *Datapath) program(point string) *ebpf.Program {
 // same hook, the programs inside the existing attachment are replaced with
 // this Datapath's, without a moment of detachment; if it is attached at the
 // other hook, that attachment is removed once the new one is in place. If
-// Attach fails, what it attached is detached again.
+// Attach fails, what it attached is detached again. A kernel that lacks
+// what the hook and mode need gives an error wrapping ErrNotSupported.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.progs == nil {
 		return ErrNoPrograms
@@ -318,14 +328,7 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 	)
 	switch k.point {
 	case pointXDP:
-		flags := link.XDPDriverMode
-		if mode == ModeXDPGeneric {
-			flags = link.XDPGenericMode
-		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: k.ifindex, Flags: flags})
-		if err != nil && mode == ModeAuto {
-			err = fmt.Errorf("%w (native XDP only; use HookTC, or ModeXDPGeneric where partial checksums cannot occur)", err)
-		}
+		l, err = attachXDP(prog, k.ifindex, mode)
 	default:
 		attach := ebpf.AttachTCXIngress
 		if k.point == pointTCEgress {
@@ -334,6 +337,7 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		if mode != ModeTCLegacy {
 			l, err = link.AttachTCX(link.TCXOptions{Program: prog, Interface: k.ifindex, Attach: attach})
 			if err == nil || mode == ModeTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+				err = missingFeature(err, featureTCX)
 				break
 			}
 		}
@@ -347,6 +351,31 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		return false, errors.Join(fmt.Errorf("pin link: %w", err), l.Detach())
 	}
 	return true, nil
+}
+
+// attachXDP attaches prog at XDP on ifindex in the given mode. With
+// ModeAuto it tries native XDP first; the kernel answers EOPNOTSUPP where
+// the driver has no native XDP (it lacks ndo_bpf, or refuses XDP in its
+// present configuration), and generic XDP is attached instead.
+func attachXDP(prog *ebpf.Program, ifindex int, mode Mode) (link.Link, error) {
+	flags := link.XDPDriverMode
+	if mode == ModeXDPGeneric {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
+	switch {
+	case err == nil:
+		return l, nil
+	case mode == ModeAuto && errors.Is(err, unix.EOPNOTSUPP):
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		if err != nil {
+			return nil, missingFeature(fmt.Errorf("no native XDP in the driver, and generic XDP failed: %w", err), featureXDPLink)
+		}
+		return l, nil
+	case mode == ModeXDPNative && errors.Is(err, unix.EOPNOTSUPP):
+		return nil, fmt.Errorf("no native XDP in the driver (ModeAuto would fall back to generic XDP): %w", err)
+	}
+	return nil, missingFeature(err, featureXDPLink)
 }
 
 // updateLink swaps prog into the link pinned at pin. A link whose

@@ -342,6 +342,25 @@ var required = []feature{
 	{"ring buffer maps", func() error { return features.HaveMapType(ebpf.RingBuf) }},
 }
 
+// Features that only some attach modes need, named as errors name them.
+// They are not probed up front: Open must work on a kernel that lacks
+// one, for the modes that do not need it. Attach reports them instead,
+// through missingFeature, when cilium/ebpf finds them missing.
+const (
+	featureXDPLink = "XDP links (Linux 5.9)"
+	featureTCX     = "TCX (Linux 6.6)"
+)
+
+// missingFeature wraps err in ErrNotSupported, naming feature, if err says
+// the kernel lacks something (it wraps ebpf.ErrNotSupported); any other
+// error, nil included, is returned as it is.
+func missingFeature(err error, feature string) error {
+	if errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, ErrNotSupported) {
+		return fmt.Errorf("%w: %s: %w", ErrNotSupported, feature, err)
+	}
+	return err
+}
+
 // checkFeatures returns an error wrapping ErrNotSupported that names the
 // first missing feature. A probe that fails for another reason (no
 // privilege, no memory) is reported as it is, not as a missing feature.
@@ -349,7 +368,7 @@ func checkFeatures(fs []feature) error {
 	for _, f := range fs {
 		err := f.probe()
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("%w: %s: %w", ErrNotSupported, f.name, err)
+			return missingFeature(err, f.name)
 		}
 		if err != nil {
 			return fmt.Errorf("probe for %s: %w", f.name, err)

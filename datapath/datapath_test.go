@@ -242,6 +242,63 @@ func TestAttachModes(t *testing.T) {
 	}
 }
 
+// A bridge has no native XDP (its driver has no ndo_bpf), and it is an
+// Ethernet device, so Attach accepts it, unlike loopback (this kernel has
+// no dummy devices). ModeAuto must fall back to generic XDP there, and
+// ModeXDPNative must refuse.
+func TestAttachXDPFallsBackToGeneric(t *testing.T) {
+	ns := testutil.NewGroup(t).NS("dp")
+	if err := ns.Netlink().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}); err != nil {
+		t.Fatal(err)
+	}
+	ns.AddAddr("br0", netip.MustParsePrefix("192.168.79.1/24"))
+	dir := testutil.BPFFS(t)
+	t.Cleanup(func() { ns.Do(func() error { return datapath.Remove(dir) }) })
+	dp := open(t, datapath.Options{Dir: dir})
+
+	err := ns.Do(func() error {
+		return dp.Attach("br0", datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPNative})
+	})
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Fatalf("Attach with ModeXDPNative to a bridge = %v, want EOPNOTSUPP (no native XDP)", err)
+	}
+	if got := attachments(t, ns, dp); len(got) != 0 {
+		t.Fatalf("refused native Attach left attachments: %+v", got)
+	}
+
+	ns.MustDo(func() error { return dp.Attach("br0", datapath.AttachOptions{Hook: datapath.HookXDP}) })
+	got := attachments(t, ns, dp)
+	if len(got) != 1 || got[0].Interface != "br0" || got[0].Point != "xdp" || got[0].Mode != datapath.ModeXDPGeneric || got[0].ProgramID == 0 {
+		t.Fatalf("attachments %+v, want one xdp on br0 in mode %s", got, datapath.ModeXDPGeneric)
+	}
+	const xdpAttachedSKB = 2 // XDP_ATTACHED_SKB, linux/if_link.h
+	l, err := ns.Netlink().LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != xdpAttachedSKB || x.ProgId != uint32(got[0].ProgramID) {
+		t.Fatalf("netlink shows XDP %+v on br0, want program %d in SKB (generic) mode", x, got[0].ProgramID)
+	}
+	if !linkUsing(t, got[0].ProgramID) {
+		t.Fatalf("no kernel link runs program %d", got[0].ProgramID)
+	}
+
+	ns.MustDo(func() error { return dp.Detach("br0") })
+	if got := attachments(t, ns, dp); len(got) != 0 {
+		t.Fatalf("after Detach: %+v", got)
+	}
+	l, err = ns.Netlink().LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		t.Fatalf("XDP still attached to br0 after Detach: %+v", x)
+	}
+	if linkUsing(t, got[0].ProgramID) {
+		t.Fatalf("a kernel link still runs program %d after Detach", got[0].ProgramID)
+	}
+}
+
 // linkUsing reports whether any bpf_link in the kernel runs program id.
 func linkUsing(t *testing.T, id ebpf.ProgramID) bool {
 	t.Helper()

@@ -24,9 +24,12 @@
 // filter where it does not; on an interface package policy has made an
 // endpoint, the same programs also judge the endpoint's traffic. HookXDP
 // runs the node-wide prefilter, then the load balancer and reverse NAT at
-// XDP, native (generic only when asked for with ModeXDPGeneric). Use tc on
-// veths and wherever traffic may originate on the host; XDP on a physical
-// NIC's receive path.
+// XDP: native where the driver has it, generic XDP where it has none
+// (ModeXDPNative and ModeXDPGeneric force one). Use tc on veths and
+// wherever traffic may originate on the host; XDP on a physical NIC's
+// receive path. Generic XDP sees locally sent packets with partial
+// checksums and cannot rewrite them correctly: on an interface without
+// native XDP that carries traffic generated on this host, use HookTC.
 //
 // Attach and Detach act on interfaces in the network namespace of the
 // calling OS thread; pins record the namespace, so one Datapath may attach

@@ -7,7 +7,10 @@ import "errors"
 // feature).
 var (
 	// ErrNotSupported: the running kernel lacks a feature xdplane needs.
-	// The error names the feature.
+	// The error names the feature and, where known, the Linux version
+	// that brought it. Open probes what every datapath needs; Attach
+	// reports what only some hooks and modes need (XDP links, TCX when
+	// ModeTCX forces it).
 	ErrNotSupported = errors.New("kernel feature not supported")
 
 	// ErrNotPinned: OpenPinned found no datapath in the directory.

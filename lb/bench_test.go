@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/benchrand"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -99,6 +100,7 @@ func flowCount() int {
 // the baselines the table's ratios divide by.
 func BenchmarkPacket(b *testing.B) {
 	testutil.RequireRoot(b)
+	benchrand.Seed(b) // prints the run's seed before any result
 	trivialXDP := trivialProgram(b, ebpf.XDP, xdpPass)
 	trivialTC := trivialProgram(b, ebpf.SchedCLS, -1)
 
@@ -180,7 +182,7 @@ func BenchmarkPacket(b *testing.B) {
 // the verdict, reports the kernel's durations and returns how many packets
 // it ran.
 func measure(b *testing.B, prog *ebpf.Program, verdict uint32, next func(*rand.Rand) []byte) int {
-	r := rand.New(rand.NewPCG(1, uint64(len(b.Name()))))
+	r := benchrand.New(b, b.Name())
 	unpin := pinCPU(b)
 	defer unpin()
 
@@ -281,7 +283,7 @@ type benchFlow struct {
 // once in every few packets as it would here.
 func (env *benchEnv) newFlows(b *testing.B, prog *ebpf.Program, verdict uint32) []benchFlow {
 	n := flowCount()
-	r := rand.New(rand.NewPCG(2, uint64(env.n)))
+	r := benchrand.New(b, "lb-flows/"+strconv.Itoa(env.n))
 	flows := make([]benchFlow, n)
 	var buf []byte
 	for i := range flows {

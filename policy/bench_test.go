@@ -42,6 +42,7 @@ import (
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/benchrand"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -121,6 +122,7 @@ func policyFlowCount() int {
 // established case, so that every repetition (-count) starts alike.
 func BenchmarkPolicyPacket(b *testing.B) {
 	testutil.RequireRoot(b)
+	benchrand.Seed(b) // prints the run's seed before any result
 	sizes := policyBenchSizes(b)
 	trivial := benchTrivialTC(b)
 	// means holds each repetition's ns/pkt by "<rules>/<case>": -count
@@ -138,12 +140,12 @@ func BenchmarkPolicyPacket(b *testing.B) {
 			prog := env.dp.Programs().XdplaneTcEgress
 
 			b.Run("trivial", func(b *testing.B) {
-				pkt := env.flowPacket(nil, env.flows(1)[0])
+				pkt := env.flowPacket(nil, env.flows(b, 1)[0])
 				mean, _ := env.measure(b, trivial, env.ctx, func(*rand.Rand) []byte { return pkt })
 				record("trivial", mean)
 			})
 			b.Run("no-endpoint", func(b *testing.B) {
-				pkt := env.flowPacket(nil, env.flows(1)[0])
+				pkt := env.flowPacket(nil, env.flows(b, 1)[0])
 				check := env.expect(b, 0, 0)
 				mean, _ := env.measure(b, prog, env.otherCtx, func(*rand.Rand) []byte { return pkt })
 				record("no-endpoint", mean)
@@ -217,16 +219,16 @@ type benchRule struct {
 	port uint16
 }
 
-// benchRules draws n rules with distinct prefixes, from a seed that
-// depends on n only: one in eight IPv6 (in 2000::/3, half /128, half
+// benchRules draws n rules with distinct prefixes, from the run's seed
+// and n: one in eight IPv6 (in 2000::/3, half /128, half
 // /64), the rest IPv4 (first octet 11 to 99, half /32, half /24), each
 // with a random TCP port from 1 to 65535 (443 for all with
 // -xdplane.bench-one-port). Random ports give mostly distinct rulesets, so
 // the ports table grows with the rules as the peers table does: the worst
 // case for the second lookup. Prefixes may nest (a /32 in a /24);
 // compileRules gives the inner one both rules' ports.
-func benchRules(n int) []benchRule {
-	rng := rand.New(rand.NewPCG(uint64(n), 0x706f6c))
+func benchRules(b *testing.B, n int) []benchRule {
+	rng := benchrand.New(b, "policy-rules/"+strconv.Itoa(n))
 	seen := make(map[netip.Prefix]bool, n)
 	rules := make([]benchRule, 0, n)
 	for len(rules) < n {
@@ -263,7 +265,7 @@ func benchPolicy(rules []benchRule) Policy {
 
 func newPolicyBenchEnv(b *testing.B, n int) *policyBenchEnv {
 	b.Helper()
-	env := &policyBenchEnv{n: n, rules: benchRules(n), drawn: make([]int, n)}
+	env := &policyBenchEnv{n: n, rules: benchRules(b, n), drawn: make([]int, n)}
 	env.ns = testutil.NewGroup(b).NS("polb")
 	testutil.Veth(b, env.ns, "pol0", env.ns, "pol1")
 	dir := testutil.BPFFS(b)
@@ -363,9 +365,9 @@ func (env *policyBenchEnv) newFlow(r *rand.Rand) benchFlow {
 	panic("policy benchmark: every rule drawn has run out of fresh flows; use fewer packets per case")
 }
 
-// flows returns k fresh flows drawn with a fixed seed.
-func (env *policyBenchEnv) flows(k int) []benchFlow {
-	r := rand.New(rand.NewPCG(3, uint64(env.n)))
+// flows returns k fresh flows, drawn from the run's seed.
+func (env *policyBenchEnv) flows(b *testing.B, k int) []benchFlow {
+	r := benchrand.New(b, "policy-flows/"+strconv.Itoa(env.n))
 	out := make([]benchFlow, k)
 	for i := range out {
 		out[i] = env.newFlow(r)
@@ -379,7 +381,7 @@ func (env *policyBenchEnv) flows(k int) []benchFlow {
 // takes a slower path (it refreshes both entries), which a steady flow
 // pays once a second, not once in every few packets.
 func (env *policyBenchEnv) establish(b *testing.B, prog *ebpf.Program, k int) []benchFlow {
-	flows := env.flows(k)
+	flows := env.flows(b, k)
 	err := env.ns.Do(func() error {
 		var buf []byte
 		for i, f := range flows {
@@ -411,7 +413,7 @@ func (env *policyBenchEnv) flowPacket(buf []byte, f benchFlow) []byte {
 // pass. It reports the kernel's durations and returns their mean and the
 // number of packets.
 func (env *policyBenchEnv) measure(b *testing.B, prog *ebpf.Program, ctx []byte, next func(*rand.Rand) []byte) (float64, int) {
-	r := rand.New(rand.NewPCG(1, uint64(len(b.Name()))))
+	r := benchrand.New(b, b.Name())
 	var ns []uint32
 	// b.Loop runs on the namespace's thread, which is safe because Do
 	// waits for it; nothing inside calls b.Fatal.
@@ -498,7 +500,7 @@ func (env *policyBenchEnv) conntrackEntries(b *testing.B) int {
 // and the others a used one; a map in service is a used one.
 func (env *policyBenchEnv) churnConntrack(b *testing.B) {
 	mp := env.dp.Maps().PolicyCt
-	r := rand.New(rand.NewPCG(4, uint64(env.n)))
+	r := benchrand.New(b, "policy-churn/"+strconv.Itoa(env.n))
 	keys := make([]bpf.XdplanePctKey, 4096)
 	vals := make([]bpf.XdplanePctValue, len(keys))
 	for range int(mp.MaxEntries()) / 2 / len(keys) {

@@ -37,6 +37,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplane/xdplane/internal/benchrand"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -100,6 +101,7 @@ var iptablesVariants = []string{"iptables", "iptables-legacy"}
 // once per -count.
 func BenchmarkConnPolicy(b *testing.B) {
 	testutil.RequireRoot(b)
+	benchrand.Seed(b) // prints the run's seed before any result
 	counts := connRuleCounts()
 
 	b.Run("none", func(b *testing.B) {
@@ -115,7 +117,7 @@ func BenchmarkConnPolicy(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/rules=%d", ipt, n), func(b *testing.B) {
 				requireIptables(b, ipt)
 				tp, dst := newConnTopology(b)
-				peers := connPeers(tp, n)
+				peers := connPeers(b, tp, n)
 				start := time.Now()
 				installIptablesWith(b, ipt, tp.Node, peers, dst)
 				install := time.Since(start)
@@ -135,7 +137,7 @@ func BenchmarkConnPolicy(b *testing.B) {
 	for _, n := range counts {
 		b.Run(fmt.Sprintf("xdplane/rules=%d", n), func(b *testing.B) {
 			tp, dst := newConnTopology(b)
-			xdplaneConnCase(b, tp, connPeers(tp, n), dst)
+			xdplaneConnCase(b, tp, connPeers(b, tp, n), dst)
 			checkConnPolicy(b, tp, dst, false)
 		})
 	}
@@ -157,10 +159,10 @@ func newConnTopology(b *testing.B) (*testutil.LBTopology, netip.AddrPort) {
 	return tp, dst
 }
 
-// connPeers draws n allowed prefixes, the client's /32 last, from a seed
-// that depends on n only: every variant at one count gets the same list.
-func connPeers(tp *testutil.LBTopology, n int) []netip.Prefix {
-	rng := rand.New(rand.NewPCG(uint64(n), 0x636f6e6e))
+// connPeers draws n allowed prefixes, the client's /32 last, from the
+// run's seed and n: every variant at one count gets the same list.
+func connPeers(b *testing.B, tp *testutil.LBTopology, n int) []netip.Prefix {
+	rng := benchrand.New(b, "conn-peers/"+strconv.Itoa(n))
 	return randomPeers(rng, n, netip.PrefixFrom(tp.ClientAddr, 32))
 }
 

@@ -1,5 +1,3 @@
-// Package idalloc hands out small nonzero ids, as the datapath's maps key
-// services, backends, endpoints and rule sets by them.
 package idalloc
 
 import "maps"

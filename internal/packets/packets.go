@@ -1,6 +1,3 @@
-// Package packets builds Ethernet frames for golden-packet tests with
-// gopacket, and checks IPv4, IPv6, TCP and UDP checksums with its own
-// arithmetic, independent of gopacket's serializer.
 package packets
 
 import (

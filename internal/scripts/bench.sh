@@ -56,7 +56,7 @@ echo "raw output: $out"
 bench() {
 	echo "go test -run '^\$' -bench '$1' -benchtime=$2 -count=$count ${short[*]} $3"
 	go test -run '^$' -bench "$1" -benchtime="$2" -count="$count" "${short[@]}" \
-		-timeout 60m "$3" | tee "$part" | grep --line-buffered -E '^(Benchmark|FAIL|---|ok|PASS|panic)|_test\.go' || true
+		-timeout 60m "$3" | tee "$part" | grep --line-buffered -E '^(Benchmark|FAIL|---|ok|PASS|panic|xdplane\.bench-seed:)|_test\.go' || true
 	cat "$part" >>"$out"
 	if ! grep -q '^ok' "$part"; then
 		echo "bench: go test failed; see $out" >&2

@@ -1,9 +1,3 @@
-// Package testutil gives tests their own network namespaces, veth pairs,
-// bpffs mounts and traffic endpoints, all removed when the test ends.
-//
-// Every helper that needs privileges calls RequireRoot first: without root
-// the test is skipped with a message, except under CI=true, where it fails,
-// because CI must exercise the kernel.
 package testutil
 
 import (
