@@ -51,12 +51,6 @@ type goldenCase struct {
 
 // goldenCases are first packets of new flows, each judged on its own.
 func goldenCases(t testing.TB) []goldenCase {
-	echo4 := func(src, dst string, typ uint8) []byte {
-		return raw4(t, src, dst, layers.IPProtocolICMPv4, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
-	}
-	echo6 := func(src, dst string, typ uint8) []byte {
-		return raw6(t, src, dst, layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
-	}
 	return []goldenCase{
 		// Peers, ports and ranges.
 		{"v4 allowed peer, allowed port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
@@ -64,6 +58,7 @@ func goldenCases(t testing.TB) []goldenCase {
 		{"v4 allowed peer, other port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
 		{"v6 allowed peer, other port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
 		{"v4 allowed port, UDP instead of TCP", Ingress, udp4(t, "10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 allowed port, UDP instead of TCP", Ingress, udp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
 		{"v4 peer outside every prefix", Ingress, tcp4(t, "10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
 		{"v6 peer outside every prefix", Ingress, tcp6(t, "[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
 		{"v4 except prefix", Ingress, tcp4(t, "10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
@@ -78,34 +73,44 @@ func goldenCases(t testing.TB) []goldenCase {
 		{"v4 UDP rule", Ingress, udp4(t, "10.9.0.1:5353", "10.0.1.2:53"), true, 0},
 		{"v6 UDP rule", Ingress, udp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
 		{"v4 UDP rule's peer, TCP", Ingress, tcp4(t, "10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 UDP rule's peer, TCP", Ingress, tcp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), false, ReasonNoRule},
 		{"v4 SCTP allowed port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
 		{"v4 SCTP other port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
 		{"v6 SCTP allowed port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
-		{"v4 ICMP echo request from anyone", Ingress, echo4("192.0.2.1", "10.0.1.2", 8), true, 0},
-		{"v6 ICMPv6 echo request from anyone", Ingress, echo6("2001:db8::1", "fd00:1::2", 128), true, 0},
-		{"v4 ICMP timestamp: another type", Ingress, echo4("192.0.2.1", "10.0.1.2", 13), false, ReasonNoRule},
-		{"v6 ICMPv6 echo reply with no request", Ingress, echo6("2001:db8::1", "fd00:1::2", 129), false, ReasonNoRule},
+		{"v6 SCTP other port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
+		{"v4 ICMP echo request from anyone", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 7), true, 0},
+		{"v6 ICMPv6 echo request from anyone", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 7), true, 0},
+		{"v4 ICMP timestamp: another type", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 13, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 node information query: another type", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 139, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 echo reply with no request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 129, 7), false, ReasonNoRule},
 		{"v4 GRE from an allowed peer", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 GRE from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 no next header from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, ReasonNoRule},
 
 		// Deny beats allow.
 		{"v4 denied prefix inside an allowed one", Ingress, tcp4(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
 		{"v6 denied prefix inside an allowed one", Ingress, tcp6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
-		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo4("10.0.7.7", "10.0.1.2", 8), false, ReasonDenyRule},
+		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo(t, "10.0.7.7", "10.0.1.2", 8, 7), false, ReasonDenyRule},
 		{"v4 egress allowed", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true, 0},
 		{"v6 egress allowed", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
 		{"v4 egress denied host in allowed prefix", Egress, tcp4(t, "10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
 		{"v6 egress denied host in allowed prefix", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
 		{"v4 egress other port", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
+		{"v6 egress other port", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:80"), false, ReasonNoRule},
 		{"v4 egress judges the destination, not the source", Egress, tcp4(t, "10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 egress judges the destination, not the source", Egress, tcp6(t, "[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
 
 		// IP options move the L4 header; they must not hide the port.
 		{"v4 options, allowed port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
 		{"v4 options, other port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
+		{"v4 options, denied peer by Deny rule", Ingress, v4Options(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
 		// IPv6 extension headers likewise.
 		{"v6 hop-by-hop and destination options, allowed port", Ingress,
 			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), true, 0},
 		{"v6 hop-by-hop and destination options, other port", Ingress,
 			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.HopByHop, packets.DestOpts), false, ReasonNoRule},
+		{"v6 hop-by-hop and destination options, denied peer by Deny rule", Ingress,
+			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), false, ReasonDenyRule},
 		{"v6 AH, other port", Ingress, ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.AH), false, ReasonNoRule},
 		{"v6 routing header, denied peer", Ingress,
 			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.Routing(2, 0, netip.MustParseAddr("fd00:1::2"))), false, ReasonDenyRule},
@@ -288,19 +293,41 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	// what they match.
 	// The flows above are tracked now, and stay allowed whatever the
 	// policy becomes: every flow from here on is new.
-	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
-	r.expect("deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false)
-	r.expect("deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true)
-	r.expect("deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true)
-	r.expect("deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true)
-	// A deny rule on ports makes unparseable packets on that direction
-	// deny: they could be hiding a denied port.
-	r.expect("deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false)
+	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}, {Prefix: pfx("fd00:a::7:0/112")}},
+		Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+	for _, c := range []goldenCase{
+		{"v4 deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v6 deny only, matched", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true, 0},
+		{"v6 deny only, other port", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:81"), true, 0},
+		{"v4 deny only, other protocol", Ingress, udp4(t, "10.0.7.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other protocol", Ingress, udp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other peer", Ingress, tcp6(t, "[fd00:a::8:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true, 0},
+		{"v6 deny only, egress untouched", Egress, tcp6(t, "[fd00:1::2]:80", "[fd00:a::7:7]:80"), true, 0},
+		// A deny rule on ports makes unparseable packets on that
+		// direction deny: they could be hiding a denied port.
+		{"v4 deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+		{"v6 deny only, cut-short TCP", Ingress, raw6(t, "fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+	} {
+		r.expectCase(c)
+	}
 
 	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
-	r.expect("deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false)
-	r.expect("deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false)
+	for _, c := range []goldenCase{
+		{"v4 deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 deny all", Ingress, tcp6(t, "[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 deny all, egress", Egress, tcp6(t, "[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
+		{"v4 deny all, UDP", Ingress, udp4(t, "10.9.0.1:41000", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 deny all, UDP", Ingress, udp6(t, "[fd00:9::1]:41000", "[fd00:1::2]:53"), false, ReasonNoRule},
+		{"v4 deny all, echo request", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 41), false, ReasonNoRule},
+		{"v6 deny all, echo request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 41), false, ReasonNoRule},
+	} {
+		r.expectCase(c)
+	}
 	// But IPv6's neighbour discovery and multicast listener messages
 	// pass, as ARP does: without them nothing works. Only those that
 	// cannot have left their link (hop limit 255 for neighbour
