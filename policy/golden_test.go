@@ -428,6 +428,74 @@ func TestGoldenStateful(t *testing.T) {
 	}
 }
 
+// UDP, SCTP and ICMP echo replies pass the other direction's rules as
+// TCP's do (TestGoldenStateful), both for a flow the pod opens and for one
+// it accepts; what only looks like a reply does not.
+func TestGoldenStatefulProtocols(t *testing.T) {
+	for _, fam := range []struct {
+		name string
+		// remote: a peer egress may open flows to; udpPeer and sctpPeer:
+		// peers ingress accepts UDP 53 and SCTP 9000 from; anyone: a
+		// peer ingress accepts only echo requests from.
+		pod, remote, udpPeer, sctpPeer, anyone string
+		request, reply                         uint8 // echo types
+	}{
+		{"v4", "10.0.1.2", "10.1.2.3", "10.9.0.1", "10.0.3.4", "192.0.2.1", 8, 0},
+		{"v6", "fd00:1::2", "fd00:b::3", "fd00:9::1", "fd00:a::3:4", "2001:db8::1", 128, 129},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newRig(t, datapath.Limits{})
+			// Egress may also open UDP 53, SCTP 9000 and echo to the
+			// peers of its TCP rule; ingress accepts none of their replies.
+			p := goldenPolicy()
+			p.Egress.Rules = append(p.Egress.Rules, Rule{Peers: p.Egress.Rules[0].Peers,
+				Ports: []PortRange{{Protocol: UDP, Port: 53}, {Protocol: SCTP, Port: 9000}, {Protocol: ICMP, Port: 8}, {Protocol: ICMP, Port: 128}}})
+			r.setPolicy(p)
+
+			var cases []goldenCase
+			for _, c := range []struct {
+				proto  layers.IPProtocol
+				port   uint16
+				inPeer string
+			}{
+				{layers.IPProtocolUDP, 53, fam.udpPeer},
+				{layers.IPProtocolSCTP, 9000, fam.sctpPeer},
+			} {
+				pkt := func(src string, sport uint16, dst string, dport uint16) []byte {
+					return flowStart(t, c.proto, hostPort(src, sport), hostPort(dst, dport))
+				}
+				name := fam.name + " " + c.proto.String()
+				cases = append(cases,
+					goldenCase{name + " reply before the flow", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), false, ReasonNoRule},
+					goldenCase{name + " flow out", Egress, pkt(fam.pod, 5353, fam.remote, c.port), true, 0},
+					goldenCase{name + " its reply, which ingress rules deny", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), true, 0},
+					goldenCase{name + " a stray packet like a reply", Ingress, pkt(fam.remote, c.port, fam.pod, 5354), false, ReasonNoRule},
+					goldenCase{name + " reply out before the flow in", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), false, ReasonNoRule},
+					goldenCase{name + " flow in", Ingress, pkt(c.inPeer, 5353, fam.pod, c.port), true, 0},
+					goldenCase{name + " its reply out, which egress rules deny", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), true, 0},
+					goldenCase{name + " a stray packet out like a reply", Egress, pkt(fam.pod, c.port, c.inPeer, 5354), false, ReasonNoRule},
+				)
+			}
+			// An echo's flow is its identifier: a reply with another one
+			// belongs to no request.
+			name := fam.name + " echo"
+			cases = append(cases,
+				goldenCase{name + " reply before the request", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), false, ReasonNoRule},
+				goldenCase{name + " request out", Egress, echo(t, fam.pod, fam.remote, fam.request, 7), true, 0},
+				goldenCase{name + " its reply, which ingress rules deny", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), true, 0},
+				goldenCase{name + " a reply with another identifier", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 8), false, ReasonNoRule},
+				goldenCase{name + " reply out before the request in", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), false, ReasonNoRule},
+				goldenCase{name + " request in", Ingress, echo(t, fam.anyone, fam.pod, fam.request, 9), true, 0},
+				goldenCase{name + " its reply out, which egress rules deny", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), true, 0},
+				goldenCase{name + " a reply out with another identifier", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 10), false, ReasonNoRule},
+			)
+			for _, c := range cases {
+				r.expectCase(c)
+			}
+		})
+	}
+}
+
 // A later fragment passes only when its datagram's first fragment did:
 // the ports it lacks come from that one.
 func TestGoldenFragments(t *testing.T) {

@@ -227,6 +227,26 @@ func raw6(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte, ext
 		Proto: proto, NoL4Header: true, Payload: l4, Ext: ext}.Build())
 }
 
+// flowStart is the first packet of a TCP, UDP or SCTP flow from src to dst,
+// in the family of their addresses.
+func flowStart(t testing.TB, proto layers.IPProtocol, src, dst string) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	v4 := s.Addr().Is4()
+	switch {
+	case proto == layers.IPProtocolSCTP && v4:
+		return raw4(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
+	case proto == layers.IPProtocolSCTP:
+		return raw6(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
+	case proto == layers.IPProtocolUDP && v4:
+		return udp4(t, src, dst)
+	case proto == layers.IPProtocolUDP:
+		return udp6(t, src, dst)
+	case v4:
+		return tcp4(t, src, dst)
+	}
+	return tcp6(t, src, dst)
+}
+
 // echo is an ICMP message of type typ (ICMPv6 between IPv6 addresses)
 // with identifier id, sequence 1: an echo request or reply for the types
 // that are.
@@ -236,6 +256,11 @@ func echo(t testing.TB, src, dst string, typ uint8, id uint16) []byte {
 		return raw4(t, src, dst, layers.IPProtocolICMPv4, msg)
 	}
 	return raw6(t, src, dst, layers.IPProtocolICMPv6, msg)
+}
+
+// hostPort joins addr and port as netip.AddrPort writes them.
+func hostPort(addr string, port uint16) string {
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), port).String()
 }
 
 // sctpHeader is an SCTP common header and one empty DATA-less chunk
