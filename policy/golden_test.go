@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -131,13 +132,16 @@ func goldenCases(t testing.TB) []goldenCase {
 	}
 }
 
-// v4Options is a TCP SYN whose IPv4 header carries 8 bytes of options.
+// v4Options is a TCP SYN whose IPv4 header carries ipOptions.
 func v4Options(t testing.TB, src, dst string) []byte {
 	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true},
-		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
-			{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}.Build())
+		Options: ipOptions}.Build())
 }
+
+// ipOptions are 8 bytes of IPv4 options: seven no-ops and an end of list.
+var ipOptions = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
+	{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
 
 func ext6(t testing.TB, src, dst string, ext ...packets.IPv6Ext) []byte {
 	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
@@ -499,58 +503,159 @@ func TestGoldenStatefulProtocols(t *testing.T) {
 // A later fragment passes only when its datagram's first fragment did:
 // the ports it lacks come from that one.
 func TestGoldenFragments(t *testing.T) {
-	frag4 := func(src, dst string, id, offset uint16, more bool, body []byte) []byte {
-		p := packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-			Proto: layers.IPProtocolUDP, ID: id, FragOffset: offset, Payload: body}
-		if more {
-			p.Flags = layers.IPv4MoreFragments
-		}
-		if offset != 0 {
-			p.NoL4Header = true
-		}
-		return mustBuild(p.Build())
+	const tcp, udp, sctp = layers.IPProtocolTCP, layers.IPProtocolUDP, layers.IPProtocolSCTP
+	udpFrag := func(src, dst string, id uint32, offset uint16, more bool) []byte {
+		return frag{proto: udp, src: src, dst: dst, id: id, offset: offset, more: more}.build()
 	}
-	frag6 := func(src, dst string, id uint32, offset uint16, more bool, body []byte) []byte {
-		p := packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-			Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(offset, more, id)}}
-		if offset != 0 {
-			p.NoL4Header = true
-		}
-		return mustBuild(p.Build())
-	}
-	body := make([]byte, 64)
+	// The body of a later fragment that reads as a UDP header from 5353
+	// to 53, which the rules allow: a parser that took it for one would
+	// let it pass.
+	lookalike := append([]byte{0x14, 0xe9, 0, 53, 0, 64, 0, 0}, make([]byte, 56)...)
 	r := newRig(t, datapath.Limits{})
 	r.setPolicy(goldenPolicy())
 
+	var cases []goldenCase
+	add := func(cs ...goldenCase) { cases = append(cases, cs...) }
+
 	// IPv4: 10.9.0.0/16 may send UDP 53.
-	r.expect("v4 first fragment, allowed", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 0, true, body), true)
-	r.expect("v4 its later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true, body), true)
-	r.expect("v4 its last fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false, body), true)
-	r.expect("v4 first fragment, denied port", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true, body), false)
-	r.expect("v4 the denied datagram's later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false, body), false)
-	r.expect("v4 a later fragment with no first", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false, body), false)
-	r.expect("v4 an allowed datagram's id from another source", Ingress, frag4("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false, body), false)
-	// An id reused for a denied datagram must not inherit the ports of
-	// the allowed one before it.
-	r.expect("v4 id 100 reused, first fragment denied", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true, body), false)
-	r.expect("v4 id 100 reused, later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false, body), false)
+	add(
+		goldenCase{"v4 first fragment, allowed", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 0, true), true, 0},
+		goldenCase{"v4 its later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true), true, 0},
+		goldenCase{"v4 its last fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false), true, 0},
+		goldenCase{"v4 an allowed datagram's id, another protocol", Ingress,
+			frag{proto: tcp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 100, offset: 9}.build(), false, ReasonFragment},
+		goldenCase{"v4 first fragment, denied port", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true), false, ReasonNoRule},
+		goldenCase{"v4 the denied datagram's later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false), false, ReasonFragment},
+		goldenCase{"v4 a later fragment with no first", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false), false, ReasonFragment},
+		goldenCase{"v4 a later fragment with no first, its body like an allowed UDP header", Ingress,
+			frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 103, offset: 1, body: lookalike}.build(), false, ReasonFragment},
+		goldenCase{"v4 an allowed datagram's id from another source", Ingress, udpFrag("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false), false, ReasonFragment},
+		// An id reused for a denied datagram must not inherit the ports
+		// of the allowed one before it.
+		goldenCase{"v4 id 100 reused, first fragment denied", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true), false, ReasonNoRule},
+		goldenCase{"v4 id 100 reused, later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false), false, ReasonFragment},
+	)
+	// The same datagrams in both families, TCP and SCTP in, TCP and UDP
+	// out: peer may send TCP 80 and SCTP 9000, and the pod may send TCP
+	// 443 to remote's prefix, but a Deny rule names denied and
+	// deniedRemote.
+	for _, fam := range []struct{ name, pod, peer, denied, remote, deniedRemote string }{
+		{"v4", "10.0.1.2", "10.0.3.4", "10.0.7.7", "10.1.2.3", "10.1.9.9"},
+		{"v6", "fd00:1::2", "fd00:a::3:4", "fd00:a::7:7", "fd00:b::3", "fd00:b::9"},
+	} {
+		dg := func(name string, dir Direction, proto layers.IPProtocol, src string, sport uint16, dst string, dport uint16, id uint32, reason Reason) {
+			f := frag{proto: proto, src: hostPort(src, sport), dst: hostPort(dst, dport), id: id}
+			add(datagram(fam.name+" "+name, dir, f, reason)...)
+		}
+		dg("TCP allowed", Ingress, tcp, fam.peer, 40000, fam.pod, 80, 200, 0)
+		dg("TCP other port", Ingress, tcp, fam.peer, 40000, fam.pod, 81, 201, ReasonNoRule)
+		dg("TCP from a Deny rule's prefix inside an allowed one", Ingress, tcp, fam.denied, 40000, fam.pod, 80, 202, ReasonDenyRule)
+		dg("SCTP allowed", Ingress, sctp, fam.peer, 5000, fam.pod, 9000, 203, 0)
+		dg("SCTP other port", Ingress, sctp, fam.peer, 5000, fam.pod, 9001, 204, ReasonNoRule)
+		dg("SCTP from a Deny rule's prefix", Ingress, sctp, fam.denied, 5000, fam.pod, 9000, 205, ReasonDenyRule)
+		dg("egress TCP allowed", Egress, tcp, fam.pod, 40000, fam.remote, 443, 300, 0)
+		dg("egress TCP to a Deny rule's host in the allowed prefix", Egress, tcp, fam.pod, 40000, fam.deniedRemote, 443, 301, ReasonDenyRule)
+		dg("egress TCP other port", Egress, tcp, fam.pod, 40000, fam.remote, 80, 302, ReasonNoRule)
+		dg("egress UDP", Egress, udp, fam.pod, 5353, fam.remote, 53, 303, ReasonNoRule)
+	}
+
+	// IP options move the transport header of the first fragment.
+	add(datagram("v4 UDP with IP options, allowed", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 206, opts: ipOptions}, 0)...)
+	add(datagram("v4 UDP with IP options, other port", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:54", id: 207, opts: ipOptions}, ReasonNoRule)...)
+	add(datagram("v4 TCP with IP options from a Deny rule's prefix", Ingress, frag{proto: tcp, src: "10.0.7.7:40000", dst: "10.0.1.2:80", id: 208, opts: ipOptions}, ReasonDenyRule)...)
 
 	// IPv6: fd00:9::/64 may send UDP 53.
-	r.expect("v6 first fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true, body), true)
-	r.expect("v6 its later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false, body), true)
-	r.expect("v6 first fragment, denied port", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true, body), false)
-	r.expect("v6 the denied datagram's later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false, body), false)
-	r.expect("v6 a later fragment with no first", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false, body), false)
+	add(
+		goldenCase{"v6 first fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true), true, 0},
+		goldenCase{"v6 its later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false), true, 0},
+		goldenCase{"v6 first fragment, denied port", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true), false, ReasonNoRule},
+		goldenCase{"v6 the denied datagram's later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false), false, ReasonFragment},
+		goldenCase{"v6 a later fragment with no first", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false), false, ReasonFragment},
+		goldenCase{"v6 a later fragment with no first, its body like an allowed UDP header", Ingress,
+			frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 13, offset: 1, body: lookalike}.build(), false, ReasonFragment},
+	)
 	// An extension header after the fragment header: later fragments'
 	// fragment header names it, not UDP.
-	first := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
-		Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
-	later := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
-		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
-	r.expect("v6 first fragment, destination options after the fragment header", Ingress, first, true)
-	r.expect("v6 its later fragment, whose fragment header names destination options", Ingress, later, true)
-	r.expect("v6 atomic fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false, body), true)
-	r.expect("v6 atomic fragment, denied", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false, body), false)
+	firstFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolUDP, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
+	laterFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
+	add(
+		goldenCase{"v6 first fragment, destination options after the fragment header", Ingress, firstFrag, true, 0},
+		goldenCase{"v6 its later fragment, whose fragment header names destination options", Ingress, laterFrag, true, 0},
+		goldenCase{"v6 atomic fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false), true, 0},
+		goldenCase{"v6 atomic fragment, denied", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false), false, ReasonNoRule},
+	)
+	// Extension headers ahead of the fragment header, in every fragment.
+	hbh, hbhDest := []packets.IPv6Ext{packets.HopByHop}, []packets.IPv6Ext{packets.HopByHop, packets.DestOpts}
+	add(datagram("v6 UDP after a hop-by-hop header, allowed", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 206, ext: hbh}, 0)...)
+	add(datagram("v6 UDP after a hop-by-hop header, other port", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:54", id: 207, ext: hbh}, ReasonNoRule)...)
+	add(datagram("v6 TCP after hop-by-hop and destination options from a Deny rule's prefix", Ingress,
+		frag{proto: tcp, src: "[fd00:a::7:7]:40000", dst: "[fd00:1::2]:80", id: 208, ext: hbhDest}, ReasonDenyRule)...)
+
+	for _, c := range cases {
+		r.expectCase(c)
+	}
+}
+
+// frag is one fragment of a TCP, UDP or SCTP datagram from src to dst, in
+// the family of their addresses. The first (offset 0) carries the
+// transport header and body up to 72 bytes, so that the next starts at
+// offset 9; a later one carries body alone.
+type frag struct {
+	proto    layers.IPProtocol
+	src, dst string
+	id       uint32
+	offset   uint16 // in 8-byte units
+	more     bool
+	opts     []layers.IPv4Option // IPv4 options, in every fragment
+	ext      []packets.IPv6Ext   // IPv6 extension headers ahead of the fragment header
+	body     []byte              // a later fragment's; default 64 zero bytes
+}
+
+func (f frag) build() []byte {
+	s, d := netip.MustParseAddrPort(f.src), netip.MustParseAddrPort(f.dst)
+	body, raw := f.body, f.offset != 0
+	if body == nil {
+		body = make([]byte, 64)
+	}
+	if !raw {
+		switch f.proto {
+		case layers.IPProtocolSCTP:
+			body, raw = append(sctpHeader(s.Port(), d.Port()), make([]byte, 72-16)...), true
+		case layers.IPProtocolTCP:
+			body = make([]byte, 72-packets.TCPLen)
+		default:
+			body = make([]byte, 72-packets.UDPLen)
+		}
+	}
+	syn := packets.TCPFlags{SYN: true}
+	if s.Addr().Is4() {
+		p := packets.IPv4{Src: s, Dst: d, Proto: f.proto, ID: uint16(f.id), FragOffset: f.offset, Options: f.opts,
+			TCPFlags: syn, NoL4Header: raw, Payload: body}
+		if f.more {
+			p.Flags = layers.IPv4MoreFragments
+		}
+		return mustBuild(p.Build())
+	}
+	return mustBuild(packets.IPv6{Src: s, Dst: d, Proto: f.proto, TCPFlags: syn, NoL4Header: raw, Payload: body,
+		Ext: append(slices.Clone(f.ext), packets.Fragment(f.offset, f.more, f.id))}.Build())
+}
+
+// datagram is the first and the last fragment of f's datagram, the first
+// judged by the rules (reason 0: allowed): the last shares its fate, and
+// is dropped as a fragment whose first did not pass.
+func datagram(name string, dir Direction, f frag, reason Reason) []goldenCase {
+	first, last := f, f
+	first.more, last.offset = true, 9
+	lastReason := Reason(0)
+	if reason != 0 {
+		lastReason = ReasonFragment
+	}
+	return []goldenCase{
+		{name + ", first fragment", dir, first.build(), reason == 0, reason},
+		{name + ", its last fragment", dir, last.build(), reason == 0, lastReason},
+	}
 }
 
 // A policy change judges new flows by the new rules, keeps the flows the
