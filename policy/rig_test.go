@@ -132,6 +132,16 @@ func (r *rig) expect(name string, dir Direction, frame []byte, pass bool) {
 	}
 }
 
+// expectTranslated runs frame at the interface with index ifindex and
+// checks that it passes changed into want, as the load balancer
+// translates it.
+func (r *rig) expectTranslated(name string, ifindex uint32, dir Direction, frame, want []byte) {
+	r.t.Helper()
+	if ret, out := r.runOn(ifindex, dir, frame); ret != tcActUnspc || string(out) != string(want) {
+		r.t.Errorf("%s: verdict %d\n got %x\nwant %x", name, int32(ret), out, want)
+	}
+}
+
 // expectCase is expect for a golden case that also reads the drop
 // counters: a dropped packet counts once, under the case's reason, and a
 // passed one nowhere.
