@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -283,6 +284,70 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 	}
 	if dc.EventsLost != 0 {
 		t.Errorf("%d events lost", dc.EventsLost)
+	}
+}
+
+// With datapath.Options.EventSample N, every drop is counted and every
+// N-th drop on each CPU becomes an event. The sampling is a count per CPU,
+// not a random draw: what each CPU has counted since its last event stays
+// in event_tick, and events × N plus those counts is the number of drops,
+// exactly, however the runs fell on the CPUs (so the events number
+// between ⌈(M − CPUs × (N−1)) / N⌉ and ⌊M/N⌋ for M drops).
+func TestGoldenEventSampling(t *testing.T) {
+	const n, m = 7, 200
+	r := newRigWith(t, datapath.Options{EventSample: n})
+	r.setPolicy(Policy{Ingress: Rules{Isolated: true}})
+	rd, err := NewEventReader(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	for i := range m {
+		sport := uint16(20000 + i)
+		frame := tcp4(t, hostPort("10.0.3.4", sport), "10.0.1.2:80")
+		if i%2 == 1 {
+			frame = tcp6(t, hostPort("fd00:a::3:4", sport), "[fd00:1::2]:80")
+		}
+		r.expect(fmt.Sprintf("denied packet %d", i), Ingress, frame, false)
+	}
+
+	dc := r.dropCounters()
+	if dc.Packets[ReasonNoRule] != m || dc.EventsLost != 0 {
+		t.Errorf("drop counter %s = %d, %d events lost; want %d, none lost", ReasonNoRule, dc.Packets[ReasonNoRule], dc.EventsLost, m)
+	}
+	if c, err := r.m.Counters("pol0"); err != nil || c.Ingress.DeniedPackets != m {
+		t.Errorf("endpoint counters %+v, %v; want %d ingress packets denied", c, err, m)
+	}
+	events := 0
+	for {
+		rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		ev, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Reason != ReasonNoRule || ev.Direction != Ingress || ev.Destination.Port() != 80 {
+			t.Errorf("event %s, want one of the denied packets", ev)
+		}
+		events++
+	}
+	var ticks []uint32
+	if err := r.dp.Maps().EventTick.Lookup(uint32(0), &ticks); err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for cpu, tick := range ticks {
+		if tick >= n {
+			t.Errorf("CPU %d has counted %d drops since its last event, want fewer than %d", cpu, tick, n)
+		}
+		left += int(tick)
+	}
+	if events*n+left != m {
+		t.Errorf("%d events and %d drops counted towards the next (%v per CPU): %d × %d + %d != %d drops",
+			events, left, ticks, events, n, left, m)
 	}
 }
 
