@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,12 +53,6 @@ type goldenCase struct {
 
 // goldenCases are first packets of new flows, each judged on its own.
 func goldenCases(t testing.TB) []goldenCase {
-	echo4 := func(src, dst string, typ uint8) []byte {
-		return raw4(t, src, dst, layers.IPProtocolICMPv4, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
-	}
-	echo6 := func(src, dst string, typ uint8) []byte {
-		return raw6(t, src, dst, layers.IPProtocolICMPv6, icmpMsg(typ, 0, 0x00070001, []byte("ping")))
-	}
 	return []goldenCase{
 		// Peers, ports and ranges.
 		{"v4 allowed peer, allowed port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
@@ -64,6 +60,7 @@ func goldenCases(t testing.TB) []goldenCase {
 		{"v4 allowed peer, other port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
 		{"v6 allowed peer, other port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
 		{"v4 allowed port, UDP instead of TCP", Ingress, udp4(t, "10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 allowed port, UDP instead of TCP", Ingress, udp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
 		{"v4 peer outside every prefix", Ingress, tcp4(t, "10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
 		{"v6 peer outside every prefix", Ingress, tcp6(t, "[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
 		{"v4 except prefix", Ingress, tcp4(t, "10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
@@ -78,34 +75,44 @@ func goldenCases(t testing.TB) []goldenCase {
 		{"v4 UDP rule", Ingress, udp4(t, "10.9.0.1:5353", "10.0.1.2:53"), true, 0},
 		{"v6 UDP rule", Ingress, udp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
 		{"v4 UDP rule's peer, TCP", Ingress, tcp4(t, "10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 UDP rule's peer, TCP", Ingress, tcp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), false, ReasonNoRule},
 		{"v4 SCTP allowed port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
 		{"v4 SCTP other port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
 		{"v6 SCTP allowed port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
-		{"v4 ICMP echo request from anyone", Ingress, echo4("192.0.2.1", "10.0.1.2", 8), true, 0},
-		{"v6 ICMPv6 echo request from anyone", Ingress, echo6("2001:db8::1", "fd00:1::2", 128), true, 0},
-		{"v4 ICMP timestamp: another type", Ingress, echo4("192.0.2.1", "10.0.1.2", 13), false, ReasonNoRule},
-		{"v6 ICMPv6 echo reply with no request", Ingress, echo6("2001:db8::1", "fd00:1::2", 129), false, ReasonNoRule},
+		{"v6 SCTP other port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
+		{"v4 ICMP echo request from anyone", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 7), true, 0},
+		{"v6 ICMPv6 echo request from anyone", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 7), true, 0},
+		{"v4 ICMP timestamp: another type", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 13, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 node information query: another type", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 139, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 echo reply with no request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 129, 7), false, ReasonNoRule},
 		{"v4 GRE from an allowed peer", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 GRE from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 no next header from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, ReasonNoRule},
 
 		// Deny beats allow.
 		{"v4 denied prefix inside an allowed one", Ingress, tcp4(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
 		{"v6 denied prefix inside an allowed one", Ingress, tcp6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
-		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo4("10.0.7.7", "10.0.1.2", 8), false, ReasonDenyRule},
+		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo(t, "10.0.7.7", "10.0.1.2", 8, 7), false, ReasonDenyRule},
 		{"v4 egress allowed", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true, 0},
 		{"v6 egress allowed", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
 		{"v4 egress denied host in allowed prefix", Egress, tcp4(t, "10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
 		{"v6 egress denied host in allowed prefix", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
 		{"v4 egress other port", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
+		{"v6 egress other port", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:80"), false, ReasonNoRule},
 		{"v4 egress judges the destination, not the source", Egress, tcp4(t, "10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 egress judges the destination, not the source", Egress, tcp6(t, "[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
 
 		// IP options move the L4 header; they must not hide the port.
 		{"v4 options, allowed port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
 		{"v4 options, other port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
+		{"v4 options, denied peer by Deny rule", Ingress, v4Options(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
 		// IPv6 extension headers likewise.
 		{"v6 hop-by-hop and destination options, allowed port", Ingress,
 			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), true, 0},
 		{"v6 hop-by-hop and destination options, other port", Ingress,
 			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.HopByHop, packets.DestOpts), false, ReasonNoRule},
+		{"v6 hop-by-hop and destination options, denied peer by Deny rule", Ingress,
+			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), false, ReasonDenyRule},
 		{"v6 AH, other port", Ingress, ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.AH), false, ReasonNoRule},
 		{"v6 routing header, denied peer", Ingress,
 			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.Routing(2, 0, netip.MustParseAddr("fd00:1::2"))), false, ReasonDenyRule},
@@ -126,13 +133,16 @@ func goldenCases(t testing.TB) []goldenCase {
 	}
 }
 
-// v4Options is a TCP SYN whose IPv4 header carries 8 bytes of options.
+// v4Options is a TCP SYN whose IPv4 header carries ipOptions.
 func v4Options(t testing.TB, src, dst string) []byte {
 	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true},
-		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
-			{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}.Build())
+		Options: ipOptions}.Build())
 }
+
+// ipOptions are 8 bytes of IPv4 options: seven no-ops and an end of list.
+var ipOptions = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
+	{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
 
 func ext6(t testing.TB, src, dst string, ext ...packets.IPv6Ext) []byte {
 	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
@@ -277,6 +287,70 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 	}
 }
 
+// With datapath.Options.EventSample N, every drop is counted and every
+// N-th drop on each CPU becomes an event. The sampling is a count per CPU,
+// not a random draw: what each CPU has counted since its last event stays
+// in event_tick, and events × N plus those counts is the number of drops,
+// exactly, however the runs fell on the CPUs (so the events number
+// between ⌈(M − CPUs × (N−1)) / N⌉ and ⌊M/N⌋ for M drops).
+func TestGoldenEventSampling(t *testing.T) {
+	const n, m = 7, 200
+	r := newRigWith(t, datapath.Options{EventSample: n})
+	r.setPolicy(Policy{Ingress: Rules{Isolated: true}})
+	rd, err := NewEventReader(r.dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+
+	for i := range m {
+		sport := uint16(20000 + i)
+		frame := tcp4(t, hostPort("10.0.3.4", sport), "10.0.1.2:80")
+		if i%2 == 1 {
+			frame = tcp6(t, hostPort("fd00:a::3:4", sport), "[fd00:1::2]:80")
+		}
+		r.expect(fmt.Sprintf("denied packet %d", i), Ingress, frame, false)
+	}
+
+	dc := r.dropCounters()
+	if dc.Packets[ReasonNoRule] != m || dc.EventsLost != 0 {
+		t.Errorf("drop counter %s = %d, %d events lost; want %d, none lost", ReasonNoRule, dc.Packets[ReasonNoRule], dc.EventsLost, m)
+	}
+	if c, err := r.m.Counters("pol0"); err != nil || c.Ingress.DeniedPackets != m {
+		t.Errorf("endpoint counters %+v, %v; want %d ingress packets denied", c, err, m)
+	}
+	events := 0
+	for {
+		rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		ev, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Reason != ReasonNoRule || ev.Direction != Ingress || ev.Destination.Port() != 80 {
+			t.Errorf("event %s, want one of the denied packets", ev)
+		}
+		events++
+	}
+	var ticks []uint32
+	if err := r.dp.Maps().EventTick.Lookup(uint32(0), &ticks); err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for cpu, tick := range ticks {
+		if tick >= n {
+			t.Errorf("CPU %d has counted %d drops since its last event, want fewer than %d", cpu, tick, n)
+		}
+		left += int(tick)
+	}
+	if events*n+left != m {
+		t.Errorf("%d events and %d drops counted towards the next (%v per CPU): %d × %d + %d != %d drops",
+			events, left, ticks, events, n, left, m)
+	}
+}
+
 // Without a policy, or with a direction not isolated and no deny rules,
 // everything passes, even what cannot be parsed (the kernel decides).
 func TestGoldenNoPolicyPassesAll(t *testing.T) {
@@ -288,19 +362,41 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	// what they match.
 	// The flows above are tracked now, and stay allowed whatever the
 	// policy becomes: every flow from here on is new.
-	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
-	r.expect("deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false)
-	r.expect("deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true)
-	r.expect("deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true)
-	r.expect("deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true)
-	// A deny rule on ports makes unparseable packets on that direction
-	// deny: they could be hiding a denied port.
-	r.expect("deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false)
+	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}, {Prefix: pfx("fd00:a::7:0/112")}},
+		Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
+	for _, c := range []goldenCase{
+		{"v4 deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v6 deny only, matched", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true, 0},
+		{"v6 deny only, other port", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:81"), true, 0},
+		{"v4 deny only, other protocol", Ingress, udp4(t, "10.0.7.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other protocol", Ingress, udp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other peer", Ingress, tcp6(t, "[fd00:a::8:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true, 0},
+		{"v6 deny only, egress untouched", Egress, tcp6(t, "[fd00:1::2]:80", "[fd00:a::7:7]:80"), true, 0},
+		// A deny rule on ports makes unparseable packets on that
+		// direction deny: they could be hiding a denied port.
+		{"v4 deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+		{"v6 deny only, cut-short TCP", Ingress, raw6(t, "fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+	} {
+		r.expectCase(c)
+	}
 
 	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
-	r.expect("deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false)
-	r.expect("deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false)
+	for _, c := range []goldenCase{
+		{"v4 deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 deny all", Ingress, tcp6(t, "[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 deny all, egress", Egress, tcp6(t, "[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
+		{"v4 deny all, UDP", Ingress, udp4(t, "10.9.0.1:41000", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 deny all, UDP", Ingress, udp6(t, "[fd00:9::1]:41000", "[fd00:1::2]:53"), false, ReasonNoRule},
+		{"v4 deny all, echo request", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 41), false, ReasonNoRule},
+		{"v6 deny all, echo request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 41), false, ReasonNoRule},
+	} {
+		r.expectCase(c)
+	}
 	// But IPv6's neighbour discovery and multicast listener messages
 	// pass, as ARP does: without them nothing works. Only those that
 	// cannot have left their link (hop limit 255 for neighbour
@@ -401,61 +497,230 @@ func TestGoldenStateful(t *testing.T) {
 	}
 }
 
+// UDP, SCTP and ICMP echo replies pass the other direction's rules as
+// TCP's do (TestGoldenStateful), both for a flow the pod opens and for one
+// it accepts; what only looks like a reply does not.
+func TestGoldenStatefulProtocols(t *testing.T) {
+	for _, fam := range []struct {
+		name string
+		// remote: a peer egress may open flows to; udpPeer and sctpPeer:
+		// peers ingress accepts UDP 53 and SCTP 9000 from; anyone: a
+		// peer ingress accepts only echo requests from.
+		pod, remote, udpPeer, sctpPeer, anyone string
+		request, reply                         uint8 // echo types
+	}{
+		{"v4", "10.0.1.2", "10.1.2.3", "10.9.0.1", "10.0.3.4", "192.0.2.1", 8, 0},
+		{"v6", "fd00:1::2", "fd00:b::3", "fd00:9::1", "fd00:a::3:4", "2001:db8::1", 128, 129},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newRig(t, datapath.Limits{})
+			// Egress may also open UDP 53, SCTP 9000 and echo to the
+			// peers of its TCP rule; ingress accepts none of their replies.
+			p := goldenPolicy()
+			p.Egress.Rules = append(p.Egress.Rules, Rule{Peers: p.Egress.Rules[0].Peers,
+				Ports: []PortRange{{Protocol: UDP, Port: 53}, {Protocol: SCTP, Port: 9000}, {Protocol: ICMP, Port: 8}, {Protocol: ICMP, Port: 128}}})
+			r.setPolicy(p)
+
+			var cases []goldenCase
+			for _, c := range []struct {
+				proto  layers.IPProtocol
+				port   uint16
+				inPeer string
+			}{
+				{layers.IPProtocolUDP, 53, fam.udpPeer},
+				{layers.IPProtocolSCTP, 9000, fam.sctpPeer},
+			} {
+				pkt := func(src string, sport uint16, dst string, dport uint16) []byte {
+					return flowStart(t, c.proto, hostPort(src, sport), hostPort(dst, dport))
+				}
+				name := fam.name + " " + c.proto.String()
+				cases = append(cases,
+					goldenCase{name + " reply before the flow", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), false, ReasonNoRule},
+					goldenCase{name + " flow out", Egress, pkt(fam.pod, 5353, fam.remote, c.port), true, 0},
+					goldenCase{name + " its reply, which ingress rules deny", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), true, 0},
+					goldenCase{name + " a stray packet like a reply", Ingress, pkt(fam.remote, c.port, fam.pod, 5354), false, ReasonNoRule},
+					goldenCase{name + " reply out before the flow in", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), false, ReasonNoRule},
+					goldenCase{name + " flow in", Ingress, pkt(c.inPeer, 5353, fam.pod, c.port), true, 0},
+					goldenCase{name + " its reply out, which egress rules deny", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), true, 0},
+					goldenCase{name + " a stray packet out like a reply", Egress, pkt(fam.pod, c.port, c.inPeer, 5354), false, ReasonNoRule},
+				)
+			}
+			// An echo's flow is its identifier: a reply with another one
+			// belongs to no request.
+			name := fam.name + " echo"
+			cases = append(cases,
+				goldenCase{name + " reply before the request", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), false, ReasonNoRule},
+				goldenCase{name + " request out", Egress, echo(t, fam.pod, fam.remote, fam.request, 7), true, 0},
+				goldenCase{name + " its reply, which ingress rules deny", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), true, 0},
+				goldenCase{name + " a reply with another identifier", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 8), false, ReasonNoRule},
+				goldenCase{name + " reply out before the request in", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), false, ReasonNoRule},
+				goldenCase{name + " request in", Ingress, echo(t, fam.anyone, fam.pod, fam.request, 9), true, 0},
+				goldenCase{name + " its reply out, which egress rules deny", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), true, 0},
+				goldenCase{name + " a reply out with another identifier", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 10), false, ReasonNoRule},
+			)
+			for _, c := range cases {
+				r.expectCase(c)
+			}
+		})
+	}
+}
+
 // A later fragment passes only when its datagram's first fragment did:
 // the ports it lacks come from that one.
 func TestGoldenFragments(t *testing.T) {
-	frag4 := func(src, dst string, id, offset uint16, more bool, body []byte) []byte {
-		p := packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-			Proto: layers.IPProtocolUDP, ID: id, FragOffset: offset, Payload: body}
-		if more {
-			p.Flags = layers.IPv4MoreFragments
-		}
-		if offset != 0 {
-			p.NoL4Header = true
-		}
-		return mustBuild(p.Build())
+	const tcp, udp, sctp = layers.IPProtocolTCP, layers.IPProtocolUDP, layers.IPProtocolSCTP
+	udpFrag := func(src, dst string, id uint32, offset uint16, more bool) []byte {
+		return frag{proto: udp, src: src, dst: dst, id: id, offset: offset, more: more}.build()
 	}
-	frag6 := func(src, dst string, id uint32, offset uint16, more bool, body []byte) []byte {
-		p := packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-			Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(offset, more, id)}}
-		if offset != 0 {
-			p.NoL4Header = true
-		}
-		return mustBuild(p.Build())
-	}
-	body := make([]byte, 64)
+	// The body of a later fragment that reads as a UDP header from 5353
+	// to 53, which the rules allow: a parser that took it for one would
+	// let it pass.
+	lookalike := append([]byte{0x14, 0xe9, 0, 53, 0, 64, 0, 0}, make([]byte, 56)...)
 	r := newRig(t, datapath.Limits{})
 	r.setPolicy(goldenPolicy())
 
+	var cases []goldenCase
+	add := func(cs ...goldenCase) { cases = append(cases, cs...) }
+
 	// IPv4: 10.9.0.0/16 may send UDP 53.
-	r.expect("v4 first fragment, allowed", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 0, true, body), true)
-	r.expect("v4 its later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true, body), true)
-	r.expect("v4 its last fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false, body), true)
-	r.expect("v4 first fragment, denied port", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true, body), false)
-	r.expect("v4 the denied datagram's later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false, body), false)
-	r.expect("v4 a later fragment with no first", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false, body), false)
-	r.expect("v4 an allowed datagram's id from another source", Ingress, frag4("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false, body), false)
-	// An id reused for a denied datagram must not inherit the ports of
-	// the allowed one before it.
-	r.expect("v4 id 100 reused, first fragment denied", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true, body), false)
-	r.expect("v4 id 100 reused, later fragment", Ingress, frag4("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false, body), false)
+	add(
+		goldenCase{"v4 first fragment, allowed", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 0, true), true, 0},
+		goldenCase{"v4 its later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true), true, 0},
+		goldenCase{"v4 its last fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false), true, 0},
+		goldenCase{"v4 an allowed datagram's id, another protocol", Ingress,
+			frag{proto: tcp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 100, offset: 9}.build(), false, ReasonFragment},
+		goldenCase{"v4 first fragment, denied port", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true), false, ReasonNoRule},
+		goldenCase{"v4 the denied datagram's later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false), false, ReasonFragment},
+		goldenCase{"v4 a later fragment with no first", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false), false, ReasonFragment},
+		goldenCase{"v4 a later fragment with no first, its body like an allowed UDP header", Ingress,
+			frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 103, offset: 1, body: lookalike}.build(), false, ReasonFragment},
+		goldenCase{"v4 an allowed datagram's id from another source", Ingress, udpFrag("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false), false, ReasonFragment},
+		// An id reused for a denied datagram must not inherit the ports
+		// of the allowed one before it.
+		goldenCase{"v4 id 100 reused, first fragment denied", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true), false, ReasonNoRule},
+		goldenCase{"v4 id 100 reused, later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false), false, ReasonFragment},
+	)
+	// The same datagrams in both families, TCP and SCTP in, TCP and UDP
+	// out: peer may send TCP 80 and SCTP 9000, and the pod may send TCP
+	// 443 to remote's prefix, but a Deny rule names denied and
+	// deniedRemote.
+	for _, fam := range []struct{ name, pod, peer, denied, remote, deniedRemote string }{
+		{"v4", "10.0.1.2", "10.0.3.4", "10.0.7.7", "10.1.2.3", "10.1.9.9"},
+		{"v6", "fd00:1::2", "fd00:a::3:4", "fd00:a::7:7", "fd00:b::3", "fd00:b::9"},
+	} {
+		dg := func(name string, dir Direction, proto layers.IPProtocol, src string, sport uint16, dst string, dport uint16, id uint32, reason Reason) {
+			f := frag{proto: proto, src: hostPort(src, sport), dst: hostPort(dst, dport), id: id}
+			add(datagram(fam.name+" "+name, dir, f, reason)...)
+		}
+		dg("TCP allowed", Ingress, tcp, fam.peer, 40000, fam.pod, 80, 200, 0)
+		dg("TCP other port", Ingress, tcp, fam.peer, 40000, fam.pod, 81, 201, ReasonNoRule)
+		dg("TCP from a Deny rule's prefix inside an allowed one", Ingress, tcp, fam.denied, 40000, fam.pod, 80, 202, ReasonDenyRule)
+		dg("SCTP allowed", Ingress, sctp, fam.peer, 5000, fam.pod, 9000, 203, 0)
+		dg("SCTP other port", Ingress, sctp, fam.peer, 5000, fam.pod, 9001, 204, ReasonNoRule)
+		dg("SCTP from a Deny rule's prefix", Ingress, sctp, fam.denied, 5000, fam.pod, 9000, 205, ReasonDenyRule)
+		dg("egress TCP allowed", Egress, tcp, fam.pod, 40000, fam.remote, 443, 300, 0)
+		dg("egress TCP to a Deny rule's host in the allowed prefix", Egress, tcp, fam.pod, 40000, fam.deniedRemote, 443, 301, ReasonDenyRule)
+		dg("egress TCP other port", Egress, tcp, fam.pod, 40000, fam.remote, 80, 302, ReasonNoRule)
+		dg("egress UDP", Egress, udp, fam.pod, 5353, fam.remote, 53, 303, ReasonNoRule)
+	}
+
+	// IP options move the transport header of the first fragment.
+	add(datagram("v4 UDP with IP options, allowed", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 206, opts: ipOptions}, 0)...)
+	add(datagram("v4 UDP with IP options, other port", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:54", id: 207, opts: ipOptions}, ReasonNoRule)...)
+	add(datagram("v4 TCP with IP options from a Deny rule's prefix", Ingress, frag{proto: tcp, src: "10.0.7.7:40000", dst: "10.0.1.2:80", id: 208, opts: ipOptions}, ReasonDenyRule)...)
 
 	// IPv6: fd00:9::/64 may send UDP 53.
-	r.expect("v6 first fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true, body), true)
-	r.expect("v6 its later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false, body), true)
-	r.expect("v6 first fragment, denied port", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true, body), false)
-	r.expect("v6 the denied datagram's later fragment", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false, body), false)
-	r.expect("v6 a later fragment with no first", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false, body), false)
+	add(
+		goldenCase{"v6 first fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true), true, 0},
+		goldenCase{"v6 its later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false), true, 0},
+		goldenCase{"v6 first fragment, denied port", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true), false, ReasonNoRule},
+		goldenCase{"v6 the denied datagram's later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false), false, ReasonFragment},
+		goldenCase{"v6 a later fragment with no first", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false), false, ReasonFragment},
+		goldenCase{"v6 a later fragment with no first, its body like an allowed UDP header", Ingress,
+			frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 13, offset: 1, body: lookalike}.build(), false, ReasonFragment},
+	)
 	// An extension header after the fragment header: later fragments'
 	// fragment header names it, not UDP.
-	first := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
-		Proto: layers.IPProtocolUDP, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
-	later := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
-		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: body, Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
-	r.expect("v6 first fragment, destination options after the fragment header", Ingress, first, true)
-	r.expect("v6 its later fragment, whose fragment header names destination options", Ingress, later, true)
-	r.expect("v6 atomic fragment, allowed", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false, body), true)
-	r.expect("v6 atomic fragment, denied", Ingress, frag6("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false, body), false)
+	firstFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolUDP, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
+	laterFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
+	add(
+		goldenCase{"v6 first fragment, destination options after the fragment header", Ingress, firstFrag, true, 0},
+		goldenCase{"v6 its later fragment, whose fragment header names destination options", Ingress, laterFrag, true, 0},
+		goldenCase{"v6 atomic fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false), true, 0},
+		goldenCase{"v6 atomic fragment, denied", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false), false, ReasonNoRule},
+	)
+	// Extension headers ahead of the fragment header, in every fragment.
+	hbh, hbhDest := []packets.IPv6Ext{packets.HopByHop}, []packets.IPv6Ext{packets.HopByHop, packets.DestOpts}
+	add(datagram("v6 UDP after a hop-by-hop header, allowed", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 206, ext: hbh}, 0)...)
+	add(datagram("v6 UDP after a hop-by-hop header, other port", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:54", id: 207, ext: hbh}, ReasonNoRule)...)
+	add(datagram("v6 TCP after hop-by-hop and destination options from a Deny rule's prefix", Ingress,
+		frag{proto: tcp, src: "[fd00:a::7:7]:40000", dst: "[fd00:1::2]:80", id: 208, ext: hbhDest}, ReasonDenyRule)...)
+
+	for _, c := range cases {
+		r.expectCase(c)
+	}
+}
+
+// frag is one fragment of a TCP, UDP or SCTP datagram from src to dst, in
+// the family of their addresses. The first (offset 0) carries the
+// transport header and body up to 72 bytes, so that the next starts at
+// offset 9; a later one carries body alone.
+type frag struct {
+	proto    layers.IPProtocol
+	src, dst string
+	id       uint32
+	offset   uint16 // in 8-byte units
+	more     bool
+	opts     []layers.IPv4Option // IPv4 options, in every fragment
+	ext      []packets.IPv6Ext   // IPv6 extension headers ahead of the fragment header
+	body     []byte              // a later fragment's; default 64 zero bytes
+}
+
+func (f frag) build() []byte {
+	s, d := netip.MustParseAddrPort(f.src), netip.MustParseAddrPort(f.dst)
+	body, raw := f.body, f.offset != 0
+	if body == nil {
+		body = make([]byte, 64)
+	}
+	if !raw {
+		switch f.proto {
+		case layers.IPProtocolSCTP:
+			body, raw = append(sctpHeader(s.Port(), d.Port()), make([]byte, 72-16)...), true
+		case layers.IPProtocolTCP:
+			body = make([]byte, 72-packets.TCPLen)
+		default:
+			body = make([]byte, 72-packets.UDPLen)
+		}
+	}
+	syn := packets.TCPFlags{SYN: true}
+	if s.Addr().Is4() {
+		p := packets.IPv4{Src: s, Dst: d, Proto: f.proto, ID: uint16(f.id), FragOffset: f.offset, Options: f.opts,
+			TCPFlags: syn, NoL4Header: raw, Payload: body}
+		if f.more {
+			p.Flags = layers.IPv4MoreFragments
+		}
+		return mustBuild(p.Build())
+	}
+	return mustBuild(packets.IPv6{Src: s, Dst: d, Proto: f.proto, TCPFlags: syn, NoL4Header: raw, Payload: body,
+		Ext: append(slices.Clone(f.ext), packets.Fragment(f.offset, f.more, f.id))}.Build())
+}
+
+// datagram is the first and the last fragment of f's datagram, the first
+// judged by the rules (reason 0: allowed): the last shares its fate, and
+// is dropped as a fragment whose first did not pass.
+func datagram(name string, dir Direction, f frag, reason Reason) []goldenCase {
+	first, last := f, f
+	first.more, last.offset = true, 9
+	lastReason := Reason(0)
+	if reason != 0 {
+		lastReason = ReasonFragment
+	}
+	return []goldenCase{
+		{name + ", first fragment", dir, first.build(), reason == 0, reason},
+		{name + ", its last fragment", dir, last.build(), reason == 0, lastReason},
+	}
 }
 
 // A policy change judges new flows by the new rules, keeps the flows the

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -29,44 +30,103 @@ func TestGoldenServiceInterplay(t *testing.T) {
 	} {
 		t.Run(fam.name, func(t *testing.T) {
 			r := newRig(t, datapath.Limits{})
-			var lbm *lb.Manager
-			r.ns.MustDo(func() (err error) {
-				lbm, err = lb.NewManager(r.dp)
-				return err
-			})
-			defer lbm.Close()
-			fe, err := lb.ParseFrontend(fam.fe + "/tcp")
-			if err != nil {
-				t.Fatal(err)
-			}
-			svc := lb.Service{Frontend: fe, Backends: []lb.Backend{{Address: netip.MustParseAddrPort(fam.backend)}}}
-			if err := lbm.Upsert(svc); err != nil {
-				t.Fatal(err)
-			}
+			serveTCP(t, r, fam.fe, fam.backend)
 
 			// goldenPolicy allows egress to the backend's prefix on TCP
 			// 443, nothing to the frontend.
 			r.setPolicy(goldenPolicy())
-			ret, out := r.run(Egress, fam.build(t, fam.pod, fam.fe))
-			if want := fam.build(t, fam.pod, fam.backend); ret != tcActUnspc || string(out) != string(want) {
-				t.Errorf("to the service, backend allowed: verdict %d\n got %x\nwant %x (DNAT to the backend)", int32(ret), out, want)
-			}
+			r.expectTranslated("to the service, backend allowed: DNAT to the backend", r.ifindex, Egress,
+				fam.build(t, fam.pod, fam.fe), fam.build(t, fam.pod, fam.backend))
 			// The reply: ingress allows nothing from the backend, but it
 			// belongs to the flow; it leaves as the frontend's.
-			ret, out = r.run(Ingress, fam.build(t, fam.backend, fam.pod))
-			if want := fam.build(t, fam.fe, fam.pod); ret != tcActUnspc || string(out) != string(want) {
-				t.Errorf("the backend's reply: verdict %d\n got %x\nwant %x (reverse NAT to the frontend)", int32(ret), out, want)
-			}
+			r.expectTranslated("the backend's reply: reverse NAT to the frontend", r.ifindex, Ingress,
+				fam.build(t, fam.backend, fam.pod), fam.build(t, fam.fe, fam.pod))
 
 			// Allowing the frontend alone allows nothing: the backend is
 			// judged.
 			r.setPolicy(Policy{Egress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx(fam.frontendOnly)}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
 			r.expect("to the service, only the frontend allowed", Egress, fam.build(t, fam.pod2, fam.fe), false)
-			ret, out = r.run(Egress, fam.build(t, fam.pod, fam.fe))
-			if want := fam.build(t, fam.pod, fam.backend); ret != tcActUnspc || string(out) != string(want) {
-				t.Errorf("the flow allowed before: verdict %d\n got %x\nwant %x (still DNAT to the backend)", int32(ret), out, want)
-			}
+			r.expectTranslated("the flow allowed before: still DNAT to the backend", r.ifindex, Egress,
+				fam.build(t, fam.pod, fam.fe), fam.build(t, fam.pod, fam.backend))
 		})
+	}
+}
+
+// Ingress policy on a backend judges a request by its client's address
+// and the backend's port: the load balancer translates the destination
+// alone. The request comes in through pol1, no endpoint, whose tc ingress
+// translates it, and meets the policy at the backend's tc egress; the
+// reply leaves through the backend's isolated egress as part of the flow
+// and is translated back at pol1's tc egress.
+func TestGoldenServiceInterplayIngress(t *testing.T) {
+	for _, fam := range []struct {
+		name  string
+		build func(testing.TB, string, string) []byte
+		// The frontend's port is in no rule; the backend's, the pod's
+		// TCP 80, is.
+		fe, backend string
+		// Clients: one goldenPolicy allows TCP 80 from, one its Deny
+		// rule names, one in no rule.
+		allowed, denied, unlisted string
+	}{
+		{"v4", tcp4, "10.96.0.20:8200", "10.0.1.2:80", "10.0.3.4:40000", "10.0.7.7:40000", "10.2.3.4:40000"},
+		{"v6", tcp6, "[fd00::20]:8200", "[fd00:1::2]:80", "[fd00:a::3:4]:40000", "[fd00:a::7:7]:40000", "[fd00:c::4]:40000"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			r := newRig(t, datapath.Limits{})
+			serveTCP(t, r, fam.fe, fam.backend)
+			r.setPolicy(goldenPolicy())
+			rd, err := NewEventReader(r.dp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+			pol1 := r.ifindexOf("pol1")
+
+			// dnat is a request from client to the frontend as it leaves
+			// pol1's tc ingress: to the backend, from the client still.
+			dnat := func(client string) []byte {
+				t.Helper()
+				want := fam.build(t, client, fam.backend)
+				r.expectTranslated("request from "+client+": DNAT to the backend", pol1, Egress, fam.build(t, client, fam.fe), want)
+				return want
+			}
+			r.expectCase(goldenCase{"request from an allowed client", Ingress, dnat(fam.allowed), true, 0})
+			reply := fam.build(t, fam.backend, fam.allowed)
+			r.expectCase(goldenCase{"the backend's reply, out through an egress that allows nothing to the client", Egress, reply, true, 0})
+			r.expectTranslated("the reply at pol1: reverse NAT to the frontend", pol1, Ingress, reply, fam.build(t, fam.fe, fam.allowed))
+
+			r.expectCase(goldenCase{"request from a client a Deny rule names", Ingress, dnat(fam.denied), false, ReasonDenyRule})
+			var ev Event
+			rd.SetDeadline(time.Now().Add(time.Second))
+			if err := r.ns.Do(func() (err error) { ev, err = rd.Read(); return err }); err != nil {
+				t.Fatalf("no event for the denied request: %v", err)
+			}
+			if ev.Source != netip.MustParseAddrPort(fam.denied) || ev.Destination != netip.MustParseAddrPort(fam.backend) || ev.Reason != ReasonDenyRule {
+				t.Errorf("event %s, want %s -> %s denied by rule", ev, fam.denied, fam.backend)
+			}
+			r.expectCase(goldenCase{"request from a client in no rule", Ingress, dnat(fam.unlisted), false, ReasonNoRule})
+		})
+	}
+}
+
+// serveTCP opens the load balancer on the rig's datapath with one TCP
+// service, from frontend to its one backend.
+func serveTCP(t *testing.T, r *rig, frontend, backend string) {
+	t.Helper()
+	var lbm *lb.Manager
+	r.ns.MustDo(func() (err error) {
+		lbm, err = lb.NewManager(r.dp)
+		return err
+	})
+	t.Cleanup(func() { lbm.Close() })
+	fe, err := lb.ParseFrontend(frontend + "/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := lb.Service{Frontend: fe, Backends: []lb.Backend{{Address: netip.MustParseAddrPort(backend)}}}
+	if err := lbm.Upsert(svc); err != nil {
+		t.Fatal(err)
 	}
 }
 

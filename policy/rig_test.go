@@ -36,12 +36,20 @@ const (
 
 func newRig(t testing.TB, limits datapath.Limits) *rig {
 	t.Helper()
+	return newRigWith(t, datapath.Options{Limits: limits})
+}
+
+// newRigWith is newRig with the datapath opened with opts; its Dir is
+// always the rig's own bpffs.
+func newRigWith(t testing.TB, opts datapath.Options) *rig {
+	t.Helper()
 	testutil.RequireRoot(t)
 	g := testutil.NewGroup(t)
 	r := &rig{t: t, ns: g.NS("pol"), dir: testutil.BPFFS(t)}
 	testutil.Veth(t, r.ns, "pol0", r.ns, "pol1")
 	r.ns.MustDo(func() error {
-		dp, err := datapath.Open(datapath.Options{Dir: r.dir, Limits: limits})
+		opts.Dir = r.dir
+		dp, err := datapath.Open(opts)
 		if err != nil {
 			return err
 		}
@@ -51,15 +59,7 @@ func newRig(t testing.TB, limits datapath.Limits) *rig {
 			return err
 		}
 		r.m = m
-		if err := m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}}); err != nil {
-			return err
-		}
-		ifc, err := net.InterfaceByName("pol0")
-		if err != nil {
-			return err
-		}
-		r.ifindex = uint32(ifc.Index)
-		return nil
+		return m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}})
 	})
 	t.Cleanup(func() {
 		r.m.Close()
@@ -68,6 +68,7 @@ func newRig(t testing.TB, limits datapath.Limits) *rig {
 			t.Error(err)
 		}
 	})
+	r.ifindex = r.ifindexOf("pol0")
 	return r
 }
 
@@ -131,6 +132,59 @@ func (r *rig) expect(name string, dir Direction, frame []byte, pass bool) {
 	}
 }
 
+// expectTranslated runs frame at the interface with index ifindex and
+// checks that it passes changed into want, as the load balancer
+// translates it.
+func (r *rig) expectTranslated(name string, ifindex uint32, dir Direction, frame, want []byte) {
+	r.t.Helper()
+	if ret, out := r.runOn(ifindex, dir, frame); ret != tcActUnspc || string(out) != string(want) {
+		r.t.Errorf("%s: verdict %d\n got %x\nwant %x", name, int32(ret), out, want)
+	}
+}
+
+// expectCase is expect for a golden case that also reads the drop
+// counters: a dropped packet counts once, under the case's reason, and a
+// passed one nowhere.
+func (r *rig) expectCase(c goldenCase) {
+	r.t.Helper()
+	before := r.dropCounters()
+	r.expect(c.name, c.dir, c.frame, c.pass)
+	after := r.dropCounters()
+	for reason := range after.Packets {
+		want := uint64(0)
+		if !c.pass && reason == c.reason {
+			want = 1
+		}
+		if got := after.Packets[reason] - before.Packets[reason]; got != want {
+			r.t.Errorf("%s: drop counter %s went up by %d, want %d", c.name, reason, got, want)
+		}
+	}
+}
+
+func (r *rig) dropCounters() DropCounters {
+	r.t.Helper()
+	dc, err := ReadDropCounters(r.dp)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return dc
+}
+
+// ifindexOf is the index of the rig's interface name.
+func (r *rig) ifindexOf(name string) uint32 {
+	r.t.Helper()
+	var index uint32
+	r.ns.MustDo(func() error {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		index = uint32(ifc.Index)
+		return nil
+	})
+	return index
+}
+
 func (r *rig) setPolicy(p Policy) {
 	r.t.Helper()
 	r.ns.MustDo(func() error { return r.m.SetPolicy("pol0", p) })
@@ -181,6 +235,42 @@ func raw4(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte) []b
 func raw6(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte, ext ...packets.IPv6Ext) []byte {
 	return mustBuild(packets.IPv6{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
 		Proto: proto, NoL4Header: true, Payload: l4, Ext: ext}.Build())
+}
+
+// flowStart is the first packet of a TCP, UDP or SCTP flow from src to dst,
+// in the family of their addresses.
+func flowStart(t testing.TB, proto layers.IPProtocol, src, dst string) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	v4 := s.Addr().Is4()
+	switch {
+	case proto == layers.IPProtocolSCTP && v4:
+		return raw4(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
+	case proto == layers.IPProtocolSCTP:
+		return raw6(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
+	case proto == layers.IPProtocolUDP && v4:
+		return udp4(t, src, dst)
+	case proto == layers.IPProtocolUDP:
+		return udp6(t, src, dst)
+	case v4:
+		return tcp4(t, src, dst)
+	}
+	return tcp6(t, src, dst)
+}
+
+// echo is an ICMP message of type typ (ICMPv6 between IPv6 addresses)
+// with identifier id, sequence 1: an echo request or reply for the types
+// that are.
+func echo(t testing.TB, src, dst string, typ uint8, id uint16) []byte {
+	msg := icmpMsg(typ, 0, uint32(id)<<16|1, []byte("ping"))
+	if netip.MustParseAddr(src).Is4() {
+		return raw4(t, src, dst, layers.IPProtocolICMPv4, msg)
+	}
+	return raw6(t, src, dst, layers.IPProtocolICMPv6, msg)
+}
+
+// hostPort joins addr and port as netip.AddrPort writes them.
+func hostPort(addr string, port uint16) string {
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), port).String()
 }
 
 // sctpHeader is an SCTP common header and one empty DATA-less chunk
