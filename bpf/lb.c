@@ -1076,8 +1076,12 @@ int xdplane_tc_ingress(struct __sk_buff *skb)
 
 	if (act != TC_ACT_UNSPEC)
 		return act;
-	if (policy_check(skb, DIR_EGRESS) || bw_apply(skb, DIR_EGRESS))
+	switch (policy_check(skb, DIR_EGRESS)) {
+	case PC_DROP:
 		return TC_ACT_SHOT;
+	case PC_SHAPE:
+		return bw_apply(skb, DIR_EGRESS) ? TC_ACT_SHOT : TC_ACT_UNSPEC;
+	}
 	return TC_ACT_UNSPEC;
 }
 
@@ -1088,13 +1092,13 @@ int xdplane_tc_ingress(struct __sk_buff *skb)
 SEC("tc")
 int xdplane_tc_egress(struct __sk_buff *skb)
 {
-	int act;
+	int verdict = policy_check(skb, DIR_INGRESS), act;
 
-	if (policy_check(skb, DIR_INGRESS))
+	if (verdict == PC_DROP)
 		return TC_ACT_SHOT;
 	act = lb_tc_egress(skb);
 	/* Shaped last, as the packet will leave. */
-	if (act == TC_ACT_UNSPEC && bw_apply(skb, DIR_INGRESS))
+	if (verdict == PC_SHAPE && act == TC_ACT_UNSPEC && bw_apply(skb, DIR_INGRESS))
 		return TC_ACT_SHOT;
 	return act;
 }

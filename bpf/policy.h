@@ -701,7 +701,9 @@ static __always_inline __u32 judge(const struct endpoint *ep, __u32 dir, const s
 
 /*
  * policy_check judges a packet at its interface, in direction dir of the
- * endpoint there. It returns 0 to let it through, 1 to drop it.
+ * endpoint there. It returns PC_DROP to drop it, else PC_SHAPE if the
+ * endpoint has a bandwidth limit in that direction, else PC_PASS: so an
+ * interface that is no endpoint costs policy and bandwidth one lookup.
  */
 __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 {
@@ -715,18 +717,19 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	bool enforced, tracked;
 	__u8 evflags = 0;
 	__u64 now;
-	int r;
+	int r, pass;
 
 	if (dir > DIR_EGRESS)
-		return 0;
+		return PC_PASS;
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
 	if (!ep)
-		return 0;
+		return PC_PASS;
+	pass = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_BW : EP_EGRESS_BW) ? PC_SHAPE : PC_PASS;
 	enforced = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED | EP_INGRESS_DENY
 						   : EP_EGRESS_ISOLATED | EP_EGRESS_DENY);
 	r = pparse(skb, &f);
 	if (r == PP_NOT_IP)
-		return 0;
+		return pass;
 	if (f.v6)
 		evflags |= EV_IPV6;
 	if (r != PP_OK) {
@@ -817,7 +820,7 @@ pass:
 	}
 allow:
 	ep_count(ep->id, dir, true, len);
-	return 0;
+	return pass;
 deny:
 	/* A denied first fragment must not leave an older datagram's ports
 	 * for the fragments that follow it. */
@@ -827,7 +830,7 @@ deny:
 	count(reason, &drop_stats, len);
 	emit_drop(ep->id, ifindex, dir, reason, &f.saddr, &f.daddr, f.sport, f.dport, f.proto,
 		  evflags, len);
-	return 1;
+	return PC_DROP;
 }
 
 /*

@@ -19,6 +19,7 @@ import (
 type bwState struct {
 	entries [2]*bpf.XdplaneBwValue // by Direction; nil: none
 	classes [2]*netlink.HtbClass   // the host side's (Ingress), the pod side's (Egress)
+	flags   uint8                  // the endpoint's bandwidth flags (epBw)
 }
 
 // bwStateOf reads the rig endpoint's bwState. The rig's pod side, pol1, is
@@ -35,6 +36,13 @@ func (r *rig) bwStateOf(t *testing.T) bwState {
 		case !errors.Is(err, ebpf.ErrKeyNotExist):
 			t.Fatal(err)
 		}
+	}
+	var e bpf.XdplaneEndpoint
+	switch err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); {
+	case err == nil:
+		s.flags = e.Flags & epBw
+	case !errors.Is(err, ebpf.ErrKeyNotExist):
+		t.Fatal(err)
 	}
 	for d, ifname := range []string{"pol0", "pol1"} {
 		l, err := r.ns.Netlink().LinkByName(ifname)
@@ -63,6 +71,9 @@ func (r *rig) bwStateOf(t *testing.T) bwState {
 // equal compares two states by what shapes: entries, and class rates and
 // buffers.
 func (s bwState) equal(o bwState) bool {
+	if s.flags != o.flags {
+		return false
+	}
 	for d := range 2 {
 		if (s.entries[d] == nil) != (o.entries[d] == nil) || s.entries[d] != nil && *s.entries[d] != *o.entries[d] {
 			return false
@@ -111,6 +122,11 @@ func TestSetBandwidthHTB(t *testing.T) {
 	if st, err := r.m.Endpoint("pol0"); err != nil || st.Bandwidth != b {
 		t.Errorf("Endpoint(pol0) = %+v, %v; want Bandwidth %+v", st.Bandwidth, err, b)
 	}
+	// Ingress is classified, egress policed (its rate is the pod side's
+	// queue's): both send packets to their entries.
+	if s.flags != epIngressBw|epEgressBw {
+		t.Errorf("endpoint flags %#x, want ingress and egress bandwidth", s.flags)
+	}
 
 	// A change moves the class's rate, and keeps the entry's clocks.
 	b.Ingress.Rate = 20_000_000
@@ -123,8 +139,14 @@ func TestSetBandwidthHTB(t *testing.T) {
 	// leaves nothing.
 	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{Egress: b.Egress}) })
 	s = r.bwStateOf(t)
-	if s.entries[Ingress] != nil || s.classes[Ingress] != nil || s.entries[Egress] == nil || s.classes[Egress] == nil {
+	if s.entries[Ingress] != nil || s.classes[Ingress] != nil || s.entries[Egress] == nil || s.classes[Egress] == nil || s.flags != epEgressBw {
 		t.Errorf("ingress limit removed: state %+v, want egress only", s)
+	}
+	// An egress rate alone is all the pod side's queue's: the entry
+	// stays, for a restarted Manager to read, but no packet looks it up.
+	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{Egress: Limit{Rate: b.Egress.Rate}}) })
+	if s := r.bwStateOf(t); s.entries[Egress] == nil || s.classes[Egress] == nil || s.flags != 0 {
+		t.Errorf("egress rate alone: state %+v, want its entry and class, and no flag", s)
 	}
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
 	if s := r.bwStateOf(t); !s.equal(bwState{}) {

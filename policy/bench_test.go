@@ -406,18 +406,22 @@ func (env *policyBenchEnv) flowPacket(buf []byte, f benchFlow) []byte {
 	return benchTCPSYN(buf, f.src, f.dst)
 }
 
-// measure runs prog once per iteration on the packet next returns, with
-// ctx as its context, inside the endpoint's namespace (the context's
-// interface index is looked up there) on a thread pinned to one CPU, so
-// that consecutive runs find the caches they warmed. Every packet must
-// pass. It reports the kernel's durations and returns their mean and the
-// number of packets.
+// measure is benchMeasure in the endpoint's namespace.
 func (env *policyBenchEnv) measure(b *testing.B, prog *ebpf.Program, ctx []byte, next func(*rand.Rand) []byte) (float64, int) {
+	return benchMeasure(b, env.ns, prog, ctx, next)
+}
+
+// benchMeasure runs prog once per iteration on the packet next returns,
+// with ctx as its context, inside ns (the context's interface index is
+// looked up there) on a thread pinned to one CPU, so that consecutive runs
+// find the caches they warmed. Every packet must pass. It reports the
+// kernel's durations and returns their mean and the number of packets.
+func benchMeasure(b *testing.B, netns *testutil.NS, prog *ebpf.Program, ctx []byte, next func(*rand.Rand) []byte) (float64, int) {
 	r := benchrand.New(b, b.Name())
 	var ns []uint32
 	// b.Loop runs on the namespace's thread, which is safe because Do
 	// waits for it; nothing inside calls b.Fatal.
-	err := env.ns.Do(func() error {
+	err := netns.Do(func() error {
 		unpin, err := pinThread()
 		if err != nil {
 			return err

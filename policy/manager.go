@@ -123,6 +123,10 @@ const (
 	epEgressIsolated  = 2
 	epIngressDeny     = 4
 	epEgressDeny      = 8
+	epIngressBw       = 16
+	epEgressBw        = 32
+	// epBw are the flags SetBandwidth owns; SetPolicy owns the others.
+	epBw = epIngressBw | epEgressBw
 )
 
 // NewManager returns a Manager for dp's endpoints. Endpoints a previous
@@ -279,6 +283,11 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 	return nil
 }
 
+// entry is ep's endpoints map value.
+func (ep *endpoint) entry() bpf.XdplaneEndpoint {
+	return bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
+}
+
 // move re-points ep at a re-created interface of the same name (a
 // restarted pod's new veth): the endpoint keeps its id and its policy.
 func (m *Manager) move(ep *endpoint, ifindex uint32) error {
@@ -286,8 +295,7 @@ func (m *Manager) move(ep *endpoint, ifindex uint32) error {
 	if err := m.dp.Attach(name, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 		return fmt.Errorf("endpoint %s: %w", name, err)
 	}
-	v := bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
-	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateAny); err != nil {
+	if err := m.maps.Endpoints.Update(ifindex, ep.entry(), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("endpoint %s: write endpoints: %w", name, err)
 	}
 	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -375,7 +383,7 @@ func (m *Manager) SetPolicy(ifname string, p Policy) error {
 	if err != nil {
 		return errors.Join(named(ifname, err), m.release(newIn))
 	}
-	var flags uint8
+	flags := ep.flags & epBw
 	if in.Isolated {
 		flags |= epIngressIsolated
 	}

@@ -267,6 +267,19 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 	if qerr != nil {
 		return qerr
 	}
+	// The endpoint's flag sends its packets to the bandwidth entry: set
+	// once the entry is written, cleared before it is deleted, and only
+	// while the datapath has something to do there.
+	flag := uint8(epIngressBw)
+	if dir == Egress {
+		flag = epEgressBw
+	}
+	active := ok && (v.Rate != 0 || v.PpsIntervalNs != 0)
+	if !active {
+		if err := m.setFlag(ep, flag, false); err != nil {
+			return err
+		}
+	}
 	if !ok {
 		if err := ignoreMissing(m.maps.Bandwidth.Delete(key)); err != nil {
 			return fmt.Errorf("delete from bandwidth: %w", err)
@@ -296,9 +309,32 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 			return fmt.Errorf("write bandwidth: %w", err)
 		}
 	}
+	if active {
+		if err := m.setFlag(ep, flag, true); err != nil {
+			return err
+		}
+	}
 	if !shape || mode != BandwidthHTB {
 		return m.removeHTB(ep, dir)
 	}
+	return nil
+}
+
+// setFlag sets or clears one of ep's flags in the endpoints map.
+func (m *Manager) setFlag(ep *endpoint, flag uint8, on bool) error {
+	flags := ep.flags &^ flag
+	if on {
+		flags |= flag
+	}
+	if flags == ep.flags {
+		return nil
+	}
+	e := ep.entry()
+	e.Flags = flags
+	if err := m.maps.Endpoints.Update(ep.ifindex, e, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("write endpoints: %w", err)
+	}
+	ep.flags = flags
 	return nil
 }
 

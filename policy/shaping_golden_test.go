@@ -82,6 +82,20 @@ func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.Xdpla
 	if err := r.dp.Maps().BwStats.Put(k, zero); err != nil {
 		t.Fatal(err)
 	}
+	// The endpoint's flag sends its packets to the entry, as
+	// SetBandwidth sets it.
+	flag := uint8(epIngressBw)
+	if dir == Egress {
+		flag = epEgressBw
+	}
+	var e bpf.XdplaneEndpoint
+	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); err != nil {
+		t.Fatal(err)
+	}
+	e.Flags |= flag
+	if err := r.dp.Maps().Endpoints.Put(r.ifindex, e); err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 
@@ -243,6 +257,21 @@ func TestGoldenHTBClassification(t *testing.T) {
 	}
 	if _, c := r.bw(t, k); c.ShapedPackets != 1 || c.ShapedBytes != uint64(len(frame)) {
 		t.Errorf("counters %+v, want one packet of %d bytes classified", c, len(frame))
+	}
+	// Without the endpoint's flag the entry is never looked up.
+	var e bpf.XdplaneEndpoint
+	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); err != nil {
+		t.Fatal(err)
+	}
+	e.Flags &^= epIngressBw
+	if err := r.dp.Maps().Endpoints.Put(r.ifindex, e); err != nil {
+		t.Fatal(err)
+	}
+	if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 {
+		t.Errorf("flag cleared: verdict %d, priority %#x; want the packet untouched", int32(o.ret), o.prio)
+	}
+	if _, c := r.bw(t, k); c.ShapedPackets != 1 {
+		t.Errorf("flag cleared: %d classified in all, want still 1", c.ShapedPackets)
 	}
 	reply := tcp4(t, "10.0.1.2:80", "10.0.3.4:40000")
 	if o := r.shapeRun(t, Egress, reply, shapeIn{}); o.prio != 0 {

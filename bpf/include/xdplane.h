@@ -180,6 +180,15 @@ enum endpoint_flags {
 	EP_EGRESS_ISOLATED = 2,
 	EP_INGRESS_DENY = 4, /* ingress has deny rules */
 	EP_EGRESS_DENY = 8,
+	EP_INGRESS_BW = 16, /* ingress has a bandwidth limit */
+	EP_EGRESS_BW = 32,
+};
+
+/* What policy_check returns. */
+enum policy_verdict {
+	PC_PASS = 0,
+	PC_DROP = 1,
+	PC_SHAPE = 2, /* pass, and apply the endpoint's bandwidth limit */
 };
 
 /* endpoints: interface index -> the endpoint and its current rule sets.

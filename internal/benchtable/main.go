@@ -90,7 +90,7 @@ func packetCase(name string) (services, hook, kase string, ok bool) {
 
 func write(w io.Writer, r *results) {
 	first := true
-	for _, part := range []func(io.Writer, *results) bool{writePacket, writePolicyPacket, writeConn} {
+	for _, part := range []func(io.Writer, *results) bool{writePacket, writePolicyPacket, writeConn, writeShaping} {
 		var b strings.Builder
 		if !part(&b, r) {
 			continue
@@ -405,4 +405,38 @@ func table(w io.Writer, rows [][]string, left int) {
 	for _, row := range rows[1:] {
 		line(row)
 	}
+}
+
+// writeShaping writes policy's BenchmarkShaping table, and reports
+// whether there was anything to write.
+func writeShaping(w io.Writer, r *results) bool {
+	const prefix = "BenchmarkShaping/"
+	rows := [][]string{{"case", "ns/pkt", "p50 ns", "p99 ns", "× trivial", "+ ns over endpoint"}}
+	for _, name := range r.order {
+		kase, ok := strings.CutPrefix(name, prefix)
+		if !ok || strings.Contains(kase, "/") {
+			continue
+		}
+		ns, ok := r.get(name, "ns/pkt")
+		if !ok {
+			continue
+		}
+		ratio, over := "-", "-"
+		if base, ok := r.get(prefix+"trivial", "ns/pkt"); ok && base > 0 {
+			ratio = fmt.Sprintf("%.2f", ns/base)
+		}
+		if base, ok := r.get(prefix+"endpoint", "ns/pkt"); ok && kase != "trivial" && kase != "no-endpoint" {
+			over = fmt.Sprintf("%.0f", ns-base)
+		}
+		rows = append(rows, []string{kase, fmt.Sprintf("%.1f", ns),
+			metric(r, name, "p50-ns", "%.0f"), metric(r, name, "p99-ns", "%.0f"), ratio, over})
+	}
+	if len(rows) == 1 {
+		return false
+	}
+	fmt.Fprintf(w, "Bandwidth limits, per packet: xdplane_tc_egress applying an endpoint's ingress limit, measured by\n"+
+		"the kernel (BPF_PROG_TEST_RUN, one packet per run, %s). × trivial: over a tc program that only\n"+
+		"returns, in the same run; + ns over endpoint: over the same program at an endpoint with no limit.\n\n", r.how(prefix))
+	table(w, rows, 1)
+	return true
 }

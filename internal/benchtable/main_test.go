@@ -138,3 +138,34 @@ func TestSize(t *testing.T) {
 		}
 	}
 }
+
+const shapingSample = `
+BenchmarkShaping/trivial-2         	  100000	      2268 ns/op	        80.00 ns/pkt	        80.00 p50-ns	       101.0 p99-ns
+BenchmarkShaping/no-endpoint-2     	  100000	      2110 ns/op	       180.0 ns/pkt	       171.0 p50-ns	       211.0 p99-ns
+BenchmarkShaping/endpoint-2        	  100000	      2438 ns/op	       380.0 ns/pkt	       351.0 p50-ns	       591.0 p99-ns
+BenchmarkShaping/htb-2             	  100000	      2945 ns/op	       450.0 ns/pkt	       431.0 p50-ns	       731.0 p99-ns
+`
+
+func TestShapingTable(t *testing.T) {
+	r, err := parse(strings.NewReader(shapingSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	write(&out, r)
+	got := out.String()
+	for _, want := range []string{
+		"(BPF_PROG_TEST_RUN, one packet per run, one run)",
+		"| trivial     |   80.0 |     80 |    101 |      1.00 |                  - |",
+		"| no-endpoint |  180.0 |    171 |    211 |      2.25 |                  - |",
+		"| endpoint    |  380.0 |    351 |    591 |      4.75 |                  0 |",
+		"| htb         |  450.0 |    431 |    731 |      5.62 |                 70 |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "rules") || strings.Contains(got, "services") {
+		t.Errorf("output has another benchmark's table:\n%s", got)
+	}
+}

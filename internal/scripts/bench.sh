@@ -2,9 +2,10 @@
 # `make bench`: the kernel-measured per-packet cost of xdplane's load
 # balancer at 1, 10k, 100k and 1M services and of its network policy at 10,
 # 10k and 100k rules, against trivial programs measured in the same run;
-# and the time per TCP connection through policy with 10 and 10k rules,
+# the time per TCP connection through policy with 10 and 10k rules,
 # with xdplane, iptables and iptables-legacy side by side, against no
-# filtering. Printed as Markdown tables (docs/benchmarks.md explains the
+# filtering; and what a bandwidth limit adds to a packet (HTB
+# classification, EDT stamping, the packet-rate policer). Printed as Markdown tables (docs/benchmarks.md explains the
 # method). Needs root. Takes a few minutes on 2 cores; about 3 GiB of
 # memory.
 #
@@ -67,6 +68,7 @@ bench() {
 bench '^BenchmarkPacket$' "$benchtime" ./lb/
 bench '^BenchmarkPolicyPacket$' "$benchtime" ./policy/
 bench '^BenchmarkConnPolicy$' "$conntime" ./policy/
+bench '^BenchmarkShaping$' "$benchtime" ./policy/
 echo
 go run ./internal/benchtable <"$out"
 echo
