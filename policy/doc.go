@@ -2,8 +2,9 @@
 // endpoint (a pod's host-side interface) and direction, rules of peers
 // (prefixes with except prefixes), protocols (TCP, UDP, SCTP, ICMP) and
 // port ranges, with Kubernetes NetworkPolicy's meaning plus deny rules
-// that win over any allow; and a node-wide prefilter, a deny list of
-// source prefixes that XDP drops before anything else.
+// that win over any allow; per-endpoint bandwidth limits that shape
+// rather than drop; and a node-wide prefilter, a deny list of source
+// prefixes that XDP drops before anything else.
 //
 // # Endpoints and rules
 //
@@ -64,6 +65,54 @@
 // direction, ReadDropCounters the drops by Reason, and an EventReader the
 // dropped packets themselves (one event per datapath.Options.EventSample
 // drops, per CPU) with their addresses, ports, endpoint and reason.
+//
+// # Bandwidth
+//
+// Manager.SetBandwidth gives an endpoint an ingress limit (what enters the
+// pod) and an egress limit (what it sends), each a rate in bits per second
+// and a burst in bits, the units of the CNI bandwidth capability
+// (CNIBandwidth) and of the kubernetes.io/ingress-bandwidth and
+// kubernetes.io/egress-bandwidth annotations (BandwidthFromAnnotations,
+// ParseBandwidthQuantity). A rate counts whole frames, as a qdisc does;
+// TCP's payload gets about 95.6% of it over a 1500-byte MTU. A limit
+// shapes: packets wait for their turn in a queue instead of being dropped,
+// which is what keeps TCP at the rate (a policer that drops collapses it
+// at veth round-trip times). Limits apply at once to flows already
+// running, and a refused one leaves the previous one in force.
+//
+// How packets wait is the Manager's BandwidthMode, detected once and
+// overridable (SetBandwidthMode) while no limit is set:
+//
+//   - BandwidthEDT, where the kernel has the fq qdisc: the tc programs
+//     stamp each packet with its earliest departure time from a virtual
+//     clock per endpoint and direction, and fq holds it until then; a
+//     packet with more than 2 s queued ahead of it is dropped. Ingress
+//     limits are stamped as packets leave for the pod, and the library
+//     installs fq on the host side of the pod's link. Egress limits are
+//     stamped as packets arrive from the pod; they wait in the fq of the
+//     interface they leave the node by, which the operator installs on
+//     the uplinks (as Cilium's bandwidth manager requires), so traffic
+//     between pods of one node is not held to them.
+//   - BandwidthHTB, where there is no fq: the library installs an HTB
+//     qdisc with one class per limited direction. An ingress limit's
+//     class is on the host side of the pod's link, and the tc program
+//     puts the endpoint's packets in it (skb->priority); other packets
+//     leave unshaped. An egress limit's class is on the pod's side of its
+//     link, in the pod's namespace (Endpoint.NetNS), and takes all the
+//     pod sends: the pod's own TCP stack then feels the queue and slows
+//     down without a drop. A pod with CAP_NET_ADMIN could remove that
+//     qdisc; give egress limits only to pods without it, or use EDT.
+//
+// A packet-rate limit (Limit.PacketRate), for UDP floods, polices: packets
+// beyond the rate and its burst are dropped, a GSO packet counting its
+// segments. Manager.BandwidthCounters gives the packets shaped and
+// dropped per direction.
+//
+// The limits live in the datapath's maps, keyed by interface, and survive
+// the agent: a new Manager reads them back and reports them in
+// EndpointStatus.Bandwidth, and the mode with them. The pod's namespace
+// is not kept: add the endpoint again with its NetNS before changing or
+// removing its egress limit under HTB.
 //
 // # Prefilter
 //

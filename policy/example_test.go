@@ -59,3 +59,52 @@ func ExamplePolicy_Decide() {
 	// denied by default
 	// allowed
 }
+
+// A CNI plugin gives a pod the limits its annotations ask for, and a
+// packet-rate limit of its own against UDP floods.
+func ExampleManager_SetBandwidth() {
+	dp, err := datapath.Open(datapath.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer dp.Close()
+	m, err := policy.NewManager(dp)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Close()
+
+	// NetNS (the plugin's CNI_NETNS) is where an egress limit's queue
+	// goes when the kernel has no fq.
+	if err := m.AddEndpoint(policy.Endpoint{Interface: "veth1a2b3c", NetNS: "/var/run/netns/cni-1a2b3c"}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	b, err := policy.BandwidthFromAnnotations(map[string]string{
+		policy.IngressBandwidthAnnotation: "100M",
+		policy.EgressBandwidthAnnotation:  "10M",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	b.Egress.PacketRate = 20_000
+	if err := m.SetBandwidth("veth1a2b3c", b); err != nil {
+		fmt.Println(err)
+	}
+}
+
+// Annotation values are Kubernetes quantities in bits per second.
+func ExampleParseBandwidthQuantity() {
+	for _, s := range []string{"10M", "1.5G", "100Mi", "10Mb"} {
+		v, err := policy.ParseBandwidthQuantity(s)
+		fmt.Println(v, err)
+	}
+	// Output:
+	// 10000000 <nil>
+	// 1500000000 <nil>
+	// 104857600 <nil>
+	// 0 invalid: bandwidth "10Mb": unknown suffix "Mb": want k, M, G, T, P, Ki, Mi, Gi, Ti, Pi or an exponent such as e6 (the unit, bit/s, is not written: 10M is 10 Mbit/s)
+}
