@@ -100,6 +100,30 @@ static __always_inline void bw_count(const struct bw_key *k, bool dropped, __u32
 }
 
 /*
+ * bw_exempt reports whether a packet is link plumbing that no limit
+ * holds: ARP, and IPv6 neighbour discovery (ICMPv6 types 133 to 137 right
+ * after the fixed header, hop limit 255, so from the link itself). Queued
+ * behind a backlog or policed under a flood, they would fail, and with
+ * them every flow to the neighbour they resolve. They never leave the
+ * link, so they carry nothing past the limit.
+ */
+static __always_inline bool bw_exempt(struct __sk_buff *skb)
+{
+	__u8 h[2];
+
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return true;
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return false;
+	/* next header and hop limit */
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, h, 2) || h[0] != IPPROTO_ICMPV6 || h[1] != 255)
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), h, 1))
+		return false;
+	return h[0] >= 133 && h[0] <= 137;
+}
+
+/*
  * bw_apply shapes a packet leaving through the interface it is at, in
  * direction dir of the endpoint there: DIR_INGRESS at the host side's
  * egress (into the pod), DIR_EGRESS at its ingress (out of the pod). It
@@ -112,7 +136,7 @@ __noinline int bw_apply(struct __sk_buff *skb, __u32 dir)
 	__u64 now, asked = 0, at = 0;
 	__u32 len = skb->len;
 
-	if (!v)
+	if (!v || bw_exempt(skb))
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (v->pps_interval_ns && police(v, now, skb->gso_segs ? skb->gso_segs : 1)) {

@@ -286,3 +286,50 @@ func TestBehaviourBandwidthChange(t *testing.T) {
 		})
 	}
 }
+
+// A packet-rate limit lets a UDP flood through at its rate, plus its
+// burst, each way, and counts what it dropped.
+func TestBehaviourPacketRate(t *testing.T) {
+	n := newBwNode(t, 1)
+	const pps, burst = 2000, 100
+	const d = 2 * time.Second
+	for _, dir := range []Direction{Ingress, Egress} {
+		t.Run(dir.String(), func(t *testing.T) {
+			n.t = t
+			n.setBandwidth(0, limit(dir, Limit{PacketRate: pps, PacketBurst: burst}))
+			defer n.setBandwidth(0, Bandwidth{})
+			from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.fam.client, n.pod(0)
+			if dir == Egress {
+				from, to, src, dst = to, from, dst, src
+			}
+			res, err := testutil.FloodUDP(from, src, to, netip.AddrPortFrom(dst, 5300), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c BandwidthCounters
+			n.tp.Node.MustDo(func() (err error) { c, err = n.m.BandwidthCounters(n.podIf(0)); return })
+			got := c.Ingress
+			if dir == Egress {
+				got = c.Egress
+			}
+			want := pps*d.Seconds() + burst
+			t.Logf("sent %d datagrams in %v, %d arrived (want about %.0f), %d dropped by the limit", res.Sent, d, res.Received, want, got.DroppedPackets)
+			// The flood must be well above the limit for the test to
+			// say anything.
+			if float64(res.Sent) < 5*want {
+				t.Fatalf("only %d datagrams sent in %v: not a flood against %d/s", res.Sent, d, pps)
+			}
+			if math.Abs(float64(res.Received)/want-1) > bwTolerance {
+				t.Errorf("%d datagrams arrived, want within %.0f%% of %.0f", res.Received, 100*bwTolerance, want)
+			}
+			// What did not arrive, the limit dropped (counted), and
+			// nothing else did.
+			if lost := uint64(res.Sent - res.Received); got.DroppedPackets > lost || float64(lost-got.DroppedPackets) > 0.01*float64(res.Sent) {
+				t.Errorf("%d datagrams lost, the limit counted %d dropped: want them equal within 1%% of those sent", lost, got.DroppedPackets)
+			}
+			if got.ShapedPackets != 0 {
+				t.Errorf("%d packets shaped, want none: a packet-rate limit alone polices", got.ShapedPackets)
+			}
+		})
+	}
+}

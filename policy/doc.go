@@ -105,7 +105,9 @@
 //
 // A packet-rate limit (Limit.PacketRate), for UDP floods, polices: packets
 // beyond the rate and its burst are dropped, a GSO packet counting its
-// segments. Manager.BandwidthCounters gives the packets shaped and
+// segments. No limit holds ARP or IPv6 neighbour discovery from the link:
+// queued or policed, they would fail, and every flow to the neighbour with
+// them. Manager.BandwidthCounters gives the packets shaped and
 // dropped per direction.
 //
 // The limits live in the datapath's maps, keyed by interface, and survive

@@ -2,10 +2,13 @@ package policy
 
 import (
 	"encoding/binary"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
@@ -321,5 +324,76 @@ func TestGoldenPacketRate(t *testing.T) {
 	}
 	if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActShot {
 		t.Errorf("a packet right after them: verdict %d, want dropped", int32(o.ret))
+	}
+}
+
+// arpRequest is an Ethernet frame with an ARP request for 10.0.1.2.
+func arpRequest(t *testing.T) []byte {
+	t.Helper()
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{},
+		&layers.Ethernet{SrcMAC: mac, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: layers.ARPRequest, SourceHwAddress: mac, SourceProtAddress: []byte{10, 0, 1, 1},
+			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// No limit holds link plumbing (ARP, neighbour discovery from the link):
+// past an empty policer's bucket it passes, and under HTB it is not
+// classified. What only looks like it is held as any packet.
+func TestGoldenBandwidthExempt(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	exempt := []struct {
+		name  string
+		frame []byte
+	}{
+		{"ARP", arpRequest(t)},
+		{"neighbour solicitation", icmp6Hop("fe80::1", "ff02::1:ff00:2", 135, 255, 24)},
+		{"neighbour advertisement", icmp6Hop("fe80::2", "fe80::1", 136, 255, 24)},
+		{"router solicitation", icmp6Hop("fe80::2", "ff02::2", 133, 255, 8)},
+	}
+	held := []struct {
+		name  string
+		frame []byte
+	}{
+		{"IPv4", udp4(t, "10.0.1.2:5000", "10.0.3.4:53")},
+		{"a forwarded neighbour solicitation (hop limit 64)", icmp6Hop("fe80::1", "ff02::1:ff00:2", 135, 64, 24)},
+		{"ICMPv6 echo, hop limit 255", icmp6Hop("fe80::1", "fe80::2", 128, 255, 24)},
+		{"a VLAN-tagged frame", vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x8100)},
+	}
+	// An empty bucket: one packet an hour, the one of its burst spent.
+	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 3_600_000_000_000})
+	if o := r.shapeRun(t, Egress, udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
+		t.Fatalf("the burst's one packet: verdict %d", int32(o.ret))
+	}
+	for _, c := range exempt {
+		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActUnspc {
+			t.Errorf("%s past an empty bucket: verdict %d, want passed", c.name, int32(o.ret))
+		}
+	}
+	for _, c := range held {
+		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActShot {
+			t.Errorf("%s past an empty bucket: verdict %d, want dropped", c.name, int32(o.ret))
+		}
+	}
+	if _, c := r.bw(t, k); c.DroppedPackets != uint64(len(held)) {
+		t.Errorf("%d dropped, want the %d held", c.DroppedPackets, len(held))
+	}
+
+	r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, Mode: bwHTB, Priority: 0x10001})
+	for _, c := range exempt {
+		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0 {
+			t.Errorf("%s under HTB: priority %#x, want unclassified", c.name, o.prio)
+		}
+	}
+	for _, c := range held {
+		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0x10001 {
+			t.Errorf("%s under HTB: priority %#x, want the class", c.name, o.prio)
+		}
 	}
 }
