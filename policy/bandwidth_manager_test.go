@@ -300,3 +300,28 @@ func TestBandwidthMode(t *testing.T) {
 		t.Errorf("SetBandwidthMode(7) = %v, want ErrInvalid", err)
 	}
 }
+
+// A pod deleted before its endpoint takes its link and qdiscs with it:
+// removing the endpoint then still succeeds and clears the maps.
+func TestRemoveEndpointLinkGone(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.withPodNS(t)
+	r.ns.MustDo(func() error { return r.m.SetBandwidthMode(BandwidthHTB) })
+	r.ns.MustDo(func() error {
+		return r.m.SetBandwidth("pol0", Bandwidth{Ingress: Limit{Rate: 10_000_000}, Egress: Limit{Rate: 5_000_000, PacketRate: 100}})
+	})
+	l, err := r.ns.Netlink().LinkByName("pol0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ns.Netlink().LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
+	for _, d := range []Direction{Ingress, Egress} {
+		var v bpf.XdplaneBwValue
+		if err := r.dp.Maps().Bandwidth.Lookup(bwKey(r.ifindex, d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Errorf("%s entry after the endpoint went: lookup = %v, want none", d, err)
+		}
+	}
+}

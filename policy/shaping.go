@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 
@@ -314,8 +315,9 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 			return err
 		}
 	}
-	if !shape || mode != BandwidthHTB {
-		return m.removeHTB(ep, dir)
+	if !shape {
+		// What an earlier rate installed goes.
+		return m.removeQdisc(ep, dir)
 	}
 	return nil
 }
@@ -505,32 +507,41 @@ func htbClassFor(idx int, l Limit) *netlink.HtbClass {
 	}, netlink.HtbClassAttrs{Rate: rate, Ceil: rate, Buffer: burst, Cbuffer: burst})
 }
 
-// removeHTB removes the HTB qdisc the library installed for direction
-// dir of ep, if there is one.
-func (m *Manager) removeHTB(ep *endpoint, dir Direction) error {
+// removeQdisc removes the root qdisc the library installed for direction
+// dir of ep (HTB, or fq for EDT), if there is one. A link or namespace
+// that is gone took its qdiscs with it.
+func (m *Manager) removeQdisc(ep *endpoint, dir Direction) error {
 	if dir == Egress && ep.status.NetNS == "" {
 		return nil
 	}
 	h, link, err := m.queueLink(ep, dir)
-	if err != nil {
-		if dir == Egress {
-			return nil // the pod and its namespace are gone: so is the qdisc
-		}
+	switch {
+	case gone(err):
+		return nil
+	case err != nil:
 		return err
 	}
 	defer h.Close()
 	qs, err := h.QdiscList(link)
 	if err != nil {
-		return err
+		return fmt.Errorf("list qdiscs of %s: %w", link.Attrs().Name, err)
 	}
 	for _, q := range qs {
-		if q.Attrs().Parent == netlink.HANDLE_ROOT && q.Type() == "htb" && q.Attrs().Handle == netlink.MakeHandle(htbHandle, 0) {
+		a := q.Attrs()
+		if a.Parent == netlink.HANDLE_ROOT && a.Handle == netlink.MakeHandle(htbHandle, 0) && (q.Type() == "htb" || q.Type() == "fq") {
 			if err := h.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("remove the HTB qdisc of %s: %w", link.Attrs().Name, err)
+				return fmt.Errorf("remove the %s qdisc of %s: %w", q.Type(), link.Attrs().Name, err)
 			}
 		}
 	}
 	return nil
+}
+
+// gone reports whether err says an interface or a network namespace is no
+// more.
+func gone(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, os.ErrNotExist)
 }
 
 // ensureFQ gives the endpoint's host-side interface an fq root qdisc, for
