@@ -375,6 +375,7 @@ func (g *golden) requireFlow(t *testing.T, fe lb.Frontend, client, backend netip
 // goldenCounts are packet counts of datapath.Counters.
 type goldenCounts struct {
 	Passed, ForwardNew, ForwardEst, Replies, NoBackend, Malformed, Fragments, CTFull uint64
+	SourceDenied, UnknownPort                                                        uint64
 	bytes                                                                            uint64
 }
 
@@ -384,11 +385,13 @@ func (g *golden) counts(t *testing.T) goldenCounts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := []datapath.Counter{c.Passed, c.ForwardNew, c.ForwardEstablished, c.Replies, c.NoBackend, c.Malformed, c.Fragments, c.ConntrackFull}
+	all := []datapath.Counter{c.Passed, c.ForwardNew, c.ForwardEstablished, c.Replies, c.NoBackend, c.Malformed, c.Fragments, c.ConntrackFull,
+		c.SourceDenied, c.UnknownPort}
 	out := goldenCounts{
 		Passed: c.Passed.Packets, ForwardNew: c.ForwardNew.Packets, ForwardEst: c.ForwardEstablished.Packets,
 		Replies: c.Replies.Packets, NoBackend: c.NoBackend.Packets, Malformed: c.Malformed.Packets,
 		Fragments: c.Fragments.Packets, CTFull: c.ConntrackFull.Packets,
+		SourceDenied: c.SourceDenied.Packets, UnknownPort: c.UnknownPort.Packets,
 	}
 	for _, x := range all {
 		out.bytes += x.Bytes
@@ -400,7 +403,8 @@ func (c goldenCounts) sub(o goldenCounts) goldenCounts {
 	return goldenCounts{
 		Passed: c.Passed - o.Passed, ForwardNew: c.ForwardNew - o.ForwardNew, ForwardEst: c.ForwardEst - o.ForwardEst,
 		Replies: c.Replies - o.Replies, NoBackend: c.NoBackend - o.NoBackend, Malformed: c.Malformed - o.Malformed,
-		Fragments: c.Fragments - o.Fragments, CTFull: c.CTFull - o.CTFull, bytes: c.bytes - o.bytes,
+		Fragments: c.Fragments - o.Fragments, CTFull: c.CTFull - o.CTFull,
+		SourceDenied: c.SourceDenied - o.SourceDenied, UnknownPort: c.UnknownPort - o.UnknownPort, bytes: c.bytes - o.bytes,
 	}
 }
 

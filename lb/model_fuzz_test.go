@@ -2,12 +2,18 @@ package lb
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -15,136 +21,572 @@ import (
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
-// modelServices exercise every decision the datapath makes: both
-// algorithms and families, weights, a terminating backend, affinity,
-// source ranges, a Local policy with nothing local, and no backends.
-func modelServices() []Service {
-	mk := func(fe string, alg Algorithm, backends ...string) Service {
-		s := svc(fe, backends...)
-		s.Algorithm = alg
-		return s
+// What FuzzModel's inputs are made of: small pools, so that random bytes
+// often name a frontend, a backend or a client that something else in the
+// input names too. Index 0 is IPv4, 1 IPv6.
+var (
+	// Frontend addresses: two cluster IPs, a node address (for node
+	// ports) and an address that is also a client's.
+	modelFrontends = [2][4]netip.Addr{
+		{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("10.96.0.11"), netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("10.0.0.3")},
+		{netip.MustParseAddr("fd00::10"), netip.MustParseAddr("fd00::11"), netip.MustParseAddr("fd00:ff::1"), netip.MustParseAddr("fd00:9::3")},
 	}
-	web := mk("10.96.0.10:80/tcp", Random, "10.0.1.2:8080", "10.0.2.2:8080", "10.0.3.2:8080")
-	web.VirtualIP = true // other ports of 10.96.0.10 are rejected
-	web.Backends[1].Weight, web.Backends[2].State = 2, Terminating
-	dns := mk("10.96.0.10:53/udp", Maglev, "10.0.1.2:5353", "10.0.2.2:5353")
-	dns.SessionAffinity = DefaultSessionAffinity
-	ranged := mk("10.96.0.12:80/tcp", Random, "10.0.1.2:8080")
-	ranged.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
-	web6 := mk("[fd00::10]:80/tcp", Maglev, "[fd00:1::2]:8080", "[fd00:2::2]:8080", "[fd00:3::2]:8080")
-	dns6 := mk("[fd00::10]:53/udp", Random, "[fd00:1::2]:5353", "[fd00:2::2]:5353")
-	dns6.SessionAffinity = 30 * 1e9
-	local6 := mk("[fd00::11]:80/tcp", Random, "[fd00:1::2]:8080") // a backend, none local: drop
-	local6.TrafficPolicy = Local
-	dns.Backends[1].State = Maintenance // affinity must not lead a client there
-	return []Service{web, dns, ranged, web6, dns6, local6, mk("10.96.0.11:80/tcp", Random)}
+	modelFrontendPorts = [4]uint16{80, 53, 443, 30080}
+	// Backend addresses, among them a client's and the node's.
+	modelBackends = [2][8]netip.Addr{
+		{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("10.0.1.3"), netip.MustParseAddr("10.0.1.4"), netip.MustParseAddr("10.0.2.2"),
+			netip.MustParseAddr("10.0.2.3"), netip.MustParseAddr("10.0.3.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("192.168.1.1")},
+		{netip.MustParseAddr("fd00:1::2"), netip.MustParseAddr("fd00:1::3"), netip.MustParseAddr("fd00:1::4"), netip.MustParseAddr("fd00:2::2"),
+			netip.MustParseAddr("fd00:2::3"), netip.MustParseAddr("fd00:3::2"), netip.MustParseAddr("fd00:9::3"), netip.MustParseAddr("fd00:ff::1")},
+	}
+	modelBackendPorts = [2]uint16{8080, 53}
+	modelClients      = [2][4]netip.Addr{
+		{netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.1.0.9"), netip.MustParseAddr("192.168.7.5")},
+		{netip.MustParseAddr("fd00:9::2"), netip.MustParseAddr("fd00:9::3"), netip.MustParseAddr("fd00:8::9"), netip.MustParseAddr("2001:db8::5")},
+	}
+	modelClientPorts = [4]uint16{40000, 40001, 1000, 80}
+	// Source ranges: some hold some clients, some all, some none.
+	modelRanges = [2][8]netip.Prefix{
+		{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.0.0.2/32"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.1.0.0/16"),
+			netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.0.0.3/32"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12")},
+		{netip.MustParsePrefix("fd00:9::/64"), netip.MustParsePrefix("fd00:9::2/128"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("fd00:8::/32"),
+			netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("fd00:9::3/128"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("fe80::/10")},
+	}
+	modelWeights = [8]uint16{0, 1, 1, 2, 3, 7, 100, MaxWeight}
+	// Affinity timeouts long enough that no input outlives one.
+	modelAffinity    = [4]time.Duration{0, 0, time.Minute, DefaultSessionAffinity}
+	modelMaglevSizes = [4]uint32{MinMaglevTableSize, 1021, MinMaglevTableSize, 0}
+)
+
+// fuzzBytes hands out a fuzz input byte by byte, zeros once it is used up.
+type fuzzBytes []byte
+
+func (r *fuzzBytes) next() byte {
+	if len(*r) == 0 {
+		return 0
+	}
+	c := (*r)[0]
+	*r = (*r)[1:]
+	return c
 }
 
-var modelClients = []Flow{
-	{Source: netip.MustParseAddrPort("10.0.0.2:40000"), Destination: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: TCP},
-	{Source: netip.MustParseAddrPort("10.0.0.2:40000"), Destination: netip.MustParseAddrPort("10.96.0.10:53"), Protocol: UDP},
-	{Source: netip.MustParseAddrPort("[fd00:9::2]:40000"), Destination: netip.MustParseAddrPort("[fd00::10]:80"), Protocol: TCP},
-	{Source: netip.MustParseAddrPort("[fd00:9::2]:40000"), Destination: netip.MustParseAddrPort("[fd00::10]:53"), Protocol: UDP},
-}
-
-// FuzzModel feeds the same frames to the reference model and to all three
-// programs, and requires the same decision: the counter the packet lands
-// in, the verdict, and the packet's new address (any of a Random service's
-// eligible backends for a new flow; exactly the one otherwise). Before
-// every input, conntrack and affinity are emptied and the flows of
-// modelClients established, so replies to them are translated.
-func FuzzModel(f *testing.F) {
-	for _, c := range modelClients {
-		for _, fl := range []Flow{c, {Source: netip.AddrPortFrom(c.Source.Addr(), 40001), Destination: c.Destination, Protocol: c.Protocol}} {
-			b, err := simFrame(fl.Source, fl.Destination, fl.Protocol)
-			if err != nil {
-				f.Fatal(err)
+// modelServicesFrom makes up to five services from r: every algorithm,
+// family, protocol, weight, state, locality, traffic policy, affinity,
+// source range, virtual IP and backend count (none included) the pools
+// above allow. A frontend or a backend address that comes again is
+// skipped, so any bytes make a valid set. One service in eight is a
+// Maglev service.
+func modelServicesFrom(r *fuzzBytes) []Service {
+	var out []Service
+	for range r.next() % 6 {
+		a, c, d := r.next(), r.next(), r.next()
+		fam := int(a & 1)
+		s := Service{Frontend: Frontend{
+			Address:  netip.AddrPortFrom(modelFrontends[fam][a>>1&3], modelFrontendPorts[a>>3&3]),
+			Protocol: [2]Protocol{TCP, UDP}[a>>5&1],
+		}}
+		s.VirtualIP = d&4 != 0
+		if a>>6 == 3 && d>>5&1 == 1 {
+			s.Algorithm, s.MaglevTableSize = Maglev, modelMaglevSizes[d>>3&3]
+		}
+		s.TrafficPolicy = TrafficPolicy(c & 1)
+		s.SessionAffinity = modelAffinity[c>>1&3]
+		for range int(c>>3&7) % 5 {
+			b := r.next()
+			be := Backend{
+				Address: netip.AddrPortFrom(modelBackends[fam][b&7], modelBackendPorts[b>>3&1]),
+				State:   BackendState(b >> 4 & 3 % 3),
+				Local:   b>>6&1 == 1,
 			}
-			f.Add(b)
+			if b>>7 == 1 {
+				be.Weight = modelWeights[r.next()&7]
+			}
+			if !slices.ContainsFunc(s.Backends, func(o Backend) bool { return o.Address == be.Address }) {
+				s.Backends = append(s.Backends, be)
+			}
+		}
+		for range d & 3 {
+			s.SourceRanges = append(s.SourceRanges, modelRanges[fam][r.next()&7])
+		}
+		if !slices.ContainsFunc(out, func(o Service) bool { return o.Frontend == s.Frontend }) {
+			out = append(out, s)
 		}
 	}
-	for _, fl := range []Flow{
-		{Source: netip.MustParseAddrPort("10.0.1.2:8080"), Destination: netip.MustParseAddrPort("10.0.0.2:40000"), Protocol: TCP},
-		{Source: netip.MustParseAddrPort("[fd00:2::2]:5353"), Destination: netip.MustParseAddrPort("[fd00:9::2]:40000"), Protocol: UDP},
-		{Source: netip.MustParseAddrPort("10.0.0.9:1000"), Destination: netip.MustParseAddrPort("10.96.0.12:80"), Protocol: TCP},
-		{Source: netip.MustParseAddrPort("10.1.0.9:1000"), Destination: netip.MustParseAddrPort("10.96.0.12:80"), Protocol: TCP},
-		{Source: netip.MustParseAddrPort("10.0.0.2:1000"), Destination: netip.MustParseAddrPort("10.96.0.11:80"), Protocol: TCP},
-		{Source: netip.MustParseAddrPort("[fd00:9::2]:1000"), Destination: netip.MustParseAddrPort("[fd00::11]:80"), Protocol: TCP},
-	} {
-		b, err := simFrame(fl.Source, fl.Destination, fl.Protocol)
-		if err != nil {
-			f.Fatal(err)
+	return out
+}
+
+// modelServicesFor makes the services of seed: modelServicesFrom over
+// bytes drawn from a generator seeded with it. Writing services takes
+// time (a Maglev service costs an RCU grace period, some 15 ms, in the
+// kernel's update of the outer map), so a fuzz input names its services
+// with two bytes that mutations seldom touch (its last two, which the
+// minimizer, cutting bytes out of the middle, keeps), and Manager.Sync,
+// which writes only what changed, leaves them alone while they stay the
+// same.
+func modelServicesFor(seed uint16) []Service {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	spec := make(fuzzBytes, 64)
+	for i := range spec {
+		spec[i] = byte(rng.Uint32())
+	}
+	return modelServicesFrom(&spec)
+}
+
+// modelHook is one program and what its half of lb_main does.
+type modelHook struct {
+	name           string
+	prog           *ebpf.Program
+	forward, reply bool
+	xdp            bool
+}
+
+// modelFuzz is one fuzz worker's datapath and what it knows of it.
+type modelFuzz struct {
+	dp    *datapath.Datapath
+	m     *Manager
+	hooks []modelHook
+	view  *modelView
+	// tables are the Maglev tables read so far, by inner map.
+	tables map[ebpf.MapID][]uint32
+	dirty  bool // the services differ from the last input's
+	// counts are the stats after the last run, as modelCounts reads them.
+	counts [bpf.XdplaneStatSTAT_MAX][2]uint64
+	count  modelCount
+}
+
+// modelCount counts what the fuzz test compared: inputs, frames (each
+// run through all three programs, unless the kernel refused it) and
+// program runs.
+type modelCount struct{ inputs, frames, runs uint64 }
+
+const (
+	modelMaxOps    = 24
+	modelMaxFrames = 16
+)
+
+// FuzzModel holds the programs to the reference model. An input's last
+// two bytes name a set of services (modelServicesFor), installed with
+// Manager.Sync; the rest is a program of up to 24 steps: a packet of a
+// flow from a client to a frontend (or to another port or address), a
+// reply from the backend a flow went to, a random frame, a mutation of
+// the last frame (bytes overwritten, cut short or lengthened), or a
+// change to a service (a backend's state or locality, a backend or the
+// service removed). Every frame, up to 16 per input, goes through all
+// three programs, in turn; for each run the model says which counter
+// moves, the verdict and the exact output frame (for a Random service's
+// new flow, one of the frames for its eligible backends; a reject to the
+// byte), and the run must agree. Conntrack and affinity start empty for
+// each input and must end as the model says, entry by entry.
+//
+// With XDPLANE_MODEL_COUNT set to a directory, each fuzz worker writes
+// its counts to a file there, named by its process id, after every input.
+func FuzzModel(f *testing.F) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 32 {
+		in := make([]byte, 80)
+		for i := range in {
+			in[i] = byte(rng.Uint32())
 		}
-		f.Add(b)
+		f.Add(in)
+	}
+	for _, in := range modelScenarios() {
+		f.Add(in)
 	}
 
-	dp, _ := openDatapath(f, datapath.Limits{ConntrackSize: 1024, AffinitySize: 1024})
+	dp, _ := openDatapath(f, datapath.Limits{ConntrackSize: 4096, AffinitySize: 1024})
 	m, err := NewManager(dp)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { m.Close() })
-	if _, err := m.Sync(modelServices()); err != nil {
-		f.Fatal(err)
-	}
-	maps, progs := dp.Maps(), dp.Programs()
-	hooks := []struct {
-		name           string
-		prog           *ebpf.Program
-		forward, reply bool
-		xdp            bool
-	}{
+	progs := dp.Programs()
+	mf := &modelFuzz{dp: dp, m: m, dirty: true, tables: map[ebpf.MapID][]uint32{}, hooks: []modelHook{
 		{"xdp", progs.XdplaneXdp, true, true, true},
 		{"tc ingress", progs.XdplaneTcIngress, true, false, false},
 		{"tc egress", progs.XdplaneTcEgress, false, true, false},
+	}}
+	countFile := ""
+	if dir := os.Getenv("XDPLANE_MODEL_COUNT"); dir != "" {
+		countFile = filepath.Join(dir, fmt.Sprint(os.Getpid()))
 	}
 
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > testutil.XDPLinearMax {
-			return // XDP would see only part of it; see testutil.XDPLinearMax
-		}
-		modelReset(t, dp)
-		for _, c := range modelClients {
-			b, _ := simFrame(c.Source, c.Destination, c.Protocol)
-			if _, err := progs.XdplaneXdp.Run(&ebpf.RunOptions{Data: b, DataOut: make([]byte, len(b)+256)}); err != nil {
+		mf.input(t, in)
+		if countFile != "" {
+			c := mf.count
+			if err := os.WriteFile(countFile, fmt.Appendf(nil, "%d %d %d\n", c.inputs, c.frames, c.runs), 0o644); err != nil {
 				t.Fatal(err)
-			}
-		}
-		for _, h := range hooks {
-			want, err := modelDecide(maps, in, h.forward, h.reply)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := modelCounts(t, dp)
-			out := make([]byte, len(in)+256)
-			opts := ebpf.RunOptions{Data: in, DataOut: out}
-			ret, err := h.prog.Run(&opts)
-			if err != nil {
-				// The kernel refuses some frames before any program runs.
-				return
-			}
-			after := modelCounts(t, dp)
-			got := -1
-			for s := range after {
-				if after[s] != before[s] {
-					if got != -1 {
-						t.Fatalf("%s: counted in two stats: %v -> %v", h.name, before, after)
-					}
-					got = s
-				}
-			}
-			if modelStat(got) != want.stat {
-				t.Fatalf("%s: kernel counted stat %d, model says %d (%+v)\n in %x", h.name, got, want.stat, want, in)
-			}
-			if err := modelCheck(h.xdp, want, ret, in, opts.DataOut); err != nil {
-				t.Fatalf("%s: %v\n in  %x\n out %x", h.name, err, in, opts.DataOut)
 			}
 		}
 	})
 }
 
-// modelReset empties conntrack and affinity.
-func modelReset(t *testing.T, dp *datapath.Datapath) {
+// modelScenarios are inputs that take one service of a kind through a
+// story: four clients' first packets, replies, client 0's next flows
+// while first backend 0 and then backend 1 stops taking new flows (one of
+// them is client 0's, which affinity must then let go), an established
+// flow with IP options, a mutated frame, backend 0 removed, and client
+// 0's first flow again.
+func modelScenarios() [][]byte {
+	eligible := func(s Service) int { return len(s.normalized().eligible()) }
+	kinds := []func(Service) bool{
+		func(s Service) bool {
+			return s.Algorithm == Random && s.SessionAffinity > 0 && len(s.SourceRanges) == 0 && s.TrafficPolicy == Cluster &&
+				len(s.Backends) == 2 && s.Backends[0].State == Active && s.Backends[1].State == Active
+		},
+		func(s Service) bool {
+			return s.Algorithm == Maglev && eligible(s) >= 2 && s.Frontend.Address.Addr().Is4()
+		},
+		func(s Service) bool {
+			return s.Algorithm == Maglev && eligible(s) >= 2 && s.Frontend.Address.Addr().Is6()
+		},
+		func(s Service) bool { return len(s.SourceRanges) > 0 && eligible(s) > 0 },
+		func(s Service) bool { return s.normalized().dropsWithoutBackend() },
+		func(s Service) bool {
+			return s.TrafficPolicy == Local && eligible(s) > 0 && eligible(s) < len(s.Backends)
+		},
+		func(s Service) bool {
+			return len(s.Backends) > 1 && !slices.ContainsFunc(s.Backends, func(b Backend) bool { return b.State != Terminating })
+		},
+	}
+	var out [][]byte
+	for _, kind := range kinds {
+	seeds:
+		for seed := range 1 << 16 {
+			for i, s := range modelServicesFor(uint16(seed)) {
+				if !kind(s) {
+					continue
+				}
+				x := byte(i)
+				out = append(out, []byte{
+					0, x, 0, 0, 0, x, 1, 0, 0, x, 2, 0, 0, x, 3, 0, // four clients
+					3, 0, 0, 3, 1, 0, // replies to the first two
+					7, x, 0, // backend 0's state: active to terminating
+					0, x, 4, 0, // client 0's second flow
+					7, x, 0, 7, x, 0, 7, x, 4, // backend 0 back to active, backend 1 terminating
+					0, x, 8, 0, // client 0's third flow
+					0, x, 0, 0x48, // its first, with IP options
+					5, 1, 30, 0, 0xff, 40, 0, 0, // that frame, two bytes changed
+					7, x, 2, // backend 0 removed
+					0, x, 0, 8, // client 0's first flow again
+					3, 0, 8, // a reply to it
+					byte(seed), byte(seed >> 8),
+				})
+				break seeds
+			}
+		}
+	}
+	return out
+}
+
+// input runs one fuzz input.
+func (mf *modelFuzz) input(t *testing.T, in []byte) {
+	var seed uint16
+	if n := len(in); n >= 2 {
+		in, seed = in[:n-2], uint16(in[n-2])|uint16(in[n-1])<<8
+	}
+	r := fuzzBytes(in)
+	svcs := modelServicesFor(seed)
+	res, err := mf.m.Sync(svcs)
+	if err != nil {
+		t.Fatalf("sync %v: %v", svcs, err)
+	}
+	if mf.dirty || len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {
+		mf.refresh(t)
+	}
+
+	mf.dirty = false
+	modelFlush(t, mf.dp)
+	mf.counts = modelCounts(t, mf.dp)
+	st := newModelState()
+	mf.count.inputs++
+
+	var flows []modelChosen // the new flows so far, for replies
+	var last []byte
+	for ops, frames := 0, 0; len(r) > 0 && ops < modelMaxOps && frames < modelMaxFrames; ops++ {
+		op := r.next()
+		var frame []byte
+		switch op & 7 {
+		case 7: // a change to a service; or, mostly, a packet of a flow
+			if op>>3&1 == 0 {
+				mf.change(t, svcs, r.next(), r.next())
+				continue
+			}
+			fallthrough
+		case 0, 1, 2:
+			frame = modelFlowFrame(t, svcs, r.next(), r.next(), r.next())
+		case 3:
+			k, shape := r.next(), r.next()
+			var fl modelChosen
+			if len(flows) > 0 {
+				fl = flows[int(k)%len(flows)]
+			} else {
+				fam := int(k & 1)
+				fl = modelChosen{netip.AddrPortFrom(modelClients[fam][k>>1&3], modelClientPorts[k>>3&3]),
+					netip.AddrPortFrom(modelBackends[fam][k>>5&7], modelBackendPorts[0]), [2]Protocol{TCP, UDP}[shape>>7]}
+			}
+			frame = modelFrame(t, fl.backend, fl.client, fl.proto, shape)
+		case 4:
+			n := int(r.next())
+			frame = bytes.Clone(r[:min(n, len(r))])
+			r = r[len(frame):]
+		case 5:
+			frame = bytes.Clone(last)
+			for range 1 + r.next()&3 {
+				pos, b := int(r.next())|int(r.next())<<8, r.next()
+				if len(frame) > 0 {
+					frame[pos%len(frame)] = b
+				}
+			}
+		case 6:
+			frame = bytes.Clone(last)
+			if n := int(r.next()); n&0x80 != 0 {
+				frame = append(frame, make([]byte, n&0x7f)...)
+			} else {
+				frame = frame[:len(frame)-min(n, len(frame))]
+			}
+		}
+		last = frame
+		if len(frame) > testutil.XDPLinearMax {
+			continue // XDP would see only part of it; see testutil.XDPLinearMax
+		}
+		frames++
+		ran := false
+		for _, h := range mf.hooks {
+			chosen, ok := mf.run(t, h, st, frame)
+			if !ok {
+				continue
+			}
+			ran = true
+			if chosen != nil {
+				flows = append(flows, *chosen)
+			}
+		}
+		if ran {
+			mf.count.frames++
+		}
+	}
+	modelCompareState(t, mf.dp, st)
+}
+
+// refresh reads the maps the programs read into the model's view.
+func (mf *modelFuzz) refresh(t *testing.T) {
+	v, err := readModelView(mf.dp.Maps(), mf.tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf.view = v
+}
+
+// change changes one of svcs as the Manager holds it: cycles a backend's
+// state, flips its locality, removes it, or removes the service. Flows
+// already made then meet a backend that left or stopped taking new ones.
+func (mf *modelFuzz) change(t *testing.T, svcs []Service, which, how byte) {
+	if len(svcs) == 0 {
+		return
+	}
+	s, ok := mf.m.Get(svcs[int(which)%len(svcs)].Frontend)
+	if !ok {
+		return
+	}
+	i := int(how>>2) % max(len(s.Backends), 1)
+	switch how & 3 {
+	case 0:
+		if len(s.Backends) > 0 {
+			s.Backends[i].State = (s.Backends[i].State + 1) % 3
+		}
+	case 1:
+		if len(s.Backends) > 0 {
+			s.Backends[i].Local = !s.Backends[i].Local
+		}
+	case 2:
+		if len(s.Backends) > 0 {
+			s.Backends = slices.Delete(s.Backends, i, i+1)
+		}
+	case 3:
+		if err := mf.m.Delete(s.Frontend); err != nil {
+			t.Fatal(err)
+		}
+		mf.refresh(t)
+		mf.dirty = true
+		return
+	}
+	if err := mf.m.Upsert(s); err != nil {
+		t.Fatal(err)
+	}
+	mf.refresh(t)
+	mf.dirty = true
+}
+
+// modelFlowFrame builds a packet from a client to the frontend of one of
+// svcs, or to another port or address of the pools (x); y picks the
+// client, its port and (one time in four) the other protocol; shape as for
+// modelFrame.
+func modelFlowFrame(t *testing.T, svcs []Service, x, y, shape byte) []byte {
+	var dst netip.AddrPort
+	var proto Protocol
+	if len(svcs) > 0 && x&0xc0 != 0xc0 {
+		fe := svcs[int(x)%len(svcs)].Frontend
+		dst, proto = fe.Address, fe.Protocol
+	} else {
+		dst = netip.AddrPortFrom(modelFrontends[x&1][x>>1&3], [4]uint16{80, 53, 8081, 30080}[x>>3&3])
+		proto = [2]Protocol{TCP, UDP}[x>>5&1]
+	}
+	if y&0x30 == 0x30 {
+		proto ^= TCP ^ UDP
+	}
+	fam := 0
+	if dst.Addr().Is6() {
+		fam = 1
+	}
+	src := netip.AddrPortFrom(modelClients[fam][y&3], modelClientPorts[y>>2&3])
+	return modelFrame(t, src, dst, proto, shape)
+}
+
+// modelFrame builds a packet with packets' builders. shape picks the
+// payload's length (bits 0-2), SYN or ACK (bit 3), and (bits 4-6) a plain
+// packet (0 to 3), IPv4 options or an IPv6 hop-by-hop header, UDP without
+// checksum or IPv6 destination options and AH, a fragment, or a padded
+// frame.
+func modelFrame(t *testing.T, src, dst netip.AddrPort, proto Protocol, shape byte) []byte {
+	payload := bytes.Repeat([]byte{0xa5, 0x5a, 0x3c}, int(shape&7))
+	flags := packets.TCPFlags{SYN: shape&8 == 0, ACK: shape&8 != 0, PSH: shape&8 != 0}
+	l4 := layers.IPProtocolTCP
+	if proto == UDP {
+		l4 = layers.IPProtocolUDP
+	}
+	variant := shape >> 4 & 7
+	pad := 0
+	if variant == 7 {
+		pad = 6
+	}
+	var b []byte
+	var err error
+	if src.Addr().Is4() {
+		p := packets.IPv4{Src: src, Dst: dst, Proto: l4, Payload: payload, TCPFlags: flags, Seq: 1, ID: 7, Pad: pad}
+		switch variant {
+		case 4:
+			p.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
+		case 5:
+			p.UDPNoChecksum = true
+		case 6:
+			p.Flags = layers.IPv4MoreFragments
+		}
+		b, err = p.Build()
+	} else {
+		p := packets.IPv6{Src: src, Dst: dst, Proto: l4, Payload: payload, TCPFlags: flags, Seq: 1, Pad: pad}
+		switch variant {
+		case 4:
+			p.Ext = []packets.IPv6Ext{packets.HopByHop}
+		case 5:
+			p.Ext = []packets.IPv6Ext{packets.DestOpts, packets.AH}
+		case 6:
+			p.Ext = []packets.IPv6Ext{packets.Fragment(0, true, 1)}
+		}
+		b, err = p.Build()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// modelChosen is the new flow a run made.
+type modelChosen struct {
+	client, backend netip.AddrPort
+	proto           Protocol
+}
+
+// run runs frame through h and requires what the model says of it; then
+// the model takes the run into its state. It reports false if the kernel
+// refused the frame before any program ran, and the new flow if the run
+// made one.
+func (mf *modelFuzz) run(t *testing.T, h modelHook, st *modelState, frame []byte) (*modelChosen, bool) {
+	d := mf.view.decide(st, frame, h.forward, h.reply)
+	before := mf.counts
+	opts := ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256)}
+	ret, err := h.prog.Run(&opts)
+	if err != nil {
+		return nil, false
+	}
+	mf.count.runs++
+	out := opts.DataOut
+	after := modelCounts(t, mf.dp)
+	mf.counts = after
+	for s := range after {
+		want := [2]uint64{}
+		if modelStat(s) == d.stat {
+			want = [2]uint64{1, uint64(len(frame))}
+		}
+		if got := [2]uint64{after[s][0] - before[s][0], after[s][1] - before[s][1]}; got != want {
+			t.Fatalf("%s: stat %d moved by %v packets and bytes, the model says %v (it counts in %d)\n in %x",
+				h.name, s, got, want, d.stat, frame)
+		}
+	}
+	if err := modelVerdict(h.xdp, d, ret); err != nil {
+		t.Fatalf("%s: %v (model: %+v)\n in  %x\n out %x", h.name, err, d, frame, out)
+	}
+	var be modelBackend
+	candidates := d.backends
+	if len(candidates) == 0 {
+		candidates = []modelBackend{{}}
+	}
+	var wants [][]byte
+	for _, c := range candidates {
+		want, err := d.output(frame, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(out, want) {
+			be, wants = c, nil
+			break
+		}
+		wants = append(wants, want)
+	}
+	if wants != nil {
+		t.Fatalf("%s: output differs from the model's (stat %d)\n in   %x\n out  %x\n want %x", h.name, d.stat, frame, out, wants)
+	}
+	if d.stat == mForwardNew || d.stat == mForwardEst || d.stat == mReply {
+		if packets.VerifyChecksums(frame) == nil {
+			if err := packets.VerifyChecksums(out); err != nil {
+				t.Fatalf("%s: valid checksums made invalid: %v\n in  %x\n out %x", h.name, err, frame, out)
+			}
+		}
+	}
+	st.commit(d, be, len(frame))
+	if d.stat != mForwardNew {
+		return nil, true
+	}
+	return &modelChosen{netip.AddrPortFrom(d.flow.src, d.flow.sport), be.addr, Protocol(d.flow.proto)}, true
+}
+
+// modelVerdict compares a run's verdict with the model's decision.
+func modelVerdict(xdp bool, d modelDecision, ret uint32) error {
+	const (
+		xdpDrop, xdpPass, xdpTX      = 1, 2, 3
+		tcUnspec, tcShot, tcRedirect = 0xffffffff, 2, 7
+	)
+	verdict := map[modelStat][2]uint32{
+		mPass: {xdpPass, tcUnspec}, mMalformed: {xdpPass, tcUnspec}, mFragment: {xdpPass, tcUnspec},
+		mForwardNew: {xdpPass, tcUnspec}, mForwardEst: {xdpPass, tcUnspec}, mReply: {xdpPass, tcUnspec},
+		mNoBackend: {xdpTX, tcRedirect}, mUnknownPort: {xdpTX, tcRedirect},
+		mSourceDenied: {xdpDrop, tcShot}, mCTFull: {xdpDrop, tcShot},
+	}[d.stat]
+	if d.stat == mNoBackend && d.drop {
+		verdict = [2]uint32{xdpDrop, tcShot}
+	}
+	want := verdict[1]
+	if xdp {
+		want = verdict[0]
+	}
+	if ret != want {
+		return fmt.Errorf("verdict %d, model says %d", ret, want)
+	}
+	return nil
+}
+
+// modelFlush empties conntrack and affinity.
+func modelFlush(t *testing.T, dp *datapath.Datapath) {
 	t.Helper()
 	for _, mp := range []*ebpf.Map{dp.Maps().Conntrack, dp.Maps().Affinity} {
 		var keys [][]byte
@@ -164,68 +606,69 @@ func modelReset(t *testing.T, dp *datapath.Datapath) {
 	}
 }
 
-func modelCounts(t *testing.T, dp *datapath.Datapath) [int(bpf.XdplaneStatSTAT_MAX)]uint64 {
+// modelCompareState requires conntrack and affinity to hold what the
+// model says, entry by entry, with a time in every entry.
+func modelCompareState(t *testing.T, dp *datapath.Datapath, st *modelState) {
 	t.Helper()
-	var out [int(bpf.XdplaneStatSTAT_MAX)]uint64
-	for s := range out {
-		var per []bpf.XdplaneCounter
-		if err := dp.Maps().Stats.Lookup(bpf.XdplaneStat(s), &per); err != nil {
-			t.Fatal(err)
+	err := errors.Join(
+		modelCompareMap(dp.Maps().Conntrack, st.conntrack, func(v *bpf.XdplaneCtValue) bool {
+			set := v.LastSeen != 0
+			v.LastSeen = 0
+			return set
+		}),
+		modelCompareMap(dp.Maps().Affinity, st.affinity, func(v *bpf.XdplaneAffinityValue) bool {
+			set := v.LastUsed != 0
+			v.LastUsed = 0
+			return set
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// modelCompareMap requires m to hold exactly want, once untime has zeroed
+// the time in each value; untime says whether it was set.
+func modelCompareMap[K, V comparable](m *ebpf.Map, want map[K]V, untime func(*V) bool) error {
+	got, err := modelReadAll[K, V](m)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for k, v := range got {
+		if !untime(&v) {
+			errs = append(errs, fmt.Errorf("%s entry %+v has no time", m, k))
 		}
-		for _, c := range per {
-			out[s] += c.Packets
+		if w, ok := want[k]; !ok || v != w {
+			errs = append(errs, fmt.Errorf("%s entry %+v is %+v, the model says %+v (%v)", m, k, v, w, ok))
+		}
+	}
+	if len(got) != len(want) {
+		errs = append(errs, fmt.Errorf("%s holds %d entries, the model %d", m, len(got), len(want)))
+	}
+	return errors.Join(errs...)
+}
+
+// modelCounts reads every stat's packets and bytes, summed over CPUs, in
+// one batch.
+func modelCounts(t *testing.T, dp *datapath.Datapath) [bpf.XdplaneStatSTAT_MAX][2]uint64 {
+	t.Helper()
+	const n = int(bpf.XdplaneStatSTAT_MAX)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]bpf.XdplaneStat, n)
+	per := make([]bpf.XdplaneCounter, n*cpus)
+	var cursor ebpf.MapBatchCursor
+	if got, err := dp.Maps().Stats.BatchLookup(&cursor, keys, per, nil); got != n || (err != nil && !errors.Is(err, ebpf.ErrKeyNotExist)) {
+		t.Fatalf("read %d of %d stats: %v", got, n, err)
+	}
+	var out [n][2]uint64
+	for i, k := range keys {
+		for _, c := range per[i*cpus : (i+1)*cpus] {
+			out[k][0] += c.Packets
+			out[k][1] += c.Bytes
 		}
 	}
 	return out
-}
-
-// modelCheck compares a run's verdict and output with the model's decision.
-func modelCheck(xdp bool, want modelDecision, ret uint32, in, out []byte) error {
-	const (
-		xdpDrop, xdpPass, xdpTX      = 1, 2, 3
-		tcUnspec, tcShot, tcRedirect = 0xffffffff, 2, 7
-	)
-	verdict := map[modelStat][2]uint32{
-		mPass: {xdpPass, tcUnspec}, mMalformed: {xdpPass, tcUnspec}, mFragment: {xdpPass, tcUnspec},
-		mForwardNew: {xdpPass, tcUnspec}, mForwardEst: {xdpPass, tcUnspec}, mReply: {xdpPass, tcUnspec},
-		mNoBackend: {xdpTX, tcRedirect}, mUnknownPort: {xdpTX, tcRedirect},
-		mSourceDenied: {xdpDrop, tcShot}, mCTFull: {xdpDrop, tcShot},
-	}[want.stat]
-	if want.stat == mNoBackend && want.drop {
-		verdict = [2]uint32{xdpDrop, tcShot}
-	}
-	wantRet := verdict[1]
-	if xdp {
-		wantRet = verdict[0]
-	}
-	if ret != wantRet {
-		return fmt.Errorf("verdict %d, model says %d", ret, wantRet)
-	}
-	switch want.stat {
-	case mPass, mMalformed, mFragment:
-		if !bytes.Equal(in, out) {
-			return fmt.Errorf("passed with changes; the model says untouched")
-		}
-	case mForwardNew, mForwardEst, mReply:
-		fin, _ := modelParse(in)
-		fout, why := modelParse(out)
-		if why != 0 {
-			return fmt.Errorf("output does not parse (%d)", why)
-		}
-		src, dst := netip.AddrPortFrom(fout.src, fout.sport), netip.AddrPortFrom(fout.dst, fout.dport)
-		inSrc, inDst := netip.AddrPortFrom(fin.src, fin.sport), netip.AddrPortFrom(fin.dst, fin.dport)
-		if want.stat == mReply {
-			if src != want.frontend || dst != inDst {
-				return fmt.Errorf("reply %s -> %s, model says %s -> %s", src, dst, want.frontend, inDst)
-			}
-		} else if src != inSrc || !slices.Contains(want.backends, dst) {
-			return fmt.Errorf("sent %s -> %s, model says %s -> one of %v", src, dst, inSrc, want.backends)
-		}
-		if packets.VerifyChecksums(in) == nil {
-			if err := packets.VerifyChecksums(out); err != nil {
-				return fmt.Errorf("valid checksums made invalid: %v", err)
-			}
-		}
-	}
-	return nil
 }

@@ -2,6 +2,9 @@ package lb
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 
@@ -11,8 +14,12 @@ import (
 )
 
 // The reference model: what the programs in bpf/lb.c decide for a frame,
-// written plainly in Go from the same map contents the programs read. The
-// differential fuzz test (FuzzModel) holds the two to the same answers.
+// and the frame they make of it, written plainly in Go. It reads the
+// control-plane maps the programs read (services, slots, Maglev tables,
+// backends, reverse NAT, virtual IPs, source ranges) once, into a
+// modelView, and keeps conntrack and session affinity itself, from its own
+// decisions: so the differential fuzz test (FuzzModel) compares the
+// programs' state with the model's as well as their answers.
 
 // modelStat mirrors enum stat.
 type modelStat int
@@ -173,115 +180,388 @@ func modelParseL4(b []byte, f modelFlow) (modelFlow, modelStat) {
 	return f, 0
 }
 
+// modelView is the control-plane maps as the programs read them.
+type modelView struct {
+	services map[bpf.XdplaneSvcKey]*modelService
+	backends map[uint32]bpf.XdplaneBackend
+	revnat   map[uint32]netip.AddrPort
+	vips     map[[16]byte]bool
+}
+
+type modelService struct {
+	bpf.XdplaneSvcValue
+	slots  []uint32 // backend ids, slot 1 first
+	maglev []uint32 // the Maglev table, for a Maglev service that has one
+	// ranges are the service's source prefixes as the LPM trie holds
+	// them: over the 16-byte address, IPv4 v4-mapped.
+	ranges []netip.Prefix
+}
+
+// readModelView reads the maps. A slot that names no backend of its
+// service is an error: the Manager never leaves one. Maglev tables are
+// read again only if their inner map changed (tables holds those read
+// before, by map id, and is pruned to the tables in use).
+func readModelView(maps *bpf.XdplaneMaps, tables map[ebpf.MapID][]uint32) (*modelView, error) {
+	services, err := modelReadAll[bpf.XdplaneSvcKey, bpf.XdplaneSvcValue](maps.Services)
+	if err != nil {
+		return nil, err
+	}
+	slots, err := modelReadAll[bpf.XdplaneSlotKey, uint32](maps.BackendSlots)
+	if err != nil {
+		return nil, err
+	}
+	v := &modelView{services: map[bpf.XdplaneSvcKey]*modelService{}, revnat: map[uint32]netip.AddrPort{}, vips: map[[16]byte]bool{}}
+	if v.backends, err = modelReadAll[uint32, bpf.XdplaneBackend](maps.Backends); err != nil {
+		return nil, err
+	}
+	revnat, err := modelReadAll[uint32, bpf.XdplaneRevnatValue](maps.Revnat)
+	if err != nil {
+		return nil, err
+	}
+	for id, rn := range revnat {
+		v.revnat[id] = addrPortOf(rn.Addr, rn.Port)
+	}
+	vips, err := modelReadAll[bpf.XdplaneVipKey, uint32](maps.Vips)
+	if err != nil {
+		return nil, err
+	}
+	for k := range vips {
+		v.vips[k.Addr] = true
+	}
+
+	inUse := map[ebpf.MapID]bool{}
+	byID := map[uint32]*modelService{}
+	for sk, sv := range services {
+		s := &modelService{XdplaneSvcValue: sv}
+		v.services[sk], byID[sv.Id] = s, s
+		for slot := uint32(1); slot <= uint32(s.Count); slot++ {
+			id, ok := slots[bpf.XdplaneSlotKey{SvcId: s.Id, Slot: slot}]
+			if be, known := v.backends[id]; !ok || !known || be.SvcId != s.Id {
+				return nil, fmt.Errorf("slot %d of service %d names backend %d (%v), not one of its own", slot, s.Id, id, ok)
+			}
+			s.slots = append(s.slots, id)
+		}
+		if Algorithm(s.Algorithm) == Maglev {
+			if s.maglev, err = readMaglevTable(maps, s.Id, tables, inUse); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for id := range tables {
+		if !inUse[id] {
+			delete(tables, id)
+		}
+	}
+
+	// The LPM trie has no batch lookup.
+	var (
+		rk  bpf.XdplaneSrcRangeKey
+		one uint8
+	)
+	it := maps.SourceRanges.Iterate()
+	for it.Next(&rk, &one) {
+		if s := byID[rangeKeyID(rk)]; s != nil {
+			s.ranges = append(s.ranges, netip.PrefixFrom(netip.AddrFrom16(rk.Addr), int(rk.Prefixlen)-32))
+		}
+	}
+	return v, it.Err()
+}
+
+// modelReadAll reads a hash map whole, in batches.
+func modelReadAll[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	out := map[K]V{}
+	keys, vals := make([]K, 1024), make([]V, 1024)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", m, err)
+		}
+	}
+}
+
+// rangeKeyID is the service id of a source range key.
+func rangeKeyID(k bpf.XdplaneSrcRangeKey) uint32 {
+	id, _ := prefixOf(k)
+	return id
+}
+
+// readMaglevTable reads a service's Maglev table, or nil if it has none,
+// from tables if it has been read before.
+func readMaglevTable(maps *bpf.XdplaneMaps, svc uint32, tables map[ebpf.MapID][]uint32, inUse map[ebpf.MapID]bool) ([]uint32, error) {
+	var inner *ebpf.Map
+	if err := maps.Maglev.Lookup(svc, &inner); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	defer inner.Close()
+	info, err := inner.Info()
+	if err != nil {
+		return nil, err
+	}
+	id, _ := info.ID()
+	inUse[id] = true
+	if t, ok := tables[id]; ok {
+		return t, nil
+	}
+	keys := make([]uint32, inner.MaxEntries())
+	table := make([]uint32, inner.MaxEntries())
+	var cursor ebpf.MapBatchCursor
+	n, err := inner.BatchLookup(&cursor, keys, table, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("read the Maglev table of service %d: %w", svc, err)
+	}
+	if n != len(table) {
+		return nil, fmt.Errorf("read %d of the %d entries of service %d's Maglev table", n, len(table), svc)
+	}
+	tables[id] = table
+	return table, nil
+}
+
+// modelBackend is a backend a decision may send a flow to.
+type modelBackend struct {
+	id     uint32
+	addr   netip.AddrPort
+	cookie uint32
+}
+
+// modelState is what the programs write: conntrack and session affinity,
+// with the fields the model can predict (not the times).
+type modelState struct {
+	conntrack map[bpf.XdplaneCtKey]bpf.XdplaneCtValue
+	affinity  map[bpf.XdplaneAffinityKey]bpf.XdplaneAffinityValue
+}
+
+func newModelState() *modelState {
+	return &modelState{
+		conntrack: map[bpf.XdplaneCtKey]bpf.XdplaneCtValue{},
+		affinity:  map[bpf.XdplaneAffinityKey]bpf.XdplaneAffinityValue{},
+	}
+}
+
 // modelDecision is what the model expects of one program run.
 type modelDecision struct {
 	stat modelStat
+	flow modelFlow
+	svc  *modelService
 	// For mForwardNew and mForwardEst: where to. A Random service's new
-	// flow may go to any of backends (with its slot weights); otherwise
-	// backends has one element.
-	backends []netip.AddrPort
+	// flow may go to any of backends; otherwise backends has one element.
+	backends []modelBackend
 	// For mReply: the new source.
 	frontend netip.AddrPort
 	// For mNoBackend: dropped (a Local policy) rather than rejected.
 	drop bool
 }
 
-// modelDecide mirrors lb_main() for a program that does DNAT (forward),
+// decide mirrors lb_main() for a program that does DNAT (forward),
 // reverse NAT (reply), or both.
-func modelDecide(maps *bpf.XdplaneMaps, b []byte, forward, reply bool) (modelDecision, error) {
+func (v *modelView) decide(st *modelState, b []byte, forward, reply bool) modelDecision {
 	f, why := modelParse(b)
 	if why != 0 {
-		return modelDecision{stat: why}, nil
+		return modelDecision{stat: why}
 	}
 	if forward {
-		var sv bpf.XdplaneSvcValue
-		sk := bpf.XdplaneSvcKey{Addr: f.dstKey, Port: f.dportR, Proto: f.proto}
-		if err := maps.Services.Lookup(sk, &sv); err == nil {
-			return modelForward(maps, f, sv)
+		if s := v.services[bpf.XdplaneSvcKey{Addr: f.dstKey, Port: f.dportR, Proto: f.proto}]; s != nil {
+			d := v.forward(st, f, s)
+			d.flow, d.svc = f, s
+			return d
 		}
-		var n uint32
-		if maps.Vips.Lookup(bpf.XdplaneVipKey{Addr: f.dstKey}, &n) == nil {
-			return modelDecision{stat: mUnknownPort}, nil
+		if v.vips[f.dstKey] {
+			return modelDecision{stat: mUnknownPort, flow: f}
 		}
 	}
 	if reply {
-		var ct bpf.XdplaneCtValue
-		k := bpf.XdplaneCtKey{Saddr: f.srcKey, Daddr: f.dstKey, Sport: f.sportRaw, Dport: f.dportR, Proto: f.proto, Dir: 1}
-		if maps.Conntrack.Lookup(k, &ct) == nil {
-			var rn bpf.XdplaneRevnatValue
-			if maps.Revnat.Lookup(ct.SvcId, &rn) == nil {
-				return modelDecision{stat: mReply, frontend: addrPortOf(rn.Addr, rn.Port)}, nil
+		if ct, ok := st.conntrack[modelCtKey(f, 1)]; ok {
+			if fe, ok := v.revnat[ct.SvcId]; ok {
+				return modelDecision{stat: mReply, flow: f, frontend: fe}
 			}
 		}
 	}
-	return modelDecision{stat: mPass}, nil
+	return modelDecision{stat: mPass}
 }
 
-func modelBackend(maps *bpf.XdplaneMaps, id, svcID, cookie uint32, checkCookie, mustTakeNew bool) (netip.AddrPort, bool) {
-	var be bpf.XdplaneBackend
-	if maps.Backends.Lookup(id, &be) != nil || be.SvcId != svcID || (checkCookie && be.Cookie != cookie) ||
-		(mustTakeNew && be.Flags&beFlagTakesNew == 0) {
-		return netip.AddrPort{}, false
-	}
-	return addrPortOf(be.Addr, be.Port), true
+func modelCtKey(f modelFlow, dir uint8) bpf.XdplaneCtKey {
+	return bpf.XdplaneCtKey{Saddr: f.srcKey, Daddr: f.dstKey, Sport: f.sportRaw, Dport: f.dportR, Proto: f.proto, Dir: dir}
 }
 
-func modelForward(maps *bpf.XdplaneMaps, f modelFlow, sv bpf.XdplaneSvcValue) (modelDecision, error) {
-	var ct bpf.XdplaneCtValue
-	k := bpf.XdplaneCtKey{Saddr: f.srcKey, Daddr: f.dstKey, Sport: f.sportRaw, Dport: f.dportR, Proto: f.proto}
-	if maps.Conntrack.Lookup(k, &ct) == nil && ct.SvcId == sv.Id {
-		if a, ok := modelBackend(maps, ct.BackendId, sv.Id, ct.BackendCookie, true, false); ok {
-			return modelDecision{stat: mForwardEst, backends: []netip.AddrPort{a}}, nil
+// backend returns backend id if it belongs to service svc (and, with
+// cookie not 0, has that cookie; with mustTakeNew, takes new flows).
+func (v *modelView) backend(id, svc, cookie uint32, mustTakeNew bool) (modelBackend, bool) {
+	be, ok := v.backends[id]
+	if !ok || be.SvcId != svc || (cookie != 0 && be.Cookie != cookie) || (mustTakeNew && be.Flags&beFlagTakesNew == 0) {
+		return modelBackend{}, false
+	}
+	return modelBackend{id: id, addr: addrPortOf(be.Addr, be.Port), cookie: be.Cookie}, true
+}
+
+func (v *modelView) forward(st *modelState, f modelFlow, s *modelService) modelDecision {
+	if ct, ok := st.conntrack[modelCtKey(f, 0)]; ok && ct.SvcId == s.Id {
+		if be, ok := v.backend(ct.BackendId, s.Id, ct.BackendCookie, false); ok {
+			return modelDecision{stat: mForwardEst, backends: []modelBackend{be}}
 		}
 	}
-	if sv.Flags&svcFlagSourceRanges != 0 {
-		var v uint8
-		rk := bpf.XdplaneSrcRangeKey{Prefixlen: 32 + 128, SvcId: rangeKey(sv.Id, netip.Prefix{}).SvcId, Addr: f.srcKey}
-		if maps.SourceRanges.Lookup(rk, &v) != nil {
-			return modelDecision{stat: mSourceDenied}, nil
-		}
+	if s.Flags&svcFlagSourceRanges != 0 && !slices.ContainsFunc(s.ranges, func(p netip.Prefix) bool {
+		return p.Contains(netip.AddrFrom16(f.srcKey))
+	}) {
+		return modelDecision{stat: mSourceDenied}
 	}
-	if sv.AffinityTimeout != 0 {
-		var av bpf.XdplaneAffinityValue
-		if maps.Affinity.Lookup(bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: sv.Id}, &av) == nil {
-			// The fuzz test creates affinity only within one input, well
-			// inside any timeout.
-			if a, ok := modelBackend(maps, av.BackendId, sv.Id, av.BackendCookie, true, true); ok {
-				return modelDecision{stat: mForwardNew, backends: []netip.AddrPort{a}}, nil
+	if s.AffinityTimeout != 0 {
+		// Affinity entries are made within one input, well inside any
+		// timeout the fuzz test sets.
+		if av, ok := st.affinity[bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: s.Id}]; ok {
+			if be, ok := v.backend(av.BackendId, s.Id, av.BackendCookie, true); ok {
+				return modelDecision{stat: mForwardNew, backends: []modelBackend{be}}
 			}
 		}
 	}
-	noBackend := modelDecision{stat: mNoBackend, drop: sv.Flags&svcFlagDropNoBackend != 0}
-	if sv.Count == 0 {
-		return noBackend, nil
+	noBackend := modelDecision{stat: mNoBackend, drop: s.Flags&svcFlagDropNoBackend != 0}
+	if s.Count == 0 {
+		return noBackend
 	}
-	if Algorithm(sv.Algorithm) == Maglev {
-		var inner *ebpf.Map
-		if maps.Maglev.Lookup(sv.Id, &inner) != nil || sv.MaglevSize == 0 {
-			return noBackend, nil
+	if Algorithm(s.Algorithm) == Maglev {
+		if s.maglev == nil || s.MaglevSize == 0 {
+			return noBackend
 		}
-		defer inner.Close()
-		idx := flowHash(f.src, f.sport, f.dport, Protocol(f.proto)) % sv.MaglevSize
-		var id uint32
-		if err := inner.Lookup(idx, &id); err != nil {
-			return modelDecision{}, err
+		idx := flowHash(f.src, f.sport, f.dport, Protocol(f.proto)) % s.MaglevSize
+		if int(idx) >= len(s.maglev) {
+			return noBackend
 		}
-		a, ok := modelBackend(maps, id, sv.Id, 0, false, false)
+		be, ok := v.backend(s.maglev[idx], s.Id, 0, false)
 		if !ok {
-			return noBackend, nil
+			return noBackend
 		}
-		return modelDecision{stat: mForwardNew, backends: []netip.AddrPort{a}}, nil
+		return modelDecision{stat: mForwardNew, backends: []modelBackend{be}}
 	}
-	var d modelDecision
-	d.stat = mForwardNew
-	for slot := uint32(1); slot <= uint32(sv.Count); slot++ {
-		var id uint32
-		if err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: sv.Id, Slot: slot}, &id); err != nil {
-			return modelDecision{}, err
-		}
-		if a, ok := modelBackend(maps, id, sv.Id, 0, false, false); ok && !slices.Contains(d.backends, a) {
-			d.backends = append(d.backends, a)
+	d := modelDecision{stat: mForwardNew}
+	for _, id := range s.slots {
+		if !slices.ContainsFunc(d.backends, func(b modelBackend) bool { return b.id == id }) {
+			be, _ := v.backend(id, s.Id, 0, false)
+			d.backends = append(d.backends, be)
 		}
 	}
-	return d, nil
+	return d
+}
+
+// commit records in st what the program did for d, given the backend it
+// chose (for a forwarded packet) and the frame's length.
+func (st *modelState) commit(d modelDecision, be modelBackend, n int) {
+	f := d.flow
+	switch d.stat {
+	case mForwardEst, mReply:
+		k := modelCtKey(f, 0)
+		if d.stat == mReply {
+			k = modelCtKey(f, 1)
+		}
+		ct := st.conntrack[k]
+		ct.Packets++
+		ct.Bytes += uint64(n)
+		st.conntrack[k] = ct
+	case mForwardNew:
+		if d.svc.AffinityTimeout != 0 {
+			st.affinity[bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: d.svc.Id}] = bpf.XdplaneAffinityValue{BackendId: be.id, BackendCookie: be.cookie}
+		}
+		ct := bpf.XdplaneCtValue{BackendId: be.id, SvcId: d.svc.Id, BackendCookie: be.cookie}
+		st.conntrack[bpf.XdplaneCtKey{Saddr: be.addr.Addr().As16(), Daddr: f.srcKey, Sport: htons(be.addr.Port()), Dport: f.sportRaw, Proto: f.proto, Dir: 1}] = ct
+		ct.Packets, ct.Bytes = 1, uint64(n)
+		st.conntrack[modelCtKey(f, 0)] = ct
+	}
+}
+
+// output is the frame a program makes of in for d, sending a forwarded
+// packet to be.
+func (d modelDecision) output(in []byte, be modelBackend) ([]byte, error) {
+	switch d.stat {
+	case mForwardNew, mForwardEst:
+		return modelRewrite(in, d.flow, true, be.addr), nil
+	case mReply:
+		return modelRewrite(in, d.flow, false, d.frontend), nil
+	case mNoBackend, mUnknownPort:
+		if !d.drop {
+			return modelReject(in, d.flow)
+		}
+	}
+	return in, nil
+}
+
+// modelCsumUpdate mirrors csum_update() in bpf/lb.c: RFC 1624, eqn. 3,
+// for one 4-byte word, as 16-bit words in network order (the one's
+// complement sum does not care about byte order).
+func modelCsumUpdate(check uint16, from, to [4]byte) uint16 {
+	s := uint32(^check)
+	s += uint32(^binary.BigEndian.Uint16(from[:2])) + uint32(^binary.BigEndian.Uint16(from[2:]))
+	s += uint32(binary.BigEndian.Uint16(to[:2])) + uint32(binary.BigEndian.Uint16(to[2:]))
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return ^uint16(s)
+}
+
+// modelRewrite mirrors rewrite_xdp(): in with the flow's destination (dst)
+// or source address and port replaced by to, the transport checksum (and
+// IPv4's header checksum) updated incrementally, word by word.
+func modelRewrite(in []byte, f modelFlow, dst bool, to netip.AddrPort) []byte {
+	out := slices.Clone(in)
+	from, addrOff, portOff := f.srcKey, mEthLen+12, f.l4off
+	if dst {
+		from, addrOff, portOff = f.dstKey, mEthLen+16, f.l4off+2
+	}
+	toKey := to.Addr().As16()
+	words := []int{12} // offsets of the address words that change
+	if f.v6 {
+		words = []int{0, 4, 8, 12}
+		addrOff = mEthLen + 8
+		if dst {
+			addrOff = mEthLen + 24
+		}
+	}
+	checkOff := f.l4off + 6
+	if f.proto == 6 {
+		checkOff = f.l4off + 16
+	}
+	if !f.udpNoCsum {
+		c := binary.BigEndian.Uint16(out[checkOff:])
+		for _, w := range words {
+			c = modelCsumUpdate(c, [4]byte(from[w:w+4]), [4]byte(toKey[w:w+4]))
+		}
+		var oldPort, newPort [4]byte
+		binary.BigEndian.PutUint16(oldPort[:], binary.BigEndian.Uint16(out[portOff:]))
+		binary.BigEndian.PutUint16(newPort[:], to.Port())
+		c = modelCsumUpdate(c, oldPort, newPort)
+		if f.proto == 17 && c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(out[checkOff:], c)
+	}
+	binary.BigEndian.PutUint16(out[portOff:], to.Port())
+	if f.v6 {
+		copy(out[addrOff:], toKey[:])
+	} else {
+		ipCheck := binary.BigEndian.Uint16(out[mEthLen+10:])
+		binary.BigEndian.PutUint16(out[mEthLen+10:], modelCsumUpdate(ipCheck, [4]byte(from[12:]), [4]byte(toKey[12:])))
+		copy(out[addrOff:], toKey[12:])
+	}
+	return out
+}
+
+// modelReject mirrors reject_xdp() and reject_tc(): the ICMP (ICMPv6)
+// port unreachable from the flow's destination to its source, back to
+// the sender's MAC address, quoting the IP header (IPv6: the fixed
+// header) and the 8 bytes after it, or 20 for TCP.
+func modelReject(in []byte, f modelFlow) ([]byte, error) {
+	l4 := 8
+	if f.proto == 6 {
+		l4 = 20
+	}
+	n := 40 + l4
+	if !f.v6 {
+		n = f.l4off - mEthLen + l4
+	}
+	n &= 0x7c
+	return rejectFrame(net.HardwareAddr(in[0:6]), net.HardwareAddr(in[6:12]), f.dst, f.src, in[mEthLen:mEthLen+n])
 }

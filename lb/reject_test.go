@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -116,32 +117,44 @@ func rejectInput(t *testing.T, src, dst net.HardwareAddr, fe Frontend, client ne
 // header and the 8 bytes after it, or the whole TCP header.
 func rejectWant(t *testing.T, src, dst net.HardwareAddr, from, to netip.Addr, offending []byte) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst}
-	buf := gopacket.NewSerializeBuffer()
-	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	var err error
 	l4 := 8
 	if proto := offending[9]; (to.Is4() && proto == 6) || (!to.Is4() && offending[6] == 6) {
 		l4 = 20 // TCP: the whole header
 	}
+	n := 40 + l4
 	if to.Is4() {
-		ihl := int(offending[0]&0x0f) * 4
+		n = int(offending[0]&0x0f)*4 + l4
+	}
+	b, err := rejectFrame(src, dst, from, to, offending[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// rejectFrame builds, with gopacket, an ICMP (ICMPv6) port unreachable
+// from from to to, between the given MAC addresses, quoting quote.
+func rejectFrame(src, dst net.HardwareAddr, from, to netip.Addr, quote []byte) ([]byte, error) {
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: dst}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	var err error
+	if to.Is4() {
 		eth.EthernetType = layers.EthernetTypeIPv4
 		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: from.AsSlice(), DstIP: to.AsSlice()}
 		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
-		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(offending[:ihl+l4]))
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(quote))
 	} else {
 		eth.EthernetType = layers.EthernetTypeIPv6
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: from.AsSlice(), DstIP: to.AsSlice()}
 		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeDestinationUnreachable, layers.ICMPv6CodePortUnreachable)}
-		icmp.SetNetworkLayerForChecksum(ip)
+		if err := icmp.SetNetworkLayerForChecksum(ip); err != nil {
+			return nil, err
+		}
 		// The 4 unused bytes of the message come first in the payload.
-		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(append([]byte{0, 0, 0, 0}, offending[:40+l4]...)))
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(append([]byte{0, 0, 0, 0}, quote...)))
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return slices.Clone(buf.Bytes()), err
 }
 
 // Other ports of a virtual IP (a cluster IP) are rejected like a service
