@@ -14,6 +14,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -332,4 +333,99 @@ func TestBehaviourPacketRate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Under a limit's backlog, the neighbour the traffic goes to is found
+// again at once when forgotten: ARP and neighbour discovery pass the
+// queue. A 100 kbit/s limit behind a UDP flood holds seconds of backlog,
+// more than neighbour resolution waits (three tries, a second apart).
+func TestBehaviourBandwidthNeighbours(t *testing.T) {
+	for _, fam := range bhFamilies {
+		for _, dir := range []Direction{Ingress, Egress} {
+			t.Run(fam.name+"/"+dir.String(), func(t *testing.T) {
+				n := newBhNode(t, fam, 1)
+				n.tp.Node.MustDo(func() error {
+					return n.m.AddEndpoint(Endpoint{Interface: n.podIf(0), NetNS: n.tp.Backends[0].Path()})
+				})
+				n.setBandwidth(0, limit(dir, Limit{Rate: 100_000}))
+				// The queue's side: who resolves whom.
+				from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.fam.client, n.pod(0)
+				resolver, ifname, neighbour := n.tp.Node, n.podIf(0), n.pod(0)
+				if dir == Egress {
+					from, to, src, dst = to, from, dst, src
+					resolver, ifname, neighbour = n.tp.Backends[0], "eth0", n.gateway(0)
+				}
+				done := make(chan error, 1)
+				go func() {
+					_, err := testutil.FloodUDP(from, src, to, netip.AddrPortFrom(dst, 5300), 4*time.Second)
+					done <- err
+				}()
+				time.Sleep(1500 * time.Millisecond) // the backlog builds
+				link, err := resolver.Netlink().LinkByName(ifname)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fam := netlink.FAMILY_V4
+				if neighbour.Is6() {
+					fam = netlink.FAMILY_V6
+				}
+				if err := resolver.Netlink().NeighDel(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: fam, IP: neighbour.AsSlice()}); err != nil {
+					t.Fatalf("forget %s: %v", neighbour, err)
+				}
+				forgot := time.Now()
+				// A datagram of its own asks for the neighbour at once:
+				// the flood's sender may be asleep on a full socket
+				// buffer.
+				resolver.MustDo(func() error {
+					c, err := net.Dial("udp", netip.AddrPortFrom(neighbour, 9).String())
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					_, err = c.Write([]byte("who"))
+					return err
+				})
+				for {
+					if neighbourReachable(t, resolver, link.Attrs().Index, fam, neighbour) {
+						t.Logf("%s found again after %v", neighbour, time.Since(forgot).Round(time.Millisecond))
+						break
+					}
+					if time.Since(forgot) > time.Second {
+						t.Errorf("%s not found again within a second of being forgotten, under the backlog", neighbour)
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// gateway is the node's address on pod i's link, of the test's family.
+func (n *bhNode) gateway(i int) netip.Addr {
+	a := n.pod(i).As16()
+	a[15] = 1
+	if n.fam.v6() {
+		return netip.AddrFrom16(a)
+	}
+	return netip.AddrFrom16(a).Unmap()
+}
+
+// neighbourReachable reports whether ns knows a's link address on the
+// interface with index idx, and has confirmed it.
+func neighbourReachable(t *testing.T, ns *testutil.NS, idx, family int, a netip.Addr) bool {
+	t.Helper()
+	neighs, err := ns.Netlink().NeighList(idx, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nb := range neighs {
+		if ip, ok := netip.AddrFromSlice(nb.IP); ok && ip.Unmap() == a && nb.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT) != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -486,12 +487,48 @@ func (m *Manager) ensureHTB(ep *endpoint, dir Direction, l Limit) error {
 		if err := h.QdiscReplace(q); err != nil {
 			return fmt.Errorf("install an HTB qdisc on %s: %w", link.Attrs().Name, err)
 		}
+		if dir == Egress {
+			for _, f := range plumbingFilters(idx) {
+				if err := h.FilterAdd(f); err != nil {
+					return errors.Join(fmt.Errorf("install a filter on %s: %w", link.Attrs().Name, err), h.QdiscDel(q))
+				}
+			}
+		}
 	}
 	c := htbClassFor(idx, l)
 	if err := h.ClassReplace(c); err != nil {
 		return fmt.Errorf("install an HTB class on %s: %w", link.Attrs().Name, err)
 	}
 	return nil
+}
+
+// plumbingFilters are the u32 filters that send ARP and IPv6 neighbour
+// discovery from the link past the pod side's HTB class, which takes
+// everything else: classid major:0 is HTB's unshaped direct queue. The
+// datapath exempts the same packets on the host side (bw_exempt).
+func plumbingFilters(idx int) []netlink.Filter {
+	direct := netlink.MakeHandle(htbHandle, 0)
+	attrs := func(proto uint16, prio uint16) netlink.FilterAttrs {
+		return netlink.FilterAttrs{LinkIndex: idx, Parent: direct, Protocol: proto, Priority: prio}
+	}
+	fs := []netlink.Filter{&netlink.U32{
+		FilterAttrs: attrs(unix.ETH_P_ARP, 1),
+		ClassId:     direct,
+		Sel:         &netlink.TcU32Sel{Flags: nl.TC_U32_TERMINAL, Keys: []netlink.TcU32Key{{}}},
+	}}
+	for typ := uint32(133); typ <= 137; typ++ {
+		fs = append(fs, &netlink.U32{
+			FilterAttrs: attrs(unix.ETH_P_IPV6, 2),
+			ClassId:     direct,
+			Sel: &netlink.TcU32Sel{Flags: nl.TC_U32_TERMINAL, Keys: []netlink.TcU32Key{
+				// IPv6 bytes 6 and 7: next header ICMPv6, hop limit 255.
+				{Off: 4, Mask: 0x0000ffff, Val: unix.IPPROTO_ICMPV6<<8 | 255},
+				// The ICMPv6 type, right after the fixed header.
+				{Off: 40, Mask: 0xff000000, Val: typ << 24},
+			}},
+		})
+	}
+	return fs
 }
 
 // htbClassFor is the endpoint's HTB class on the link with index idx.
