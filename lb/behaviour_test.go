@@ -116,8 +116,8 @@ func newLBNode(t *testing.T, backends int, v variant) *lbNode {
 	for i, be := range n.tp.Backends {
 		for _, addr := range []netip.Addr{n.tp.BackendAddrs[i], n.tp.BackendAddrs6[i]} {
 			name := backendName(i, addr.Is6())
-			testutil.ServeTCP(t, be, netip.AddrPortFrom(addr, 8080), name)
-			testutil.ServeUDP(t, be, netip.AddrPortFrom(addr, 5353), name)
+			testutil.ServeTCP(t, be, netip.AddrPortFrom(addr, servePort(lb.TCP)), name)
+			testutil.ServeUDP(t, be, netip.AddrPortFrom(addr, servePort(lb.UDP)), name)
 		}
 	}
 	return n
@@ -171,7 +171,16 @@ func (n *lbNode) service(proto lb.Protocol, vip netip.AddrPort, port uint16, idx
 // services is f's TCP service (to port 8080) and UDP service (to port
 // 5353) over the backends idx.
 func (n *lbNode) services(f family, idx ...int) []lb.Service {
-	return []lb.Service{n.service(lb.TCP, f.tcp, 8080, idx...), n.service(lb.UDP, f.udp, 5353, idx...)}
+	return []lb.Service{n.service(lb.TCP, f.tcp, servePort(lb.TCP), idx...), n.service(lb.UDP, f.udp, servePort(lb.UDP), idx...)}
+}
+
+// servePort is the port on which every backend serves proto: 8080 for
+// TCP, 5353 for UDP (see newLBNode).
+func servePort(proto lb.Protocol) uint16 {
+	if proto == lb.TCP {
+		return 8080
+	}
+	return 5353
 }
 
 // variant is one way of attaching. With checksums set, checksum offload is

@@ -162,6 +162,30 @@ func (c *Conn) Abort() error {
 // It enters the namespace once per worker rather than once per
 // connection: thousands of connections take a second or two.
 func AskTCPFrom(ns *NS, locals []netip.AddrPort, addr netip.AddrPort, timeout time.Duration, workers int) ([]string, error) {
+	return askEach(ns, locals, addr, workers, func(local netip.AddrPort) (string, error) {
+		c, err := dialTCP(local, addr, timeout)
+		if err != nil {
+			return "", err
+		}
+		c.Abort()
+		return c.Server, nil
+	})
+}
+
+// AskUDPFromEach is AskTCPFrom for UDP: from each of locals it sends one
+// datagram to addr from a socket of its own (see AskUDPFrom) and returns
+// the answers, in the order of locals. A closed UDP socket leaves nothing
+// behind, so the same source ports can ask again straight away.
+func AskUDPFromEach(ns *NS, locals []netip.AddrPort, addr netip.AddrPort, timeout time.Duration, workers int) ([]string, error) {
+	return askEach(ns, locals, addr, workers, func(local netip.AddrPort) (string, error) {
+		return askUDP(local, addr, timeout)
+	})
+}
+
+// askEach calls ask for each of locals inside ns, workers calls at a time,
+// and returns the answers in the order of locals. It stops at the first
+// error.
+func askEach(ns *NS, locals []netip.AddrPort, addr netip.AddrPort, workers int, ask func(local netip.AddrPort) (string, error)) ([]string, error) {
 	names := make([]string, len(locals))
 	workers = max(1, min(workers, len(locals)))
 	errs := make([]error, workers)
@@ -173,13 +197,12 @@ func AskTCPFrom(ns *NS, locals []netip.AddrPort, addr netip.AddrPort, timeout ti
 			defer wg.Done()
 			errs[w] = ns.Do(func() error {
 				for i := w; i < len(locals) && !failed.Load(); i += workers {
-					c, err := dialTCP(locals[i], addr, timeout)
+					name, err := ask(locals[i])
 					if err != nil {
 						failed.Store(true)
 						return fmt.Errorf("from %s to %s: %w", locals[i], addr, err)
 					}
-					names[i] = c.Server
-					c.Abort()
+					names[i] = name
 				}
 				return nil
 			})
@@ -228,15 +251,21 @@ func AskUDP(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, error) 
 // AskUDPFrom is AskUDP from the local address local: a source address of
 // ns, or the zero Addr for any, and a source port, or 0 for a fresh one.
 func AskUDPFrom(ns *NS, local, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	var name string
+	err := ns.Do(func() (err error) {
+		name, err = askUDP(local, addr, timeout)
+		return err
+	})
+	return name, err
+}
+
+// askUDP is AskUDPFrom from the current thread's namespace.
+func askUDP(local, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	var laddr *net.UDPAddr
 	if local.Addr().IsValid() || local.Port() != 0 {
 		laddr = net.UDPAddrFromAddrPort(local)
 	}
-	var c *net.UDPConn
-	err := ns.Do(func() (err error) {
-		c, err = net.ListenUDP(network("udp", addr), laddr)
-		return err
-	})
+	c, err := net.ListenUDP(network("udp", addr), laddr)
 	if err != nil {
 		return "", err
 	}
