@@ -71,20 +71,62 @@ static __always_inline int edt_departure(struct bw_value *v, __u64 len, __u64 no
 
 /*
  * police is a virtual-scheduling (GCRA) packet-rate limit over segs
- * packets (a GSO packet counts its segments): 1 to drop.
+ * packets (a GSO packet counts its segments): 1 to drop. An idle bucket
+ * passes any packet whole, so that a GSO packet of more segments than
+ * the burst is not dropped for ever; its cost then holds back the packets
+ * after it.
  */
 static __always_inline int police(struct bw_value *v, __u64 now, __u64 segs)
 {
-	__u64 tat = v->pps_clock_ns > now ? v->pps_clock_ns : now;
 	__u64 cost = segs * v->pps_interval_ns;
 
-	if (tat + cost - v->pps_interval_ns - now > v->pps_burst_ns)
+	if (v->pps_clock_ns <= now) {
+		v->pps_clock_ns = now + cost;
+		return 0;
+	}
+	if (v->pps_clock_ns + cost - v->pps_interval_ns - now > v->pps_burst_ns)
 		return 1;
-	v->pps_clock_ns = tat + cost;
+	v->pps_clock_ns += cost;
 	return 0;
 }
 
-static __always_inline void bw_count(const struct bw_key *k, bool dropped, __u32 len)
+/*
+ * wire_len is the length a qdisc counts for the packet, segs segments: a
+ * GSO packet's Ethernet, IP and TCP or UDP headers once per segment, as
+ * they will be on the wire (IPv6 extension headers are not counted again).
+ */
+static __always_inline __u64 wire_len(struct __sk_buff *skb, __u32 segs)
+{
+	__u32 hdr = ETH_HLEN;
+	__u8 b, proto;
+
+	if (segs <= 1)
+		return skb->len;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &b, 1) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1))
+			return skb->len;
+		hdr += (b & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &proto, 1))
+			return skb->len;
+		hdr += sizeof(struct ipv6hdr);
+	} else {
+		return skb->len;
+	}
+	if (proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, hdr + 12, &b, 1))
+			return skb->len;
+		hdr += (b >> 4) * 4;
+	} else if (proto == IPPROTO_UDP) {
+		hdr += sizeof(struct udphdr);
+	} else {
+		return skb->len;
+	}
+	return skb->len + (__u64)(segs - 1) * hdr;
+}
+
+static __always_inline void bw_count(const struct bw_key *k, bool dropped, __u64 len)
 {
 	struct bw_counter *c = bpf_map_lookup_elem(&bw_stats, k);
 
@@ -101,15 +143,18 @@ static __always_inline void bw_count(const struct bw_key *k, bool dropped, __u32
 
 /*
  * bw_exempt reports whether a packet is link plumbing that no limit
- * holds: ARP, and IPv6 neighbour discovery (ICMPv6 types 133 to 137 right
- * after the fixed header, hop limit 255, so from the link itself). Queued
- * behind a backlog or policed under a flood, they would fail, and with
- * them every flow to the neighbour they resolve. They never leave the
- * link, so they carry nothing past the limit.
+ * holds: queued behind a backlog or policed under a flood, it would time
+ * out, and every flow to the neighbour it resolves with it. That is ARP,
+ * which no router forwards, and IPv6 neighbour discovery (ICMPv6 right
+ * after the fixed header, hop limit 255) that cannot carry data past the
+ * node: into the pod, types 133 to 137 with their hop limit whole are the
+ * node's own (a forwarded packet has lost one); out of the pod, only a
+ * host's solicitations and advertisements, to link-local or link-scope
+ * multicast addresses, which no router forwards.
  */
-static __always_inline bool bw_exempt(struct __sk_buff *skb)
+static __always_inline bool bw_exempt(struct __sk_buff *skb, __u32 dir)
 {
-	__u8 h[2];
+	__u8 h[2], t;
 
 	if (skb->protocol == bpf_htons(ETH_P_ARP))
 		return true;
@@ -118,9 +163,16 @@ static __always_inline bool bw_exempt(struct __sk_buff *skb)
 	/* next header and hop limit */
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, h, 2) || h[0] != IPPROTO_ICMPV6 || h[1] != 255)
 		return false;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), h, 1))
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct ipv6hdr), &t, 1))
 		return false;
-	return h[0] >= 133 && h[0] <= 137;
+	if (dir == DIR_INGRESS)
+		return t >= 133 && t <= 137;
+	if (t != 133 && t != 135 && t != 136)
+		return false;
+	/* the destination's first two bytes: fe80::/10 or ff02::/16 */
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 24, h, 2))
+		return false;
+	return (h[0] == 0xfe && (h[1] & 0xc0) == 0x80) || (h[0] == 0xff && h[1] == 0x02);
 }
 
 /*
@@ -133,13 +185,14 @@ __noinline int bw_apply(struct __sk_buff *skb, __u32 dir)
 {
 	struct bw_key k = {.ifindex = skb->ifindex, .dir = dir};
 	struct bw_value *v = bpf_map_lookup_elem(&bandwidth, &k);
-	__u64 now, asked = 0, at = 0;
-	__u32 len = skb->len;
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 now, len, asked = 0, at = 0;
 
-	if (!v || bw_exempt(skb))
+	if (!v || bw_exempt(skb, dir))
 		return 0;
+	len = wire_len(skb, segs);
 	now = bpf_ktime_get_ns();
-	if (v->pps_interval_ns && police(v, now, skb->gso_segs ? skb->gso_segs : 1)) {
+	if (v->pps_interval_ns && police(v, now, segs)) {
 		bw_count(&k, true, len);
 		return 1;
 	}

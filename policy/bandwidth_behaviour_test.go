@@ -324,12 +324,12 @@ func TestBehaviourPacketRate(t *testing.T) {
 				t.Errorf("%d datagrams arrived, want within %.0f%% of %.0f", res.Received, 100*bwTolerance, want)
 			}
 			// What did not arrive, the limit dropped (counted), and
-			// nothing else did. Not to the packet: the node's own
-			// multicast listener reports, sent a few times after its
-			// addresses came up, take the same limit towards the pod.
-			lost := float64(res.Sent - res.Received)
-			if math.Abs(lost-float64(got.DroppedPackets)) > 0.01*float64(res.Sent) {
-				t.Errorf("%.0f datagrams lost, the limit counted %d dropped: want them equal within 1%% of those sent", lost, got.DroppedPackets)
+			// nothing else did. Give or take a few packets: the node's
+			// own multicast listener reports, sent a few times after
+			// its addresses came up, take the same limit towards the
+			// pod.
+			if lost := res.Sent - res.Received; math.Abs(float64(lost)-float64(got.DroppedPackets)) > 10 {
+				t.Errorf("%d datagrams lost, the limit counted %d dropped: want them equal, give or take 10", lost, got.DroppedPackets)
 			}
 			if got.ShapedPackets != 0 {
 				t.Errorf("%d packets shaped, want none: a packet-rate limit alone polices", got.ShapedPackets)

@@ -260,8 +260,23 @@ func TestBandwidthRecovery(t *testing.T) {
 		t.Errorf("the stale counters: lookup = %v, want them deleted", err)
 	}
 
-	// The pod's namespace is not in the maps: the agent adds the
-	// endpoint again, as after any restart, and then it is all as before.
+	// The pod's namespace is not in the maps: the egress limit cannot be
+	// touched, nor the endpoint removed while its link is there...
+	for what, call := range map[string]func() error{
+		"SetBandwidth":   func() error { return r.m.SetBandwidth("pol0", Bandwidth{Ingress: b.Ingress}) },
+		"RemoveEndpoint": func() error { return r.m.RemoveEndpoint("pol0") },
+	} {
+		var err error
+		r.ns.MustDo(func() error { err = call(); return nil })
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != "egress.rate" || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s of a recovered egress limit, no namespace: %v, want egress.rate refused", what, err)
+		}
+		if after := r.bwStateOf(t); !after.equal(before) {
+			t.Errorf("%s refused, but the kernel's state changed", what)
+		}
+	}
+	// ...until the agent adds the endpoint again, as after any restart.
 	r.withPodNS(t)
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
 	if s := r.bwStateOf(t); !s.equal(bwState{}) {
@@ -273,9 +288,12 @@ func TestBandwidthRecovery(t *testing.T) {
 // where the fq qdisc is.
 func TestBandwidthMode(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	var err error
+	have, err := haveFQ()
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.ns.MustDo(func() error { err = r.m.SetBandwidthMode(BandwidthEDT); return nil })
-	if haveFQ() {
+	if have {
 		if err != nil {
 			t.Fatalf("SetBandwidthMode(edt) with fq: %v", err)
 		}
@@ -323,5 +341,100 @@ func TestRemoveEndpointLinkGone(t *testing.T) {
 		if err := r.dp.Maps().Bandwidth.Lookup(bwKey(r.ifindex, d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Errorf("%s entry after the endpoint went: lookup = %v, want none", d, err)
 		}
+	}
+}
+
+// htbRate is the rate, in bytes a second, of the one HTB class on ifname
+// in ns, or 0 if it has none.
+func htbRate(t *testing.T, ns *testutil.NS, ifname string) uint64 {
+	t.Helper()
+	l, err := ns.Netlink().LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ns.Netlink().ClassList(l, netlink.HANDLE_NONE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if h, ok := c.(*netlink.HtbClass); ok {
+			return h.Rate
+		}
+	}
+	return 0
+}
+
+// A pod restarted on a new veth of the same name, in a new namespace:
+// its limits follow it there, on both sides of the new link; told the
+// wrong namespace first, the Manager sets them once told the right one.
+func TestBandwidthMove(t *testing.T) {
+	g := testutil.NewGroup(t)
+	node, pod1, pod2 := g.NS("node"), g.NS("pod1"), g.NS("pod2")
+	testutil.Veth(t, node, "bwm0", pod1, "eth0")
+	dir := testutil.BPFFS(t)
+	var (
+		dp *datapath.Datapath
+		m  *Manager
+	)
+	node.MustDo(func() (err error) {
+		if dp, err = datapath.Open(datapath.Options{Dir: dir}); err != nil {
+			return err
+		}
+		m, err = NewManager(dp)
+		return err
+	})
+	t.Cleanup(func() {
+		m.Close()
+		dp.Close()
+		node.MustDo(func() error { return datapath.Remove(dir) })
+	})
+	b := Bandwidth{Ingress: Limit{Rate: 8_000_000}, Egress: Limit{Rate: 4_000_000}}
+	node.MustDo(func() error {
+		if err := m.SetBandwidthMode(BandwidthHTB); err != nil {
+			return err
+		}
+		if err := m.AddEndpoint(Endpoint{Interface: "bwm0", NetNS: pod1.Path()}); err != nil {
+			return err
+		}
+		return m.SetBandwidth("bwm0", b)
+	})
+	old, err := node.Netlink().LinkByName("bwm0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Netlink().LinkDel(old); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Veth(t, node, "bwm0", pod2, "eth0")
+
+	// The old namespace has no pod side any more.
+	var moveErr error
+	node.MustDo(func() error { moveErr = m.AddEndpoint(Endpoint{Interface: "bwm0", NetNS: pod1.Path()}); return nil })
+	if moveErr == nil {
+		t.Fatal("AddEndpoint with a namespace that has no pod side: nil error")
+	}
+	node.MustDo(func() error { return m.AddEndpoint(Endpoint{Interface: "bwm0", NetNS: pod2.Path()}) })
+
+	if got := htbRate(t, node, "bwm0"); got != 1_000_000 {
+		t.Errorf("host side: HTB rate %d bytes/s, want 1,000,000", got)
+	}
+	if got := htbRate(t, pod2, "eth0"); got != 500_000 {
+		t.Errorf("pod side: HTB rate %d bytes/s, want 500,000", got)
+	}
+	l, err := node.Netlink().LinkByName("bwm0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []Direction{Ingress, Egress} {
+		var v bpf.XdplaneBwValue
+		if err := dp.Maps().Bandwidth.Lookup(bwKey(uint32(l.Attrs().Index), d), &v); err != nil {
+			t.Errorf("%s entry on the new interface: %v", d, err)
+		}
+		if err := dp.Maps().Bandwidth.Lookup(bwKey(uint32(old.Attrs().Index), d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Errorf("%s entry on the old interface: lookup = %v, want none", d, err)
+		}
+	}
+	if st, err := m.Endpoint("bwm0"); err != nil || st.Bandwidth != b {
+		t.Errorf("Endpoint(bwm0) = %+v, %v; want Bandwidth %+v", st.Bandwidth, err, b)
 	}
 }

@@ -388,9 +388,11 @@ func TestLimitValue(t *testing.T) {
 		l    Limit
 		want bpf.XdplaneBwValue
 	}{
-		{"EDT, a rate", BandwidthEDT, Egress, Limit{Rate: 10_000_000},
+		{"EDT, a rate", BandwidthEDT, Ingress, Limit{Rate: 10_000_000},
 			// 1.25 MB/s; the default burst, 64 KiB, is 52.4288 ms of it.
 			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_250_000, BurstNs: 52_428_800, HorizonNs: edtHorizon, SetRate: 10_000_000}},
+		{"EDT egress: the pod side's HTB queue, as in HTB mode", BandwidthEDT, Egress, Limit{Rate: 10_000_000},
+			bpf.XdplaneBwValue{Mode: bwHTB, HorizonNs: edtHorizon, SetRate: 10_000_000}},
 		{"EDT, a rate and burst", BandwidthEDT, Ingress, Limit{Rate: 8_000_000, Burst: 80_000},
 			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_000_000, BurstNs: 10_000_000, HorizonNs: edtHorizon, SetRate: 8_000_000, SetBurst: 80_000}},
 		{"HTB ingress: classified", BandwidthHTB, Ingress, Limit{Rate: 10_000_000},
@@ -416,11 +418,26 @@ func TestLimitValue(t *testing.T) {
 		t.Errorf("no limit: limitValue = %+v, true; want nothing to write", v)
 	}
 
-	// A changed limit keeps the clocks, but never ahead of now: a
-	// backlog at the old rate must not hold up the new one.
-	v := bpf.XdplaneBwValue{Rate: 1}
-	carryClocks(&v, bpf.XdplaneBwValue{ClockNs: 500, PpsClockNs: 700}, 600)
-	if v.ClockNs != 500 || v.PpsClockNs != 600 || v.Rate != 1 {
-		t.Errorf("carryClocks = %+v, want clock 500 (behind now, kept), packet clock 600 (now), the rest kept", v)
+	// A changed limit keeps the clocks: a backlog stamped at the old
+	// rate leaves on its stamps, and a lower rate queues after it; a
+	// higher one starts now, not held up by the old rate.
+	have := bpf.XdplaneBwValue{Rate: 1000, ClockNs: 900, PpsIntervalNs: 100, PpsClockNs: 700}
+	noPolicer := have
+	noPolicer.PpsIntervalNs = 0
+	for _, c := range []struct {
+		name        string
+		have, v     bpf.XdplaneBwValue
+		clock, pclk uint64
+	}{
+		{"lower rates", have, bpf.XdplaneBwValue{Rate: 500, PpsIntervalNs: 200}, 900, 700},
+		{"the same rates", have, bpf.XdplaneBwValue{Rate: 1000, PpsIntervalNs: 100}, 900, 700},
+		{"higher rates", have, bpf.XdplaneBwValue{Rate: 2000, PpsIntervalNs: 50}, 600, 600},
+		{"a policer where there was none", noPolicer, bpf.XdplaneBwValue{Rate: 1000, PpsIntervalNs: 100}, 900, 600},
+	} {
+		v := c.v
+		carryClocks(&v, c.have, 600)
+		if v.ClockNs != c.clock || v.PpsClockNs != c.pclk || v.Rate != c.v.Rate {
+			t.Errorf("%s: carryClocks = %+v, want clock %d, packet clock %d, the rest kept", c.name, v, c.clock, c.pclk)
+		}
 	}
 }

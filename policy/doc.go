@@ -80,28 +80,28 @@
 // at veth round-trip times). Limits apply at once to flows already
 // running, and a refused one leaves the previous one in force.
 //
-// How packets wait is the Manager's BandwidthMode, detected once and
+// An ingress limit's queue is on the host side of the pod's link, and how
+// packets wait there is the Manager's BandwidthMode, detected once and
 // overridable (SetBandwidthMode) while no limit is set:
 //
-//   - BandwidthEDT, where the kernel has the fq qdisc: the tc programs
-//     stamp each packet with its earliest departure time from a virtual
-//     clock per endpoint and direction, and fq holds it until then; a
-//     packet with more than 2 s queued ahead of it is dropped. Ingress
-//     limits are stamped as packets leave for the pod, and the library
-//     installs fq on the host side of the pod's link. Egress limits are
-//     stamped as packets arrive from the pod; they wait in the fq of the
-//     interface they leave the node by, which the operator installs on
-//     the uplinks (as Cilium's bandwidth manager requires), so traffic
-//     between pods of one node is not held to them.
+//   - BandwidthEDT, where the kernel has the fq qdisc: the tc program
+//     stamps each packet with its earliest departure time from a virtual
+//     clock per endpoint, and an fq qdisc the library installs holds it
+//     until then; a packet with more than 2 s queued ahead of it is
+//     dropped.
 //   - BandwidthHTB, where there is no fq: the library installs an HTB
-//     qdisc with one class per limited direction. An ingress limit's
-//     class is on the host side of the pod's link, and the tc program
-//     puts the endpoint's packets in it (skb->priority); other packets
-//     leave unshaped. An egress limit's class is on the pod's side of its
-//     link, in the pod's namespace (Endpoint.NetNS), and takes all the
-//     pod sends: the pod's own TCP stack then feels the queue and slows
-//     down without a drop. A pod with CAP_NET_ADMIN could remove that
-//     qdisc; give egress limits only to pods without it, or use EDT.
+//     qdisc with a class for the endpoint, and the tc program puts the
+//     endpoint's packets in it (skb->priority); other packets leave
+//     unshaped.
+//
+// An egress limit's queue is an HTB class on the pod's side of its link,
+// in the pod's namespace (Endpoint.NetNS), in either mode: it takes all
+// the pod sends, to the node, other pods or beyond, and the pod's own TCP
+// feels the queue and slows down without a drop. (Stamping at the host
+// side and pacing in the uplinks' fq, as Cilium does, would leave traffic
+// between pods of one node unshaped, and shape nothing where the uplinks
+// have no fq.) A pod with CAP_NET_ADMIN could remove that qdisc: give
+// egress limits to pods without it.
 //
 // A packet-rate limit (Limit.PacketRate), for UDP floods, polices: packets
 // beyond the rate and its burst are dropped, a GSO packet counting its
@@ -113,8 +113,14 @@
 // The limits live in the datapath's maps, keyed by interface, and survive
 // the agent: a new Manager reads them back and reports them in
 // EndpointStatus.Bandwidth, and the mode with them. The pod's namespace
-// is not kept: add the endpoint again with its NetNS before changing or
-// removing its egress limit under HTB.
+// is not kept: until the endpoint is added again with its NetNS, its
+// egress limit can be neither changed nor removed (SetBandwidth and
+// RemoveEndpoint refuse, naming egress.rate), unless the pod's link is
+// gone. An endpoint moved to a re-created interface of the same name
+// takes its limits along, into the namespace AddEndpoint names.
+//
+// Detecting fq and reaching a pod's namespace need CAP_SYS_ADMIN besides
+// CAP_NET_ADMIN.
 //
 // # Prefilter
 //

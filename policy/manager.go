@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -31,8 +32,8 @@ type Endpoint struct {
 	// cannot forge. Optional; each valid and listed once.
 	Addresses []netip.Addr
 	// NetNS is the path of the pod's network namespace (a CNI plugin's
-	// CNI_NETNS). Optional; egress bandwidth limits need it under
-	// BandwidthHTB, whose queue is on the pod's side of its link.
+	// CNI_NETNS). Optional; egress bandwidth limits need it: their queue
+	// is on the pod's side of its link.
 	NetNS string
 }
 
@@ -83,6 +84,7 @@ type Manager struct {
 type endpoint struct {
 	status    EndpointStatus
 	bandwidth Bandwidth // in force
+	bwPending bool      // bandwidth is not all in the kernel: apply it again
 	cookie    uint32    // in its policy_ct keys; new each time it is added
 	ifindex   uint32
 	ingress   *installed // nil: no rules to look up
@@ -235,12 +237,14 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 		return named(e.Interface, &ValidationError{Field: "interface", Value: e.Interface, Reason: err.Error(), err: ErrNotFound})
 	}
 	if ep, ok := m.endpoints[e.Interface]; ok {
-		if ep.ifindex != uint32(ifc.Index) {
-			if err := m.move(ep, uint32(ifc.Index)); err != nil {
-				return err
-			}
-		}
+		// First, so that the limits follow to the new pod's namespace.
 		ep.status.Endpoint = e
+		if ep.ifindex != uint32(ifc.Index) {
+			return m.move(ep, uint32(ifc.Index))
+		}
+		if ep.bwPending {
+			return m.reapplyBandwidth(ep)
+		}
 		return nil
 	}
 	id, ok := m.epIDs.Get()
@@ -313,10 +317,20 @@ func (m *Manager) move(ep *endpoint, ifindex uint32) error {
 	}
 	ep.ifindex = ifindex
 	if b != (Bandwidth{}) {
-		if err := m.applyBandwidth(ep, resolveMode(m.bwMode), b); err != nil {
-			return fmt.Errorf("endpoint %s: set its limits on the new interface: %w", name, err)
-		}
+		return m.reapplyBandwidth(ep)
 	}
+	return nil
+}
+
+// reapplyBandwidth sets ep's limits again, on a new interface or after
+// that failed; until it succeeds, the next AddEndpoint or SetBandwidth
+// tries again.
+func (m *Manager) reapplyBandwidth(ep *endpoint) error {
+	if err := m.applyBandwidth(ep, resolveMode(m.bwMode), ep.bandwidth); err != nil {
+		ep.bwPending = true
+		return fmt.Errorf("endpoint %s: set its limits on its interface: %w", ep.status.Interface, err)
+	}
+	ep.bwPending = false
 	return nil
 }
 
@@ -340,6 +354,14 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 	ep, ok := m.endpoints[ifname]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+	}
+	// A recovered egress limit's queue is in a namespace this Manager
+	// has not been told: unless the pod's link is gone, and that queue
+	// with it, it would be left shaping.
+	if err := ep.needsNetNS(0); err != nil {
+		if _, lerr := netlink.LinkByIndex(int(ep.ifindex)); !gone(lerr) {
+			return named(ifname, err)
+		}
 	}
 	if ep.bandwidth != (Bandwidth{}) {
 		if err := m.applyBandwidth(ep, resolveMode(m.bwMode), Bandwidth{}); err != nil {

@@ -24,17 +24,16 @@ const (
 	// BandwidthAuto picks BandwidthEDT where the kernel has the fq qdisc,
 	// BandwidthHTB where it does not.
 	BandwidthAuto BandwidthMode = iota
-	// BandwidthEDT stamps each packet's earliest departure time, and an
-	// fq qdisc paces it: on the endpoint's host-side interface for
-	// ingress limits (the library installs it), on the interfaces pods'
-	// traffic leaves the node by for egress limits (the node's uplinks:
-	// the operator installs fq there, as for Cilium's bandwidth manager).
+	// BandwidthEDT paces ingress limits with departure times the
+	// datapath stamps on each packet, which an fq qdisc the library
+	// installs on the endpoint's host-side interface honours.
 	BandwidthEDT
-	// BandwidthHTB paces with HTB qdiscs the library installs: one class
-	// on the endpoint's host-side interface for ingress limits, into
-	// which the datapath classifies the endpoint's packets, and one on
-	// the pod's side of its link for egress limits (which needs
-	// Endpoint.NetNS).
+	// BandwidthHTB paces ingress limits with an HTB class the library
+	// installs on the endpoint's host-side interface, into which the
+	// datapath classifies the endpoint's packets.
+	//
+	// In either mode, egress limits are an HTB class on the pod's side of
+	// its link, which takes all the pod sends (and needs Endpoint.NetNS).
 	BandwidthHTB
 )
 
@@ -80,28 +79,40 @@ const (
 )
 
 var (
-	fqOnce sync.Once
-	fqHave bool
+	fqMu    sync.Mutex
+	fqKnown bool // the probe has answered
+	fqHave  bool
 )
 
 // haveFQ reports whether the kernel has the fq qdisc: it tries one on a
-// veth in a network namespace of its own, once.
-func haveFQ() bool {
-	fqOnce.Do(func() { fqHave = probeFQ() == nil })
-	return fqHave
+// veth in a network namespace of its own. The answer is kept; a probe
+// that fails for another reason (no privilege) is tried again next time.
+func haveFQ() (bool, error) {
+	fqMu.Lock()
+	defer fqMu.Unlock()
+	if !fqKnown {
+		have, err := probeFQ()
+		if err != nil {
+			return false, fmt.Errorf("probe for the fq qdisc: %w", err)
+		}
+		fqKnown, fqHave = true, have
+	}
+	return fqHave, nil
 }
 
-func probeFQ() error {
+// probeFQ answers haveFQ. A kernel without fq refuses the qdisc's kind
+// with ENOENT.
+func probeFQ() (bool, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer orig.Close()
 	ns, err := netns.New() // enters it
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		netns.Set(orig)
@@ -109,25 +120,33 @@ func probeFQ() error {
 	}()
 	h, err := netlink.NewHandle()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer h.Close()
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fqprobe0"}, PeerName: "fqprobe1"}); err != nil {
-		return err
+		return false, err
 	}
 	l, err := h.LinkByName("fqprobe0")
 	if err != nil {
-		return err
+		return false, err
 	}
-	return h.QdiscAdd(&netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(1, 0)}})
+	err = h.QdiscAdd(&netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(1, 0)}})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	}
+	return false, err
 }
 
-// resolveMode turns BandwidthAuto into what this kernel supports.
+// resolveMode turns BandwidthAuto into what this kernel supports: EDT
+// where fq is, else HTB, also when the probe cannot tell.
 func resolveMode(m BandwidthMode) BandwidthMode {
 	if m != BandwidthAuto {
 		return m
 	}
-	if haveFQ() {
+	if have, err := haveFQ(); err == nil && have {
 		return BandwidthEDT
 	}
 	return BandwidthHTB
@@ -157,8 +176,13 @@ func (m *Manager) SetBandwidthMode(mode BandwidthMode) error {
 			return invalid("bandwidthMode", mode, "endpoint "+name+" has a limit: remove the limits first")
 		}
 	}
-	if mode == BandwidthEDT && !haveFQ() {
-		return fmt.Errorf("%w: bandwidth mode edt: the fq qdisc", datapath.ErrNotSupported)
+	if mode == BandwidthEDT {
+		switch have, err := haveFQ(); {
+		case err != nil:
+			return err
+		case !have:
+			return fmt.Errorf("%w: bandwidth mode edt: the fq qdisc", datapath.ErrNotSupported)
+		}
 	}
 	m.bwMode = mode
 	return nil
@@ -182,17 +206,31 @@ func (m *Manager) SetBandwidth(ifname string, b Bandwidth) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
 	}
 	mode := resolveMode(m.bwMode)
-	if mode == BandwidthHTB && b.Egress.Rate != 0 && ep.status.NetNS == "" {
-		return named(ifname, invalid("egress.rate", b.Egress.Rate, "shaping what the pod sends needs its network namespace (Endpoint.NetNS): the queue is on the pod's side of its link"))
+	if err := ep.needsNetNS(b.Egress.Rate); err != nil {
+		return named(ifname, err)
 	}
 	old := ep.bandwidth
 	if err := m.applyBandwidth(ep, mode, b); err != nil {
 		// Put back what was in force; a second failure is reported too.
 		return errors.Join(fmt.Errorf("endpoint %s: %w", ifname, err), m.applyBandwidth(ep, mode, old))
 	}
-	ep.bandwidth = b
+	ep.bandwidth, ep.bwPending = b, false
 	ep.status.Bandwidth = b
 	return nil
+}
+
+// needsNetNS refuses to set an egress rate, or to touch the one in
+// force, when the endpoint's network namespace is unknown: the queue is on
+// the pod's side of its link.
+func (ep *endpoint) needsNetNS(rate uint64) error {
+	if ep.status.NetNS != "" || (rate == 0 && ep.bandwidth.Egress.Rate == 0) {
+		return nil
+	}
+	reason := "shaping what the pod sends needs its network namespace (Endpoint.NetNS): the queue is on the pod's side of its link"
+	if ep.status.Recovered {
+		reason += "; a restarted Manager does not know it: add the endpoint again with it"
+	}
+	return invalid("egress.rate", rate, reason)
 }
 
 // applyBandwidth writes b's datapath entries and qdiscs for ep.
@@ -221,19 +259,20 @@ func limitValue(mode BandwidthMode, dir Direction, l Limit) (v bpf.XdplaneBwValu
 	}
 	if l.Rate != 0 {
 		switch {
+		case dir == Egress:
+			// In either mode the pod side's HTB queue takes all the
+			// pod sends: nothing to classify, and no priority on
+			// forwarded packets.
+			v.Mode = bwHTB
 		case mode == BandwidthEDT:
 			v.Mode = bwEDT
 			v.Rate = l.rateBytes()
 			v.BurstNs = l.burstBytes() * 1_000_000_000 / v.Rate
-		case dir == Ingress:
+		default:
 			// The host side's egress queue: the datapath classifies.
 			v.Mode = bwHTB
 			v.Rate = l.rateBytes()
 			v.Priority = netlink.MakeHandle(htbHandle, htbClass)
-		default:
-			// The pod side's queue takes all the pod sends: nothing
-			// to classify, and no priority on forwarded packets.
-			v.Mode = bwHTB
 		}
 	}
 	if l.PacketRate != 0 {
@@ -245,11 +284,18 @@ func limitValue(mode BandwidthMode, dir Direction, l Limit) (v bpf.XdplaneBwValu
 
 // carryClocks keeps the clocks of the entry in force, have, in its
 // replacement v, so that a changed limit applies from the next packet
-// without a fresh burst; a clock ahead of now (a backlog at the old rate)
-// is brought back to now, so that a higher rate is not held up by it.
+// without a fresh burst. A clock ahead of now is the backlog already
+// stamped, which leaves on its stamps: a lower rate queues after it, but a
+// higher one starts now, so that it is not held up by the old rate.
 func carryClocks(v *bpf.XdplaneBwValue, have bpf.XdplaneBwValue, now uint64) {
-	v.ClockNs = min(have.ClockNs, now)
-	v.PpsClockNs = min(have.PpsClockNs, now)
+	v.ClockNs = have.ClockNs
+	if v.Rate > have.Rate {
+		v.ClockNs = min(v.ClockNs, now)
+	}
+	v.PpsClockNs = have.PpsClockNs
+	if have.PpsIntervalNs == 0 || v.PpsIntervalNs < have.PpsIntervalNs {
+		v.PpsClockNs = min(v.PpsClockNs, now)
+	}
 }
 
 func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l Limit) error {
@@ -261,9 +307,9 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 	// is not there yet; on removal, the entry goes first.
 	var qerr error
 	switch {
-	case shape && mode == BandwidthHTB:
+	case shape && (mode == BandwidthHTB || dir == Egress):
 		qerr = m.ensureHTB(ep, dir, l)
-	case shape && mode == BandwidthEDT && dir == Ingress:
+	case shape:
 		qerr = m.ensureFQ(ep)
 	}
 	if qerr != nil {
@@ -383,6 +429,9 @@ func (m *Manager) recoverBandwidth() error {
 			ep.bandwidth.Egress = l
 		}
 		ep.status.Bandwidth = ep.bandwidth
+		if Direction(k.Dir) == Egress || v.Rate == 0 {
+			continue // the pod side's HTB in either mode
+		}
 		switch v.Mode {
 		case bwEDT:
 			m.bwMode = BandwidthEDT
@@ -452,6 +501,12 @@ func (m *Manager) queueLink(ep *endpoint, dir Direction) (*netlink.Handle, netli
 	if err != nil {
 		h.Close()
 		return nil, nil, fmt.Errorf("the pod side of %s in %s: %w", host.Attrs().Name, ep.status.NetNS, err)
+	}
+	// An interface of that index in another namespace is not the pod
+	// side: its link must point back at the host side.
+	if l.Attrs().ParentIndex != int(ep.ifindex) {
+		h.Close()
+		return nil, nil, fmt.Errorf("%s in %s is not the pod side of %s", l.Attrs().Name, ep.status.NetNS, host.Attrs().Name)
 	}
 	return h, l, nil
 }
@@ -623,7 +678,7 @@ func (m *Manager) BandwidthCounters(ifname string) (BandwidthCounters, error) {
 			d.c.DroppedPackets += p.DroppedPackets
 			d.c.DroppedBytes += p.DroppedBytes
 		}
-		if d.l.Rate == 0 || resolveMode(m.bwMode) != BandwidthHTB {
+		if d.l.Rate == 0 || (d.dir == Ingress && resolveMode(m.bwMode) != BandwidthHTB) {
 			continue
 		}
 		// The pod side's class shapes all the pod sends.

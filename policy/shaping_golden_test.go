@@ -237,6 +237,23 @@ func TestGoldenEDT(t *testing.T) {
 		}
 	})
 
+	t.Run("GSO", func(t *testing.T) {
+		// A GSO packet is its segments on the wire, each with its own
+		// headers: a qdisc counts them so, and so does the clock.
+		seg := tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")
+		ihl := int(seg[14]&0xf) * 4
+		hdr := uint64(14 + ihl + int(seg[14+ihl+12]>>4)*4)
+		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		o := r.shapeRun(t, Ingress, seg, shapeIn{gsoSegs: 3})
+		wire := uint64(len(seg)) + 2*hdr
+		if want := wire * 1_000_000; o.stamp < o.before+want || o.stamp > o.after+want {
+			t.Errorf("3 segments of %d bytes, %d of headers: stamp now+%d, want now+%d", len(seg), hdr, o.stamp-o.before, want)
+		}
+		if _, c := r.bw(t, k); c.ShapedBytes != wire {
+			t.Errorf("%d bytes shaped, want %d on the wire", c.ShapedBytes, wire)
+		}
+	})
+
 	t.Run("no limit", func(t *testing.T) {
 		if err := r.dp.Maps().Bandwidth.Delete(bpf.XdplaneBwKey{Ifindex: r.ifindex, Dir: 0}); err != nil {
 			t.Fatal(err)
@@ -313,14 +330,23 @@ func TestGoldenPacketRate(t *testing.T) {
 		t.Errorf("counters %+v, want 1 dropped (passing packets are not shaped)", c)
 	}
 
-	// A fresh clock: a GSO packet of 3 segments takes the whole burst,
-	// one of 4 is more than it.
+	// A GSO packet counts its segments: after one packet of a fresh
+	// burst of 3, one of 3 segments is more than what is left, one of 2
+	// takes it all.
 	r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
-	if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: 4}); o.ret != tcActShot {
-		t.Errorf("4 segments against a burst of 3: verdict %d, want dropped", int32(o.ret))
+	for i, c := range []struct {
+		segs uint32
+		want uint32
+	}{{1, tcActUnspc}, {3, tcActShot}, {2, tcActUnspc}, {1, tcActShot}} {
+		if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: c.segs}); o.ret != c.want {
+			t.Errorf("packet %d, %d segments: verdict %d, want %d", i, c.segs, int32(o.ret), int32(c.want))
+		}
 	}
-	if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: 3}); o.ret != tcActUnspc {
-		t.Errorf("3 segments against a burst of 3: verdict %d, want passed", int32(o.ret))
+	// An idle bucket passes a GSO packet of more segments than the
+	// burst whole, rather than never; the packets after it wait for it.
+	r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
+	if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: 10}); o.ret != tcActUnspc {
+		t.Errorf("10 segments into an idle bucket of 3: verdict %d, want passed", int32(o.ret))
 	}
 	if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActShot {
 		t.Errorf("a packet right after them: verdict %d, want dropped", int32(o.ret))
@@ -343,57 +369,76 @@ func arpRequest(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-// No limit holds link plumbing (ARP, neighbour discovery from the link):
-// past an empty policer's bucket it passes, and under HTB it is not
-// classified. What only looks like it is held as any packet.
+// No limit holds link plumbing (ARP, neighbour discovery that cannot
+// leave the link): past an empty policer's bucket it passes, and under HTB
+// it is not classified. What only looks like it is held as any packet.
 func TestGoldenBandwidthExempt(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	exempt := []struct {
+	type frame struct {
 		name  string
 		frame []byte
-	}{
+	}
+	// Out of the pod: a host's solicitations and advertisements to
+	// addresses no router forwards to.
+	outExempt := []frame{
 		{"ARP", arpRequest(t)},
-		{"neighbour solicitation", icmp6Hop("fe80::1", "ff02::1:ff00:2", 135, 255, 24)},
+		{"neighbour solicitation", icmp6Hop("fe80::2", "ff02::1:ff00:1", 135, 255, 24)},
+		{"neighbour solicitation from a global address", icmp6Hop("fd00:1::2", "ff02::1:ff00:1", 135, 255, 24)},
 		{"neighbour advertisement", icmp6Hop("fe80::2", "fe80::1", 136, 255, 24)},
 		{"router solicitation", icmp6Hop("fe80::2", "ff02::2", 133, 255, 8)},
 	}
-	held := []struct {
-		name  string
-		frame []byte
-	}{
+	outHeld := []frame{
 		{"IPv4", udp4(t, "10.0.1.2:5000", "10.0.3.4:53")},
-		{"a forwarded neighbour solicitation (hop limit 64)", icmp6Hop("fe80::1", "ff02::1:ff00:2", 135, 64, 24)},
-		{"ICMPv6 echo, hop limit 255", icmp6Hop("fe80::1", "fe80::2", 128, 255, 24)},
+		{"a neighbour solicitation with hop limit 64", icmp6Hop("fe80::2", "ff02::1:ff00:1", 135, 64, 24)},
+		{"ICMPv6 echo, hop limit 255", icmp6Hop("fe80::2", "fe80::1", 128, 255, 24)},
 		{"a VLAN-tagged frame", vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x8100)},
+		// The node would forward these: a pod could carry data past
+		// its limit in them.
+		{"a neighbour solicitation to a global address", icmp6Hop("fd00:1::2", "2001:db8::9", 135, 255, 1000)},
+		{"a neighbour advertisement to a global address", icmp6Hop("fd00:1::2", "2001:db8::9", 136, 255, 24)},
+		{"a router advertisement", icmp6Hop("fe80::2", "ff02::1", 134, 255, 24)},
 	}
 	// An empty bucket: one packet an hour, the one of its burst spent.
 	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 3_600_000_000_000})
 	if o := r.shapeRun(t, Egress, udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
 		t.Fatalf("the burst's one packet: verdict %d", int32(o.ret))
 	}
-	for _, c := range exempt {
+	for _, c := range outExempt {
 		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActUnspc {
-			t.Errorf("%s past an empty bucket: verdict %d, want passed", c.name, int32(o.ret))
+			t.Errorf("out: %s past an empty bucket: verdict %d, want passed", c.name, int32(o.ret))
 		}
 	}
-	for _, c := range held {
+	for _, c := range outHeld {
 		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActShot {
-			t.Errorf("%s past an empty bucket: verdict %d, want dropped", c.name, int32(o.ret))
+			t.Errorf("out: %s past an empty bucket: verdict %d, want dropped", c.name, int32(o.ret))
 		}
 	}
-	if _, c := r.bw(t, k); c.DroppedPackets != uint64(len(held)) {
-		t.Errorf("%d dropped, want the %d held", c.DroppedPackets, len(held))
+	if _, c := r.bw(t, k); c.DroppedPackets != uint64(len(outHeld)) {
+		t.Errorf("out: %d dropped, want the %d held", c.DroppedPackets, len(outHeld))
 	}
 
+	// Into the pod, neighbour discovery with its hop limit whole is the
+	// node's own, to any address; forwarded, it has lost one.
+	inExempt := []frame{
+		{"ARP", arpRequest(t)},
+		{"neighbour solicitation", icmp6Hop("fd00:1::1", "fd00:1::2", 135, 255, 24)},
+		{"router advertisement", icmp6Hop("fe80::1", "ff02::1", 134, 255, 56)},
+		{"redirect", icmp6Hop("fe80::1", "fd00:1::2", 137, 255, 40)},
+	}
+	inHeld := []frame{
+		{"IPv4", tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")},
+		{"a forwarded neighbour solicitation", icmp6Hop("2001:db8::9", "fd00:1::2", 135, 254, 1000)},
+		{"ICMPv6 echo, hop limit 255", icmp6Hop("fd00:1::1", "fd00:1::2", 128, 255, 24)},
+	}
 	r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, Mode: bwHTB, Priority: 0x10001})
-	for _, c := range exempt {
+	for _, c := range inExempt {
 		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0 {
-			t.Errorf("%s under HTB: priority %#x, want unclassified", c.name, o.prio)
+			t.Errorf("in: %s under HTB: priority %#x, want unclassified", c.name, o.prio)
 		}
 	}
-	for _, c := range held {
+	for _, c := range inHeld {
 		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0x10001 {
-			t.Errorf("%s under HTB: priority %#x, want the class", c.name, o.prio)
+			t.Errorf("in: %s under HTB: priority %#x, want the class", c.name, o.prio)
 		}
 	}
 }
