@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -234,6 +235,39 @@ func TestGoldenEDT(t *testing.T) {
 		want := uint64(len(big)) * 1_000_000_000 / 125_000_000_000
 		if o.stamp < o.before+want || o.stamp > o.after+want {
 			t.Errorf("%d bytes at 1 Tbit/s: stamp %d, want now+%d", len(big), o.stamp, want)
+		}
+	})
+
+	t.Run("wrap-around", func(t *testing.T) {
+		// A burst longer than the monotonic clock has run: "now minus
+		// the burst" would wrap below zero. The clock must stay where
+		// it is, and the packet leave within the burst, unstamped.
+		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, BurstNs: math.MaxUint64 / 2, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 {
+			t.Errorf("a burst beyond the clock: verdict %d, stamp %d; want passed unstamped", int32(o.ret), o.stamp)
+		}
+		if v, _ := r.bw(t, k); v.ClockNs != delay {
+			t.Errorf("clock %d after it, want %d: one delay after zero, not wrapped", v.ClockNs, delay)
+		}
+		// A clock at the top of its range: "clock plus a delay" would
+		// wrap to a time long past. It is a backlog beyond the horizon:
+		// dropped, the clock untouched.
+		k = r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, ClockNs: math.MaxUint64 - 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActShot {
+			t.Errorf("a clock at the top of its range: verdict %d, want dropped", int32(o.ret))
+		}
+		if v, _ := r.bw(t, k); v.ClockNs != math.MaxUint64-1 {
+			t.Errorf("clock %d after it, want it untouched", v.ClockNs)
+		}
+		// The longest delay the arithmetic meets: a 64 KiB GSO packet
+		// of 45 segments at 1 byte a second, len × 10⁹ far from
+		// overflowing 64 bits.
+		seg := udp4Payload(t, 1400)
+		r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		o := r.shapeRun(t, Ingress, seg, shapeIn{gsoSegs: 45})
+		wire := uint64(len(seg)) + 44*(14+20+8)
+		if want := wire * 1_000_000_000; o.ret != tcActUnspc || o.stamp < o.before+want || o.stamp > o.after+want {
+			t.Errorf("%d bytes at 1 byte a second: verdict %d, stamp now+%d, want now+%d", wire, int32(o.ret), o.stamp-o.before, want)
 		}
 	})
 
