@@ -52,7 +52,8 @@ func (m BandwidthMode) String() string {
 // ShapeCounters are one direction's shaped traffic.
 type ShapeCounters struct {
 	// Shaped counts the packets held to the limit: stamped or classified
-	// by the datapath.
+	// by the datapath, or (egress) queued in the pod side's HTB class.
+	// Bytes are as on the wire, a GSO packet's headers once per segment.
 	ShapedPackets, ShapedBytes uint64
 	// Dropped counts packets dropped at the EDT horizon, by the
 	// packet-rate limit, and (HTB) by the class's queue.
@@ -672,32 +673,34 @@ func (m *Manager) BandwidthCounters(ifname string) (BandwidthCounters, error) {
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return BandwidthCounters{}, fmt.Errorf("read bw_stats: %w", err)
 		}
-		for _, p := range per {
-			d.c.ShapedPackets += p.ShapedPackets
-			d.c.ShapedBytes += p.ShapedBytes
-			d.c.DroppedPackets += p.DroppedPackets
-			d.c.DroppedBytes += p.DroppedBytes
-		}
+		*d.c = sumShape(per)
 		if d.l.Rate == 0 || (d.dir == Ingress && resolveMode(m.bwMode) != BandwidthHTB) {
-			continue
-		}
-		// The pod side's class shapes all the pod sends.
-		if d.dir == Egress {
-			c, err := m.htbStats(ep, d.dir)
-			if err != nil {
-				return BandwidthCounters{}, err
-			}
-			d.c.ShapedPackets, d.c.ShapedBytes = uint64(c.Basic.Packets), c.Basic.Bytes
-			d.c.DroppedPackets += uint64(c.Queue.Drops)
 			continue
 		}
 		c, err := m.htbStats(ep, d.dir)
 		if err != nil {
 			return BandwidthCounters{}, err
 		}
+		if d.dir == Egress {
+			// The pod side's class takes all the pod sends; the
+			// datapath only polices.
+			d.c.ShapedPackets, d.c.ShapedBytes = uint64(c.Basic.Packets), c.Basic.Bytes
+		}
 		d.c.DroppedPackets += uint64(c.Queue.Drops)
 	}
 	return out, nil
+}
+
+// sumShape adds up bw_stats' per-CPU counters.
+func sumShape(per []bpf.XdplaneBwCounter) ShapeCounters {
+	var c ShapeCounters
+	for _, p := range per {
+		c.ShapedPackets += p.ShapedPackets
+		c.ShapedBytes += p.ShapedBytes
+		c.DroppedPackets += p.DroppedPackets
+		c.DroppedBytes += p.DroppedBytes
+	}
+	return c
 }
 
 // htbStats reads the statistics of the endpoint's HTB class for dir.

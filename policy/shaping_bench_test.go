@@ -180,10 +180,5 @@ func (r *shapingBenchEnv) counters(b *testing.B) ShapeCounters {
 	if err := r.dp.Maps().BwStats.Lookup(bwKey(r.ifindex, Ingress), &per); err != nil {
 		b.Fatal(err)
 	}
-	var c ShapeCounters
-	for _, p := range per {
-		c.ShapedPackets += p.ShapedPackets
-		c.DroppedPackets += p.DroppedPackets
-	}
-	return c
+	return sumShape(per)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -25,15 +24,6 @@ const (
 	skbGsoSegs  = 164
 	skbSize     = 192
 )
-
-// monotonic is bpf_ktime_get_ns's clock.
-func monotonic(t *testing.T) uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		t.Fatal(err)
-	}
-	return uint64(ts.Nano())
-}
 
 // shapeIn is what a shaping run sets in the context besides the frame.
 type shapeIn struct {
@@ -66,9 +56,13 @@ func (r *rig) shapeRun(t *testing.T, dir Direction, frame []byte, in shapeIn) sh
 	var out shapeOut
 	r.ns.MustDo(func() error {
 		var err error
-		out.before = monotonic(t)
-		out.ret, err = prog.Run(&opts)
-		out.after = monotonic(t)
+		if out.before, err = monotonicNow(); err != nil {
+			return err
+		}
+		if out.ret, err = prog.Run(&opts); err != nil {
+			return err
+		}
+		out.after, err = monotonicNow()
 		return err
 	})
 	out.stamp = binary.NativeEndian.Uint64(ctxOut[skbTstamp:])
@@ -103,7 +97,7 @@ func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.Xdpla
 	return k
 }
 
-func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, bpf.XdplaneBwCounter) {
+func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, ShapeCounters) {
 	t.Helper()
 	var v bpf.XdplaneBwValue
 	var per []bpf.XdplaneBwCounter
@@ -113,14 +107,7 @@ func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, bpf.Xdpl
 	if err := r.dp.Maps().BwStats.Lookup(k, &per); err != nil {
 		t.Fatal(err)
 	}
-	var sum bpf.XdplaneBwCounter
-	for _, c := range per {
-		sum.ShapedPackets += c.ShapedPackets
-		sum.ShapedBytes += c.ShapedBytes
-		sum.DroppedPackets += c.DroppedPackets
-		sum.DroppedBytes += c.DroppedBytes
-	}
-	return v, sum
+	return v, sumShape(per)
 }
 
 // The EDT arithmetic: each packet leaves len/rate after the clock, the
@@ -335,7 +322,7 @@ func TestGoldenHTBClassification(t *testing.T) {
 	if o := r.shapeRun(t, Egress, reply, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 || o.stamp != 0 {
 		t.Errorf("out of it, shaped on the pod side: verdict %d, priority %#x, stamp %d; want untouched", int32(o.ret), o.prio, o.stamp)
 	}
-	if _, c := r.bw(t, ke); c != (bpf.XdplaneBwCounter{}) {
+	if _, c := r.bw(t, ke); c != (ShapeCounters{}) {
 		t.Errorf("counters %+v for a direction the datapath leaves alone, want none", c)
 	}
 }
