@@ -265,13 +265,162 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 			return SyncResult{}, m.fail(&t, err)
 		}
 	}
+	// Services already installed change one by one; those that are not
+	// come last, together (applyNew). Last keeps checkCapacity's peak: it
+	// replayed the changes in order, and the new services' backends are
+	// only ever added.
+	var fresh []Service
 	for _, s := range changes {
-		if err := m.apply(&t, m.services[s.Frontend], s); err != nil {
+		old := m.services[s.Frontend]
+		if old == nil && batchable(s) {
+			fresh = append(fresh, s)
+			continue
+		}
+		if err := m.apply(&t, old, s); err != nil {
+			m.restore(before)
+			return SyncResult{}, m.fail(&t, err)
+		}
+	}
+	if len(fresh) > 0 {
+		if err := m.applyNew(&t, fresh); err != nil {
 			m.restore(before)
 			return SyncResult{}, m.fail(&t, err)
 		}
 	}
 	return res, nil
+}
+
+// batchable says whether applyNew can write s: Maglev tables (an inner
+// map each) and source ranges (an LPM trie, which has no batch update)
+// take apply's way.
+func batchable(s Service) bool {
+	return s.Algorithm != Maglev && len(s.SourceRanges) == 0
+}
+
+// applyNew writes services that are not installed (and are batchable)
+// in apply's order, with one batch update per map instead of a write per
+// entry: every backend with its counters zeroed, every slot, every
+// reverse NAT entry, then every service entry (each service switches on
+// with its own entry, as in apply), then the virtual IPs. Every key is
+// new: its ids were free and its frontend absent (the Manager's view is
+// the kernel's, and orphans were removed when it was read), so undoing a
+// batch deletes what it wrote.
+func (m *Manager) applyNew(t *txn, ss []Service) error {
+	var (
+		beKeys   []uint32
+		beVals   []bpf.XdplaneBackend
+		slotKeys []bpf.XdplaneSlotKey
+		slotVals []uint32
+		rnKeys   []uint32
+		rnVals   []bpf.XdplaneRevnatValue
+		svcKeys  = make([]bpf.XdplaneSvcKey, 0, len(ss))
+		svcVals  = make([]bpf.XdplaneSvcValue, 0, len(ss))
+		entries  = make([]*entry, 0, len(ss))
+		vips     = map[netip.Addr]uint32{}
+	)
+	for _, s := range ss {
+		id, ok := m.svcIDs.Get()
+		if !ok {
+			return overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
+		}
+		e := &entry{
+			id:         id,
+			svc:        s,
+			backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
+			cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
+		}
+		eligible := s.eligible()
+		takesNew := make(map[netip.AddrPort]bool, len(eligible))
+		for _, b := range eligible {
+			takesNew[b.Address] = true
+		}
+		for _, b := range s.Backends {
+			bid, ok := m.beIDs.Get()
+			if !ok {
+				return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
+			}
+			cookie := newCookie()
+			e.backendIDs[b.Address], e.cookies[b.Address] = bid, cookie
+			beKeys = append(beKeys, bid)
+			beVals = append(beVals, backendValue(id, s.Frontend.Protocol, b, cookie, takesNew[b.Address]))
+		}
+		for _, b := range eligible {
+			for range b.Weight {
+				e.slots = append(e.slots, e.backendIDs[b.Address])
+			}
+		}
+		for i, bid := range e.slots {
+			slotKeys = append(slotKeys, bpf.XdplaneSlotKey{SvcId: id, Slot: uint32(i + 1)})
+			slotVals = append(slotVals, bid)
+		}
+		f := s.Frontend
+		rnKeys = append(rnKeys, id)
+		rnVals = append(rnVals, bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: htons(f.Address.Port())})
+		svcKeys = append(svcKeys, svcKey(f))
+		svcVals = append(svcVals, svcValue(e))
+		if s.VirtualIP {
+			vips[f.Address.Addr()]++
+		}
+		entries = append(entries, e)
+	}
+
+	if err := putNew(t, m.maps.Backends, beKeys, beVals); err != nil {
+		return err
+	}
+	if err := putNew(t, m.maps.BackendSlots, slotKeys, slotVals); err != nil {
+		return err
+	}
+	if err := putNew(t, m.maps.Revnat, rnKeys, rnVals); err != nil {
+		return err
+	}
+	if err := putNew(t, m.maps.Services, svcKeys, svcVals); err != nil {
+		return err
+	}
+	// Virtual IPs no service had are new keys too; the others count up
+	// one by one.
+	var (
+		vipAddrs []netip.Addr
+		vipKeys  []bpf.XdplaneVipKey
+		vipVals  []uint32
+	)
+	for a, n := range vips {
+		if m.vips[a] == 0 {
+			vipAddrs = append(vipAddrs, a)
+			vipKeys = append(vipKeys, bpf.XdplaneVipKey{Addr: a.As16()})
+			vipVals = append(vipVals, n)
+			continue
+		}
+		if err := m.addVIP(t, a, int(n)); err != nil {
+			return err
+		}
+	}
+	if err := putNew(t, m.maps.Vips, vipKeys, vipVals); err != nil {
+		return err
+	}
+	for i, a := range vipAddrs {
+		m.vips[a] = vipVals[i]
+	}
+	// The new backends' counters start at zero. Zeroing them is the last
+	// write, after every other can have failed: a failed Sync leaves the
+	// counters of the ids it would have taken as they were, and reading
+	// them all first to restore them would cost a system call each. (A
+	// packet counted between the service's switch and this write is not
+	// counted.)
+	if len(beKeys) > 0 {
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return err
+		}
+		zeros := make([]bpf.XdplaneCounter, len(beKeys)*cpus)
+		if _, err := m.maps.BackendStats.BatchUpdate(beKeys, zeros, nil); err != nil {
+			return fmt.Errorf("reset the counters of %d backends: %w", len(beKeys), err)
+		}
+	}
+	for _, e := range entries {
+		m.services[e.svc.Frontend] = e
+		m.slots += len(e.slots)
+	}
+	return nil
 }
 
 // checkCapacity refuses a change that would not fit. It replays the

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -512,5 +513,175 @@ func TestManagerIPv6AndIPv4Side(t *testing.T) {
 	if len(got) != 2 || got[0].Frontend.Address.String() != "10.96.0.10:80" || got[1].Frontend.Address.String() != "[fd00::10]:80" ||
 		got[1].Backends[0].Address.String() != "[fd00:1::2]:8080" {
 		t.Fatalf("recovered %v", got)
+	}
+}
+
+// vipCounts reads the vips map: how many services each virtual IP has.
+func vipCounts(t *testing.T, dp *datapath.Datapath) map[netip.Addr]uint32 {
+	t.Helper()
+	out := map[netip.Addr]uint32{}
+	var k bpf.XdplaneVipKey
+	var v uint32
+	it := dp.Maps().Vips.Iterate()
+	for it.Next(&k, &v) {
+		out[netip.AddrFrom16(k.Addr).Unmap()] = v
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Sync writes the services it adds with one batch per map (applyNew);
+// services that change, and new ones with a Maglev table or source
+// ranges, go one by one. Both ways must leave the same maps: consistent,
+// the virtual IPs counted, read back whole by a new Manager, and emptied
+// by an empty Sync.
+func TestManagerSyncNewServicesInBatches(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	vip := func(s Service) Service { s.VirtualIP = true; return s }
+	a := vip(svc("10.96.0.10:80/tcp", "10.0.1.2:8080"))
+	if err := m.Upsert(a); err != nil {
+		t.Fatal(err)
+	}
+	a.Backends = append(a.Backends, Backend{Address: netip.MustParseAddrPort("10.0.1.3:8080"), Weight: 3})
+	maglev := vip(svc("10.96.0.13:80/tcp", "10.0.3.2:8080", "10.0.3.3:8080"))
+	maglev.Algorithm = Maglev
+	ranged := svc("10.96.0.14:80/tcp", "10.0.4.2:8080")
+	ranged.SourceRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
+	weighted := vip(svc("10.96.0.11:53/udp", "10.0.2.2:53", "10.0.2.3:53"))
+	weighted.Backends[1].Weight = 4
+	terminating := svc("10.96.0.12:80/tcp", "10.0.5.2:8080", "10.0.5.3:8080")
+	terminating.Backends[0].State = Terminating
+	set := []Service{
+		a, // changed
+		vip(svc("10.96.0.10:443/tcp", "10.0.1.2:8443")), // new, on a's virtual IP
+		weighted,
+		vip(svc("10.96.0.11:53/tcp", "10.0.2.2:53")), // a second service on a new virtual IP
+		terminating,
+		vip(svc("10.96.0.15:80/tcp")), // no backends: rejects
+		maglev,
+		ranged,
+		svc("[fd00::10]:80/tcp", "[fd00:1::2]:8080"),
+	}
+	res, err := m.Sync(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Added) != len(set)-1 || len(res.Changed) != 1 {
+		t.Fatalf("Sync: %+v", res)
+	}
+	checkConsistent(t, dp)
+	want := map[netip.Addr]uint32{
+		netip.MustParseAddr("10.96.0.10"): 2,
+		netip.MustParseAddr("10.96.0.11"): 2,
+		netip.MustParseAddr("10.96.0.13"): 1,
+		netip.MustParseAddr("10.96.0.15"): 1,
+	}
+	if got := vipCounts(t, dp); !maps.Equal(got, want) {
+		t.Fatalf("vips map %v, want %v", got, want)
+	}
+	if !maps.Equal(m.vips, want) {
+		t.Fatalf("Manager's vips %v, want %v", m.vips, want)
+	}
+	// Slots: a has 1+3, weighted 1+4, terminating only its active one.
+	for fe, slots := range map[string]int{"10.96.0.10:80/tcp": 4, "10.96.0.11:53/udp": 5, "10.96.0.12:80/tcp": 1, "10.96.0.15:80/tcp": 0} {
+		f, _ := ParseFrontend(fe)
+		var v bpf.XdplaneSvcValue
+		if err := dp.Maps().Services.Lookup(svcKey(f), &v); err != nil {
+			t.Fatalf("%s: %v", fe, err)
+		}
+		if int(v.Count) != slots || len(m.services[f].slots) != slots {
+			t.Errorf("%s: %d slots in the map, %d in the Manager, want %d", fe, v.Count, len(m.services[f].slots), slots)
+		}
+	}
+	listed := m.List()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newManager(t, dp)
+	if got := m2.List(); fmt.Sprint(got) != fmt.Sprint(listed) {
+		t.Fatalf("read back:\n got  %v\n want %v", got, listed)
+	}
+	if _, err := m2.Sync(nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, entries := range dump(t, dp) {
+		if len(entries) != 0 {
+			t.Errorf("%s holds %d entries after an empty Sync", name, len(entries))
+		}
+	}
+	if got := vipCounts(t, dp); len(got) != 0 {
+		t.Errorf("vips map holds %v after an empty Sync", got)
+	}
+}
+
+// When the kernel refuses a batch after others went in (here the services
+// map, full of entries the Manager does not know), everything the Sync
+// wrote is undone: the maps, the virtual IPs, the counters of the backend
+// ids it took, and the Manager's view are as before.
+func TestManagerSyncBatchRollback(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{MaxServices: 4})
+	m := newManager(t, dp)
+	kept := svc("10.96.0.9:80/tcp", "10.0.9.2:8080")
+	kept.VirtualIP = true
+	if err := m.Upsert(kept); err != nil {
+		t.Fatal(err)
+	}
+	// Two entries written behind the Manager's back fill the map.
+	for i := range 2 {
+		f, _ := ParseFrontend(fmt.Sprintf("192.0.2.%d:80/tcp", i+1))
+		if err := dp.Maps().Services.Put(svcKey(f), bpf.XdplaneSvcValue{Id: 100 + uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := uint32(0); id <= 6; id++ {
+		per := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
+		per[0] = bpf.XdplaneCounter{Packets: uint64(id) + 7, Bytes: 700}
+		if err := dp.Maps().BackendStats.Put(id, per); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := func() string {
+		var out []string
+		for id := uint32(0); id <= 6; id++ {
+			var per []bpf.XdplaneCounter
+			if err := dp.Maps().BackendStats.Lookup(id, &per); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprint(per))
+		}
+		return fmt.Sprint(out)
+	}
+	before, vipsBefore, statsBefore, listBefore := dump(t, dp), vipCounts(t, dp), stats(), m.List()
+
+	set := []Service{kept}
+	for i := range 2 {
+		s := svc(fmt.Sprintf("10.96.0.%d:80/tcp", 20+i), fmt.Sprintf("10.0.%d.2:8080", 20+i), fmt.Sprintf("10.0.%d.3:8080", 20+i))
+		s.VirtualIP = true
+		set = append(set, s)
+	}
+	_, err := m.Sync(set)
+	if err == nil {
+		t.Fatal("Sync succeeded with the services map full")
+	}
+	if !strings.Contains(err.Error(), "services") {
+		t.Fatalf("Sync failed before it reached the services map: %v", err)
+	}
+	if errors.Is(err, ErrCapacity) {
+		t.Fatalf("refused by accounting, not by the kernel, so no rollback ran: %v", err)
+	}
+	if !sameDump(before, dump(t, dp)) {
+		t.Error("failed Sync left the maps changed")
+	}
+	if got := vipCounts(t, dp); !maps.Equal(got, vipsBefore) {
+		t.Errorf("failed Sync left the vips map %v, want %v", got, vipsBefore)
+	}
+	if got := stats(); got != statsBefore {
+		t.Errorf("failed Sync changed backend counters:\n got  %s\n want %s", got, statsBefore)
+	}
+	if fmt.Sprint(m.List()) != fmt.Sprint(listBefore) || !maps.Equal(m.vips, vipsBefore) {
+		t.Errorf("failed Sync changed the Manager's view: %v, vips %v", m.List(), m.vips)
 	}
 }

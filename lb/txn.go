@@ -79,6 +79,27 @@ func (t *txn) put(m *ebpf.Map, key, value any) error {
 	return nil
 }
 
+// putNew writes entries whose keys do not exist, with one batch update;
+// undoing it deletes what it wrote. (A batch update takes no
+// BPF_NOEXIST: the caller knows the keys are new.)
+func putNew[K, V any](t *txn, m *ebpf.Map, keys []K, values []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	n, err := m.BatchUpdate(keys, values, nil)
+	if n > 0 {
+		written := keys[:n]
+		t.undo = append(t.undo, func() error {
+			_, err := m.BatchDelete(written, nil)
+			return ignoreMissing(err)
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("write %d entries to %s: %w", len(keys), m, err)
+	}
+	return nil
+}
+
 func (t *txn) del(m *ebpf.Map, key any) error {
 	var prev []byte
 	if err := m.Lookup(key, &prev); errors.Is(err, ebpf.ErrKeyNotExist) {
