@@ -6,10 +6,10 @@ BIN   := bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps generate build vet test bench demo clean
+.PHONY: help deps generate build vet test bench bench-kube-proxy bench-kube-proxy-short demo clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what building and testing need (Debian packages, as root)
 	@bash internal/scripts/deps.sh
@@ -30,8 +30,24 @@ test: deps vet ## Run every test: unit, golden packets, namespaces (as root)
 bench: deps ## Kernel-measured per-packet cost, as a table of ratios
 	@bash internal/scripts/bench.sh
 
+KPBENCH := $(BIN)/kpbench
+
+$(KPBENCH): FORCE
+	cd bench/kubeproxy && $(GO) build -o ../../$(KPBENCH) .
+
+bench-kube-proxy: deps $(KPBENCH) ## xdplane beside the real kube-proxy (iptables, nftables): tables and charts into docs/benchmarks.md
+	$(KPBENCH) -docs docs
+
+bench-kube-proxy-short: deps ## The kube-proxy comparison's tests, and its harness once at 10 services (CI)
+	cd bench/kubeproxy && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd bench/kubeproxy && $(GO) build -o ../../$(KPBENCH) .
+	$(KPBENCH) -short
+
 demo: deps build ## Build, run xdplane-lb across namespaces, send traffic, clean up
 	@bash examples/standalone-lb/demo.sh $(BIN)/xdplane-lb
 
 clean: ## Remove build output
 	rm -rf $(BIN)
+
+.PHONY: FORCE
+FORCE:
