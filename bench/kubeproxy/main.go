@@ -14,7 +14,7 @@
 //
 // Usage, as root:
 //
-//	kpbench [-n 10,1000,10000] [-repeat 3] [-requests 1000] [-docs DIR]
+//	kpbench [-n 10,1000,10000] [-repeat 5] [-requests 2000] [-docs DIR]
 //	kpbench -short
 //
 // With -docs it writes the tables into DIR/benchmarks.md, between marker
@@ -91,8 +91,8 @@ func benchMain(args []string) error {
 	fs := flag.NewFlagSet("kpbench", flag.ContinueOnError)
 	ns := fs.String("n", "10,1000,10000", "comma-separated numbers of services")
 	impls := fs.String("impl", strings.Join(allImpls, ","), "comma-separated implementations")
-	repeat := fs.Int("repeat", 3, "runs of each implementation at each N; the report gives medians")
-	requests := fs.Int("requests", 1000, "TCP connections and UDP requests per destination choice per run")
+	repeat := fs.Int("repeat", 5, "runs of each implementation at each N; the report gives medians")
+	requests := fs.Int("requests", 2000, "TCP connections and UDP requests per destination choice per run")
 	bulk := fs.Duration("bulk", 2*time.Second, "bulk TCP transfer per run")
 	seed := fs.Uint64("seed", 0, "seed for the random choice of services (0: from the clock; the run prints it)")
 	short := fs.Bool("short", false, "a fast check that every implementation works: N=10, one run, few requests")

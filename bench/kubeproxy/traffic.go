@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -93,10 +93,13 @@ func startBackends(ns string) (*backends, error) {
 	return b, nil
 }
 
-// The client runs on one CPU and the servers on another, the same in
-// every run: whether two threads share a CPU changes a request's latency
-// by more than the differences measured here.
+// Client and servers share one CPU, the same in every run: whether two
+// threads share a CPU changes a request's latency by more than the
+// differences measured here, and sharing one gives the steadiest figures.
 var clientCPU, serverCPU = 0, 0
+
+// bulkSenderCPU is the other CPU, where there is one.
+var bulkSenderCPU = min(1, runtime.NumCPU()-1)
 
 // pinThread binds the calling thread, which must be locked, to cpu.
 func pinThread(cpu int) {
@@ -241,6 +244,10 @@ func udpRequest(dst netip.AddrPort) (time.Duration, error) {
 	return request(unix.SOCK_DGRAM, dst, time.Second)
 }
 
+// requestBuf is the one byte every request sends and receives; requests
+// run one at a time.
+var requestBuf = []byte{'x'}
+
 func request(typ int, dst netip.AddrPort, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
@@ -252,7 +259,7 @@ func request(typ int, dst netip.AddrPort, timeout time.Duration) (time.Duration,
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}); err != nil {
 		return 0, fmt.Errorf("connect %s: %w", dst, err)
 	}
-	b := []byte{'x'}
+	b := requestBuf
 	if _, err := unix.Write(fd, b); err != nil {
 		return 0, fmt.Errorf("send to %s: %w", dst, err)
 	}
@@ -267,8 +274,12 @@ func request(typ int, dst netip.AddrPort, timeout time.Duration) (time.Duration,
 // the choices share whatever the machine was doing meanwhile.
 func measure(clientNS string, count int, req func(netip.AddrPort) (time.Duration, error), nexts ...func() netip.AddrPort) ([]latency, error) {
 	samples := make([][]time.Duration, len(nexts))
+	for i := range samples {
+		samples[i] = make([]time.Duration, 0, count)
+	}
 	errs := make([]int, len(nexts))
 	var lastErr error
+	defer quietGC()()
 	err := inNS(clientNS, func() error {
 		pinThread(clientCPU)
 		defer unpinThread()
@@ -301,40 +312,58 @@ func measure(clientNS string, count int, req func(netip.AddrPort) (time.Duration
 }
 
 // bulkTCP streams to dst for d and returns the goodput the backend
-// counted, in Gbit/s.
+// counted, in Gbit/s. The sender runs on the CPU the servers do not, so
+// that sender and receiver each have one, the same in every run.
 func bulkTCP(clientNS string, dst netip.AddrPort, d time.Duration) (float64, error) {
-	var c *net.TCPConn
+	var gbps float64
+	defer quietGC()()
 	err := inNS(clientNS, func() error {
-		var err error
-		c, err = net.DialTCP("tcp4", nil, net.TCPAddrFromAddrPort(dst))
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	buf := make([]byte, 256<<10)
-	buf[0] = bulkMarker
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := c.Write(buf); err != nil {
-			return 0, err
+		pinThread(bulkSenderCPU)
+		defer unpinThread()
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
 		}
-		buf[0] = 0
-	}
-	if err := c.CloseWrite(); err != nil {
-		return 0, err
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var n uint64
-	if err := binary.Read(c, binary.BigEndian, &n); err != nil {
-		return 0, fmt.Errorf("read the byte count: %w", err)
-	}
-	elapsed := time.Since(start)
-	if n == 0 {
-		return 0, errors.New("the backend received nothing")
-	}
-	return float64(n) * 8 / elapsed.Seconds() / 1e9, nil
+		defer unix.Close(fd)
+		setTimeouts(fd, 10*time.Second)
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}); err != nil {
+			return fmt.Errorf("connect %s: %w", dst, err)
+		}
+		buf := make([]byte, 256<<10)
+		buf[0] = bulkMarker
+		start := time.Now()
+		for time.Since(start) < d {
+			if _, err := unix.Write(fd, buf); err != nil && err != unix.EINTR {
+				return fmt.Errorf("send: %w", err)
+			}
+			buf[0] = 0
+		}
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+			return err
+		}
+		reply := make([]byte, 8)
+		if n, err := unix.Read(fd, reply); err != nil || n != 8 {
+			return fmt.Errorf("read the byte count: %d bytes, %v", n, err)
+		}
+		elapsed := time.Since(start)
+		got := binary.BigEndian.Uint64(reply)
+		if got == 0 {
+			return errors.New("the backend received nothing")
+		}
+		gbps = float64(got) * 8 / elapsed.Seconds() / 1e9
+		return nil
+	})
+	return gbps, err
+}
+
+// quietGC collects now and then holds the garbage collector off until the
+// returned function runs: this binary carries all of kube-proxy, whose
+// globals make each collection scan megabytes, on the CPUs the
+// measurement runs on.
+func quietGC() (restore func()) {
+	runtime.GC()
+	old := debug.SetGCPercent(-1)
+	return func() { debug.SetGCPercent(old) }
 }
 
 // picker chooses destinations for one protocol: at random among the
