@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -62,8 +63,9 @@ func (s *summary) points(f func(n int) float64) plotter.XYs {
 	return xy
 }
 
-// addLines adds name, points pairs as lines with markers, each in its own
-// colour and dash, so that the chart reads in grey too.
+// addLines adds name, points pairs as lines with markers, each
+// implementation in its own colour, dash and marker, so that the chart
+// reads in grey too.
 func addLines(p *plot.Plot, pairs ...any) error {
 	for i := 0; i+1 < len(pairs); i += 2 {
 		name := pairs[i].(string)
@@ -75,14 +77,16 @@ func addLines(p *plot.Plot, pairs ...any) error {
 		if err != nil {
 			return fmt.Errorf("chart line %s: %w", name, err)
 		}
-		c := plotutil.Color(i / 2)
+		// The same implementation looks the same in every chart.
+		k := slices.Index(allImpls, name)
+		c := plotutil.Color(k)
 		if name == implNone {
 			c = color.Gray{Y: 96}
 		}
 		l.Color, pts.Color = c, c
 		l.Width = vg.Points(1.5)
-		l.Dashes = plotutil.Dashes(i / 2)
-		pts.Shape = plotutil.Shape(i / 2)
+		l.Dashes = plotutil.Dashes(k)
+		pts.Shape = plotutil.Shape(k)
 		p.Add(l, pts)
 		p.Legend.Add(name, l, pts)
 	}

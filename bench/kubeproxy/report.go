@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -237,6 +238,8 @@ func fmtRatio(v float64) string {
 	switch {
 	case math.IsNaN(v) || math.IsInf(v, 0):
 		return "–"
+	case v < 0.001:
+		return strconv.FormatFloat(v, 'e', 1, 64)
 	case v < 0.01:
 		return fmt.Sprintf("%.4f", v)
 	case v < 0.1:
@@ -427,13 +430,12 @@ func (s *summary) markdown() string {
 	var b strings.Builder
 	m := s.res.Machine
 	cfg := s.res.Config
-	b.WriteString("## Against kube-proxy\n\n")
-	fmt.Fprintf(&b, "Measured %s with `make bench-kube-proxy` (`bench/kubeproxy`): the real kube-proxy %s, "+
-		"driven in-process, against xdplane's `lb` on the tc hook, on the same machine, topology and services, in one run.\n\n",
-		s.res.Started.Format("2006-01-02"), m.KubeProxy)
+	fmt.Fprintf(&b, "### The run of %s\n\n", s.res.Started.Format("2006-01-02"))
+	fmt.Fprintf(&b, "Written by `make bench-kube-proxy`: the real kube-proxy %s, driven in-process, against xdplane's "+
+		"`lb` on the tc hook, on the same machine, topology and services, in one run.\n\n", m.KubeProxy)
 	fmt.Fprintf(&b, "- **Machine:** %s, %d CPUs, %d GiB", m.CPU, m.CPUs, m.MemoryGiB)
 	if m.Hypervisor != "" && m.Hypervisor != "none" {
-		fmt.Fprintf(&b, " (virtual: %s)", m.Hypervisor)
+		fmt.Fprintf(&b, " (systemd-detect-virt: %s)", m.Hypervisor)
 	}
 	fmt.Fprintf(&b, "; %s; %s.\n", m.Kernel, m.Go)
 	fmt.Fprintf(&b, "- **Tools:** %s; %s.\n", m.IPTables, m.NFT)
@@ -443,8 +445,8 @@ func (s *summary) markdown() string {
 		"request and reply from a new socket; \"random\" picks a service for each request (seed %d), \"first\" and \"last\" "+
 		"are the first and last service in the order packets meet the rules (iptables' KUBE-SERVICES chain; the order "+
 		"programmed elsewhere). \"none\" is the same traffic sent to the endpoints' addresses with no service rules at "+
-		"all. Bulk: one TCP stream for %s to the first service.\n",
-		cfg.Repeat, endpointsPerService, cfg.Requests, cfg.Seed, cfg.Bulk)
+		"all. Bulk: one TCP stream for %v s to the first service.\n",
+		cfg.Repeat, endpointsPerService, cfg.Requests, cfg.Seed, cfg.Bulk.Seconds())
 	b.WriteString("- **Programming:** kube-proxy's own sync function, called and timed directly (its first sync is a full " +
 		"one; the next are partial where the mode has partial syncs); xdplane's `Manager.Sync` of the whole set, then " +
 		"`Upsert` of the one service that changes. \"Add a service\" adds one with its endpoints; \"endpoint change\" " +
@@ -457,7 +459,7 @@ func (s *summary) markdown() string {
 	b.WriteString("\n![Full sync time against the number of services](kube-proxy/sync.png)\n")
 	b.WriteString("![New TCP connection latency against the number of services](kube-proxy/latency.png)\n\n")
 
-	b.WriteString("### Goals\n\n")
+	b.WriteString("#### Goals\n\n")
 	for _, g := range s.goals() {
 		verdict := "**not met**"
 		if g.met {
@@ -465,7 +467,7 @@ func (s *summary) markdown() string {
 		}
 		fmt.Fprintf(&b, "- %s: %s (%s).\n", g.text, verdict, g.measured)
 	}
-	b.WriteString("\n### Programming time\n\n")
+	b.WriteString("\n#### Programming time\n\n")
 	b.WriteString(s.programmingTable("full sync", s.fullSync) + "\n")
 	b.WriteString(s.programmingTable("add one service", s.addService) + "\n")
 	b.WriteString(s.programmingTable("endpoint change", s.endpointChange) + "\n")
@@ -477,13 +479,13 @@ func (s *summary) markdown() string {
 		}
 		b.WriteString("\n\n")
 	}
-	b.WriteString("### Latency of a new connection\n\n")
+	b.WriteString("#### Latency of a new connection\n\n")
 	b.WriteString(s.latencyTable("TCP", s.tcp) + "\n")
 	b.WriteString(s.latencyTable("UDP", s.udp) + "\n")
-	b.WriteString("### Bulk throughput\n\n")
+	b.WriteString("#### Bulk throughput\n\n")
 	b.WriteString(s.bulkTable() + "\n")
 	if s.has(implXDPlane) {
-		b.WriteString("### xdplane's map memory\n\n")
+		b.WriteString("#### xdplane's map memory\n\n")
 		b.WriteString(s.header("maps (memlock)"))
 		b.WriteString("| xdplane |")
 		for _, n := range s.ns {
