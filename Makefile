@@ -24,8 +24,9 @@ vet: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-test: deps vet ## Run every test: unit, golden packets, namespaces (as root)
+test: deps vet ## Run every test: unit, golden packets, namespaces, the CNI plugin through libcni (as root)
 	$(GO) test -count=1 -timeout 20m ./...
+	cd examples/cni-plugin && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 bench: deps ## Kernel-measured per-packet cost, as a table of ratios
 	@bash internal/scripts/bench.sh

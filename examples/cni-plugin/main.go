@@ -1,0 +1,395 @@
+// Command xdplane is a chained CNI plugin (spec 1.0.0 and 1.1.0): after
+// the plugin that made the pod's interface (ptp, bridge, ...), it puts the
+// pod under xdplane's datapath. ADD attaches xdplane's tc programs to the
+// pod's host-side interface from the previous result, registers the pod
+// as an endpoint, and applies the network policy from the configuration
+// and the bandwidth runtime capability. DEL removes all of it and
+// succeeds when there is nothing left to remove. CHECK verifies the
+// programs, the endpoint, its policy and its limits. STATUS says whether
+// the datapath can be used.
+//
+// Configuration, as a plugin of a conflist:
+//
+//	{
+//	  "type": "xdplane",
+//	  "bpffs": "/sys/fs/bpf/xdplane",                (optional; this default)
+//	  "policy": {"ingress": {"isolated": true, "rules": [{"action": "allow", "peers": [{"prefix": "10.244.0.0/16"}]}]}},
+//	  "capabilities": {"bandwidth": true}
+//	}
+//
+// The policy has the fields of xdplane's policy.Policy, in JSON.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
+	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/policy"
+	"golang.org/x/sys/unix"
+)
+
+// netConf is the plugin's configuration.
+type netConf struct {
+	types.PluginConf
+	BPFFS string `json:"bpffs,omitempty"`
+	// DataDir holds what ADD applied to each pod, for CHECK and DEL.
+	DataDir string        `json:"dataDir,omitempty"`
+	Policy  policy.Policy `json:"policy"`
+	// RuntimeConfig carries the capabilities the runtime fills in.
+	RuntimeConfig struct {
+		Bandwidth *policy.CNIBandwidth `json:"bandwidth,omitempty"`
+	} `json:"runtimeConfig"`
+}
+
+func parseConf(stdin []byte) (*netConf, error) {
+	conf := &netConf{}
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return nil, fmt.Errorf("parse the network configuration: %w", err)
+	}
+	if conf.BPFFS == "" {
+		conf.BPFFS = datapath.DefaultDir
+	}
+	if conf.DataDir == "" {
+		conf.DataDir = defaultDataDir
+	}
+	if err := conf.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := conf.bandwidth().Validate(); err != nil {
+		return nil, fmt.Errorf("runtimeConfig.bandwidth: %w", err)
+	}
+	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
+		return nil, fmt.Errorf("prevResult: %w", err)
+	}
+	return conf, nil
+}
+
+func (c *netConf) bandwidth() policy.Bandwidth {
+	if c.RuntimeConfig.Bandwidth == nil {
+		return policy.Bandwidth{}
+	}
+	return c.RuntimeConfig.Bandwidth.Bandwidth()
+}
+
+// hostSide finds the pod's host-side interface and its addresses in the
+// previous result: the interface with no sandbox (the host's end of the
+// veth), and the addresses of the interfaces in the pod's sandbox.
+func hostSide(prev types.Result) (string, []netip.Addr, error) {
+	if prev == nil {
+		return "", nil, errors.New("no prevResult: xdplane is a chained plugin and runs after the one that makes the pod's interface")
+	}
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return "", nil, fmt.Errorf("prevResult: %w", err)
+	}
+	host := ""
+	for _, itf := range res.Interfaces {
+		if itf.Sandbox == "" && itf.Name != "" {
+			if host != "" {
+				return "", nil, fmt.Errorf("prevResult names two host-side interfaces, %s and %s", host, itf.Name)
+			}
+			host = itf.Name
+		}
+	}
+	if host == "" {
+		return "", nil, errors.New("prevResult names no host-side interface (one with no sandbox): chain xdplane after a plugin that makes a veth, such as ptp or bridge")
+	}
+	var addrs []netip.Addr
+	for _, ip := range res.IPs {
+		if ip.Interface != nil && (*ip.Interface < 0 || *ip.Interface >= len(res.Interfaces) || res.Interfaces[*ip.Interface].Sandbox == "") {
+			continue // not the pod's
+		}
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	return host, addrs, nil
+}
+
+// session is the datapath and the policy Manager, held under a lock
+// across processes: a runtime may ADD and DEL several pods at once.
+type session struct {
+	dp     *datapath.Datapath
+	pm     *policy.Manager
+	unlock func()
+}
+
+func open(bpffs string) (*session, error) {
+	unlock, err := lockFile(bpffs)
+	if err != nil {
+		return nil, err
+	}
+	dp, err := datapath.Open(datapath.Options{Dir: bpffs})
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	// Another writer of the policy (a node agent) may hold its lock for a
+	// moment: wait a little for it.
+	var pm *policy.Manager
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		pm, err = policy.NewManager(dp)
+		if !errors.Is(err, policy.ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		dp.Close()
+		unlock()
+		return nil, err
+	}
+	return &session{dp: dp, pm: pm, unlock: unlock}, nil
+}
+
+func (s *session) close() {
+	s.pm.Close()
+	s.dp.Close()
+	s.unlock()
+}
+
+// lockFile serialises this plugin's invocations for one pin directory
+// (opening the datapath the first time creates and pins its maps).
+func lockFile(bpffs string) (func(), error) {
+	path := filepath.Join("/run", "xdplane-cni-"+sanitize(bpffs)+".lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func sanitize(p string) string {
+	b := []byte(filepath.Clean(p))
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+const defaultDataDir = "/var/lib/cni/xdplane"
+
+// record is what ADD applied to a pod, kept in the data directory: the
+// configuration it applied and the pod's entry in the datapath's endpoints
+// map as ADD left it. CHECK compares the kernel's entry with it, which
+// catches any change of the endpoint, its policy or its limits since.
+type record struct {
+	HostInterface string              `json:"hostInterface"`
+	Ifindex       int                 `json:"ifindex"`
+	Endpoint      bpf.XdplaneEndpoint `json:"endpoint"`
+	Policy        policy.Policy       `json:"policy"`
+	Bandwidth     policy.Bandwidth    `json:"bandwidth"`
+}
+
+func recordPath(conf *netConf, args *skel.CmdArgs) string {
+	return filepath.Join(conf.DataDir, conf.Name, args.ContainerID+"-"+args.IfName+".json")
+}
+
+func writeRecord(path string, r record) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readRecord(path string) (record, error) {
+	var r record
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	return r, json.Unmarshal(b, &r)
+}
+
+// endpointEntry reads the pod's entry in the endpoints map.
+func endpointEntry(s *session, host string) (int, bpf.XdplaneEndpoint, error) {
+	var v bpf.XdplaneEndpoint
+	link, err := netlink.LinkByName(host)
+	if err != nil {
+		return 0, v, fmt.Errorf("%s: %w", host, err)
+	}
+	idx := link.Attrs().Index
+	if err := s.dp.Maps().Endpoints.Lookup(uint32(idx), &v); err != nil {
+		return idx, v, fmt.Errorf("%s is not in the datapath's endpoints: %w", host, err)
+	}
+	return idx, v, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	host, addrs, err := hostSide(conf.PrevResult)
+	if err != nil {
+		return err
+	}
+	s, err := open(conf.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	err = add(s, host, addrs, args.Netns, conf)
+	if err == nil {
+		r := record{HostInterface: host, Policy: conf.Policy.Normalize(), Bandwidth: conf.bandwidth()}
+		if r.Ifindex, r.Endpoint, err = endpointEntry(s, host); err == nil {
+			err = writeRecord(recordPath(conf, args), r)
+		}
+	}
+	if err != nil {
+		// Leave nothing half-done: the runtime will DEL, but may not.
+		_ = remove(s, host)
+		return err
+	}
+	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+}
+
+func add(s *session, host string, addrs []netip.Addr, netns string, conf *netConf) error {
+	if err := s.dp.Attach(host, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
+		return err
+	}
+	if err := s.pm.AddEndpoint(policy.Endpoint{Interface: host, Addresses: addrs, NetNS: netns}); err != nil {
+		return err
+	}
+	if err := s.pm.SetPolicy(host, conf.Policy); err != nil {
+		return err
+	}
+	return s.pm.SetBandwidth(host, conf.bandwidth())
+}
+
+// remove undoes add, whatever of it is there.
+func remove(s *session, host string) error {
+	var errs []error
+	if err := s.pm.RemoveEndpoint(host); err != nil && !errors.Is(err, policy.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	if err := s.dp.Detach(host); err != nil && !linkGone(host) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// linkGone reports whether the interface no longer exists (the pod and
+// its veth are gone, and the programs with them).
+func linkGone(name string) bool {
+	_, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	path := recordPath(conf, args)
+	host, _, err := hostSide(conf.PrevResult)
+	if err != nil {
+		// No usable prevResult (a runtime that lost it): the record says.
+		r, rerr := readRecord(path)
+		if rerr != nil {
+			return nil // nothing of this pod is left
+		}
+		host = r.HostInterface
+	}
+	s, err := open(conf.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := remove(s, host); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	host, _, err := hostSide(conf.PrevResult)
+	if err != nil {
+		return err
+	}
+	r, err := readRecord(recordPath(conf, args))
+	if err != nil {
+		return fmt.Errorf("no record of ADD for %s: %w", args.ContainerID, err)
+	}
+	switch {
+	case r.HostInterface != host:
+		return fmt.Errorf("ADD put %s under xdplane, the previous result names %s", r.HostInterface, host)
+	case !reflect.DeepEqual(r.Policy, conf.Policy.Normalize()):
+		return fmt.Errorf("%s: the policy ADD applied differs from the configuration's", host)
+	case r.Bandwidth != conf.bandwidth():
+		return fmt.Errorf("%s: ADD applied bandwidth limits %+v, the runtime asks for %+v", host, r.Bandwidth, conf.bandwidth())
+	}
+	s, err := open(conf.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	hook, attached, err := s.dp.AttachedHook(host)
+	if err != nil {
+		return err
+	}
+	if !attached || hook != datapath.HookTC {
+		return fmt.Errorf("%s: xdplane's tc programs are not attached", host)
+	}
+	idx, ep, err := endpointEntry(s, host)
+	if err != nil {
+		return err
+	}
+	if idx != r.Ifindex || ep != r.Endpoint {
+		return fmt.Errorf("%s: the datapath's endpoint entry %+v is not the one ADD made, %+v: its policy or limits changed since", host, ep, r.Endpoint)
+	}
+	return nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	s, err := open(conf.BPFFS)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "the xdplane datapath cannot be opened", err.Error())
+	}
+	s.close()
+	return nil
+}
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus},
+		version.PluginSupports("1.0.0", "1.1.0"), "xdplane: network policy and bandwidth limits on xdplane's datapath")
+}
