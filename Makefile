@@ -6,7 +6,7 @@ BIN   := bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps generate build vet test bench bench-kube-proxy bench-kube-proxy-short demo clean
+.PHONY: help deps generate build vet test kube-binaries bench bench-kube-proxy bench-kube-proxy-short demo clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,9 +24,13 @@ vet: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-test: deps vet ## Run every test: unit, golden packets, namespaces, the CNI plugin through libcni (as root)
+test: deps vet kube-binaries ## Run every test: unit, golden packets, namespaces, the CNI plugin through libcni, the agent against a real API server (as root)
 	$(GO) test -count=1 -timeout 20m ./...
 	cd examples/cni-plugin && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+	cd examples/kube-agent && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+kube-binaries: ## Build etcd and kube-apiserver for the agent's test, or find them cached (~/.cache/xdplane)
+	@bash hack/kube/build.sh >/dev/null
 
 bench: deps ## Kernel-measured per-packet cost, as a table of ratios
 	@bash internal/scripts/bench.sh
