@@ -96,8 +96,9 @@ func BenchmarkAgentMemory(b *testing.B) {
 		b.Logf("%d services and slices written in %v", n, written.Sub(start))
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
+			// n services and the API server's own "kubernetes" service.
 			_, body, err := c.get("127.0.0.1:10249", "/metrics")
-			if err == nil && strings.Contains(body, fmt.Sprintf("\nxdplane_agent_frontends %d\n", n)) {
+			if err == nil && strings.Contains(body, fmt.Sprintf("\nxdplane_agent_services %d\n", n+1)) {
 				break
 			}
 			if time.Now().After(deadline) {
