@@ -201,6 +201,52 @@ func TestChainedPlugin(t *testing.T) {
 	}
 	defer dp.Close()
 
+	// GC: a third pod whose DEL never came; the runtime lists the first
+	// two as valid, and GC removes the third's endpoint and record (the
+	// runtime's DEL, later, still succeeds).
+	pod3 := g.NS("pod3")
+	rt3 := &libcni.RuntimeConf{ContainerID: "pod3", NetNS: pod3.Path(), IfName: "eth0"}
+	res3, err := cni.AddNetworkList(ctx, list, rt3)
+	if err != nil {
+		t.Fatalf("ADD pod3: %v", err)
+	}
+	r3, err := current.NewResultFromResult(res3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host3, _, err := hostSide(r3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{
+		{ContainerID: "pod1", IfName: "eth0"}, {ContainerID: "pod2", IfName: "eth0"},
+	}}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if err := cni.CheckNetworkList(ctx, list, rt3); err == nil {
+		t.Error("CHECK pod3 after GC: passed")
+	}
+	if err := cni.CheckNetworkList(ctx, list, rts[1]); err != nil {
+		t.Errorf("CHECK pod2 after GC: %v", err)
+	}
+	// pod3's endpoint and record are gone (ptp's own GC may have taken
+	// its veth too); pod1's and pod2's stay.
+	if n := countEndpoints(t, full); n != 2 {
+		t.Errorf("after GC the endpoints map holds %d entries, want 2", n)
+	}
+	if recs, _ := filepath.Glob(filepath.Join(dataDir, "*", "pod3-*")); len(recs) != 0 {
+		t.Errorf("after GC pod3's record is still there: %v", recs)
+	}
+	node.MustDo(func() error {
+		if _, attached, err := full.AttachedHook(host3); err == nil && attached {
+			t.Errorf("after GC xdplane is still attached to pod3's %s", host3)
+		}
+		return nil
+	})
+	if err := cni.DelNetworkList(ctx, list, rt3); err != nil {
+		t.Fatalf("DEL pod3 after GC: %v", err)
+	}
+
 	// DEL, twice; then nothing of either pod is left.
 	for _, rt := range rts {
 		for range 2 {
@@ -209,15 +255,8 @@ func TestChainedPlugin(t *testing.T) {
 			}
 		}
 	}
-	var key uint32
-	var val []byte
-	it := dp.Maps().Endpoints.Iterate()
-	n := 0
-	for it.Next(&key, &val) {
-		n++
-	}
-	if err := it.Err(); err != nil || n != 0 {
-		t.Errorf("after DEL the endpoints map holds %d entries (%v)", n, err)
+	if n := countEndpoints(t, dp); n != 0 {
+		t.Errorf("after DEL the endpoints map holds %d entries", n)
 	}
 	atts, err := dp.Attachments()
 	if err != nil || len(atts) != 0 {
@@ -243,6 +282,21 @@ func TestChainedPlugin(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dataDir, "*", "*")); len(left) != 0 {
 		t.Errorf("after DEL the data directory holds %v", left)
 	}
+}
+
+func countEndpoints(t *testing.T, dp *datapath.Datapath) int {
+	t.Helper()
+	var key uint32
+	var val []byte
+	n := 0
+	it := dp.Maps().Endpoints.Iterate()
+	for it.Next(&key, &val) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestConfErrors: bad configuration is refused with the field named, and

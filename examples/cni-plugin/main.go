@@ -5,7 +5,8 @@
 // as an endpoint, and applies the network policy from the configuration
 // and the bandwidth runtime capability. DEL removes all of it and
 // succeeds when there is nothing left to remove. CHECK verifies the
-// programs, the endpoint, its policy and its limits. STATUS says whether
+// programs, the endpoint, its policy and its limits. GC removes what ADD
+// made for attachments the runtime no longer lists. STATUS says whether
 // the datapath can be used.
 //
 // Configuration, as a plugin of a conflist:
@@ -193,6 +194,8 @@ const defaultDataDir = "/var/lib/cni/xdplane"
 // map as ADD left it. CHECK compares the kernel's entry with it, which
 // catches any change of the endpoint, its policy or its limits since.
 type record struct {
+	ContainerID   string              `json:"containerID"`
+	IfName        string              `json:"ifname"`
 	HostInterface string              `json:"hostInterface"`
 	Ifindex       int                 `json:"ifindex"`
 	Endpoint      bpf.XdplaneEndpoint `json:"endpoint"`
@@ -258,7 +261,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer s.close()
 	err = add(s, host, addrs, args.Netns, conf)
 	if err == nil {
-		r := record{HostInterface: host, Policy: conf.Policy.Normalize(), Bandwidth: conf.bandwidth()}
+		r := record{ContainerID: args.ContainerID, IfName: args.IfName, HostInterface: host,
+			Policy: conf.Policy.Normalize(), Bandwidth: conf.bandwidth()}
 		if r.Ifindex, r.Endpoint, err = endpointEntry(s, host); err == nil {
 			err = writeRecord(recordPath(conf, args), r)
 		}
@@ -376,6 +380,47 @@ func cmdCheck(args *skel.CmdArgs) error {
 	return nil
 }
 
+// cmdGC removes what ADD made for every attachment of this network that
+// the runtime no longer lists as valid (a pod whose DEL never came).
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[types.GCAttachment]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[a] = true
+	}
+	paths, err := filepath.Glob(filepath.Join(conf.DataDir, conf.Name, "*.json"))
+	if err != nil || len(paths) == 0 {
+		return err
+	}
+	s, err := open(conf.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var errs []error
+	for _, path := range paths {
+		r, err := readRecord(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		if valid[types.GCAttachment{ContainerID: r.ContainerID, IfName: r.IfName}] {
+			continue
+		}
+		if err := remove(s, r.HostInterface); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func cmdStatus(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
@@ -390,6 +435,6 @@ func cmdStatus(args *skel.CmdArgs) error {
 }
 
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus},
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus},
 		version.PluginSupports("1.0.0", "1.1.0"), "xdplane: network policy and bandwidth limits on xdplane's datapath")
 }

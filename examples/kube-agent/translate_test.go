@@ -141,7 +141,9 @@ func TestKubeServiceSkipsAndErrors(t *testing.T) {
 	node := nodeInfo{Name: "n"}
 	for name, mut := range map[string]func(*v1.Service){
 		"external name": func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeExternalName },
-		"headless":      func(s *v1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = v1.ClusterIPNone, []string{v1.ClusterIPNone} },
+		"headless": func(s *v1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = v1.ClusterIPNone, []string{v1.ClusterIPNone}
+		},
 		"no cluster IP": func(s *v1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil },
 	} {
 		s := testService()
