@@ -20,6 +20,9 @@ var (
 	ErrBusy = errors.New("datapath has another writer")
 	// ErrClosed: the Manager was closed.
 	ErrClosed = errors.New("manager closed")
+	// ErrNetNS: NewManager runs in another network namespace than the
+	// endpoints' host-side interfaces, where it cannot see them.
+	ErrNetNS = errors.New("wrong network namespace")
 )
 
 // ValidationError tells which field of which endpoint's policy is wrong.

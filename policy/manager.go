@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
@@ -836,6 +837,32 @@ func htonl(v uint32) uint32 {
 
 // recover adopts the endpoints an earlier process installed, and deletes
 // entries no endpoint references.
+// refuseOtherNetNS fails when an endpoint this namespace cannot see has
+// its programs attached in another namespace: the Manager was opened in
+// the wrong one, and deleting such entries as stale would strip live pods
+// of their policy. An endpoint whose interface is gone from this
+// namespace, or that nothing holds attached anywhere else, is stale.
+func (m *Manager) refuseOtherNetNS(stale []uint32) error {
+	if len(stale) == 0 {
+		return nil
+	}
+	atts, err := m.dp.Attachments()
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return fmt.Errorf("identify network namespace: %w", err)
+	}
+	for _, a := range atts {
+		if a.NetNS != st.Ino && slices.Contains(stale, uint32(a.Ifindex)) {
+			return fmt.Errorf("%w: the endpoint on interface index %d is attached in network namespace %d, and this "+
+				"thread runs in %d: open the Manager where the pods' host-side interfaces are", ErrNetNS, a.Ifindex, a.NetNS, st.Ino)
+		}
+	}
+	return nil
+}
+
 func (m *Manager) recover() error {
 	referenced := make(map[uint32]*installed)
 	var ifindex uint32
@@ -869,6 +896,9 @@ func (m *Manager) recover() error {
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read endpoints: %w", err)
+	}
+	if err := m.refuseOtherNetNS(stale); err != nil {
+		return err
 	}
 	for _, k := range stale {
 		if err := m.maps.Endpoints.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
 
@@ -449,4 +450,34 @@ func TestInlineRuleset(t *testing.T) {
 	if _, ok := inlineRuleset(7, ruleset{{Proto: 6, Port: 8000, Bits: 12, Verdict: verdictAllow}}); ok {
 		t.Error("a port block inline")
 	}
+}
+
+// A Manager opened in another network namespace than the endpoints'
+// cannot see their interfaces; it must refuse to start, not delete them as
+// stale. Opened where they are, it recovers them.
+func TestManagerRefusesOtherNetNS(t *testing.T) {
+	r := newRig(t, datapath.Limits{})
+	r.setPolicy(goldenPolicy())
+	r.m.Close()
+	other := testutil.NewGroup(t).NS("elsewhere")
+	var err error
+	other.MustDo(func() error {
+		_, err = NewManager(r.dp)
+		return nil
+	})
+	if !errors.Is(err, ErrNetNS) {
+		t.Fatalf("NewManager in another namespace: %v, want ErrNetNS", err)
+	}
+	var v bpf.XdplaneEndpoint
+	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &v); err != nil {
+		t.Fatalf("the refused Manager deleted pol0's endpoint: %v", err)
+	}
+	r.ns.MustDo(func() (err error) {
+		r.m, err = NewManager(r.dp)
+		return err
+	})
+	if eps := r.m.Endpoints(); len(eps) != 1 || eps[0].Interface != "pol0" {
+		t.Fatalf("recovered %+v, want pol0", eps)
+	}
+	r.expect("recovered rules still deny", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
 }
