@@ -39,7 +39,7 @@ type controlPlane struct {
 
 const (
 	apiserverAddr = "127.0.0.1:6443"
-	serviceCIDR   = "10.96.0.0/16"
+	serviceCIDRs  = "10.96.0.0/16,fd00:96::/112" // dual stack
 )
 
 // binaries builds (or finds cached) etcd and kube-apiserver.
@@ -87,7 +87,7 @@ func startControlPlane(t testing.TB, ns *testutil.NS) *controlPlane {
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", filepath.Join(cp.dir, "sa.pub"),
 		"--service-account-signing-key-file", filepath.Join(cp.dir, "sa.key"),
-		"--service-cluster-ip-range", serviceCIDR,
+		"--service-cluster-ip-range", serviceCIDRs,
 		"--service-node-port-range", "30000-32767",
 		"--endpoint-reconciler-type", "none",
 		"--enable-priority-and-fairness=false",

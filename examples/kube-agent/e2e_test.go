@@ -66,11 +66,13 @@ func newCluster(t testing.TB) *cluster {
 		name := fmt.Sprintf("be%d", i)
 		testutil.ServeTCP(t, be, netip.AddrPortFrom(c.tp.BackendAddrs[i], 8080), name)
 		testutil.ServeUDP(t, be, netip.AddrPortFrom(c.tp.BackendAddrs[i], 5353), name)
+		testutil.ServeTCP(t, be, netip.AddrPortFrom(c.tp.BackendAddrs6[i], 8080), name)
 	}
 	c.create(&v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: nodeName},
 		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
 			{Type: v1.NodeInternalIP, Address: "10.0.0.1"},
+			{Type: v1.NodeInternalIP, Address: "fd01::1"},
 			{Type: v1.NodeHostName, Address: nodeName},
 		}},
 	})
@@ -249,6 +251,37 @@ func webService() *v1.Service {
 	}
 }
 
+func dualService() *v1.Service {
+	policy := v1.IPFamilyPolicyRequireDualStack
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "dual"},
+		Spec: v1.ServiceSpec{
+			Type:           v1.ServiceTypeNodePort,
+			IPFamilyPolicy: &policy,
+			IPFamilies:     []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol},
+			ClusterIP:      "10.96.0.20",
+			ClusterIPs:     []string{"10.96.0.20", "fd00:96::20"},
+			Ports: []v1.ServicePort{
+				{Name: "http", Protocol: v1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080), NodePort: 30081},
+			},
+		},
+	}
+}
+
+// familySlice is a slice of service svc with one ready endpoint, addr,
+// serving port "http" on 8080.
+func (c *cluster) familySlice(name, svc string, family discovery.AddressType, addr netip.Addr) *discovery.EndpointSlice {
+	port, proto, ready := int32(8080), v1.ProtocolTCP, true
+	pname := "http"
+	return &discovery.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{discovery.LabelServiceName: svc}},
+		AddressType: family,
+		Ports:       []discovery.EndpointPort{{Name: &pname, Protocol: &proto, Port: &port}},
+		Endpoints: []discovery.Endpoint{{Addresses: []string{addr.String()},
+			Conditions: discovery.EndpointConditions{Ready: &ready}}},
+	}
+}
+
 // webSlice is the web service's endpoints: each backend ready unless
 // listed in terminating (then serving and terminating).
 func (c *cluster) webSlice(backends []int, terminating ...int) *discovery.EndpointSlice {
@@ -313,7 +346,8 @@ func (c *cluster) askAll(ask func(*testutil.NS, netip.AddrPort, time.Duration) (
 
 // TestAgentEndToEnd drives the agent through a real kube-apiserver: a
 // Service and its EndpointSlice created through the API carry real TCP
-// and UDP traffic through the cluster IP and a node port; a scale-down, a
+// and UDP traffic through the cluster IP and a node port, and a dual-stack
+// service through its cluster IP and node port of each family; a scale-down, a
 // terminating endpoint and the service's deletion reach the datapath
 // within a second; and a restart of the agent keeps an established
 // connection and prunes what was deleted while it was down, after its
@@ -354,6 +388,37 @@ func TestAgentEndToEnd(t *testing.T) {
 	if _, err := testutil.AskTCP(c.tp.Client, netip.AddrPortFrom(cip, 81), time.Second); !testutil.ErrRefused(err) {
 		t.Errorf("another port of the cluster IP: %v, want connection refused", err)
 	}
+
+	// Dual stack: one service with a cluster IP of each family, its
+	// endpoints in one slice per family (be0 in IPv4, be1 in IPv6), and a
+	// node port on the node's address of each family.
+	c.create(dualService())
+	c.create(c.familySlice("dual-v4", "dual", discovery.AddressTypeIPv4, c.tp.BackendAddrs[0]))
+	c.create(c.familySlice("dual-v6", "dual", discovery.AddressTypeIPv6, c.tp.BackendAddrs6[1]))
+	c.datapathShows("the dual-stack service", 5*time.Second, func(m map[string]lb.ServiceStatus) bool {
+		_, v6 := m["[fd01::1]:30081/tcp"]
+		return v6 && len(m["[fd00:96::20]:80/tcp"].Backends) == 1
+	})
+	for _, tc := range []struct {
+		addr netip.AddrPort
+		want string
+	}{
+		{netip.MustParseAddrPort("10.96.0.20:80"), "be0"},
+		{netip.MustParseAddrPort("[fd00:96::20]:80"), "be1"},
+		{netip.MustParseAddrPort("10.0.0.1:30081"), "be0"},
+		{netip.MustParseAddrPort("[fd01::1]:30081"), "be1"},
+	} {
+		if got := c.askAll(testutil.AskTCP, tc.addr, 10); !slices.Equal(got, []string{tc.want}) {
+			t.Errorf("dual stack, %v: answered by %v, want %s", tc.addr, got, tc.want)
+		}
+	}
+	if err := c.api.CoreV1().Services("default").Delete(c.ctx(), "dual", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.datapathShows("the dual-stack service gone", time.Second, func(m map[string]lb.ServiceStatus) bool {
+		_, ok := m["[fd00:96::20]:80/tcp"]
+		return !ok
+	})
 
 	// Scale down to be0.
 	c.updateSlice(c.webSlice([]int{0}))
