@@ -53,9 +53,15 @@ type agent struct {
 	// retry is how long the loop waits after a failed sync.
 	retry time.Duration
 
-	mu       sync.Mutex
-	status   syncStatus
-	onSynced func() // tests: called after each successful sync
+	mu     sync.Mutex
+	status syncStatus
+	// pendingSince is when the oldest change not yet synced came; zero
+	// when there is none. /healthz fails once it is older than staleAfter.
+	pendingSince time.Time
+	staleAfter   time.Duration
+	// node is this node's last known view, kept if the Node goes away.
+	node      nodeInfo
+	knownNode bool
 }
 
 // syncStatus is what /healthz reports.
@@ -66,20 +72,26 @@ type syncStatus struct {
 	Services        int       `json:"services"`
 	Frontends       int       `json:"frontends"`
 	Backends        int       `json:"backends"`
+	PendingFor      string    `json:"pendingFor,omitempty"`
 }
 
 func newAgent(log *slog.Logger, client kubernetes.Interface, nodeName string, mgr installer, m *metrics) (*agent, error) {
 	a := &agent{
-		log:      log,
-		nodeName: nodeName,
-		mgr:      mgr,
-		metrics:  m,
-		trigger:  make(chan struct{}, 1),
-		debounce: 10 * time.Millisecond,
-		maxDelay: 250 * time.Millisecond,
-		retry:    time.Second,
+		log:        log,
+		nodeName:   nodeName,
+		mgr:        mgr,
+		metrics:    m,
+		trigger:    make(chan struct{}, 1),
+		debounce:   10 * time.Millisecond,
+		maxDelay:   250 * time.Millisecond,
+		retry:      time.Second,
+		staleAfter: 30 * time.Second,
 	}
-	all := informers.NewSharedInformerFactory(client, 0)
+	// As kube-proxy: services another proxy owns, and headless ones, are
+	// not listed at all (their slices carry the same labels).
+	all := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = proxiedSelector
+	}))
 	own := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
 	}))
@@ -95,6 +107,10 @@ func newAgent(log *slog.Logger, client kubernetes.Interface, nodeName string, mg
 		DeleteFunc: func(any) { a.changed() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), sliceInf.Informer(), nodeInf.Informer()} {
+		// The caches need no managed fields: dropping them saves memory.
+		if err := inf.SetTransform(dropManagedFields); err != nil {
+			return nil, err
+		}
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return nil, err
 		}
@@ -108,6 +124,17 @@ func newAgent(log *slog.Logger, client kubernetes.Interface, nodeName string, mg
 		own.Start(stop)
 	}
 	return a, nil
+}
+
+// proxiedSelector is kube-proxy's: not a service another proxy
+// implements (service.kubernetes.io/service-proxy-name), not headless.
+const proxiedSelector = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // sliceService is the "namespace/name" of the Service a slice belongs to.
@@ -125,6 +152,11 @@ func sliceService(obj any) ([]string, error) {
 
 // changed wakes the sync loop; it never blocks.
 func (a *agent) changed() {
+	a.mu.Lock()
+	if a.pendingSince.IsZero() {
+		a.pendingSince = time.Now()
+	}
+	a.mu.Unlock()
 	select {
 	case a.trigger <- struct{}{}:
 	default:
@@ -139,7 +171,24 @@ func (a *agent) run(ctx context.Context) error {
 	a.start(ctx.Done())
 	a.log.Info("waiting for the informers to list services, endpoint slices and this node")
 	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
-		return ctx.Err()
+		return nil // stopped before the first sync
+	}
+	// Without its Node the agent knows neither the node port addresses
+	// nor which endpoints are local: a sync now would remove the node
+	// ports a previous run installed. Wait for it (a wrong
+	// --hostname-override shows here).
+	for tick := 0; ; tick++ {
+		if _, err := a.nodes.Get(a.nodeName); err == nil {
+			break
+		}
+		if tick%50 == 0 {
+			a.log.Warn("waiting for this node's Node object before the first sync", "node", a.nodeName)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	a.log.Info("informers synced; first full sync")
 	a.changed()
@@ -183,10 +232,14 @@ func (a *agent) wait(ctx context.Context) {
 
 // desired computes the services the datapath should hold.
 func (a *agent) desired() (services []lb.Service, count int, errs []error) {
-	node := nodeInfo{Name: a.nodeName}
 	if n, err := a.nodes.Get(a.nodeName); err == nil {
-		node.Addresses = nodeAddresses(n)
+		a.node = nodeInfo{Name: a.nodeName, Addresses: nodeAddresses(n)}
+	} else if a.knownNode {
+		a.log.Warn("this node's Node object is gone; keeping its last addresses", "node", a.nodeName)
 	}
+	a.knownNode = true
+	node := a.node
+	node.Name = a.nodeName
 	svcs, err := a.services.List(everything)
 	if err != nil {
 		return nil, 0, []error{err}
@@ -238,6 +291,10 @@ func (a *agent) desired() (services []lb.Service, count int, errs []error) {
 
 // sync makes the datapath hold the desired services.
 func (a *agent) sync() error {
+	a.mu.Lock()
+	since := a.pendingSince
+	a.pendingSince = time.Time{} // changes from now on are pending again
+	a.mu.Unlock()
 	desired, count, problems := a.desired()
 	for _, p := range problems {
 		a.log.Warn("service left out", "error", p)
@@ -252,6 +309,9 @@ func (a *agent) sync() error {
 	if err != nil {
 		a.metrics.syncs.WithLabelValues("error").Inc()
 		a.status.LastError = err.Error()
+		if a.pendingSince.IsZero() || (!since.IsZero() && since.Before(a.pendingSince)) {
+			a.pendingSince = since // still not synced
+		}
 		a.log.Error("sync failed; the datapath keeps what it had", "error", err, "frontends", len(desired))
 		return err
 	}
@@ -272,20 +332,23 @@ func (a *agent) sync() error {
 	}
 	a.log.Log(context.Background(), level, "synced", "duration", d, "services", count, "frontends", len(desired),
 		"backends", backends, "added", len(res.Added), "changed", len(res.Changed), "removed", len(res.Removed), "initial", first)
-	if a.onSynced != nil {
-		a.onSynced()
-	}
 	return nil
 }
 
-// healthz answers 200 once the first full sync is done and the last sync
-// succeeded, 503 otherwise, with the status as JSON either way.
+// healthz answers 200 once the first full sync is done, while the last
+// sync succeeded and no change has waited longer than staleAfter (a
+// wedged loop or a failing sync); 503 otherwise. The status is JSON
+// either way.
 func (a *agent) healthz(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
 	st := a.status
+	pending := a.pendingSince
 	a.mu.Unlock()
+	if !pending.IsZero() {
+		st.PendingFor = time.Since(pending).Round(time.Millisecond).String()
+	}
 	w.Header().Set("Content-Type", "application/json")
-	if !st.InitialSyncDone || st.LastError != "" {
+	if !st.InitialSyncDone || st.LastError != "" || (!pending.IsZero() && time.Since(pending) > a.staleAfter) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(st)

@@ -114,9 +114,11 @@ func (c *cluster) create(obj any) {
 
 // startAgent runs the agent in the node's namespace; stopAgent ends it
 // with SIGTERM, as a kubelet would.
-func (c *cluster) startAgent() {
+func (c *cluster) startAgent() { c.startAgentWith(c.cp.kubeconfig) }
+
+func (c *cluster) startAgentWith(kubeconfig string) {
 	c.t.Helper()
-	args := []string{c.bin, "--kubeconfig", c.cp.kubeconfig, "--hostname-override", nodeName, "--bpffs", c.bpffs,
+	args := []string{c.bin, "--kubeconfig", kubeconfig, "--hostname-override", nodeName, "--bpffs", c.bpffs,
 		"--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"}
 	for _, ifname := range c.tp.NodeInterfaces {
 		args = append(args, "--interface", ifname)
@@ -443,6 +445,19 @@ func TestAgentEndToEnd(t *testing.T) {
 	if got := c.askAll(testutil.AskUDP, netip.AddrPortFrom(cip, 53), 20); !slices.Equal(got, []string{"be1"}) {
 		t.Errorf("with be0 terminating: answered by %v, want be1", got)
 	}
+	// With be1 gone, the terminating be0 takes new flows: the fallback.
+	c.updateSlice(c.webSlice([]int{0}, 0))
+	c.datapathShows("be0 terminating alone", time.Second, func(m map[string]lb.ServiceStatus) bool {
+		s := m["10.96.0.10:80/tcp"]
+		return len(backendsOf(s, lb.Active)) == 0 && slices.Equal(backendsOf(s, lb.Terminating), []string{"10.0.1.2:8080"})
+	})
+	if got := c.askAll(testutil.AskTCP, netip.AddrPortFrom(cip, 80), 10); !slices.Equal(got, []string{"be0"}) {
+		t.Errorf("with only the terminating be0: answered by %v, want be0", got)
+	}
+	c.updateSlice(c.webSlice([]int{0, 1}, 0))
+	c.datapathShows("be1 back", time.Second, func(m map[string]lb.ServiceStatus) bool {
+		return slices.Equal(backendsOf(m["10.96.0.10:80/tcp"], lb.Active), []string{"10.0.2.2:8080"})
+	})
 
 	// Restart with an established connection, deleting "stale" while the
 	// agent is down.
@@ -461,12 +476,30 @@ func TestAgentEndToEnd(t *testing.T) {
 	if err := conn.Echo("while the agent is down", time.Second); err != nil {
 		t.Fatalf("established connection broke with the agent down: %v", err)
 	}
-	// The datapath keeps everything, "stale" included, until the new
-	// agent has synced.
-	c.datapathShows("stale kept while the agent is down", time.Second, func(m map[string]lb.ServiceStatus) bool {
+	// An agent that cannot list (its API server unreachable) adopts the
+	// datapath but must not touch it: "stale" stays, the connection
+	// flows, and it is not healthy.
+	unreachable := filepath.Join(c.t.TempDir(), "kubeconfig")
+	kc, err := os.ReadFile(c.cp.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(unreachable, []byte(strings.ReplaceAll(string(kc), apiserverAddr, "127.0.0.1:6999")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.startAgentWith(unreachable)
+	time.Sleep(1500 * time.Millisecond)
+	if code, _, err := c.get("127.0.0.1:10256", "/healthz"); err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz of an agent that has not listed: %d, %v; want 503", code, err)
+	}
+	c.datapathShows("stale kept until a first full sync", 0, func(m map[string]lb.ServiceStatus) bool {
 		_, ok := m["10.96.0.11:80/tcp"]
-		return ok
+		return ok && len(m["10.96.0.10:80/tcp"].Backends) == 2
 	})
+	if err := conn.Echo("while an agent waits for the API", time.Second); err != nil {
+		t.Fatalf("established connection broke: %v", err)
+	}
+	c.stopAgent()
 	c.startAgent()
 	c.waitHealthy()
 	c.datapathShows("stale pruned after the restart", time.Second, func(m map[string]lb.ServiceStatus) bool {

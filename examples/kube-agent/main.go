@@ -174,21 +174,25 @@ func realMain(args []string) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 		servers = append(servers, &http.Server{Addr: o.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 	}
-	errc := make(chan error, len(servers)+1)
+	serveErr := make(chan error, len(servers))
 	for _, srv := range servers {
 		go func() {
 			log.Info("serving", "address", srv.Addr)
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve %s: %w", srv.Addr, err)
+				serveErr <- fmt.Errorf("serve %s: %w", srv.Addr, err)
 			}
 		}()
 	}
 	log.Info("starting", "node", o.hostname, "interfaces", []string(o.interfaces), "hook", o.hook)
-	go func() { errc <- a.run(ctx) }()
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.run(ctx) }()
 	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		err = <-errc
+	case err = <-runErr:
+	case err = <-serveErr:
+		stop() // a server failed: end the loop too, and wait for it
+		if rerr := <-runErr; rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 	}
 	stop()
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)

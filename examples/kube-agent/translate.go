@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -96,6 +95,10 @@ func kubeService(svc *v1.Service, sls []*discovery.EndpointSlice, node nodeInfo)
 			ks.LoadBalancerSourceRanges = append(ks.LoadBalancerSourceRanges, p.Masked())
 		}
 	}
+	// An address listed twice (a load balancer IP that is also an external
+	// IP, say) is served once, as kube-proxy's rules for it coincide.
+	ks.ExternalIPs = distinct(ks.ExternalIPs, ks.ClusterIPs)
+	ks.LoadBalancerIPs = distinct(ks.LoadBalancerIPs, ks.ClusterIPs, ks.ExternalIPs)
 	nodePorts := svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer
 	if nodePorts {
 		ks.NodeAddresses = node.Addresses
@@ -127,6 +130,25 @@ func kubeService(svc *v1.Service, sls []*discovery.EndpointSlice, node nodeInfo)
 	return ks, true, nil
 }
 
+// distinct returns addrs without repeats and without the addresses in
+// taken.
+func distinct(addrs []netip.Addr, taken ...[]netip.Addr) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	for _, t := range taken {
+		for _, a := range t {
+			seen[a] = true
+		}
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func clusterIPs(svc *v1.Service) []string {
 	if len(svc.Spec.ClusterIPs) > 0 {
 		return svc.Spec.ClusterIPs
@@ -147,17 +169,24 @@ func protocol(p v1.Protocol) (lb.Protocol, bool) {
 	return 0, false
 }
 
-// endpoints merges the service's slices into one endpoint per address.
-// Each endpoint serves the service ports whose name and protocol a port
-// of its slice has. An address in two slices (slices hold one port set
-// each, and the controller moves endpoints between them) counts once,
-// with the ports of both, ready if either says so.
+// endpoints turns the service's slices into lb's endpoints, as kube-proxy
+// reads them: each slice endpoint serves the service ports whose name and
+// protocol a port of its slice has, with its own conditions (unset ready
+// and serving mean true, unset terminating false). An address and port
+// that two slices both list for one service port (while the controller
+// moves endpoints between slices) counts once: the ready entry wins, else
+// the first.
 func endpoints(svc *v1.Service, sls []*discovery.EndpointSlice, nodeName string) []lb.KubeEndpoint {
 	protoOf := map[string]v1.Protocol{}
 	for _, p := range svc.Spec.Ports {
 		protoOf[p.Name] = p.Protocol
 	}
-	byAddr := map[netip.Addr]int{}
+	type target struct {
+		addr netip.Addr
+		name string
+		port uint16
+	}
+	owner := map[target]int{} // which entry of out serves it
 	var out []lb.KubeEndpoint
 	for _, sl := range sls {
 		if sl.AddressType != discovery.AddressTypeIPv4 && sl.AddressType != discovery.AddressTypeIPv6 {
@@ -194,34 +223,31 @@ func endpoints(svc *v1.Service, sls []*discovery.EndpointSlice, nodeName string)
 			}
 			a = a.Unmap()
 			c := ep.Conditions
-			ready := c.Ready == nil || *c.Ready
-			serving := ready
-			if c.Serving != nil {
-				serving = *c.Serving
-			}
-			terminating := c.Terminating != nil && *c.Terminating
 			ke := lb.KubeEndpoint{
 				Address:     a,
-				Ports:       ports,
-				Ready:       ready,
-				Serving:     serving,
-				Terminating: terminating,
+				Ports:       map[string]uint16{},
+				Ready:       c.Ready == nil || *c.Ready,
+				Serving:     c.Serving == nil || *c.Serving,
+				Terminating: c.Terminating != nil && *c.Terminating,
 				Local:       ep.NodeName != nil && *ep.NodeName == nodeName,
 			}
-			if i, dup := byAddr[a]; dup {
-				prev := &out[i]
-				merged := maps.Clone(prev.Ports)
-				maps.Copy(merged, ports)
-				if !prev.Ready && ke.Ready {
-					*prev = ke
+			idx := len(out)
+			for name, port := range ports {
+				k := target{a, name, port}
+				prev, dup := owner[k]
+				if dup && (out[prev].Ready || !ke.Ready) {
+					continue
 				}
-				prev.Ports = merged
-				continue
+				if dup {
+					delete(out[prev].Ports, name)
+				}
+				owner[k] = idx
+				ke.Ports[name] = port
 			}
-			byAddr[a] = len(out)
 			out = append(out, ke)
 		}
 	}
-	slices.SortFunc(out, func(x, y lb.KubeEndpoint) int { return x.Address.Compare(y.Address) })
+	out = slices.DeleteFunc(out, func(e lb.KubeEndpoint) bool { return len(e.Ports) == 0 })
+	slices.SortStableFunc(out, func(x, y lb.KubeEndpoint) int { return x.Address.Compare(y.Address) })
 	return out
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -62,13 +63,17 @@ func TestKubeService(t *testing.T) {
 	sls := []*discovery.EndpointSlice{
 		slice("web-a", discovery.AddressTypeIPv4, ports,
 			endpoint("10.1.0.2", yes, yes, no, "node-a"),
-			endpoint("10.1.0.3", no, yes, yes, "node-b"),   // terminating, still serving
-			endpoint("10.1.0.4", no, no, yes, "node-b"),    // terminating, not serving
-			endpoint("10.1.0.5", nil, nil, nil, "node-b")), // unset conditions: ready
+			endpoint("10.1.0.3", no, yes, yes, "node-b"),  // terminating, still serving
+			endpoint("10.1.0.4", no, no, yes, "node-b"),   // terminating, not serving
+			endpoint("10.1.0.5", nil, nil, nil, "node-b"), // unset conditions: ready
+			endpoint("10.1.0.6", no, nil, yes, "node-b"),  // terminating, serving unset: serving
+			endpoint("10.1.0.7", no, yes, no, "node-b")),  // not ready yet
 		slice("web-b", discovery.AddressTypeIPv4, []discovery.EndpointPort{port("http", v1.ProtocolUDP, 9999)}, // wrong protocol
 			endpoint("10.1.0.9", yes, yes, no, "node-b")),
 		slice("web-c", discovery.AddressTypeIPv4, []discovery.EndpointPort{port("dns", v1.ProtocolUDP, 5454)},
-			endpoint("10.1.0.5", yes, yes, no, "node-b")), // same address, another port set
+			endpoint("10.1.0.5", yes, yes, no, "node-b")), // same address, another target port
+		slice("web-d", discovery.AddressTypeIPv4, ports,
+			endpoint("10.1.0.7", yes, yes, no, "node-b")), // the same targets, ready here: this entry wins
 		slice("web-6", discovery.AddressTypeIPv6, ports, endpoint("fd00:1::2", yes, yes, no, "node-b")),
 		slice("web-fqdn", discovery.AddressTypeFQDN, ports, endpoint("example.com", yes, yes, no, "node-b")),
 	}
@@ -86,12 +91,16 @@ func TestKubeService(t *testing.T) {
 	if ks.ExternalTrafficPolicy != lb.Local || ks.InternalTrafficPolicy != lb.Cluster || ks.SessionAffinity != defaultAffinityTimeout {
 		t.Errorf("policies: %+v", ks)
 	}
+	both := map[string]uint16{"http": 8080, "dns": 5353}
 	want := []lb.KubeEndpoint{
-		{Address: netip.MustParseAddr("10.1.0.2"), Ports: map[string]uint16{"http": 8080, "dns": 5353}, Ready: true, Serving: true, Local: true},
-		{Address: netip.MustParseAddr("10.1.0.3"), Ports: map[string]uint16{"http": 8080, "dns": 5353}, Serving: true, Terminating: true},
-		{Address: netip.MustParseAddr("10.1.0.4"), Ports: map[string]uint16{"http": 8080, "dns": 5353}, Terminating: true},
-		{Address: netip.MustParseAddr("10.1.0.5"), Ports: map[string]uint16{"http": 8080, "dns": 5454}, Ready: true, Serving: true},
-		{Address: netip.MustParseAddr("fd00:1::2"), Ports: map[string]uint16{"http": 8080, "dns": 5353}, Ready: true, Serving: true},
+		{Address: netip.MustParseAddr("10.1.0.2"), Ports: both, Ready: true, Serving: true, Local: true},
+		{Address: netip.MustParseAddr("10.1.0.3"), Ports: both, Serving: true, Terminating: true},
+		{Address: netip.MustParseAddr("10.1.0.4"), Ports: both, Terminating: true},
+		{Address: netip.MustParseAddr("10.1.0.5"), Ports: both, Ready: true, Serving: true},
+		{Address: netip.MustParseAddr("10.1.0.5"), Ports: map[string]uint16{"dns": 5454}, Ready: true, Serving: true},
+		{Address: netip.MustParseAddr("10.1.0.6"), Ports: both, Serving: true, Terminating: true},
+		{Address: netip.MustParseAddr("10.1.0.7"), Ports: both, Ready: true, Serving: true},
+		{Address: netip.MustParseAddr("fd00:1::2"), Ports: both, Ready: true, Serving: true},
 	}
 	if len(ks.Endpoints) != len(want) {
 		t.Fatalf("endpoints: %+v", ks.Endpoints)
@@ -99,7 +108,7 @@ func TestKubeService(t *testing.T) {
 	for i, w := range want {
 		g := ks.Endpoints[i]
 		if g.Address != w.Address || g.Ready != w.Ready || g.Serving != w.Serving || g.Terminating != w.Terminating ||
-			g.Local != w.Local || len(g.Ports) != len(w.Ports) || g.Ports["http"] != w.Ports["http"] || g.Ports["dns"] != w.Ports["dns"] {
+			g.Local != w.Local || !maps.Equal(g.Ports, w.Ports) {
 			t.Errorf("endpoint %d: got %+v, want %+v", i, g, w)
 		}
 	}
@@ -129,7 +138,7 @@ func TestKubeService(t *testing.T) {
 			dns = append(dns, b.Address.String())
 		}
 	}
-	if !slices.Equal(dns, []string{"10.1.0.2:5353", "10.1.0.5:5454"}) {
+	if !slices.Equal(dns, []string{"10.1.0.2:5353", "10.1.0.5:5353", "10.1.0.5:5454", "10.1.0.7:5353"}) {
 		t.Errorf("active DNS backends %v", dns)
 	}
 	if _, ok := byFrontend["[fd00:96::10]:80/tcp"]; !ok {
@@ -166,10 +175,19 @@ func TestKubeServiceSkipsAndErrors(t *testing.T) {
 		{Hostname: "lb.example.com"},
 	}
 	s.Spec.LoadBalancerSourceRanges = []string{"203.0.113.0/24"}
+	s.Spec.ExternalIPs = []string{"198.51.100.1", "198.51.100.1"} // the load balancer's IP too, and twice
 	ks, ok, err := kubeService(s, nil, node)
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
+	if _, err := ks.Expand(); err != nil {
+		t.Errorf("an address listed twice: %v", err)
+	}
+	if !slices.Equal(ks.ExternalIPs, []netip.Addr{netip.MustParseAddr("198.51.100.1")}) || len(ks.LoadBalancerIPs) != 0 {
+		t.Errorf("external %v, load balancer %v: want the address once", ks.ExternalIPs, ks.LoadBalancerIPs)
+	}
+	s.Spec.ExternalIPs = nil
+	ks, _, _ = kubeService(s, nil, node)
 	if !slices.Equal(ks.LoadBalancerIPs, []netip.Addr{netip.MustParseAddr("198.51.100.1")}) ||
 		len(ks.LoadBalancerSourceRanges) != 1 || ks.SessionAffinity != time.Minute {
 		t.Errorf("load balancer: %+v", ks)
