@@ -60,6 +60,7 @@ func plugins(t *testing.T) string {
 	for name, pkg := range map[string]string{
 		"xdplane":    ".",
 		"ptp":        "github.com/containernetworking/plugins/plugins/main/ptp",
+		"bridge":     "github.com/containernetworking/plugins/plugins/main/bridge",
 		"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
 	} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
@@ -71,19 +72,24 @@ func plugins(t *testing.T) string {
 
 const podSubnet = "10.244.1.0/24"
 
-func conflist(t *testing.T, bpffs, ipamDir, dataDir string) *libcni.NetworkConfigList {
+// conflist chains ours after first, "ptp" or "bridge".
+func conflist(t *testing.T, first, bpffs, ipamDir, dataDir string) *libcni.NetworkConfigList {
 	t.Helper()
+	extra := ""
+	if first == "bridge" {
+		extra = `"bridge": "xdpt0", "isGateway": true,`
+	}
 	raw := fmt.Sprintf(`{
   "cniVersion": "1.1.0",
   "name": "xdplane-test",
   "plugins": [
-    {"type": "ptp", "ipMasq": false, "mtu": 1500,
+    {"type": %q, %s "ipMasq": false, "mtu": 1500,
      "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "xdplane", "bpffs": %q, "dataDir": %q,
      "policy": {"ingress": {"rules": [{"action": "deny", "ports": [{"protocol": "tcp", "port": 9999}]}]}},
      "capabilities": {"bandwidth": true}}
   ]
-}`, ipamDir, podSubnet, bpffs, dataDir)
+}`, first, extra, ipamDir, podSubnet, bpffs, dataDir)
 	list, err := libcni.ConfListFromBytes([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -92,21 +98,29 @@ func conflist(t *testing.T, bpffs, ipamDir, dataDir string) *libcni.NetworkConfi
 }
 
 // TestChainedPlugin runs the plugin the way a container runtime does:
-// libcni executes the real ptp and host-local plugins, then ours, for two
-// pods in namespaces the test made. The policy from the configuration
-// and the bandwidth limit from the runtime's capability arguments are in
-// force for real traffic; CHECK and STATUS pass; DEL removes everything,
-// and a second DEL succeeds.
+// libcni executes the real ptp (or bridge) and host-local plugins, then
+// ours, for two pods in namespaces the test made. The policy from the
+// configuration and the bandwidth limit from the runtime's capability
+// arguments are in force for real traffic; CHECK and STATUS pass; GC
+// removes a pod the runtime no longer lists; DEL removes everything, and
+// a second DEL succeeds, as does DEL with a configuration ADD would refuse.
 func TestChainedPlugin(t *testing.T) {
 	testutil.RequireRoot(t)
+	bin := plugins(t)
+	for _, first := range []string{"ptp", "bridge"} {
+		t.Run(first, func(t *testing.T) { testChain(t, bin, first) })
+	}
+}
+
+func testChain(t *testing.T, bin, first string) {
 	g := testutil.NewGroup(t)
 	node := g.NS("node")
 	pods := []*testutil.NS{g.NS("pod1"), g.NS("pod2")}
 	bpffs := testutil.BPFFS(t)
 	t.Cleanup(func() { _ = datapath.Remove(bpffs) })
-	cni := libcni.NewCNIConfigWithCacheDir([]string{plugins(t)}, t.TempDir(), nodeExec{node})
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, t.TempDir(), nodeExec{node})
 	dataDir := t.TempDir()
-	list := conflist(t, bpffs, t.TempDir(), dataDir)
+	list := conflist(t, first, bpffs, t.TempDir(), dataDir)
 	ctx := context.Background()
 
 	const limit = 20_000_000 // bit/s into pod1
@@ -126,8 +140,13 @@ func TestChainedPlugin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		host, podAddrs, err := hostSide(r)
-		if err != nil || len(podAddrs) != 1 {
+		var host string
+		var podAddrs []netip.Addr
+		node.MustDo(func() (err error) { // the links are the node's
+			host, podAddrs, err = hostSide(r)
+			return err
+		})
+		if len(podAddrs) != 1 {
 			t.Fatalf("ADD %s: result %v: %v", rt.ContainerID, r, err)
 		}
 		hosts, addrs = append(hosts, host), append(addrs, podAddrs[0])
@@ -214,10 +233,11 @@ func TestChainedPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host3, _, err := hostSide(r3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var host3 string
+	node.MustDo(func() (err error) {
+		host3, _, err = hostSide(r3)
+		return err
+	})
 	if err := cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{
 		{ContainerID: "pod1", IfName: "eth0"}, {ContainerID: "pod2", IfName: "eth0"},
 	}}); err != nil {
@@ -267,6 +287,18 @@ func TestChainedPlugin(t *testing.T) {
 			t.Errorf("after DEL %s still exists: %s", h, out)
 		}
 	}
+	// DEL with limits ADD would refuse, for a pod never added: it succeeds.
+	bad := &libcni.RuntimeConf{ContainerID: "never", NetNS: pods[0].Path(), IfName: "eth0",
+		CapabilityArgs: map[string]any{"bandwidth": map[string]any{"ingressRate": 5}}}
+	if err := cni.DelNetworkList(ctx, list, bad); err != nil {
+		t.Errorf("DEL with an invalid bandwidth: %v", err)
+	}
+	if _, err := cni.AddNetworkList(ctx, list, bad); err == nil || !strings.Contains(err.Error(), "ingress.rate") {
+		t.Errorf("ADD with an invalid bandwidth: %v, want an error naming ingress.rate", err)
+	} else if err := cni.DelNetworkList(ctx, list, bad); err != nil {
+		t.Errorf("DEL after a refused ADD: %v", err)
+	}
+
 	// With nothing left, the policy Manager recovers no endpoint.
 	node.MustDo(func() error {
 		pm, err := policy.NewManager(full)
@@ -307,7 +339,7 @@ func TestConfErrors(t *testing.T) {
 		{`{"cniVersion":"1.1.0","name":"n","type":"xdplane","runtimeConfig":{"bandwidth":{"ingressRate":5}}}`, "ingress.rate"},
 		{`{"cniVersion":"1.1.0","name":"n","type":"xdplane","policy":`, "parse"},
 	} {
-		_, err := parseConf([]byte(c.conf))
+		_, err := parseConf([]byte(c.conf), true)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error naming %q", c.conf, err, c.want)
 		}

@@ -55,10 +55,13 @@ type netConf struct {
 	} `json:"runtimeConfig"`
 }
 
-func parseConf(stdin []byte) (*netConf, error) {
+// parseConf reads the configuration. With strict, the policy and the
+// limits must be valid; DEL and GC read it leniently, so that a pod whose
+// ADD was refused for a bad limit can still be deleted.
+func parseConf(stdin []byte, strict bool) (*netConf, error) {
 	conf := &netConf{}
 	if err := json.Unmarshal(stdin, conf); err != nil {
-		return nil, fmt.Errorf("parse the network configuration: %w", err)
+		return nil, types.NewError(types.ErrDecodingFailure, "parse the network configuration", err.Error())
 	}
 	if conf.BPFFS == "" {
 		conf.BPFFS = datapath.DefaultDir
@@ -66,14 +69,16 @@ func parseConf(stdin []byte) (*netConf, error) {
 	if conf.DataDir == "" {
 		conf.DataDir = defaultDataDir
 	}
-	if err := conf.Policy.Validate(); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	if err := conf.bandwidth().Validate(); err != nil {
-		return nil, fmt.Errorf("runtimeConfig.bandwidth: %w", err)
+	if strict {
+		if err := conf.Policy.Validate(); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, "policy: "+err.Error(), "")
+		}
+		if err := conf.bandwidth().Validate(); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, "runtimeConfig.bandwidth: "+err.Error(), "")
+		}
 	}
 	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
-		return nil, fmt.Errorf("prevResult: %w", err)
+		return nil, types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
 	}
 	return conf, nil
 }
@@ -96,13 +101,31 @@ func hostSide(prev types.Result) (string, []netip.Addr, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("prevResult: %w", err)
 	}
-	host := ""
+	// The host side is the interface with no sandbox; bridge also lists
+	// the bridge itself, which has a sandbox neither and a MAC but is no
+	// pod's: prefer the one that is a veth where the links can be read.
+	var candidates []string
 	for _, itf := range res.Interfaces {
 		if itf.Sandbox == "" && itf.Name != "" {
-			if host != "" {
-				return "", nil, fmt.Errorf("prevResult names two host-side interfaces, %s and %s", host, itf.Name)
+			candidates = append(candidates, itf.Name)
+		}
+	}
+	host := ""
+	switch len(candidates) {
+	case 0:
+	case 1:
+		host = candidates[0]
+	default:
+		for _, name := range candidates {
+			if l, err := netlink.LinkByName(name); err == nil && l.Type() == "veth" {
+				if host != "" {
+					return "", nil, fmt.Errorf("prevResult names two host-side veths, %s and %s", host, name)
+				}
+				host = name
 			}
-			host = itf.Name
+		}
+		if host == "" {
+			return "", nil, fmt.Errorf("prevResult names %d interfaces outside the pod (%v) and none is a veth here", len(candidates), candidates)
 		}
 	}
 	if host == "" {
@@ -246,7 +269,7 @@ func endpointEntry(s *session, host string) (int, bpf.XdplaneEndpoint, error) {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := parseConf(args.StdinData, true)
 	if err != nil {
 		return err
 	}
@@ -309,11 +332,16 @@ func linkGone(name string) bool {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := parseConf(args.StdinData, false)
 	if err != nil {
 		return err
 	}
 	path := recordPath(conf, args)
+	if !pinned(conf.BPFFS) {
+		// No datapath was ever made here: nothing to remove.
+		_ = os.Remove(path)
+		return nil
+	}
 	host, _, err := hostSide(conf.PrevResult)
 	if err != nil {
 		// No usable prevResult (a runtime that lost it): the record says.
@@ -338,7 +366,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := parseConf(args.StdinData, true)
 	if err != nil {
 		return err
 	}
@@ -383,9 +411,17 @@ func cmdCheck(args *skel.CmdArgs) error {
 // cmdGC removes what ADD made for every attachment of this network that
 // the runtime no longer lists as valid (a pod whose DEL never came).
 func cmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := parseConf(args.StdinData, false)
 	if err != nil {
 		return err
+	}
+	// Records a crash left half-written.
+	tmps, _ := filepath.Glob(filepath.Join(conf.DataDir, conf.Name, "*.json.tmp"))
+	for _, t := range tmps {
+		_ = os.Remove(t)
+	}
+	if !pinned(conf.BPFFS) {
+		return nil
 	}
 	valid := map[types.GCAttachment]bool{}
 	for _, a := range conf.ValidAttachments {
@@ -421,17 +457,33 @@ func cmdGC(args *skel.CmdArgs) error {
 	return errors.Join(errs...)
 }
 
+// cmdStatus reports whether ADD can work, without changing anything: the
+// pinned datapath opens, or, before the first pod, the pin directory can
+// hold one.
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	conf, err := parseConf(args.StdinData, true)
 	if err != nil {
 		return err
 	}
-	s, err := open(conf.BPFFS)
+	if !pinned(conf.BPFFS) {
+		return nil // the first ADD creates it
+	}
+	dp, err := datapath.OpenPinned(conf.BPFFS)
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "the xdplane datapath cannot be opened", err.Error())
 	}
-	s.close()
+	dp.Close()
 	return nil
+}
+
+// pinned reports whether a datapath is pinned in dir.
+func pinned(dir string) bool {
+	dp, err := datapath.OpenPinned(dir)
+	if err != nil {
+		return !errors.Is(err, datapath.ErrNotPinned)
+	}
+	dp.Close()
+	return true
 }
 
 func main() {
