@@ -89,13 +89,27 @@ func putNew[K, V any](t *txn, m *ebpf.Map, keys []K, values []V) error {
 	n, err := m.BatchUpdate(keys, values, nil)
 	if n > 0 {
 		written := keys[:n]
-		t.undo = append(t.undo, func() error {
-			_, err := m.BatchDelete(written, nil)
-			return ignoreMissing(err)
-		})
+		t.undo = append(t.undo, func() error { return deleteKeys(m, written) })
 	}
 	if err != nil {
 		return fmt.Errorf("write %d entries to %s: %w", len(keys), m, err)
+	}
+	return nil
+}
+
+// deleteKeys deletes keys from m in batches. The kernel's batch delete
+// stops at the first key that is missing; the keys after it are deleted
+// all the same.
+func deleteKeys[K any](m *ebpf.Map, keys []K) error {
+	for len(keys) > 0 {
+		n, err := m.BatchDelete(keys, nil)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %d entries from %s: %w", len(keys), m, err)
+		}
+		keys = keys[n+1:] // skip the missing one
 	}
 	return nil
 }

@@ -379,11 +379,12 @@ func (s *summary) goals() []goal {
 				met: fastest/x >= 25,
 			})
 		}
-		ec := get(s.endpointChange[implXDPlane], big)
+		ec, sc := get(s.endpointChange[implXDPlane], big), get(s.syncEndpointChange[implXDPlane], big)
 		out = append(out, goal{
-			text:     fmt.Sprintf("one endpoint change at %d services under 1 ms", big),
-			measured: fmt.Sprintf("%s by Upsert (%s by Sync of the whole set)", fmtSeconds(ec), fmtSeconds(get(s.syncEndpointChange[implXDPlane], big))),
-			met:      ec < 1e-3,
+			text: fmt.Sprintf("one endpoint change at %d services under 1 ms", big),
+			measured: fmt.Sprintf("%s by `Upsert`, the incremental API; %s by `Sync` of the whole desired set, which "+
+				"examples/kube-agent calls, after its 10 ms debounce, so the verdict holds for `Upsert` only", fmtSeconds(ec), fmtSeconds(sc)),
+			met: ec < 1e-3,
 		})
 		if s.has(implNone) {
 			var worst float64

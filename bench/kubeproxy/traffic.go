@@ -248,7 +248,18 @@ func udpRequest(dst netip.AddrPort) (time.Duration, error) {
 // run one at a time.
 var requestBuf = []byte{'x'}
 
+// request returns how long it took, or, on error, how long it waited
+// with the error.
 func request(typ int, dst netip.AddrPort, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	d, err := exchange(typ, dst, timeout)
+	if err != nil {
+		return time.Since(start), err
+	}
+	return d, nil
+}
+
+func exchange(typ int, dst netip.AddrPort, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -287,9 +298,10 @@ func measure(clientNS string, count int, req func(netip.AddrPort) (time.Duration
 			for i, next := range nexts {
 				d, err := req(next())
 				if err != nil {
+					// A failed request counts as long as it waited, so
+					// that losses show in the high percentiles.
 					errs[i]++
 					lastErr = err
-					continue
 				}
 				samples[i] = append(samples[i], d)
 			}
