@@ -290,6 +290,27 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 	return res, nil
 }
 
+// takers is the set of s's backends that take new flows.
+func takers(s Service) map[netip.AddrPort]bool {
+	eligible := s.eligible()
+	out := make(map[netip.AddrPort]bool, len(eligible))
+	for _, b := range eligible {
+		out[b.Address] = true
+	}
+	return out
+}
+
+// layOutSlots fills e.slots from e.svc and e.backendIDs: only the backends
+// that take new flows get slots, each as many as its weight, in order.
+func (e *entry) layOutSlots() {
+	e.slots = e.slots[:0]
+	for _, b := range e.svc.eligible() {
+		for range b.Weight {
+			e.slots = append(e.slots, e.backendIDs[b.Address])
+		}
+	}
+}
+
 // batchable says whether applyNew can write s: Maglev tables (an inner
 // map each) and source ranges (an LPM trie, which has no batch update)
 // take apply's way.
@@ -329,11 +350,7 @@ func (m *Manager) applyNew(t *txn, ss []Service) error {
 			backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
 			cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
 		}
-		eligible := s.eligible()
-		takesNew := make(map[netip.AddrPort]bool, len(eligible))
-		for _, b := range eligible {
-			takesNew[b.Address] = true
-		}
+		takesNew := takers(s)
 		for _, b := range s.Backends {
 			bid, ok := m.beIDs.Get()
 			if !ok {
@@ -344,11 +361,7 @@ func (m *Manager) applyNew(t *txn, ss []Service) error {
 			beKeys = append(beKeys, bid)
 			beVals = append(beVals, backendValue(id, s.Frontend.Protocol, b, cookie, takesNew[b.Address]))
 		}
-		for _, b := range eligible {
-			for range b.Weight {
-				e.slots = append(e.slots, e.backendIDs[b.Address])
-			}
-		}
+		e.layOutSlots()
 		for i, bid := range e.slots {
 			slotKeys = append(slotKeys, bpf.XdplaneSlotKey{SvcId: id, Slot: uint32(i + 1)})
 			slotVals = append(slotVals, bid)
@@ -538,15 +551,10 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			oldBackends[b.Address] = b
 		}
 	}
-	takesNew := make(map[netip.AddrPort]bool)
-	for _, b := range s.eligible() {
-		takesNew[b.Address] = true
-	}
-	tookNew := make(map[netip.AddrPort]bool)
+	takesNew := takers(s)
+	var tookNew map[netip.AddrPort]bool
 	if old != nil {
-		for _, b := range old.svc.eligible() {
-			tookNew[b.Address] = true
-		}
+		tookNew = takers(old.svc)
 	}
 	for _, b := range s.Backends {
 		if id := old.backendID(b.Address); id != 0 {
@@ -575,12 +583,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		}
 	}
 
-	// Only the backends eligible for new flows get slots.
-	for _, b := range s.eligible() {
-		for range b.Weight {
-			e.slots = append(e.slots, e.backendIDs[b.Address])
-		}
-	}
+	e.layOutSlots()
 	for i, id := range e.slots {
 		slot := uint32(i + 1)
 		if old != nil && !old.damaged && i < len(old.slots) && old.slots[i] == id {

@@ -83,7 +83,6 @@ func nftablesSyncProxyRules(p *nftables.Proxier) error
 // proxier is what the benchmark needs of a kube-proxy Proxier.
 type proxier interface {
 	OnServiceAdd(*v1.Service)
-	OnServiceUpdate(oldService, service *v1.Service)
 	OnServiceSynced()
 	OnEndpointSliceAdd(*discovery.EndpointSlice)
 	OnEndpointSliceUpdate(old, slice *discovery.EndpointSlice)

@@ -60,8 +60,7 @@ type agent struct {
 	pendingSince time.Time
 	staleAfter   time.Duration
 	// node is this node's last known view, kept if the Node goes away.
-	node      nodeInfo
-	knownNode bool
+	node nodeInfo
 }
 
 // syncStatus is what /healthz reports.
@@ -232,14 +231,14 @@ func (a *agent) wait(ctx context.Context) {
 
 // desired computes the services the datapath should hold.
 func (a *agent) desired() (services []lb.Service, count int, errs []error) {
+	// run saw the Node before the first sync; if it is gone since, its
+	// last addresses stay.
 	if n, err := a.nodes.Get(a.nodeName); err == nil {
 		a.node = nodeInfo{Name: a.nodeName, Addresses: nodeAddresses(n)}
-	} else if a.knownNode {
+	} else {
 		a.log.Warn("this node's Node object is gone; keeping its last addresses", "node", a.nodeName)
 	}
-	a.knownNode = true
 	node := a.node
-	node.Name = a.nodeName
 	svcs, err := a.services.List(everything)
 	if err != nil {
 		return nil, 0, []error{err}

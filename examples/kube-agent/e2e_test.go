@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -335,15 +336,7 @@ func (c *cluster) askAll(ask func(*testutil.NS, netip.AddrPort, time.Duration) (
 		}
 		seen[name] = true
 	}
-	out := slices.Collect(func(yield func(string) bool) {
-		for k := range seen {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // TestAgentEndToEnd drives the agent through a real kube-apiserver: a
