@@ -15,7 +15,7 @@ deps: ## Install what building and testing need (Debian packages, as root)
 	@bash internal/scripts/deps.sh
 
 generate: deps ## Regenerate the BPF objects and their Go bindings (needs clang)
-	cd bpf && $(GO) generate ./...
+	$(GO) generate ./internal/bpf
 
 build: ## Build the standalone load balancer into bin/xdplane-lb
 	$(GO) build -o $(BIN)/xdplane-lb ./examples/standalone-lb

@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Hook is where on an interface the load balancer runs.
@@ -697,7 +699,7 @@ func Remove(dir string) error {
 		return errors.Join(errs...)
 	}
 	_ = os.Remove(filepath.Join(dir, linksDir))
-	if err := removeLocks(dir); err != nil {
+	if err := kernel.RemoveLocks(dir); err != nil {
 		return fmt.Errorf("remove locks: %w", err)
 	}
 	names, err := mapNames()

@@ -3,7 +3,7 @@ package datapath
 import (
 	"fmt"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
 )
 
 // Counter is a count of packets and their bytes.

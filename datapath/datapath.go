@@ -10,8 +10,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
+
+func init() {
+	kernel.Register(func(dp any) *kernel.Handle { return &dp.(*Datapath).k }, ErrBusy)
+}
 
 // DefaultDir is where Open pins state when Options.Dir is empty.
 const DefaultDir = "/sys/fs/bpf/xdplane"
@@ -105,6 +110,7 @@ type Datapath struct {
 	limits Limits
 	maps   bpf.XdplaneMaps
 	progs  *bpf.XdplanePrograms // nil when opened with OpenPinned
+	k      kernel.Handle        // what the feature packages reach through package kernel
 
 	mu sync.Mutex // serialises attach, detach and upgrade
 }
@@ -212,7 +218,7 @@ func Open(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load programs and maps: %w", err)
 	}
-	return &Datapath{dir: dir, limits: limits, maps: objs.XdplaneMaps, progs: &objs.XdplanePrograms}, nil
+	return newDatapath(dir, limits, objs.XdplaneMaps, &objs.XdplanePrograms), nil
 }
 
 // OpenPinned opens the maps an earlier Open pinned in dir, without loading
@@ -250,29 +256,35 @@ func OpenPinned(dir string) (*Datapath, error) {
 	}
 
 	// Assigning only maps loads no program; the replacements are cloned.
-	d := &Datapath{dir: dir}
-	err = spec.LoadAndAssign(&d.maps, &ebpf.CollectionOptions{MapReplacements: pinned})
+	var maps bpf.XdplaneMaps
+	err = spec.LoadAndAssign(&maps, &ebpf.CollectionOptions{MapReplacements: pinned})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open pinned maps: %w", err)
 	}
-	d.limits = Limits{
-		MaxServices:     d.maps.Services.MaxEntries(),
-		MaxBackends:     d.maps.Backends.MaxEntries(),
-		MaxBackendSlots: d.maps.BackendSlots.MaxEntries(),
-		ConntrackSize:   d.maps.Conntrack.MaxEntries(),
-		AffinitySize:    d.maps.Affinity.MaxEntries(),
-		MaxSourceRanges: d.maps.SourceRanges.MaxEntries(),
+	limits := Limits{
+		MaxServices:     maps.Services.MaxEntries(),
+		MaxBackends:     maps.Backends.MaxEntries(),
+		MaxBackendSlots: maps.BackendSlots.MaxEntries(),
+		ConntrackSize:   maps.Conntrack.MaxEntries(),
+		AffinitySize:    maps.Affinity.MaxEntries(),
+		MaxSourceRanges: maps.SourceRanges.MaxEntries(),
 
-		MaxEndpoints:         d.maps.Endpoints.MaxEntries(),
-		MaxPolicyPrefixes:    d.maps.PolicyPeers.MaxEntries(),
-		MaxPolicyPorts:       d.maps.PolicyPorts.MaxEntries(),
-		PolicyConntrackSize:  d.maps.PolicyCt.MaxEntries(),
-		MaxPrefilterPrefixes: d.maps.Prefilter.MaxEntries(),
+		MaxEndpoints:         maps.Endpoints.MaxEntries(),
+		MaxPolicyPrefixes:    maps.PolicyPeers.MaxEntries(),
+		MaxPolicyPorts:       maps.PolicyPorts.MaxEntries(),
+		PolicyConntrackSize:  maps.PolicyCt.MaxEntries(),
+		MaxPrefilterPrefixes: maps.Prefilter.MaxEntries(),
 	}
-	return d, nil
+	return newDatapath(dir, limits, maps, nil), nil
+}
+
+func newDatapath(dir string, limits Limits, maps bpf.XdplaneMaps, progs *bpf.XdplanePrograms) *Datapath {
+	d := &Datapath{dir: dir, limits: limits, maps: maps, progs: progs}
+	d.k = kernel.Handle{Dir: dir, Maps: &d.maps, Programs: progs}
+	return d
 }
 
 func cleanDir(dir string) (string, error) {
@@ -404,16 +416,6 @@ func (d *Datapath) Dir() string { return d.dir }
 
 // Limits returns the sizes of the maps as they are in the kernel.
 func (d *Datapath) Limits() Limits { return d.limits }
-
-// Maps returns the datapath's maps. They belong to the Datapath: do not
-// close them. Packages lb and policy write them; a user rarely needs to.
-func (d *Datapath) Maps() *bpf.XdplaneMaps { return &d.maps }
-
-// Programs returns the loaded programs, for running them with
-// BPF_PROG_TEST_RUN (tests, benchmarks, debugging) or attaching them by
-// other means. They belong to the Datapath: do not close them. Nil for a
-// Datapath from OpenPinned.
-func (d *Datapath) Programs() *bpf.XdplanePrograms { return d.progs }
 
 // Close releases the file descriptors this handle holds. Programs stay
 // attached and maps stay pinned: the datapath keeps forwarding. Close on a

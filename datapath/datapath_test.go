@@ -14,8 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -36,7 +37,7 @@ func TestOpenReusesPinnedMaps(t *testing.T) {
 
 	key := bpf.XdplaneSvcKey{Addr: netip.MustParseAddr("::ffff:10.96.0.10").As16(), Port: 80, Proto: 6}
 	val := bpf.XdplaneSvcValue{Id: 7, Count: 3}
-	if err := dp.Maps().Services.Put(key, val); err != nil {
+	if err := kernel.Of(dp).Maps.Services.Put(key, val); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"services", "backends", "backend_slots", "revnat", "maglev", "conntrack", "stats", "backend_stats", "affinity", "source_ranges", "vips"} {
@@ -54,7 +55,7 @@ func TestOpenReusesPinnedMaps(t *testing.T) {
 		t.Fatalf("Limits() = %+v", got)
 	}
 	var got bpf.XdplaneSvcValue
-	if err := dp2.Maps().Services.Lookup(key, &got); err != nil || got != val {
+	if err := kernel.Of(dp2).Maps.Services.Lookup(key, &got); err != nil || got != val {
 		t.Fatalf("after reopen: %+v, %v; want %+v", got, err, val)
 	}
 
@@ -123,7 +124,7 @@ func TestOpenPinned(t *testing.T) {
 	if ro.Limits() != dp.Limits() {
 		t.Fatalf("OpenPinned limits %+v, want %+v", ro.Limits(), dp.Limits())
 	}
-	if ro.Programs() != nil {
+	if kernel.Of(ro).Programs != nil {
 		t.Fatal("OpenPinned loaded programs")
 	}
 	if err := ro.Attach("lo", datapath.AttachOptions{}); !errors.Is(err, datapath.ErrNoPrograms) {
@@ -368,9 +369,9 @@ func TestUpgradeReplacesProgramsInPlace(t *testing.T) {
 			}
 			after := attachments(t, ns, dp2)
 			want := map[string]ebpf.ProgramID{
-				"tc-ingress": progID(t, dp2.Programs().XdplaneTcIngress),
-				"tc-egress":  progID(t, dp2.Programs().XdplaneTcEgress),
-				"xdp":        progID(t, dp2.Programs().XdplaneXdp),
+				"tc-ingress": progID(t, kernel.Of(dp2).Programs.XdplaneTcIngress),
+				"tc-egress":  progID(t, kernel.Of(dp2).Programs.XdplaneTcEgress),
+				"xdp":        progID(t, kernel.Of(dp2).Programs.XdplaneXdp),
 			}
 			for i, a := range after {
 				if a.ProgramID != want[a.Point] {

@@ -2,9 +2,11 @@ package datapath
 
 import "errors"
 
-// Errors returned by this package. Test for them with errors.Is; the
-// returned errors add the detail (which map, which interface, which
-// feature).
+// Errors returned by this package and by the packages that program the
+// datapath (lb, policy, bandwidth, prefilter), which export the ones they
+// return under the same names: lb.ErrInvalid is ErrInvalid. Test for them
+// with errors.Is; the returned errors add the detail (which field, map,
+// interface or feature).
 var (
 	// ErrNotSupported: the running kernel lacks a feature xdplane needs.
 	// The error names the feature and, where known, the Linux version
@@ -24,14 +26,26 @@ var (
 	// mounted that would outlive the process.
 	ErrBPFFS = errors.New("no usable bpffs")
 
-	// ErrInvalid: an argument is out of range; the error names it.
-	ErrInvalid = errors.New("invalid argument")
-
 	// ErrNoPrograms: the call needs programs, and this Datapath was opened
 	// with OpenPinned, which opens maps only.
 	ErrNoPrograms = errors.New("datapath opened without programs")
 
-	// ErrLocked: Lock without waiting found the lock held, by this
-	// process or another.
-	ErrLocked = errors.New("lock held")
+	// ErrInvalid: an argument is malformed or out of range; the error
+	// names the field and the value.
+	ErrInvalid = errors.New("invalid")
+
+	// ErrCapacity: a change needs more room than the datapath's maps have
+	// (see Limits).
+	ErrCapacity = errors.New("datapath capacity exceeded")
+
+	// ErrNotFound: no service, endpoint or attachment has that name.
+	ErrNotFound = errors.New("not found")
+
+	// ErrBusy: another writer, in this process or another, holds what
+	// the call needs: a second Manager of the same kind on one datapath.
+	// Close the first.
+	ErrBusy = errors.New("datapath has another writer")
+
+	// ErrClosed: the Manager was closed.
+	ErrClosed = errors.New("manager closed")
 )

@@ -9,8 +9,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 func TestValidateSessionAffinity(t *testing.T) {
@@ -37,7 +38,7 @@ func runFlow(t *testing.T, dp *datapath.Datapath, proto Protocol, src, fe netip.
 	frame := maglevFrame(t, proto, src, fe)
 	out := make([]byte, len(frame)+64)
 	opts := ebpf.RunOptions{Data: frame, DataOut: out}
-	if ret, err := dp.Programs().XdplaneXdp.Run(&opts); err != nil || ret != 2 {
+	if ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts); err != nil || ret != 2 {
 		t.Fatalf("run: %d, %v", ret, err)
 	}
 	return maglevDst(t, opts.DataOut)
@@ -140,22 +141,22 @@ func TestSessionAffinityDatapath(t *testing.T) {
 				// The timeout: age the client's entry past it.
 				key := bpf.XdplaneAffinityKey{Client: c.As16(), SvcId: m.services[s.Frontend].id}
 				var av bpf.XdplaneAffinityValue
-				if err := dp.Maps().Affinity.Lookup(key, &av); err != nil {
+				if err := kernel.Of(dp).Maps.Affinity.Lookup(key, &av); err != nil {
 					t.Fatal(err)
 				}
 				av.LastUsed -= uint64(DefaultSessionAffinity + time.Second)
-				if err := dp.Maps().Affinity.Put(key, av); err != nil {
+				if err := kernel.Of(dp).Maps.Affinity.Put(key, av); err != nil {
 					t.Fatal(err)
 				}
 				seen := map[netip.AddrPort]bool{}
 				for port := uint16(6000); port < 6200; port++ {
 					// Age it again after every flow, so each one is past the timeout.
 					seen[runFlow(t, dp, TCP, netip.AddrPortFrom(c, port), s.Frontend.Address)] = true
-					if err := dp.Maps().Affinity.Lookup(key, &av); err != nil {
+					if err := kernel.Of(dp).Maps.Affinity.Lookup(key, &av); err != nil {
 						t.Fatal(err)
 					}
 					av.LastUsed -= uint64(DefaultSessionAffinity + time.Second)
-					if err := dp.Maps().Affinity.Put(key, av); err != nil {
+					if err := kernel.Of(dp).Maps.Affinity.Put(key, av); err != nil {
 						t.Fatal(err)
 					}
 				}

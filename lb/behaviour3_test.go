@@ -14,8 +14,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -204,7 +205,7 @@ func unknownPort(c datapath.Counters) datapath.Counter  { return c.UnknownPort }
 // arrived at another node: the next packet of each is a new flow.
 func flushConntrack(t *testing.T, dp *datapath.Datapath) {
 	t.Helper()
-	ct := dp.Maps().Conntrack
+	ct := kernel.Of(dp).Maps.Conntrack
 	var (
 		keys []bpf.XdplaneCtKey
 		k    bpf.XdplaneCtKey

@@ -34,6 +34,7 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/benchrand"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -109,7 +110,7 @@ func BenchmarkPacket(b *testing.B) {
 			env := newBenchEnv(b, n, lb.Random)
 			b.Run("install", env.reportInstall)
 
-			progs := env.dp.Programs()
+			progs := kernel.Of(env.dp).Programs
 			for _, hook := range []struct {
 				name    string
 				trivial *ebpf.Program
@@ -156,7 +157,7 @@ func BenchmarkPacket(b *testing.B) {
 				return
 			}
 			menv := newBenchEnv(b, n, lb.Maglev)
-			mprogs := menv.dp.Programs()
+			mprogs := kernel.Of(menv.dp).Programs
 			for _, hook := range []struct {
 				name    string
 				lb      *ebpf.Program
@@ -336,7 +337,7 @@ func newBenchEnv(b *testing.B, n int, alg lb.Algorithm) *benchEnv {
 		b.Fatalf("sync %d services: %v", n, err)
 	}
 	env.sync = time.Since(start)
-	m := dp.Maps()
+	m := kernel.Of(dp).Maps
 	env.serviceMem = mapMemory(b, m.Services, m.BackendSlots, m.Backends, m.Revnat, m.BackendStats)
 	env.ctMem = mapMemory(b, m.Conntrack)
 	env.rss = residentSet()

@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // An IPv6 rewrite on tc keeps a CHECKSUM_COMPLETE skb's csum right: the
@@ -22,7 +23,7 @@ func TestIPv6ChecksumCompleteOnTC(t *testing.T) {
 		out := make([]byte, len(frame)+64)
 		const testSKBChecksumComplete = 1 << 2 // BPF_F_TEST_SKB_CHECKSUM_COMPLETE
 		opts := ebpf.RunOptions{Data: frame, DataOut: out, Flags: testSKBChecksumComplete}
-		if _, err := dp.Programs().XdplaneTcIngress.Run(&opts); err != nil {
+		if _, err := kernel.Of(dp).Programs.XdplaneTcIngress.Run(&opts); err != nil {
 			t.Fatalf("%s: %v", s.Frontend, err)
 		}
 		if got := maglevDst(t, opts.DataOut); got != s.Backends[0].Address {

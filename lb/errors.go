@@ -1,25 +1,27 @@
 package lb
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/xdplane/xdplane/datapath"
 )
 
-// Errors returned by this package; test for them with errors.Is.
+// Errors returned by this package, the same values as package datapath's
+// of the same names; test for them with errors.Is.
 var (
 	// ErrInvalid: a service, frontend or backend is malformed. The
 	// returned error is a *ValidationError naming the field.
-	ErrInvalid = errors.New("invalid")
+	ErrInvalid = datapath.ErrInvalid
 	// ErrCapacity: the change needs more room than the datapath's maps
 	// have (see datapath.Limits).
-	ErrCapacity = errors.New("datapath capacity exceeded")
+	ErrCapacity = datapath.ErrCapacity
 	// ErrNotFound: no service has that frontend.
-	ErrNotFound = errors.New("service not found")
+	ErrNotFound = datapath.ErrNotFound
 	// ErrBusy: another Manager, in this process or another, already
-	// writes the datapath. Close it first.
-	ErrBusy = errors.New("datapath has another writer")
+	// writes the datapath's services. Close it first.
+	ErrBusy = datapath.ErrBusy
 	// ErrClosed: the Manager was closed.
-	ErrClosed = errors.New("manager closed")
+	ErrClosed = datapath.ErrClosed
 )
 
 // ValidationError tells which field of which service is wrong. It wraps

@@ -11,8 +11,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
@@ -105,9 +106,9 @@ func FuzzPrograms(f *testing.F) {
 	}); err != nil {
 		f.Fatal(err)
 	}
-	progs := dp.Programs()
+	progs := kernel.Of(dp).Programs
 
-	ct := dp.Maps().Conntrack
+	ct := kernel.Of(dp).Maps.Conntrack
 	flush := func(t *testing.T) {
 		var keys []bpf.XdplaneCtKey
 		var k bpf.XdplaneCtKey

@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -264,7 +265,7 @@ func (g *golden) flushAffinity(t *testing.T) {
 		v    bpf.XdplaneAffinityValue
 		keys []bpf.XdplaneAffinityKey
 	)
-	it := g.dp.Maps().Affinity.Iterate()
+	it := kernel.Of(g.dp).Maps.Affinity.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
 	}
@@ -272,7 +273,7 @@ func (g *golden) flushAffinity(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if err := g.dp.Maps().Affinity.Delete(k); err != nil {
+		if err := kernel.Of(g.dp).Maps.Affinity.Delete(k); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -284,11 +285,11 @@ func (g *golden) ageAffinity(t *testing.T, client netip.Addr, svc uint32, d time
 	t.Helper()
 	key := bpf.XdplaneAffinityKey{Client: client.As16(), SvcId: svc}
 	var v bpf.XdplaneAffinityValue
-	if err := g.dp.Maps().Affinity.Lookup(key, &v); err != nil {
+	if err := kernel.Of(g.dp).Maps.Affinity.Lookup(key, &v); err != nil {
 		t.Fatalf("no affinity entry for %s: %v", client, err)
 	}
 	v.LastUsed -= uint64(d)
-	if err := g.dp.Maps().Affinity.Put(key, v); err != nil {
+	if err := kernel.Of(g.dp).Maps.Affinity.Put(key, v); err != nil {
 		t.Fatal(err)
 	}
 }

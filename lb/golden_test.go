@@ -14,8 +14,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
@@ -178,7 +179,7 @@ func (g *golden) run(t *testing.T, h goldenHook, in []byte) (uint32, []byte) {
 
 func (g *golden) runErr(h goldenHook, in []byte) (uint32, []byte, error) {
 	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Flags: h.flags}
-	ret, err := h.prog(g.dp.Programs()).Run(opts)
+	ret, err := h.prog(kernel.Of(g.dp).Programs).Run(opts)
 	return ret, opts.DataOut, err
 }
 
@@ -288,7 +289,7 @@ func (g *golden) conntrack(t *testing.T) map[bpf.XdplaneCtKey]bpf.XdplaneCtValue
 		k bpf.XdplaneCtKey
 		v bpf.XdplaneCtValue
 	)
-	it := g.dp.Maps().Conntrack.Iterate()
+	it := kernel.Of(g.dp).Maps.Conntrack.Iterate()
 	for it.Next(&k, &v) {
 		out[k] = v
 	}
@@ -301,7 +302,7 @@ func (g *golden) conntrack(t *testing.T) map[bpf.XdplaneCtKey]bpf.XdplaneCtValue
 func (g *golden) flushConntrack(t *testing.T) {
 	t.Helper()
 	for k := range g.conntrack(t) {
-		if err := g.dp.Maps().Conntrack.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := kernel.Of(g.dp).Maps.Conntrack.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Fatalf("flush conntrack: %v", err)
 		}
 	}

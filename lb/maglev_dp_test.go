@@ -9,13 +9,14 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // maglevEntries reads the table the datapath holds for service id.
 func maglevEntries(t *testing.T, dp *datapath.Datapath, id uint32) []uint32 {
 	t.Helper()
 	var inner *ebpf.Map
-	if err := dp.Maps().Maglev.Lookup(id, &inner); err != nil {
+	if err := kernel.Of(dp).Maps.Maglev.Lookup(id, &inner); err != nil {
 		t.Fatalf("no Maglev table for service %d: %v", id, err)
 	}
 	defer inner.Close()
@@ -72,7 +73,7 @@ func TestManagerMaglevTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inner *ebpf.Map
-	if err := dp2.Maps().Maglev.Lookup(e.id, &inner); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(dp2).Maps.Maglev.Lookup(e.id, &inner); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatalf("random service kept a Maglev table: %v", err)
 	}
 	s.Algorithm = Maglev
@@ -82,7 +83,7 @@ func TestManagerMaglevTable(t *testing.T) {
 	if err := m2.Delete(s.Frontend); err != nil {
 		t.Fatal(err)
 	}
-	if err := dp2.Maps().Maglev.Lookup(e.id, &inner); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(dp2).Maps.Maglev.Lookup(e.id, &inner); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatalf("deleted service kept a Maglev table: %v", err)
 	}
 	checkConsistent(t, dp2)
@@ -134,7 +135,7 @@ func TestMaglevDatapathMatchesReference(t *testing.T) {
 				frame := maglevFrame(t, s.Frontend.Protocol, src, s.Frontend.Address)
 				out := make([]byte, len(frame)+64)
 				opts := ebpf.RunOptions{Data: frame, DataOut: out}
-				if ret, err := dp.Programs().XdplaneXdp.Run(&opts); err != nil || ret != 2 {
+				if ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts); err != nil || ret != 2 {
 					t.Fatalf("run: %d, %v", ret, err)
 				}
 				got := maglevDst(t, opts.DataOut)

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math/bits"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -14,9 +13,10 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/idalloc"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Manager installs services into a datapath. It keeps a copy of what it
@@ -30,14 +30,13 @@ import (
 // shrinking service lowers its slot count before the slots and backends
 // behind it go.
 //
-// A Manager is safe for concurrent use. It holds an exclusive lock on the
-// datapath's pin directory until Close, so a second Manager on the same
-// datapath, in this process or another, fails with ErrBusy instead of
-// corrupting the first one's writes.
+// A Manager is safe for concurrent use. It holds the datapath's "lb" lock
+// until Close, so a second Manager on the same datapath, in this process or
+// another, fails with ErrBusy instead of corrupting the first one's writes.
 type Manager struct {
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
-	lock   *os.File // flock(LOCK_EX) on the pin directory
+	unlock func() // releases the datapath's "lb" lock; nil once closed
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
@@ -59,20 +58,14 @@ type SyncResult struct {
 // service it left half-written is rewritten by the next Upsert or Sync of
 // it. Close releases the Manager's lock on the datapath.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
-	lock, err := os.Open(dp.Dir())
+	k := kernel.Of(dp)
+	unlock, err := kernel.Lock(k.Dir, "lb", false)
 	if err != nil {
-		return nil, fmt.Errorf("open %s to lock it: %w", dp.Dir(), err)
+		return nil, fmt.Errorf("lb.Manager: %w", err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s is locked by another lb.Manager", ErrBusy, dp.Dir())
-		}
-		return nil, fmt.Errorf("lock %s: %w", dp.Dir(), err)
-	}
-	m := &Manager{maps: dp.Maps(), limits: dp.Limits(), lock: lock}
+	m := &Manager{maps: k.Maps, limits: dp.Limits(), unlock: unlock}
 	if err := m.load(); err != nil {
-		lock.Close()
+		unlock()
 		return nil, err
 	}
 	return m, nil
@@ -109,12 +102,12 @@ func (m *Manager) load() error {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.lock == nil {
+	if m.unlock == nil {
 		return nil
 	}
-	err := m.lock.Close()
-	m.lock = nil
-	return err
+	m.unlock()
+	m.unlock = nil
+	return nil
 }
 
 // fail ends a call whose writes the kernel refused part-way: it rolls them
@@ -168,7 +161,7 @@ func (m *Manager) Upsert(s Service) error {
 	s = s.normalized()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.lock == nil {
+	if m.unlock == nil {
 		return ErrClosed
 	}
 	old := m.services[s.Frontend]
@@ -191,12 +184,12 @@ func (m *Manager) Upsert(s Service) error {
 func (m *Manager) Delete(f Frontend) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.lock == nil {
+	if m.unlock == nil {
 		return ErrClosed
 	}
 	e := m.services[f]
 	if e == nil {
-		return fmt.Errorf("%w: %s", ErrNotFound, f)
+		return fmt.Errorf("service %s: %w", f, ErrNotFound)
 	}
 	var t txn
 	defer t.close()
@@ -226,7 +219,7 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.lock == nil {
+	if m.unlock == nil {
 		return SyncResult{}, ErrClosed
 	}
 	var res SyncResult

@@ -11,8 +11,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -58,7 +59,7 @@ func svc(fe string, backends ...string) Service {
 // kernel holds, byte for byte.
 func dump(t *testing.T, dp *datapath.Datapath) map[string]map[string]string {
 	t.Helper()
-	m := dp.Maps()
+	m := kernel.Of(dp).Maps
 	out := map[string]map[string]string{}
 	for name, mp := range map[string]*ebpf.Map{
 		"services": m.Services, "slots": m.BackendSlots, "backends": m.Backends, "revnat": m.Revnat,
@@ -90,7 +91,7 @@ func sameDump(a, b map[string]map[string]string) bool {
 // exists.
 func checkConsistent(t *testing.T, dp *datapath.Datapath) {
 	t.Helper()
-	services, orph, err := loadState(dp.Maps())
+	services, orph, err := loadState(kernel.Of(dp).Maps)
 	if err != nil {
 		t.Fatalf("inconsistent maps: %v", err)
 	}
@@ -99,7 +100,7 @@ func checkConsistent(t *testing.T, dp *datapath.Datapath) {
 	}
 	for f, e := range services {
 		var rn bpf.XdplaneRevnatValue
-		if err := dp.Maps().Revnat.Lookup(e.id, &rn); err != nil {
+		if err := kernel.Of(dp).Maps.Revnat.Lookup(e.id, &rn); err != nil {
 			t.Fatalf("service %s has no revnat entry: %v", f, err)
 		}
 		if addrPortOf(rn.Addr, rn.Port) != f.Address {
@@ -140,7 +141,7 @@ func TestManagerUpsertListDelete(t *testing.T) {
 		}
 		checkConsistent(t, dp)
 		var v bpf.XdplaneSvcValue
-		if err := dp.Maps().Services.Lookup(svcKey(a.Frontend), &v); err != nil {
+		if err := kernel.Of(dp).Maps.Services.Lookup(svcKey(a.Frontend), &v); err != nil {
 			t.Fatal(err)
 		}
 		want := 0
@@ -320,7 +321,7 @@ func TestManagerRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id := uint32(100); id < 102; id++ {
-		if err := dp.Maps().Backends.Put(id, bpf.XdplaneBackend{SvcId: 999}); err != nil {
+		if err := kernel.Of(dp).Maps.Backends.Put(id, bpf.XdplaneBackend{SvcId: 999}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -331,7 +332,7 @@ func TestManagerRollback(t *testing.T) {
 		var out []string
 		for id := uint32(0); id <= 4; id++ {
 			var per []bpf.XdplaneCounter
-			if err := dp.Maps().BackendStats.Lookup(id, &per); err != nil {
+			if err := kernel.Of(dp).Maps.BackendStats.Lookup(id, &per); err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, fmt.Sprint(per))
@@ -341,7 +342,7 @@ func TestManagerRollback(t *testing.T) {
 	for id := uint32(0); id <= 4; id++ {
 		per := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
 		per[0] = bpf.XdplaneCounter{Packets: uint64(id) + 5, Bytes: 500}
-		if err := dp.Maps().BackendStats.Put(id, per); err != nil {
+		if err := kernel.Of(dp).Maps.BackendStats.Put(id, per); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -381,7 +382,7 @@ func TestManagerRepairsHalfWrittenService(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := dp.Maps().BackendSlots.Delete(bpf.XdplaneSlotKey{SvcId: id, Slot: 2}); err != nil {
+	if err := kernel.Of(dp).Maps.BackendSlots.Delete(bpf.XdplaneSlotKey{SvcId: id, Slot: 2}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -407,7 +408,7 @@ func TestManagerRepairsHalfWrittenService(t *testing.T) {
 	}
 	for slot := uint32(1); slot <= 3; slot++ {
 		var be uint32
-		if err := dp.Maps().BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &be); err != nil {
+		if err := kernel.Of(dp).Maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &be); err != nil {
 			t.Fatalf("slot %d after repair: %v", slot, err)
 		}
 	}
@@ -425,7 +426,7 @@ func TestManagerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Leftovers of a writer that died mid-update.
-	maps := dp.Maps()
+	maps := kernel.Of(dp).Maps
 	if err := maps.BackendSlots.Put(bpf.XdplaneSlotKey{SvcId: 4242, Slot: 1}, uint32(7)); err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +523,7 @@ func vipCounts(t *testing.T, dp *datapath.Datapath) map[netip.Addr]uint32 {
 	out := map[netip.Addr]uint32{}
 	var k bpf.XdplaneVipKey
 	var v uint32
-	it := dp.Maps().Vips.Iterate()
+	it := kernel.Of(dp).Maps.Vips.Iterate()
 	for it.Next(&k, &v) {
 		out[netip.AddrFrom16(k.Addr).Unmap()] = v
 	}
@@ -589,7 +590,7 @@ func TestManagerSyncNewServicesInBatches(t *testing.T) {
 	for fe, slots := range map[string]int{"10.96.0.10:80/tcp": 4, "10.96.0.11:53/udp": 5, "10.96.0.12:80/tcp": 1, "10.96.0.15:80/tcp": 0} {
 		f, _ := ParseFrontend(fe)
 		var v bpf.XdplaneSvcValue
-		if err := dp.Maps().Services.Lookup(svcKey(f), &v); err != nil {
+		if err := kernel.Of(dp).Maps.Services.Lookup(svcKey(f), &v); err != nil {
 			t.Fatalf("%s: %v", fe, err)
 		}
 		if int(v.Count) != slots || len(m.services[f].slots) != slots {
@@ -632,14 +633,14 @@ func TestManagerSyncBatchRollback(t *testing.T) {
 	// Two entries written behind the Manager's back fill the map.
 	for i := range 2 {
 		f, _ := ParseFrontend(fmt.Sprintf("192.0.2.%d:80/tcp", i+1))
-		if err := dp.Maps().Services.Put(svcKey(f), bpf.XdplaneSvcValue{Id: 100 + uint32(i)}); err != nil {
+		if err := kernel.Of(dp).Maps.Services.Put(svcKey(f), bpf.XdplaneSvcValue{Id: 100 + uint32(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for id := uint32(0); id <= 6; id++ {
 		per := make([]bpf.XdplaneCounter, ebpf.MustPossibleCPU())
 		per[0] = bpf.XdplaneCounter{Packets: uint64(id) + 7, Bytes: 700}
-		if err := dp.Maps().BackendStats.Put(id, per); err != nil {
+		if err := kernel.Of(dp).Maps.BackendStats.Put(id, per); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -647,7 +648,7 @@ func TestManagerSyncBatchRollback(t *testing.T) {
 		var out []string
 		for id := uint32(0); id <= 6; id++ {
 			var per []bpf.XdplaneCounter
-			if err := dp.Maps().BackendStats.Lookup(id, &per); err != nil {
+			if err := kernel.Of(dp).Maps.BackendStats.Lookup(id, &per); err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, fmt.Sprint(per))
@@ -690,7 +691,7 @@ func TestManagerSyncBatchRollback(t *testing.T) {
 // gone already (the kernel's batch delete stops at a missing key).
 func TestDeleteKeysSkipsMissing(t *testing.T) {
 	dp, _ := openDatapath(t, datapath.Limits{})
-	m := dp.Maps().Revnat
+	m := kernel.Of(dp).Maps.Revnat
 	keys := []uint32{11, 12, 13, 14, 15}
 	for _, k := range keys {
 		if k == 12 {

@@ -15,8 +15,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
@@ -199,7 +200,7 @@ func FuzzModel(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { m.Close() })
-	progs := dp.Programs()
+	progs := kernel.Of(dp).Programs
 	mf := &modelFuzz{dp: dp, m: m, dirty: true, tables: map[ebpf.MapID][]uint32{}, hooks: []modelHook{
 		{"xdp", progs.XdplaneXdp, true, true, true},
 		{"tc ingress", progs.XdplaneTcIngress, true, false, false},
@@ -371,7 +372,7 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 
 // refresh reads the maps the programs read into the model's view.
 func (mf *modelFuzz) refresh(t *testing.T) {
-	v, err := readModelView(mf.dp.Maps(), mf.tables)
+	v, err := readModelView(kernel.Of(mf.dp).Maps, mf.tables)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,7 +589,7 @@ func modelVerdict(xdp bool, d modelDecision, ret uint32) error {
 // modelFlush empties conntrack and affinity.
 func modelFlush(t *testing.T, dp *datapath.Datapath) {
 	t.Helper()
-	for _, mp := range []*ebpf.Map{dp.Maps().Conntrack, dp.Maps().Affinity} {
+	for _, mp := range []*ebpf.Map{kernel.Of(dp).Maps.Conntrack, kernel.Of(dp).Maps.Affinity} {
 		var keys [][]byte
 		var k, v []byte
 		it := mp.Iterate()
@@ -611,12 +612,12 @@ func modelFlush(t *testing.T, dp *datapath.Datapath) {
 func modelCompareState(t *testing.T, dp *datapath.Datapath, st *modelState) {
 	t.Helper()
 	err := errors.Join(
-		modelCompareMap(dp.Maps().Conntrack, st.conntrack, func(v *bpf.XdplaneCtValue) bool {
+		modelCompareMap(kernel.Of(dp).Maps.Conntrack, st.conntrack, func(v *bpf.XdplaneCtValue) bool {
 			set := v.LastSeen != 0
 			v.LastSeen = 0
 			return set
 		}),
-		modelCompareMap(dp.Maps().Affinity, st.affinity, func(v *bpf.XdplaneAffinityValue) bool {
+		modelCompareMap(kernel.Of(dp).Maps.Affinity, st.affinity, func(v *bpf.XdplaneAffinityValue) bool {
 			set := v.LastUsed != 0
 			v.LastUsed = 0
 			return set
@@ -660,7 +661,7 @@ func modelCounts(t *testing.T, dp *datapath.Datapath) [bpf.XdplaneStatSTAT_MAX][
 	keys := make([]bpf.XdplaneStat, n)
 	per := make([]bpf.XdplaneCounter, n*cpus)
 	var cursor ebpf.MapBatchCursor
-	if got, err := dp.Maps().Stats.BatchLookup(&cursor, keys, per, nil); got != n || (err != nil && !errors.Is(err, ebpf.ErrKeyNotExist)) {
+	if got, err := kernel.Of(dp).Maps.Stats.BatchLookup(&cursor, keys, per, nil); got != n || (err != nil && !errors.Is(err, ebpf.ErrKeyNotExist)) {
 		t.Fatalf("read %d of %d stats: %v", got, n, err)
 	}
 	var out [n][2]uint64

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
 )
 
 // The reference model: what the programs in bpf/lb.c decide for a frame,

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 func TestRangeKeyRoundTrip(t *testing.T) {
@@ -43,7 +44,7 @@ func TestSourceRangesDatapath(t *testing.T) {
 		frame := maglevFrame(t, TCP, src, fe)
 		out := make([]byte, len(frame)+64)
 		opts := ebpf.RunOptions{Data: frame, DataOut: out}
-		ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+		ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +128,7 @@ func TestSourceRangesDatapath(t *testing.T) {
 		t.Fatal(err)
 	}
 	var k, v []byte
-	if dp2.Maps().SourceRanges.Iterate().Next(&k, &v) {
+	if kernel.Of(dp2).Maps.SourceRanges.Iterate().Next(&k, &v) {
 		t.Fatal("source ranges left after every service went")
 	}
 }

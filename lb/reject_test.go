@@ -12,8 +12,9 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // A frontend with no usable backend answers every new flow with an ICMP
@@ -55,8 +56,8 @@ func TestRejectWithoutBackends(t *testing.T) {
 			prog    *ebpf.Program
 			verdict uint32
 		}{
-			{"xdp", dp.Programs().XdplaneXdp, xdpTX},
-			{"tc", dp.Programs().XdplaneTcIngress, tcRedirect},
+			{"xdp", kernel.Of(dp).Programs.XdplaneXdp, xdpTX},
+			{"tc", kernel.Of(dp).Programs.XdplaneTcIngress, tcRedirect},
 		} {
 			before, _ := dp.Counters()
 			out := make([]byte, len(in)+256)
@@ -183,7 +184,7 @@ func TestRejectOtherPortsOfVirtualIP(t *testing.T) {
 		in := rejectInput(t, clientMAC, nodeMAC, fe, src, nil, []byte("hello"))
 		out := make([]byte, len(in)+256)
 		opts := ebpf.RunOptions{Data: in, DataOut: out}
-		ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+		ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,10 +244,10 @@ func TestRejectOtherPortsOfVirtualIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Close()
-	if err := dp.Maps().Vips.Delete(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.20").As16()}); err != nil {
+	if err := kernel.Of(dp).Maps.Vips.Delete(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.20").As16()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dp.Maps().Vips.Put(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.21").As16()}, uint32(3)); err != nil {
+	if err := kernel.Of(dp).Maps.Vips.Put(bpf.XdplaneVipKey{Addr: netip.MustParseAddr("10.96.0.21").As16()}, uint32(3)); err != nil {
 		t.Fatal(err)
 	}
 	dp2, err := datapath.Open(datapath.Options{Dir: dir})

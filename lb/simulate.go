@@ -10,8 +10,9 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Flow is a connection as a client opens it: from Source to Destination.
@@ -62,7 +63,7 @@ type Simulation struct {
 // datapath's packet counters do count the simulated packet. For a service
 // with the Random algorithm the answer is one draw, as a real new flow's.
 func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
-	progs := dp.Programs()
+	progs := kernel.Of(dp).Programs
 	if progs == nil {
 		return Simulation{}, datapath.ErrNoPrograms
 	}
@@ -76,7 +77,7 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 
-	maps := dp.Maps()
+	maps := kernel.Of(dp).Maps
 	fwd := ctKey(src, dst, f.Protocol, 0)
 	var ct bpf.XdplaneCtValue
 	established := maps.Conntrack.Lookup(fwd, &ct) == nil

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 func TestSimulate(t *testing.T) {
@@ -27,7 +28,7 @@ func TestSimulate(t *testing.T) {
 	countCT := func() int {
 		n := 0
 		var k, v []byte
-		it := dp.Maps().Conntrack.Iterate()
+		it := kernel.Of(dp).Maps.Conntrack.Iterate()
 		for it.Next(&k, &v) {
 			n++
 		}
@@ -58,7 +59,7 @@ func TestSimulate(t *testing.T) {
 	real, _ := Simulate(dp, f)
 	frame, _ := simFrame(f.Source, f.Destination, TCP)
 	out := make([]byte, len(frame)+64)
-	if _, err := dp.Programs().XdplaneXdp.Run(&ebpf.RunOptions{Data: frame, DataOut: out}); err != nil {
+	if _, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&ebpf.RunOptions{Data: frame, DataOut: out}); err != nil {
 		t.Fatal(err)
 	}
 	sim, err := Simulate(dp, f)

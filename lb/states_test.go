@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 func TestEligible(t *testing.T) {
@@ -69,7 +70,7 @@ func testBackendStates(t *testing.T, fe netip.AddrPort, client netip.Addr, backe
 			frame := maglevFrame(t, TCP, netip.AddrPortFrom(client, port), fe)
 			out := make([]byte, len(frame)+64)
 			opts := ebpf.RunOptions{Data: frame, DataOut: out}
-			ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+			ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func testBackendStates(t *testing.T, fe netip.AddrPort, client netip.Addr, backe
 	upsert(service(Local, [3]BackendState{}, none))
 	for port := uint16(5000); port < 5010; port++ {
 		frame := maglevFrame(t, TCP, netip.AddrPortFrom(client, port), fe)
-		if ret, err := dp.Programs().XdplaneXdp.Run(&ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)}); err != nil || ret != 1 {
+		if ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)}); err != nil || ret != 1 {
 			t.Fatalf("local policy with no local backend: verdict %d, %v; want XDP_DROP", ret, err)
 		}
 	}

@@ -6,8 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // ServiceStatus is a service as the datapath holds it, with counters.
@@ -35,7 +36,7 @@ type BackendStatus struct {
 // dp's maps. It only reads, so it suits a Datapath from
 // datapath.OpenPinned, while another process manages the services.
 func ReadStatus(dp *datapath.Datapath) ([]ServiceStatus, error) {
-	maps := dp.Maps()
+	maps := kernel.Of(dp).Maps
 	services, _, err := loadState(maps)
 	if err != nil {
 		return nil, err

@@ -8,8 +8,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -29,7 +30,7 @@ func (r *rig) bwStateOf(t *testing.T) bwState {
 	var s bwState
 	for _, d := range []Direction{Ingress, Egress} {
 		var v bpf.XdplaneBwValue
-		err := r.dp.Maps().Bandwidth.Lookup(bwKey(r.ifindex, d), &v)
+		err := kernel.Of(r.dp).Maps.Bandwidth.Lookup(bwKey(r.ifindex, d), &v)
 		switch {
 		case err == nil:
 			s.entries[d] = &v
@@ -38,7 +39,7 @@ func (r *rig) bwStateOf(t *testing.T) bwState {
 		}
 	}
 	var e bpf.XdplaneEndpoint
-	switch err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); {
+	switch err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &e); {
 	case err == nil:
 		s.flags = e.Flags & epBw
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
@@ -154,7 +155,7 @@ func TestSetBandwidthHTB(t *testing.T) {
 	}
 	var k bpf.XdplaneBwKey
 	var per []bpf.XdplaneBwCounter
-	if it := r.dp.Maps().BwStats.Iterate(); it.Next(&k, &per) {
+	if it := kernel.Of(r.dp).Maps.BwStats.Iterate(); it.Next(&k, &per) {
 		t.Errorf("bw_stats keeps %+v after the endpoint went", k)
 	}
 }
@@ -229,10 +230,10 @@ func TestBandwidthRecovery(t *testing.T) {
 	// An entry whose interface is no endpoint, as a crash between
 	// removing an endpoint and its limits leaves.
 	stale := bwKey(r.ifindex+1000, Ingress)
-	if err := r.dp.Maps().Bandwidth.Put(stale, bpf.XdplaneBwValue{Rate: 1, Mode: bwHTB}); err != nil {
+	if err := kernel.Of(r.dp).Maps.Bandwidth.Put(stale, bpf.XdplaneBwValue{Rate: 1, Mode: bwHTB}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.dp.Maps().BwStats.Put(stale, make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())); err != nil {
+	if err := kernel.Of(r.dp).Maps.BwStats.Put(stale, make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())); err != nil {
 		t.Fatal(err)
 	}
 	before := r.bwStateOf(t)
@@ -252,11 +253,11 @@ func TestBandwidthRecovery(t *testing.T) {
 		t.Errorf("recovery changed the kernel's state:\n%+v\nwant\n%+v", after, before)
 	}
 	var v bpf.XdplaneBwValue
-	if err := r.dp.Maps().Bandwidth.Lookup(stale, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.Bandwidth.Lookup(stale, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("the stale entry: lookup = %v, want it deleted", err)
 	}
 	var per []bpf.XdplaneBwCounter
-	if err := r.dp.Maps().BwStats.Lookup(stale, &per); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.BwStats.Lookup(stale, &per); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("the stale counters: lookup = %v, want them deleted", err)
 	}
 
@@ -338,7 +339,7 @@ func TestRemoveEndpointLinkGone(t *testing.T) {
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol0") })
 	for _, d := range []Direction{Ingress, Egress} {
 		var v bpf.XdplaneBwValue
-		if err := r.dp.Maps().Bandwidth.Lookup(bwKey(r.ifindex, d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := kernel.Of(r.dp).Maps.Bandwidth.Lookup(bwKey(r.ifindex, d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Errorf("%s entry after the endpoint went: lookup = %v, want none", d, err)
 		}
 	}
@@ -427,10 +428,10 @@ func TestBandwidthMove(t *testing.T) {
 	}
 	for _, d := range []Direction{Ingress, Egress} {
 		var v bpf.XdplaneBwValue
-		if err := dp.Maps().Bandwidth.Lookup(bwKey(uint32(l.Attrs().Index), d), &v); err != nil {
+		if err := kernel.Of(dp).Maps.Bandwidth.Lookup(bwKey(uint32(l.Attrs().Index), d), &v); err != nil {
 			t.Errorf("%s entry on the new interface: %v", d, err)
 		}
-		if err := dp.Maps().Bandwidth.Lookup(bwKey(uint32(old.Attrs().Index), d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := kernel.Of(dp).Maps.Bandwidth.Lookup(bwKey(uint32(old.Attrs().Index), d), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 			t.Errorf("%s entry on the old interface: lookup = %v, want none", d, err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
 )
 
 func TestParseBandwidthQuantity(t *testing.T) {

@@ -40,9 +40,10 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/benchrand"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -137,7 +138,7 @@ func BenchmarkPolicyPacket(b *testing.B) {
 				k := strconv.Itoa(n) + "/" + kase
 				means[k] = append(means[k], mean)
 			}
-			prog := env.dp.Programs().XdplaneTcEgress
+			prog := kernel.Of(env.dp).Programs.XdplaneTcEgress
 
 			b.Run("trivial", func(b *testing.B) {
 				pkt := env.flowPacket(nil, env.flows(b, 1)[0])
@@ -311,7 +312,7 @@ func newPolicyBenchEnv(b *testing.B, n int) *policyBenchEnv {
 		env.install = time.Since(start)
 		return nil
 	})
-	mp := env.dp.Maps()
+	mp := kernel.Of(env.dp).Maps
 	env.peers = benchMapEntries(b, mp.PolicyPeers) + benchMapEntries(b, mp.PolicyPeerHash)
 	env.ports = benchMapEntries(b, mp.PolicyPorts) + benchMapEntries(b, mp.PolicyPortHash)
 	env.churnConntrack(b)
@@ -503,7 +504,7 @@ func (env *policyBenchEnv) conntrackEntries(b *testing.B) int {
 // Without this, the first repetition of a case would meet a pristine map
 // and the others a used one; a map in service is a used one.
 func (env *policyBenchEnv) churnConntrack(b *testing.B) {
-	mp := env.dp.Maps().PolicyCt
+	mp := kernel.Of(env.dp).Maps.PolicyCt
 	r := benchrand.New(b, "policy-churn/"+strconv.Itoa(env.n))
 	keys := make([]bpf.XdplanePctKey, 4096)
 	vals := make([]bpf.XdplanePctValue, len(keys))
@@ -528,7 +529,7 @@ func (env *policyBenchEnv) clearConntrack(b *testing.B) {
 // readConntrack reads policy_ct in batches, deleting what it reads if del,
 // and returns the number of entries read.
 func (env *policyBenchEnv) readConntrack(b *testing.B, del bool) int {
-	mp := env.dp.Maps().PolicyCt
+	mp := kernel.Of(env.dp).Maps.PolicyCt
 	keys := make([]bpf.XdplanePctKey, 4096)
 	vals := make([]bpf.XdplanePctValue, len(keys))
 	var cursor ebpf.MapBatchCursor

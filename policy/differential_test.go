@@ -7,8 +7,9 @@ import (
 
 	"github.com/google/gopacket/layers"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Random policies, installed through the Manager and judged by the
@@ -28,7 +29,7 @@ func TestDatapathMatchesDecide(t *testing.T) {
 		addrs, flows := probeAddrs(rng, p), probePorts(p)
 		for _, dir := range []Direction{Ingress, Egress} {
 			// Every probe a new flow: nothing an earlier one let through.
-			clearMap(t, r.dp.Maps().PolicyCt)
+			clearMap(t, kernel.Of(r.dp).Maps.PolicyCt)
 			for i := range 250 {
 				peer := addrs[rng.IntN(len(addrs))]
 				fl := flows[rng.IntN(len(flows))]
@@ -126,16 +127,16 @@ func TestDatapathManyLengths(t *testing.T) {
 		st, _ := r.m.Endpoint("pol0")
 		var ep bpf.XdplaneEndpoint
 		var lens bpf.XdplanePlens
-		if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &ep); err != nil {
+		if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &ep); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.dp.Maps().PolicyLens.Lookup(ep.IngressPolicy, &lens); err != nil {
+		if err := kernel.Of(r.dp).Maps.PolicyLens.Lookup(ep.IngressPolicy, &lens); err != nil {
 			t.Fatal(err)
 		}
 		if trie := lens.Count == plensLPM; trie != many {
 			t.Fatalf("endpoint %d, %d lengths: lengths entry %+v, want the trie: %v", st.ID, lengths, lens, many)
 		}
-		clearMap(t, r.dp.Maps().PolicyCt)
+		clearMap(t, kernel.Of(r.dp).Maps.PolicyCt)
 		addrs := probeAddrs(rng, p)
 		for i := range 600 {
 			peer := addrs[rng.IntN(len(addrs))]

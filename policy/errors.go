@@ -3,23 +3,27 @@ package policy
 import (
 	"errors"
 	"fmt"
+
+	"github.com/xdplane/xdplane/datapath"
 )
 
-// Errors returned by this package; test for them with errors.Is.
+// Errors returned by this package. All but ErrNetNS are the values of
+// package datapath's errors of the same names. Test for them with
+// errors.Is.
 var (
 	// ErrInvalid: a policy is malformed. The returned error is a
 	// *ValidationError naming the field.
-	ErrInvalid = errors.New("invalid")
+	ErrInvalid = datapath.ErrInvalid
 	// ErrCapacity: the change needs more room than the datapath's maps
 	// have (see datapath.Limits).
-	ErrCapacity = errors.New("datapath capacity exceeded")
+	ErrCapacity = datapath.ErrCapacity
 	// ErrNotFound: no endpoint has that interface.
-	ErrNotFound = errors.New("endpoint not found")
+	ErrNotFound = datapath.ErrNotFound
 	// ErrBusy: another Manager, in this process or another, already
-	// writes the datapath. Close it first.
-	ErrBusy = errors.New("datapath has another writer")
+	// writes the datapath's policies. Close it first.
+	ErrBusy = datapath.ErrBusy
 	// ErrClosed: the Manager was closed.
-	ErrClosed = errors.New("manager closed")
+	ErrClosed = datapath.ErrClosed
 	// ErrNetNS: NewManager runs in another network namespace than the
 	// endpoints' host-side interfaces, where it cannot see them.
 	ErrNetNS = errors.New("wrong network namespace")

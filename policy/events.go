@@ -14,8 +14,9 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Reason says why a packet was dropped.
@@ -107,7 +108,7 @@ type EventReader struct {
 
 // NewEventReader opens the datapath's drop events. Close it when done.
 func NewEventReader(dp *datapath.Datapath) (*EventReader, error) {
-	rd, err := ringbuf.NewReader(dp.Maps().Events)
+	rd, err := ringbuf.NewReader(kernel.Of(dp).Maps.Events)
 	if err != nil {
 		return nil, fmt.Errorf("open events: %w", err)
 	}
@@ -196,7 +197,7 @@ func ReadDropCounters(dp *datapath.Datapath) (DropCounters, error) {
 	out := DropCounters{Packets: make(map[Reason]uint64), Bytes: make(map[Reason]uint64)}
 	for r := range uint32(bpf.XdplaneDropReasonDROP_MAX) {
 		var per []bpf.XdplaneCounter
-		if err := dp.Maps().DropStats.Lookup(r, &per); err != nil {
+		if err := kernel.Of(dp).Maps.DropStats.Lookup(r, &per); err != nil {
 			return DropCounters{}, fmt.Errorf("read drop_stats: %w", err)
 		}
 		for _, c := range per {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 )
 
@@ -39,8 +40,8 @@ func FuzzPolicy(f *testing.F) {
 			return // BPF_PROG_TEST_RUN wants an Ethernet header
 		}
 		// Judged afresh each time: no flow of an earlier input is known.
-		clearMap(t, r.dp.Maps().PolicyCt)
-		clearMap(t, r.dp.Maps().Frags)
+		clearMap(t, kernel.Of(r.dp).Maps.PolicyCt)
+		clearMap(t, kernel.Of(r.dp).Maps.Frags)
 
 		et := binary.BigEndian.Uint16(frame[12:])
 		ret, _, err := r.tryRun(r.ifindex2, dir, frame)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 )
 
@@ -335,7 +336,7 @@ func TestGoldenEventSampling(t *testing.T) {
 		events++
 	}
 	var ticks []uint32
-	if err := r.dp.Maps().EventTick.Lookup(uint32(0), &ticks); err != nil {
+	if err := kernel.Of(r.dp).Maps.EventTick.Lookup(uint32(0), &ticks); err != nil {
 		t.Fatal(err)
 	}
 	left := 0

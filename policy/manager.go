@@ -16,9 +16,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/idalloc"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Endpoint is a pod as network policy sees it: the host side of its
@@ -137,16 +138,13 @@ const (
 // left behind unreferenced (a crash mid-change) are deleted. Close
 // releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
-	unlock, err := dp.Lock("policy", false)
-	if errors.Is(err, datapath.ErrLocked) {
-		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
-	}
+	unlock, err := kernel.Lock(dp.Dir(), "policy", false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("policy.Manager: %w", err)
 	}
 	l := dp.Limits()
 	m := &Manager{
-		dp: dp, maps: dp.Maps(), limits: l, unlock: unlock,
+		dp: dp, maps: kernel.Of(dp).Maps, limits: l, unlock: unlock,
 		endpoints: make(map[string]*endpoint),
 		rulesets:  make(map[[32]byte]*installed),
 		byID:      make(map[uint32]*installed),
@@ -354,7 +352,7 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 	}
 	ep, ok := m.endpoints[ifname]
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 	// A recovered egress limit's queue is in a namespace this Manager
 	// has not been told: unless the pod's link is gone, and that queue
@@ -395,7 +393,7 @@ func (m *Manager) SetPolicy(ifname string, p Policy) error {
 	}
 	ep, ok := m.endpoints[ifname]
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 
 	newIn, err := m.acquire("ingress", in)
@@ -460,7 +458,7 @@ func (m *Manager) Endpoint(ifname string) (EndpointStatus, error) {
 	defer m.mu.Unlock()
 	ep, ok := m.endpoints[ifname]
 	if !ok {
-		return EndpointStatus{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return EndpointStatus{}, fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 	return ep.status, nil
 }
@@ -472,7 +470,7 @@ func (m *Manager) Counters(ifname string) (EndpointCounters, error) {
 	ep, ok := m.endpoints[ifname]
 	m.mu.Unlock()
 	if !ok {
-		return EndpointCounters{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return EndpointCounters{}, fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 	var out EndpointCounters
 	for dir, c := range []*Counters{&out.Ingress, &out.Egress} {

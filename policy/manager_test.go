@@ -10,8 +10,9 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -227,8 +228,8 @@ func TestPolicySharedBetweenEndpoints(t *testing.T) {
 		t.Errorf("the rules went with the first endpoint: %d entries left, want %d", n, one)
 	}
 	r.ns.MustDo(func() error { return r.m.RemoveEndpoint("pol1") })
-	for _, mp := range []*ebpf.Map{r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPeerHash, r.dp.Maps().PolicyLens,
-		r.dp.Maps().PolicyPorts, r.dp.Maps().PolicyPortHash, r.dp.Maps().Endpoints} {
+	for _, mp := range []*ebpf.Map{kernel.Of(r.dp).Maps.PolicyPeers, kernel.Of(r.dp).Maps.PolicyPeerHash, kernel.Of(r.dp).Maps.PolicyLens,
+		kernel.Of(r.dp).Maps.PolicyPorts, kernel.Of(r.dp).Maps.PolicyPortHash, kernel.Of(r.dp).Maps.Endpoints} {
 		if n := countEntries(t, mp); n != 0 {
 			t.Errorf("%s holds %d entries with no endpoint left", mp, n)
 		}
@@ -303,17 +304,17 @@ func TestManagerRecovers(t *testing.T) {
 	// What a crash between writing new rules and switching leaves: entries
 	// under a policy id no endpoint names.
 	orphan := peerKey(9999, pfx("10.77.0.0/16"))
-	if err := r.dp.Maps().PolicyPeers.Put(orphan, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}); err != nil {
+	if err := kernel.Of(r.dp).Maps.PolicyPeers.Put(orphan, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}); err != nil {
 		t.Fatal(err)
 	}
 	orphanPort := portKey(4242, portEntry{AnyProto: true, Verdict: verdictAllow})
-	if err := r.dp.Maps().PolicyPorts.Put(orphanPort, uint8(1)); err != nil {
+	if err := kernel.Of(r.dp).Maps.PolicyPorts.Put(orphanPort, uint8(1)); err != nil {
 		t.Fatal(err)
 	}
 	orphanH := peerHashKey(9999, pfx("10.78.0.0/16"))
 	orphanHPort := bpf.XdplanePortHkey{Ruleset: htonl(4242), Proto: 6, Port: htons(80)}
-	if err := errors.Join(r.dp.Maps().PolicyPeerHash.Put(orphanH, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}), r.dp.Maps().PolicyPortHash.Put(orphanHPort, uint8(1)),
-		r.dp.Maps().PolicyLens.Put(uint32(9999), bpf.XdplanePlens{Count: 1, Len: [31]uint8{112}})); err != nil {
+	if err := errors.Join(kernel.Of(r.dp).Maps.PolicyPeerHash.Put(orphanH, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}), kernel.Of(r.dp).Maps.PolicyPortHash.Put(orphanHPort, uint8(1)),
+		kernel.Of(r.dp).Maps.PolicyLens.Put(uint32(9999), bpf.XdplanePlens{Count: 1, Len: [31]uint8{112}})); err != nil {
 		t.Fatal(err)
 	}
 
@@ -331,14 +332,14 @@ func TestManagerRecovers(t *testing.T) {
 		t.Errorf("%d peer entries after recovery, want the %d before the crash (the orphan deleted)", n, peersBefore)
 	}
 	var v uint8
-	if err := r.dp.Maps().PolicyPorts.Lookup(orphanPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.PolicyPorts.Lookup(orphanPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("orphaned port entry still there: %v", err)
 	}
-	if err := r.dp.Maps().PolicyPortHash.Lookup(orphanHPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.PolicyPortHash.Lookup(orphanHPort, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("orphaned port hash entry still there: %v", err)
 	}
 	var lens bpf.XdplanePlens
-	if err := r.dp.Maps().PolicyLens.Lookup(uint32(9999), &lens); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.PolicyLens.Lookup(uint32(9999), &lens); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("orphaned lengths still there: %v", err)
 	}
 	r.expect("recovered rules still allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
@@ -353,7 +354,7 @@ func TestManagerRecovers(t *testing.T) {
 	r.expect("new rules", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
 	r.expect("old rule gone", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:80"), false)
 	var ep bpf.XdplaneEndpoint
-	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &ep); err != nil || ep.Id != st.ID {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &ep); err != nil || ep.Id != st.ID {
 		t.Errorf("endpoint entry %+v, %v", ep, err)
 	}
 }
@@ -393,7 +394,7 @@ func TestEndpointRecreated(t *testing.T) {
 		t.Fatal("the re-created interface has its old index")
 	}
 	var ep bpf.XdplaneEndpoint
-	if err := r.dp.Maps().Endpoints.Lookup(old, &ep); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(old, &ep); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("the old interface's entry is still there: %v", err)
 	}
 	if now, _ := r.m.Endpoint("pol0"); now.ID != st.ID {
@@ -428,7 +429,7 @@ func TestEndpointFlowsGoWithIt(t *testing.T) {
 // peerEntries counts the peer entries of every policy, in the hash and
 // the trie.
 func peerEntries(t *testing.T, r *rig) int {
-	return countEntries(t, r.dp.Maps().PolicyPeers) + countEntries(t, r.dp.Maps().PolicyPeerHash)
+	return countEntries(t, kernel.Of(r.dp).Maps.PolicyPeers) + countEntries(t, kernel.Of(r.dp).Maps.PolicyPeerHash)
 }
 
 func TestInlineRuleset(t *testing.T) {
@@ -469,7 +470,7 @@ func TestManagerRefusesOtherNetNS(t *testing.T) {
 		t.Fatalf("NewManager in another namespace: %v, want ErrNetNS", err)
 	}
 	var v bpf.XdplaneEndpoint
-	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &v); err != nil {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &v); err != nil {
 		t.Fatalf("the refused Manager deleted pol0's endpoint: %v", err)
 	}
 	r.ns.MustDo(func() (err error) {

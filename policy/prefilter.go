@@ -8,8 +8,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // PrefilterChange says what SetPrefilter changed.
@@ -25,7 +26,7 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 		v   uint8
 		out []netip.Prefix
 	)
-	it := dp.Maps().Prefilter.Iterate()
+	it := kernel.Of(dp).Maps.Prefilter.Iterate()
 	for it.Next(&k, &v) {
 		if v != 0 { // 0: an exception for IPv4, not a listed prefix
 			out = append(out, prefilterPrefix(k))
@@ -76,13 +77,13 @@ func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChan
 
 	// One writer at a time, across processes: the diff below must not
 	// interleave with another's.
-	unlock, err := dp.Lock("prefilter", true)
+	unlock, err := kernel.Lock(dp.Dir(), "prefilter", true)
 	if err != nil {
 		return PrefilterChange{}, err
 	}
 	defer unlock()
 
-	mp := dp.Maps().Prefilter
+	mp := kernel.Of(dp).Maps.Prefilter
 	have := make(map[bpf.XdplanePrefilterKey]uint8)
 	var (
 		k bpf.XdplanePrefilterKey

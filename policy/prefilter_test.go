@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 )
 
@@ -26,7 +27,7 @@ func runXDP(t *testing.T, dp *datapath.Datapath, frame []byte) (uint32, []byte) 
 	t.Helper()
 	out := make([]byte, len(frame)+256)
 	opts := ebpf.RunOptions{Data: frame, DataOut: out}
-	ret, err := dp.Programs().XdplaneXdp.Run(&opts)
+	ret, err := kernel.Of(dp).Programs.XdplaneXdp.Run(&opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestPrefilterFamiliesApart(t *testing.T) {
 			t.Errorf("%v: IPv6 source verdict %d, want dropped=%v", c.list, ret, c.v6)
 		}
 	}
-	if n := countEntries(t, r.dp.Maps().Prefilter); n != 0 {
+	if n := countEntries(t, kernel.Of(r.dp).Maps.Prefilter); n != 0 {
 		t.Errorf("%d entries left with an empty list", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
@@ -102,9 +103,9 @@ func (r *rig) runOn(ifindex uint32, dir Direction, frame []byte) (uint32, []byte
 // refuses some frames (an IPv4 frame without a whole IPv4 header) before
 // any program runs.
 func (r *rig) tryRun(ifindex uint32, dir Direction, frame []byte) (uint32, []byte, error) {
-	prog := r.dp.Programs().XdplaneTcEgress
+	prog := kernel.Of(r.dp).Programs.XdplaneTcEgress
 	if dir == Egress {
-		prog = r.dp.Programs().XdplaneTcIngress
+		prog = kernel.Of(r.dp).Programs.XdplaneTcIngress
 	}
 	out := make([]byte, len(frame)+256)
 	ctx := skbContext{Ifindex: ifindex}
@@ -305,8 +306,8 @@ func ipPacket(frame []byte) []byte { return frame[packets.EthLen:] }
 func dumpPolicyMaps(t testing.TB, r *rig) string {
 	t.Helper()
 	var lines []string
-	for _, mp := range []*ebpf.Map{r.dp.Maps().Endpoints, r.dp.Maps().PolicyPeers, r.dp.Maps().PolicyPeerHash,
-		r.dp.Maps().PolicyLens, r.dp.Maps().PolicyPorts, r.dp.Maps().PolicyPortHash} {
+	for _, mp := range []*ebpf.Map{kernel.Of(r.dp).Maps.Endpoints, kernel.Of(r.dp).Maps.PolicyPeers, kernel.Of(r.dp).Maps.PolicyPeerHash,
+		kernel.Of(r.dp).Maps.PolicyLens, kernel.Of(r.dp).Maps.PolicyPorts, kernel.Of(r.dp).Maps.PolicyPortHash} {
 		var k, v []byte
 		it := mp.Iterate()
 		for it.Next(&k, &v) {

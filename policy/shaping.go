@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/bpf"
+	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/datapath"
 )
 
@@ -204,7 +204,7 @@ func (m *Manager) SetBandwidth(ifname string, b Bandwidth) error {
 	}
 	ep, ok := m.endpoints[ifname]
 	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 	mode := resolveMode(m.bwMode)
 	if err := ep.needsNetNS(b.Egress.Rate); err != nil {
@@ -660,7 +660,7 @@ func (m *Manager) BandwidthCounters(ifname string) (BandwidthCounters, error) {
 	defer m.mu.Unlock()
 	ep, ok := m.endpoints[ifname]
 	if !ok {
-		return BandwidthCounters{}, fmt.Errorf("%w: %s", ErrNotFound, ifname)
+		return BandwidthCounters{}, fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
 	var out BandwidthCounters
 	for _, d := range []struct {

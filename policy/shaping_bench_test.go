@@ -15,8 +15,9 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -39,7 +40,7 @@ func BenchmarkShaping(b *testing.B) {
 	r := newShapingBenchEnv(b)
 	pkt := benchTCPSYN(nil, netip.MustParseAddrPort("10.0.3.4:40000"), netip.MustParseAddrPort("10.0.1.2:80"))
 	same := func(*rand.Rand) []byte { return pkt }
-	prog := r.dp.Programs().XdplaneTcEgress
+	prog := kernel.Of(r.dp).Programs.XdplaneTcEgress
 
 	b.Run("trivial", func(b *testing.B) {
 		benchMeasure(b, r.ns, benchTrivialTC(b), r.ctx, same)
@@ -62,7 +63,7 @@ func BenchmarkShaping(b *testing.B) {
 			// arithmetic is the same.
 			v, _ := limitValue(BandwidthEDT, Ingress, Limit{Rate: 10_000_000})
 			v.HorizonNs = 1 << 62
-			if err := r.dp.Maps().Bandwidth.Put(bwKey(r.ifindex, Ingress), v); err != nil {
+			if err := kernel.Of(r.dp).Maps.Bandwidth.Put(bwKey(r.ifindex, Ingress), v); err != nil {
 				b.Fatal(err)
 			}
 			r.m.mu.Lock()
@@ -165,11 +166,11 @@ func (r *shapingBenchEnv) setBandwidth(mode BandwidthMode, l Limit) {
 // the map behind the Manager's back.
 func (r *shapingBenchEnv) clearBandwidth(b *testing.B) {
 	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{}) })
-	if err := ignoreMissing(r.dp.Maps().Bandwidth.Delete(bwKey(r.ifindex, Ingress))); err != nil {
+	if err := ignoreMissing(kernel.Of(r.dp).Maps.Bandwidth.Delete(bwKey(r.ifindex, Ingress))); err != nil {
 		b.Fatal(err)
 	}
 	zero := make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())
-	if err := r.dp.Maps().BwStats.Put(bwKey(r.ifindex, Ingress), zero); err != nil {
+	if err := kernel.Of(r.dp).Maps.BwStats.Put(bwKey(r.ifindex, Ingress), zero); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -177,7 +178,7 @@ func (r *shapingBenchEnv) clearBandwidth(b *testing.B) {
 // counters reads pol0's ingress shaping counters from the datapath.
 func (r *shapingBenchEnv) counters(b *testing.B) ShapeCounters {
 	var per []bpf.XdplaneBwCounter
-	if err := r.dp.Maps().BwStats.Lookup(bwKey(r.ifindex, Ingress), &per); err != nil {
+	if err := kernel.Of(r.dp).Maps.BwStats.Lookup(bwKey(r.ifindex, Ingress), &per); err != nil {
 		b.Fatal(err)
 	}
 	return sumShape(per)

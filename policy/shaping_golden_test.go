@@ -11,8 +11,9 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Offsets in struct __sk_buff (linux/bpf.h) that the shaping tests set
@@ -43,9 +44,9 @@ type shapeOut struct {
 // endpoint interface with in set in the context.
 func (r *rig) shapeRun(t *testing.T, dir Direction, frame []byte, in shapeIn) shapeOut {
 	t.Helper()
-	prog := r.dp.Programs().XdplaneTcEgress
+	prog := kernel.Of(r.dp).Programs.XdplaneTcEgress
 	if dir == Egress {
-		prog = r.dp.Programs().XdplaneTcIngress
+		prog = kernel.Of(r.dp).Programs.XdplaneTcIngress
 	}
 	ctx := make([]byte, skbSize)
 	binary.NativeEndian.PutUint32(ctx[skbIfindex:], r.ifindex)
@@ -73,11 +74,11 @@ func (r *rig) shapeRun(t *testing.T, dir Direction, frame []byte, in shapeIn) sh
 func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.XdplaneBwKey {
 	t.Helper()
 	k := bwKey(r.ifindex, dir)
-	if err := r.dp.Maps().Bandwidth.Put(k, v); err != nil {
+	if err := kernel.Of(r.dp).Maps.Bandwidth.Put(k, v); err != nil {
 		t.Fatal(err)
 	}
 	zero := make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())
-	if err := r.dp.Maps().BwStats.Put(k, zero); err != nil {
+	if err := kernel.Of(r.dp).Maps.BwStats.Put(k, zero); err != nil {
 		t.Fatal(err)
 	}
 	// The endpoint's flag sends its packets to the entry, as
@@ -87,11 +88,11 @@ func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.Xdpla
 		flag = epEgressBw
 	}
 	var e bpf.XdplaneEndpoint
-	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); err != nil {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &e); err != nil {
 		t.Fatal(err)
 	}
 	e.Flags |= flag
-	if err := r.dp.Maps().Endpoints.Put(r.ifindex, e); err != nil {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Put(r.ifindex, e); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -101,10 +102,10 @@ func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, ShapeCou
 	t.Helper()
 	var v bpf.XdplaneBwValue
 	var per []bpf.XdplaneBwCounter
-	if err := r.dp.Maps().Bandwidth.Lookup(k, &v); err != nil {
+	if err := kernel.Of(r.dp).Maps.Bandwidth.Lookup(k, &v); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.dp.Maps().BwStats.Lookup(k, &per); err != nil {
+	if err := kernel.Of(r.dp).Maps.BwStats.Lookup(k, &per); err != nil {
 		t.Fatal(err)
 	}
 	return v, sumShape(per)
@@ -276,7 +277,7 @@ func TestGoldenEDT(t *testing.T) {
 	})
 
 	t.Run("no limit", func(t *testing.T) {
-		if err := r.dp.Maps().Bandwidth.Delete(bpf.XdplaneBwKey{Ifindex: r.ifindex, Dir: 0}); err != nil {
+		if err := kernel.Of(r.dp).Maps.Bandwidth.Delete(bpf.XdplaneBwKey{Ifindex: r.ifindex, Dir: 0}); err != nil {
 			t.Fatal(err)
 		}
 		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 || o.prio != 0 {
@@ -301,11 +302,11 @@ func TestGoldenHTBClassification(t *testing.T) {
 	}
 	// Without the endpoint's flag the entry is never looked up.
 	var e bpf.XdplaneEndpoint
-	if err := r.dp.Maps().Endpoints.Lookup(r.ifindex, &e); err != nil {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &e); err != nil {
 		t.Fatal(err)
 	}
 	e.Flags &^= epIngressBw
-	if err := r.dp.Maps().Endpoints.Put(r.ifindex, e); err != nil {
+	if err := kernel.Of(r.dp).Maps.Endpoints.Put(r.ifindex, e); err != nil {
 		t.Fatal(err)
 	}
 	if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 {

@@ -18,6 +18,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/policy"
 )
@@ -321,7 +322,7 @@ func countEndpoints(t *testing.T, dp *datapath.Datapath) int {
 	var key uint32
 	var val []byte
 	n := 0
-	it := dp.Maps().Endpoints.Iterate()
+	it := kernel.Of(dp).Maps.Endpoints.Iterate()
 	for it.Next(&key, &val) {
 		n++
 	}

@@ -36,8 +36,9 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
-	"github.com/xdplane/xdplane/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/policy"
 	"golang.org/x/sys/unix"
 )
@@ -262,7 +263,7 @@ func endpointEntry(s *session, host string) (int, bpf.XdplaneEndpoint, error) {
 		return 0, v, fmt.Errorf("%s: %w", host, err)
 	}
 	idx := link.Attrs().Index
-	if err := s.dp.Maps().Endpoints.Lookup(uint32(idx), &v); err != nil {
+	if err := kernel.Of(s.dp).Maps.Endpoints.Lookup(uint32(idx), &v); err != nil {
 		return idx, v, fmt.Errorf("%s is not in the datapath's endpoints: %w", host, err)
 	}
 	return idx, v, nil

@@ -1,4 +1,4 @@
-package datapath
+package kernel
 
 import (
 	"errors"
@@ -15,16 +15,19 @@ const locksDir = "locks"
 
 var lockName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
-// Lock takes the datapath's lock called name, exclusive across every
-// process that opens this pin directory: packages that write the maps use
-// it so that two writers never interleave. With wait, Lock waits for the
-// holder to release it; without, it fails with ErrLocked. The lock is
+// Lock takes the lock called name of the datapath pinned in dir,
+// exclusive across every process that opens the directory. Every writer
+// of the maps takes one: a Manager holds its own ("lb", "policy",
+// "bandwidth") for its lifetime, so that two never write the same maps;
+// writers of state that several share ("endpoints", "prefilter") hold
+// theirs for one change. With wait, Lock waits for the holder to release
+// it; without, it fails with an error wrapping datapath.ErrBusy. The lock is
 // released by calling the returned function, or when the process ends.
-func (d *Datapath) Lock(name string, wait bool) (release func(), err error) {
+func Lock(dir, name string, wait bool) (release func(), err error) {
 	if !lockName.MatchString(name) {
-		return nil, fmt.Errorf("%w: lock name %q", ErrInvalid, name)
+		return nil, fmt.Errorf("lock name %q: want lower-case letters, digits and dashes", name)
 	}
-	path := filepath.Join(d.dir, locksDir, name)
+	path := filepath.Join(dir, locksDir, name)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("make lock %s: %w", path, err)
 	}
@@ -39,15 +42,16 @@ func (d *Datapath) Lock(name string, wait bool) (release func(), err error) {
 	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			return nil, fmt.Errorf("%w: %s is locked", errBusy, path)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
 }
 
-// removeLocks deletes the lock directories; Remove calls it.
-func removeLocks(dir string) error {
+// RemoveLocks deletes the lock directories of the datapath pinned in dir;
+// datapath.Remove calls it.
+func RemoveLocks(dir string) error {
 	ents, err := os.ReadDir(filepath.Join(dir, locksDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

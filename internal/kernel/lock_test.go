@@ -1,0 +1,50 @@
+package kernel_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/kernel"
+)
+
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	release, err := kernel.Lock(dir, "policy", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second holder, through another open file: refused while held.
+	if _, err := kernel.Lock(dir, "policy", false); !errors.Is(err, datapath.ErrBusy) {
+		t.Fatalf("second Lock: %v, want ErrBusy", err)
+	}
+	// Another name is another lock.
+	other, err := kernel.Lock(dir, "prefilter", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other()
+	done := make(chan error)
+	go func() {
+		r, err := kernel.Lock(dir, "policy", true)
+		if err == nil {
+			r()
+		}
+		done <- err
+	}()
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("waiting Lock: %v", err)
+	}
+	if _, err := kernel.Lock(dir, "../x", false); err == nil {
+		t.Errorf("Lock with a path for a name: nil error")
+	}
+	if err := kernel.RemoveLocks(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "locks")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("locks left after RemoveLocks: %v", err)
+	}
+}
