@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // Maglev table sizes. A table's size must be prime; the larger it is, the
@@ -139,7 +141,7 @@ func flowHash(src netip.Addr, sport, dport uint16, proto Protocol) uint32 {
 		h = mix32(h ^ binary.LittleEndian.Uint32(a[i:]))
 	}
 	// The ports as they sit in memory: big-endian bytes, read little-endian.
-	ports := uint32(htons(sport)) | uint32(htons(dport))<<16
+	ports := uint32(kernel.Htons(sport)) | uint32(kernel.Htons(dport))<<16
 	h = mix32(h ^ ports)
 	return mix32(h ^ uint32(proto))
 }

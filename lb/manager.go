@@ -113,8 +113,8 @@ func (m *Manager) Close() error {
 // fail ends a call whose writes the kernel refused part-way: it rolls them
 // back, and if even that fails, re-reads the maps so that the Manager's
 // view matches what the kernel holds.
-func (m *Manager) fail(t *txn, cause error) error {
-	err, clean := t.rollback(cause)
+func (m *Manager) fail(t *kernel.Txn, cause error) error {
+	err, clean := t.Rollback(cause)
 	if !clean {
 		if rerr := m.load(); rerr != nil {
 			err = fmt.Errorf("%w (and re-reading the datapath failed: %w)", err, rerr)
@@ -171,8 +171,8 @@ func (m *Manager) Upsert(s Service) error {
 	if err := m.checkCapacity([]Service{s}, nil); err != nil {
 		return err
 	}
-	var t txn
-	defer t.close()
+	var t kernel.Txn
+	defer t.Close()
 	if err := m.apply(&t, old, s); err != nil {
 		return m.fail(&t, err)
 	}
@@ -191,8 +191,8 @@ func (m *Manager) Delete(f Frontend) error {
 	if e == nil {
 		return fmt.Errorf("service %s: %w", f, ErrNotFound)
 	}
-	var t txn
-	defer t.close()
+	var t kernel.Txn
+	defer t.Close()
 	if err := m.remove(&t, e); err != nil {
 		return m.fail(&t, err)
 	}
@@ -249,8 +249,8 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 	}
 
 	// Removals first: they free room for what comes after.
-	var t txn
-	defer t.close()
+	var t kernel.Txn
+	defer t.Close()
 	before := m.snapshot()
 	for _, f := range res.Removed {
 		if err := m.remove(&t, m.services[f]); err != nil {
@@ -319,7 +319,7 @@ func batchable(s Service) bool {
 // new: its ids were free and its frontend absent (the Manager's view is
 // the kernel's, and orphans were removed when it was read), so undoing a
 // batch deletes what it wrote.
-func (m *Manager) applyNew(t *txn, ss []Service) error {
+func (m *Manager) applyNew(t *kernel.Txn, ss []Service) error {
 	var (
 		beKeys   []uint32
 		beVals   []bpf.XdplaneBackend
@@ -361,7 +361,7 @@ func (m *Manager) applyNew(t *txn, ss []Service) error {
 		}
 		f := s.Frontend
 		rnKeys = append(rnKeys, id)
-		rnVals = append(rnVals, bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: htons(f.Address.Port())})
+		rnVals = append(rnVals, bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: kernel.Htons(f.Address.Port())})
 		svcKeys = append(svcKeys, svcKey(f))
 		svcVals = append(svcVals, svcValue(e))
 		if s.VirtualIP {
@@ -370,16 +370,16 @@ func (m *Manager) applyNew(t *txn, ss []Service) error {
 		entries = append(entries, e)
 	}
 
-	if err := putNew(t, m.maps.Backends, beKeys, beVals); err != nil {
+	if err := kernel.PutNew(t, m.maps.Backends, beKeys, beVals); err != nil {
 		return err
 	}
-	if err := putNew(t, m.maps.BackendSlots, slotKeys, slotVals); err != nil {
+	if err := kernel.PutNew(t, m.maps.BackendSlots, slotKeys, slotVals); err != nil {
 		return err
 	}
-	if err := putNew(t, m.maps.Revnat, rnKeys, rnVals); err != nil {
+	if err := kernel.PutNew(t, m.maps.Revnat, rnKeys, rnVals); err != nil {
 		return err
 	}
-	if err := putNew(t, m.maps.Services, svcKeys, svcVals); err != nil {
+	if err := kernel.PutNew(t, m.maps.Services, svcKeys, svcVals); err != nil {
 		return err
 	}
 	// Virtual IPs no service had are new keys too; the others count up
@@ -400,7 +400,7 @@ func (m *Manager) applyNew(t *txn, ss []Service) error {
 			return err
 		}
 	}
-	if err := putNew(t, m.maps.Vips, vipKeys, vipVals); err != nil {
+	if err := kernel.PutNew(t, m.maps.Vips, vipKeys, vipVals); err != nil {
 		return err
 	}
 	for i, a := range vipAddrs {
@@ -510,7 +510,7 @@ func (m *Manager) restore(s snapshot) {
 //  3. reverse NAT, then the service entry with count n: the switch;
 //  4. slots beyond n, which no packet reads any more;
 //  5. backends no slot names any more.
-func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
+func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 	e := &entry{
 		svc:        s,
 		backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
@@ -556,7 +556,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			e.backendIDs[b.Address], e.cookies[b.Address] = id, old.cookies[b.Address]
 			if ob, ok := oldBackends[b.Address]; !ok || ob != b || old.damaged || tookNew[b.Address] != takesNew[b.Address] {
 				v := backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])
-				if err := t.put(m.maps.Backends, id, v); err != nil {
+				if err := t.Put(m.maps.Backends, id, v); err != nil {
 					return err
 				}
 			}
@@ -571,7 +571,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		if err := m.resetBackendStats(t, id); err != nil {
 			return err
 		}
-		if err := t.put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])); err != nil {
+		if err := t.Put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])); err != nil {
 			return err
 		}
 	}
@@ -582,7 +582,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		if old != nil && !old.damaged && i < len(old.slots) && old.slots[i] == id {
 			continue
 		}
-		if err := t.put(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: slot}, id); err != nil {
+		if err := t.Put(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: slot}, id); err != nil {
 			return err
 		}
 	}
@@ -594,8 +594,8 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		}
 	}
 	if old == nil {
-		rn := bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: htons(f.Address.Port())}
-		if err := t.put(m.maps.Revnat, e.id, rn); err != nil {
+		rn := bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: kernel.Htons(f.Address.Port())}
+		if err := t.Put(m.maps.Revnat, e.id, rn); err != nil {
 			return err
 		}
 	}
@@ -608,17 +608,17 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 	}
 	for _, p := range s.SourceRanges {
 		if !slices.Contains(oldRanges, p) || old.damaged {
-			if err := t.put(m.maps.SourceRanges, rangeKey(e.id, p), uint8(1)); err != nil {
+			if err := t.Put(m.maps.SourceRanges, rangeKey(e.id, p), uint8(1)); err != nil {
 				return err
 			}
 		}
 	}
-	if err := t.put(m.maps.Services, svcKey(f), svcValue(e)); err != nil {
+	if err := t.Put(m.maps.Services, svcKey(f), svcValue(e)); err != nil {
 		return err
 	}
 	for _, p := range oldRanges {
 		if !slices.Contains(s.SourceRanges, p) {
-			if err := t.del(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
+			if err := t.Delete(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
 				return err
 			}
 		}
@@ -634,14 +634,14 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 		}
 	}
 	if old != nil && old.svc.Algorithm == Maglev && s.Algorithm != Maglev {
-		if err := t.delInner(m.maps.Maglev, e.id); err != nil {
+		if err := t.DeleteInner(m.maps.Maglev, e.id); err != nil {
 			return err
 		}
 	}
 
 	if old != nil {
 		for i := len(e.slots); i < len(old.slots); i++ {
-			if err := t.del(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
+			if err := t.Delete(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
 				return err
 			}
 		}
@@ -649,7 +649,7 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 			if _, kept := e.backendIDs[a]; kept {
 				continue
 			}
-			if err := t.del(m.maps.Backends, id); err != nil {
+			if err := t.Delete(m.maps.Backends, id); err != nil {
 				return err
 			}
 		}
@@ -671,33 +671,33 @@ func (m *Manager) apply(t *txn, old *entry, s Service) (err error) {
 
 // remove deletes a service: the service entry first, so no new packet
 // reaches the rest, then slots, backends and reverse NAT.
-func (m *Manager) remove(t *txn, e *entry) error {
+func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 	if e.svc.VirtualIP {
 		if err := m.addVIP(t, e.svc.Frontend.Address.Addr(), -1); err != nil {
 			return err
 		}
 	}
-	if err := t.del(m.maps.Services, svcKey(e.svc.Frontend)); err != nil {
+	if err := t.Delete(m.maps.Services, svcKey(e.svc.Frontend)); err != nil {
 		return err
 	}
 	for i := range e.slots {
-		if err := t.del(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
+		if err := t.Delete(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
 			return err
 		}
 	}
 	for _, id := range e.backendIDs {
-		if err := t.del(m.maps.Backends, id); err != nil {
+		if err := t.Delete(m.maps.Backends, id); err != nil {
 			return err
 		}
 	}
-	if err := t.del(m.maps.Revnat, e.id); err != nil {
+	if err := t.Delete(m.maps.Revnat, e.id); err != nil {
 		return err
 	}
-	if err := t.delInner(m.maps.Maglev, e.id); err != nil {
+	if err := t.DeleteInner(m.maps.Maglev, e.id); err != nil {
 		return err
 	}
 	for _, p := range e.svc.SourceRanges {
-		if err := t.del(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
+		if err := t.Delete(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
 			return err
 		}
 	}
@@ -712,7 +712,7 @@ func (m *Manager) remove(t *txn, e *entry) error {
 
 // resetBackendStats zeroes the counters of a backend id about to be
 // used, so a new backend does not inherit an old one's packets.
-func (m *Manager) resetBackendStats(t *txn, id uint32) error {
+func (m *Manager) resetBackendStats(t *kernel.Txn, id uint32) error {
 	stats := m.maps.BackendStats
 	var prev []bpf.XdplaneCounter
 	if err := stats.Lookup(id, &prev); err != nil {
@@ -721,7 +721,7 @@ func (m *Manager) resetBackendStats(t *txn, id uint32) error {
 	if err := stats.Update(id, make([]bpf.XdplaneCounter, len(prev)), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("reset counters of backend %d: %w", id, err)
 	}
-	t.undo = append(t.undo, func() error { return stats.Update(id, prev, ebpf.UpdateAny) })
+	t.OnRollback(func() error { return stats.Update(id, prev, ebpf.UpdateAny) })
 	return nil
 }
 
@@ -745,14 +745,14 @@ const (
 // IP, in the vips map and in m.vips. The in-memory count moves with the
 // map write; a rolled-back call restores both (Sync's snapshot, or the
 // undo of a single call below).
-func (m *Manager) addVIP(t *txn, a netip.Addr, delta int) error {
+func (m *Manager) addVIP(t *kernel.Txn, a netip.Addr, delta int) error {
 	n := int(m.vips[a]) + delta
 	key := bpf.XdplaneVipKey{Addr: a.As16()}
 	var err error
 	if n <= 0 {
-		err = t.del(m.maps.Vips, key)
+		err = t.Delete(m.maps.Vips, key)
 	} else {
-		err = t.put(m.maps.Vips, key, uint32(n))
+		err = t.Put(m.maps.Vips, key, uint32(n))
 	}
 	if err != nil {
 		return err
@@ -763,7 +763,7 @@ func (m *Manager) addVIP(t *txn, a netip.Addr, delta int) error {
 	} else {
 		m.vips[a] = uint32(n)
 	}
-	t.undo = append(t.undo, func() error {
+	t.OnRollback(func() error {
 		if had {
 			m.vips[a] = prev
 		} else {
@@ -799,7 +799,7 @@ func (m *Manager) loadVIPs() error {
 	}
 	var errs []error
 	for _, k := range stale {
-		errs = append(errs, ignoreMissing(m.maps.Vips.Delete(k)))
+		errs = append(errs, kernel.IgnoreMissing(m.maps.Vips.Delete(k)))
 	}
 	for a, n := range m.vips {
 		errs = append(errs, m.maps.Vips.Update(bpf.XdplaneVipKey{Addr: a.As16()}, n, ebpf.UpdateAny))
@@ -857,7 +857,7 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 // writeMaglev builds the service's Maglev table in a fresh inner map and
 // swaps it in with one update: a packet sees the old table or the new one,
 // never a mix.
-func (m *Manager) writeMaglev(t *txn, e *entry) error {
+func (m *Manager) writeMaglev(t *kernel.Txn, e *entry) error {
 	s := e.svc
 	eligible := s.eligible()
 	idx := maglevTable(eligible, s.MaglevTableSize)
@@ -880,9 +880,9 @@ func (m *Manager) writeMaglev(t *txn, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("create Maglev table of %s: %w", s.Frontend, err)
 	}
-	t.closers = append(t.closers, inner)
+	t.Hold(inner)
 	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
 		return fmt.Errorf("fill Maglev table of %s: %w", s.Frontend, err)
 	}
-	return t.putInner(m.maps.Maglev, e.id, inner)
+	return t.PutInner(m.maps.Maglev, e.id, inner)
 }

@@ -686,28 +686,3 @@ func TestManagerSyncBatchRollback(t *testing.T) {
 		t.Errorf("failed Sync changed the Manager's view: %v, vips %v", m.List(), m.vips)
 	}
 }
-
-// Undoing a batch deletes every key it wrote, also when one of them is
-// gone already (the kernel's batch delete stops at a missing key).
-func TestDeleteKeysSkipsMissing(t *testing.T) {
-	dp, _ := openDatapath(t, datapath.Limits{})
-	m := kernel.Of(dp).Maps.Revnat
-	keys := []uint32{11, 12, 13, 14, 15}
-	for _, k := range keys {
-		if k == 12 {
-			continue // missing
-		}
-		if err := m.Put(k, bpf.XdplaneRevnatValue{Port: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := deleteKeys(m, keys); err != nil {
-		t.Fatal(err)
-	}
-	var v bpf.XdplaneRevnatValue
-	for _, k := range keys {
-		if err := m.Lookup(k, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
-			t.Errorf("key %d still there: %v", k, err)
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // The reference model: what the programs in bpf/lb.c decide for a frame,
@@ -176,7 +177,7 @@ func modelParseL4(b []byte, f modelFlow) (modelFlow, modelStat) {
 	f.sport = binary.BigEndian.Uint16(b[off:])
 	f.dport = binary.BigEndian.Uint16(b[off+2:])
 	f.srcKey, f.dstKey = f.src.As16(), f.dst.As16()
-	f.sportRaw, f.dportR = htons(f.sport), htons(f.dport)
+	f.sportRaw, f.dportR = kernel.Htons(f.sport), kernel.Htons(f.dport)
 	return f, 0
 }
 
@@ -468,7 +469,7 @@ func (st *modelState) commit(d modelDecision, be modelBackend, n int) {
 			st.affinity[bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: d.svc.Id}] = bpf.XdplaneAffinityValue{BackendId: be.id, BackendCookie: be.cookie}
 		}
 		ct := bpf.XdplaneCtValue{BackendId: be.id, SvcId: d.svc.Id, BackendCookie: be.cookie}
-		st.conntrack[bpf.XdplaneCtKey{Saddr: be.addr.Addr().As16(), Daddr: f.srcKey, Sport: htons(be.addr.Port()), Dport: f.sportRaw, Proto: f.proto, Dir: 1}] = ct
+		st.conntrack[bpf.XdplaneCtKey{Saddr: be.addr.Addr().As16(), Daddr: f.srcKey, Sport: kernel.Htons(be.addr.Port()), Dport: f.sportRaw, Proto: f.proto, Dir: 1}] = ct
 		ct.Packets, ct.Bytes = 1, uint64(n)
 		st.conntrack[modelCtKey(f, 0)] = ct
 	}

@@ -122,11 +122,11 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 		var errs []error
 		if sim.Outcome == Forwarded {
 			rev := ctKey(sim.Backend, src, f.Protocol, 1)
-			errs = append(errs, ignoreMissing(maps.Conntrack.Delete(rev)))
+			errs = append(errs, kernel.IgnoreMissing(maps.Conntrack.Delete(rev)))
 		}
-		errs = append(errs, ignoreMissing(maps.Conntrack.Delete(fwd)))
+		errs = append(errs, kernel.IgnoreMissing(maps.Conntrack.Delete(fwd)))
 		if hasSvc && !hadAffinity {
-			errs = append(errs, ignoreMissing(maps.Affinity.Delete(aff)))
+			errs = append(errs, kernel.IgnoreMissing(maps.Affinity.Delete(aff)))
 		}
 		if err := errors.Join(errs...); err != nil {
 			return sim, fmt.Errorf("remove the simulated flow's state: %w", err)
@@ -138,7 +138,7 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 func ctKey(src, dst netip.AddrPort, proto Protocol, dir uint8) bpf.XdplaneCtKey {
 	return bpf.XdplaneCtKey{
 		Saddr: src.Addr().As16(), Daddr: dst.Addr().As16(),
-		Sport: htons(src.Port()), Dport: htons(dst.Port()),
+		Sport: kernel.Htons(src.Port()), Dport: kernel.Htons(dst.Port()),
 		Proto: uint8(proto), Dir: dir,
 	}
 }

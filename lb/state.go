@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // entry is what the datapath holds for one service.
@@ -38,14 +39,14 @@ func newCookie() uint32 { return rand.Uint32() | 1 } // nonzero
 func svcKey(f Frontend) bpf.XdplaneSvcKey {
 	return bpf.XdplaneSvcKey{
 		Addr:  f.Address.Addr().As16(),
-		Port:  htons(f.Address.Port()),
+		Port:  kernel.Htons(f.Address.Port()),
 		Proto: uint8(f.Protocol),
 	}
 }
 
 func frontendOf(k bpf.XdplaneSvcKey) Frontend {
 	return Frontend{
-		Address:  netip.AddrPortFrom(netip.AddrFrom16(k.Addr).Unmap(), ntohs(k.Port)),
+		Address:  netip.AddrPortFrom(netip.AddrFrom16(k.Addr).Unmap(), kernel.Ntohs(k.Port)),
 		Protocol: Protocol(k.Proto),
 	}
 }
@@ -57,7 +58,7 @@ const beFlagTakesNew = 1
 func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32, takesNew bool) bpf.XdplaneBackend {
 	v := bpf.XdplaneBackend{
 		Addr:   b.Address.Addr().As16(),
-		Port:   htons(b.Address.Port()),
+		Port:   kernel.Htons(b.Address.Port()),
 		Proto:  uint8(proto),
 		SvcId:  svcID,
 		Cookie: cookie,
@@ -74,13 +75,11 @@ func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32, takesN
 }
 
 func addrPortOf(addr [16]uint8, port uint16) netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom16(addr).Unmap(), ntohs(port))
+	return netip.AddrPortFrom(netip.AddrFrom16(addr).Unmap(), kernel.Ntohs(port))
 }
 
 // Ports are stored in network byte order; the generated Go types hold them
 // as native (little-endian) integers.
-func htons(p uint16) uint16 { return p<<8 | p>>8 }
-func ntohs(p uint16) uint16 { return htons(p) }
 
 // loadState reads every service back from the maps. It returns the
 // services and the ids of backends, slots and reverse-NAT entries that no
@@ -272,28 +271,21 @@ func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error
 func (o *orphans) delete(maps *bpf.XdplaneMaps) error {
 	var errs []error
 	for _, k := range o.slots {
-		errs = append(errs, ignoreMissing(maps.BackendSlots.Delete(k)))
+		errs = append(errs, kernel.IgnoreMissing(maps.BackendSlots.Delete(k)))
 	}
 	for _, id := range o.backends {
-		errs = append(errs, ignoreMissing(maps.Backends.Delete(id)))
+		errs = append(errs, kernel.IgnoreMissing(maps.Backends.Delete(id)))
 	}
 	for _, id := range o.revnat {
-		errs = append(errs, ignoreMissing(maps.Revnat.Delete(id)))
+		errs = append(errs, kernel.IgnoreMissing(maps.Revnat.Delete(id)))
 	}
 	for _, id := range o.maglev {
-		errs = append(errs, ignoreMissing(maps.Maglev.Delete(id)))
+		errs = append(errs, kernel.IgnoreMissing(maps.Maglev.Delete(id)))
 	}
 	for _, k := range o.ranges {
-		errs = append(errs, ignoreMissing(maps.SourceRanges.Delete(k)))
+		errs = append(errs, kernel.IgnoreMissing(maps.SourceRanges.Delete(k)))
 	}
 	return errors.Join(errs...)
-}
-
-func ignoreMissing(err error) error {
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
-	}
-	return err
 }
 
 // eligibleIDs lists the ids of the backends of e that take new flows,

@@ -303,14 +303,14 @@ func (m *Manager) move(ep *endpoint, ifindex uint32) error {
 	}
 	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return errors.Join(fmt.Errorf("endpoint %s: delete its old interface's entry: %w", name, err),
-			ignoreMissing(m.maps.Endpoints.Delete(ifindex)))
+			kernel.IgnoreMissing(m.maps.Endpoints.Delete(ifindex)))
 	}
 	// Bandwidth entries are keyed by interface: the old ones go, the
 	// limits are set again on the new interface.
 	b := ep.bandwidth
 	for _, d := range []Direction{Ingress, Egress} {
 		k := bwKey(ep.ifindex, d)
-		if err := errors.Join(ignoreMissing(m.maps.Bandwidth.Delete(k)), ignoreMissing(m.maps.BwStats.Delete(k))); err != nil {
+		if err := errors.Join(kernel.IgnoreMissing(m.maps.Bandwidth.Delete(k)), kernel.IgnoreMissing(m.maps.BwStats.Delete(k))); err != nil {
 			return fmt.Errorf("endpoint %s: delete its old interface's limits: %w", name, err)
 		}
 	}
@@ -331,13 +331,6 @@ func (m *Manager) reapplyBandwidth(ep *endpoint) error {
 	}
 	ep.bwPending = false
 	return nil
-}
-
-func ignoreMissing(err error) error {
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
-	}
-	return err
 }
 
 // RemoveEndpoint stops judging the endpoint's traffic and deletes its
@@ -592,7 +585,7 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		peerVal[i].N = peerNotInline
 		for _, e := range rs {
 			if !e.AnyProto && e.Bits == 16 {
-				in.portHKeys = append(in.portHKeys, bpf.XdplanePortHkey{Ruleset: htonl(rsIDs[i]), Proto: e.Proto, Port: htons(e.Port)})
+				in.portHKeys = append(in.portHKeys, bpf.XdplanePortHkey{Ruleset: kernel.Htonl(rsIDs[i]), Proto: e.Proto, Port: kernel.Htons(e.Port)})
 				hvals = append(hvals, uint8(e.Verdict))
 			} else {
 				in.portKeys = append(in.portKeys, portKey(rsIDs[i], e))
@@ -610,9 +603,9 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 			in.peerHKeys = append(in.peerHKeys, peerHashKey(pid, p.Prefix))
 		}
 	}
-	err := errors.Join(putAll(m.maps.PolicyPorts, in.portKeys, vals), putAll(m.maps.PolicyPortHash, in.portHKeys, hvals))
+	err := errors.Join(kernel.PutAll(m.maps.PolicyPorts, in.portKeys, vals), kernel.PutAll(m.maps.PolicyPortHash, in.portHKeys, hvals))
 	if err == nil {
-		err = errors.Join(putAll(m.maps.PolicyPeers, in.peerKeys, peerVals), putAll(m.maps.PolicyPeerHash, in.peerHKeys, peerVals))
+		err = errors.Join(kernel.PutAll(m.maps.PolicyPeers, in.peerKeys, peerVals), kernel.PutAll(m.maps.PolicyPeerHash, in.peerHKeys, peerVals))
 	}
 	if err == nil {
 		// Last: the peers are looked up by it.
@@ -669,9 +662,9 @@ func (m *Manager) release(in *installed) error {
 // deleteEntries deletes in's entries from every map, the lengths first.
 func (m *Manager) deleteEntries(in *installed) error {
 	return errors.Join(
-		ignoreMissing(m.maps.PolicyLens.Delete(in.id)),
-		deleteAll(m.maps.PolicyPeers, in.peerKeys), deleteAll(m.maps.PolicyPeerHash, in.peerHKeys),
-		deleteAll(m.maps.PolicyPorts, in.portKeys), deleteAll(m.maps.PolicyPortHash, in.portHKeys))
+		kernel.IgnoreMissing(m.maps.PolicyLens.Delete(in.id)),
+		kernel.DeleteAll(m.maps.PolicyPeers, in.peerKeys), kernel.DeleteAll(m.maps.PolicyPeerHash, in.peerHKeys),
+		kernel.DeleteAll(m.maps.PolicyPorts, in.portKeys), kernel.DeleteAll(m.maps.PolicyPortHash, in.portHKeys))
 }
 
 func (in *installed) peerCount() int { return len(in.peerKeys) + len(in.peerHKeys) }
@@ -708,7 +701,7 @@ func inlineRuleset(id uint32, rs ruleset) (bpf.XdplanePeerValue, bool) {
 		default:
 			return v, false
 		}
-		v.Ports[i] = bpf.XdplanePortInline{Proto: e.Proto, KindVerdict: kind<<4 | uint8(e.Verdict), Port: htons(e.Port)}
+		v.Ports[i] = bpf.XdplanePortInline{Proto: e.Proto, KindVerdict: kind<<4 | uint8(e.Verdict), Port: kernel.Htons(e.Port)}
 	}
 	return v, true
 }
@@ -752,68 +745,17 @@ func keyBits(p netip.Prefix) int {
 
 // peerHashKey is p's key in policy_peer_hash under policy id.
 func peerHashKey(id uint32, p netip.Prefix) bpf.XdplanePeerHkey {
-	return bpf.XdplanePeerHkey{PolicyId: htonl(id), Plen: uint8(keyBits(p)), Addr: as16(p.Masked().Addr())}
-}
-
-func htons(v uint16) uint16 { return v>>8 | v<<8 }
-
-// putAll writes keys and values, all or none: on failure it deletes what
-// it wrote. The keys must be absent before. One batch where the kernel
-// has batches: a million
-// prefixes take about a second.
-func putAll[K, V any](mp *ebpf.Map, keys []K, vals []V) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	n, err := mp.BatchUpdate(keys, vals, nil)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		for n = 0; n < len(keys); n++ {
-			if err = mp.Update(keys[n], vals[n], ebpf.UpdateAny); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		return errors.Join(fmt.Errorf("write %s: %w", mp, err), deleteAll(mp, keys[:n]))
-	}
-	return nil
-}
-
-// deleteAll deletes keys, those already gone included.
-func deleteAll[K any](mp *ebpf.Map, keys []K) error {
-	for len(keys) > 0 {
-		n, err := mp.BatchDelete(keys, nil)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			keys = keys[n+1:] // the n-th was gone; on with the rest
-		case errors.Is(err, ebpf.ErrNotSupported):
-			var errs []error
-			for i := range keys {
-				if err := mp.Delete(keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-					errs = append(errs, err)
-				}
-			}
-			if len(errs) > 0 {
-				return fmt.Errorf("delete from %s: %w", mp, errors.Join(errs...))
-			}
-			return nil
-		default:
-			return fmt.Errorf("delete from %s: %w", mp, err)
-		}
-	}
-	return nil
+	return bpf.XdplanePeerHkey{PolicyId: kernel.Htonl(id), Plen: uint8(keyBits(p)), Addr: as16(p.Masked().Addr())}
 }
 
 // peerKey is p's key under policy id: the id, then the address, IPv4
 // v4-mapped with its prefix counted past the 96 bits of ::ffff:0:0/96.
 func peerKey(id uint32, p netip.Prefix) bpf.XdplanePeerKey {
-	return bpf.XdplanePeerKey{Prefixlen: uint32(32 + keyBits(p)), PolicyId: htonl(id), Addr: as16(p.Addr())}
+	return bpf.XdplanePeerKey{Prefixlen: uint32(32 + keyBits(p)), PolicyId: kernel.Htonl(id), Addr: as16(p.Addr())}
 }
 
 func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
-	k := bpf.XdplanePortKey{Prefixlen: 32, Ruleset: htonl(ruleset)}
+	k := bpf.XdplanePortKey{Prefixlen: 32, Ruleset: kernel.Htonl(ruleset)}
 	if !e.AnyProto {
 		k.Prefixlen = 40 + uint32(e.Bits)
 		k.Proto = e.Proto
@@ -824,14 +766,6 @@ func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
 
 // as16 is a's 16-byte form as the maps hold it: IPv4 v4-mapped.
 func as16(a netip.Addr) [16]uint8 { return a.As16() }
-
-// htonl returns v in network byte order as it sits in a little-endian
-// map key field.
-func htonl(v uint32) uint32 {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return binary.NativeEndian.Uint32(b[:])
-}
 
 // recover adopts the endpoints an earlier process installed, and deletes
 // entries no endpoint references.
@@ -912,7 +846,7 @@ func (m *Manager) recover() error {
 	pit := m.maps.PolicyPeers.Iterate()
 	for pit.Next(&pk, &pv) {
 		rs := pv.Ruleset
-		in := referenced[htonl(pk.PolicyId)]
+		in := referenced[kernel.Htonl(pk.PolicyId)]
 		if in == nil {
 			garbagePeers = append(garbagePeers, pk)
 			continue
@@ -931,7 +865,7 @@ func (m *Manager) recover() error {
 	hit := m.maps.PolicyPeerHash.Iterate()
 	for hit.Next(&hk, &pv) {
 		rs := pv.Ruleset
-		in := referenced[htonl(hk.PolicyId)]
+		in := referenced[kernel.Htonl(hk.PolicyId)]
 		if in == nil {
 			garbageHPeers = append(garbageHPeers, hk)
 			continue
@@ -962,7 +896,7 @@ func (m *Manager) recover() error {
 	var garbagePorts []bpf.XdplanePortKey
 	kit := m.maps.PolicyPorts.Iterate()
 	for kit.Next(&kk, &verdict) {
-		in := usedRulesets[htonl(kk.Ruleset)]
+		in := usedRulesets[kernel.Htonl(kk.Ruleset)]
 		if in == nil {
 			garbagePorts = append(garbagePorts, kk)
 			continue
@@ -976,7 +910,7 @@ func (m *Manager) recover() error {
 	var garbageHPorts []bpf.XdplanePortHkey
 	kht := m.maps.PolicyPortHash.Iterate()
 	for kht.Next(&phk, &verdict) {
-		in := usedRulesets[htonl(phk.Ruleset)]
+		in := usedRulesets[kernel.Htonl(phk.Ruleset)]
 		if in == nil {
 			garbageHPorts = append(garbageHPorts, phk)
 			continue
@@ -986,9 +920,9 @@ func (m *Manager) recover() error {
 	if err := kht.Err(); err != nil {
 		return fmt.Errorf("read policy_port_hash: %w", err)
 	}
-	if err := errors.Join(deleteAll(m.maps.PolicyLens, garbageLens),
-		deleteAll(m.maps.PolicyPeers, garbagePeers), deleteAll(m.maps.PolicyPeerHash, garbageHPeers),
-		deleteAll(m.maps.PolicyPorts, garbagePorts), deleteAll(m.maps.PolicyPortHash, garbageHPorts)); err != nil {
+	if err := errors.Join(kernel.DeleteAll(m.maps.PolicyLens, garbageLens),
+		kernel.DeleteAll(m.maps.PolicyPeers, garbagePeers), kernel.DeleteAll(m.maps.PolicyPeerHash, garbageHPeers),
+		kernel.DeleteAll(m.maps.PolicyPorts, garbagePorts), kernel.DeleteAll(m.maps.PolicyPortHash, garbageHPorts)); err != nil {
 		return err
 	}
 	for id, in := range referenced {

@@ -312,7 +312,7 @@ func TestManagerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	orphanH := peerHashKey(9999, pfx("10.78.0.0/16"))
-	orphanHPort := bpf.XdplanePortHkey{Ruleset: htonl(4242), Proto: 6, Port: htons(80)}
+	orphanHPort := bpf.XdplanePortHkey{Ruleset: kernel.Htonl(4242), Proto: 6, Port: kernel.Htons(80)}
 	if err := errors.Join(kernel.Of(r.dp).Maps.PolicyPeerHash.Put(orphanH, bpf.XdplanePeerValue{Ruleset: 4242, N: peerNotInline}), kernel.Of(r.dp).Maps.PolicyPortHash.Put(orphanHPort, uint8(1)),
 		kernel.Of(r.dp).Maps.PolicyLens.Put(uint32(9999), bpf.XdplanePlens{Count: 1, Len: [31]uint8{112}})); err != nil {
 		t.Fatal(err)
@@ -439,7 +439,7 @@ func TestInlineRuleset(t *testing.T) {
 	if !ok || v.Ruleset != 7 || v.N != 6 {
 		t.Fatalf("six entries: %+v, %v; want inline", v, ok)
 	}
-	if want := (bpf.XdplanePortInline{Proto: 6, KindVerdict: ikPort<<4 | uint8(verdictAllow), Port: htons(8080)}); v.Ports[4] != want {
+	if want := (bpf.XdplanePortInline{Proto: 6, KindVerdict: ikPort<<4 | uint8(verdictAllow), Port: kernel.Htons(8080)}); v.Ports[4] != want {
 		t.Errorf("entry 4 = %+v, want %+v", v.Ports[4], want)
 	}
 	if want := (bpf.XdplanePortInline{Proto: 17, KindVerdict: ikProto<<4 | uint8(verdictDeny)}); v.Ports[1] != want {

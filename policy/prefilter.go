@@ -135,16 +135,16 @@ func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChan
 	}
 	// New and changed entries first, so that a prefix on both lists is
 	// never let through; then the old ones go.
-	if err := putAll(mp, put, vals); err != nil {
+	if err := kernel.PutAll(mp, put, vals); err != nil {
 		// putAll took out what it wrote: put back the changed entries.
-		return PrefilterChange{}, errors.Join(err, putAll(mp, undoKeys, undoVals))
+		return PrefilterChange{}, errors.Join(err, kernel.PutAll(mp, undoKeys, undoVals))
 	}
 	for i, k := range del {
 		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			// Put back what was deleted and changed, take out what was
 			// added.
 			return PrefilterChange{}, errors.Join(fmt.Errorf("delete from prefilter: %w", err),
-				putAll(mp, del[:i], delVals[:i]), putAll(mp, undoKeys, undoVals), deleteAll(mp, fresh))
+				kernel.PutAll(mp, del[:i], delVals[:i]), kernel.PutAll(mp, undoKeys, undoVals), kernel.DeleteAll(mp, fresh))
 		}
 	}
 	ch.Added, ch.Removed = added, taken

@@ -13,8 +13,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/kernel"
 )
 
 // BandwidthMode says how the datapath holds endpoints to their limits.
@@ -330,10 +331,10 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 		}
 	}
 	if !ok {
-		if err := ignoreMissing(m.maps.Bandwidth.Delete(key)); err != nil {
+		if err := kernel.IgnoreMissing(m.maps.Bandwidth.Delete(key)); err != nil {
 			return fmt.Errorf("delete from bandwidth: %w", err)
 		}
-		if err := ignoreMissing(m.maps.BwStats.Delete(key)); err != nil {
+		if err := kernel.IgnoreMissing(m.maps.BwStats.Delete(key)); err != nil {
 			return fmt.Errorf("delete from bw_stats: %w", err)
 		}
 	} else {
@@ -454,7 +455,7 @@ func (m *Manager) recoverBandwidth() error {
 		return fmt.Errorf("read bw_stats: %w", err)
 	}
 	for _, k := range stale {
-		if err := errors.Join(ignoreMissing(m.maps.Bandwidth.Delete(k)), ignoreMissing(m.maps.BwStats.Delete(k))); err != nil {
+		if err := errors.Join(kernel.IgnoreMissing(m.maps.Bandwidth.Delete(k)), kernel.IgnoreMissing(m.maps.BwStats.Delete(k))); err != nil {
 			return fmt.Errorf("delete the limits of a gone endpoint: %w", err)
 		}
 	}

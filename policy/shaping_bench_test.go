@@ -166,7 +166,7 @@ func (r *shapingBenchEnv) setBandwidth(mode BandwidthMode, l Limit) {
 // the map behind the Manager's back.
 func (r *shapingBenchEnv) clearBandwidth(b *testing.B) {
 	r.ns.MustDo(func() error { return r.m.SetBandwidth("pol0", Bandwidth{}) })
-	if err := ignoreMissing(kernel.Of(r.dp).Maps.Bandwidth.Delete(bwKey(r.ifindex, Ingress))); err != nil {
+	if err := kernel.IgnoreMissing(kernel.Of(r.dp).Maps.Bandwidth.Delete(bwKey(r.ifindex, Ingress))); err != nil {
 		b.Fatal(err)
 	}
 	zero := make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())
