@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplane/xdplane/internal/enum"
 	"github.com/xdplane/xdplane/internal/kernel"
 )
 
@@ -31,26 +32,19 @@ const (
 	HookXDP
 )
 
-func (h Hook) String() string {
-	switch h {
-	case HookTC:
-		return "tc"
-	case HookXDP:
-		return "xdp"
-	}
-	return "hook(" + strconv.Itoa(int(h)) + ")"
-}
+var hookNames = enum.New[Hook]("hook", "tc", "xdp")
 
-// ParseHook parses "tc" or "xdp".
-func ParseHook(s string) (Hook, error) {
-	switch s {
-	case "tc":
-		return HookTC, nil
-	case "xdp":
-		return HookXDP, nil
-	}
-	return 0, fmt.Errorf("%w: hook %q: want tc or xdp", ErrInvalid, s)
-}
+// ParseHook parses "tc" or "xdp", in any case.
+func ParseHook(s string) (Hook, error) { return hookNames.Parse(s, ErrInvalid) }
+
+// String returns "tc" or "xdp".
+func (h Hook) String() string { return hookNames.String(h) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (h Hook) MarshalText() ([]byte, error) { return hookNames.Marshal(h, ErrInvalid) }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseHook.
+func (h *Hook) UnmarshalText(b []byte) error { return hookNames.Unmarshal(h, b, ErrInvalid) }
 
 // Mode is the kernel mechanism behind an attachment.
 type Mode uint8
@@ -78,14 +72,20 @@ const (
 	ModeXDPGeneric
 )
 
-var modeNames = [...]string{"auto", "tcx", "tc-legacy", "xdp-native", "xdp-generic"}
+var modeNames = enum.New[Mode]("mode", "auto", "tcx", "tc-legacy", "xdp-native", "xdp-generic")
 
-func (m Mode) String() string {
-	if int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return "mode(" + strconv.Itoa(int(m)) + ")"
-}
+// ParseMode parses a mode's name, as String returns it, in any case.
+func ParseMode(s string) (Mode, error) { return modeNames.Parse(s, ErrInvalid) }
+
+// String returns "auto", "tcx", "tc-legacy", "xdp-native" or
+// "xdp-generic".
+func (m Mode) String() string { return modeNames.String(m) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (m Mode) MarshalText() ([]byte, error) { return modeNames.Marshal(m, ErrInvalid) }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseMode.
+func (m *Mode) UnmarshalText(b []byte) error { return modeNames.Unmarshal(m, b, ErrInvalid) }
 
 // AttachOptions configure Attach. The zero value attaches at tc with the
 // best mechanism available.
@@ -108,18 +108,41 @@ type Attachment struct {
 	// Interface is the interface's name, resolved when NetNS is the
 	// caller's; empty otherwise, or if the interface is gone.
 	Interface string
-	Point     string // "tc-ingress", "tc-egress" or "xdp"
+	Point     Point
 	Mode      Mode
 	ProgramID ebpf.ProgramID
 }
 
-// attach points, as they appear in pin names (bpffs forbids dots).
+// Point is one of the hooks a program attaches to on an interface.
+type Point uint8
+
 const (
-	pointTCIngress = "tc_ingress"
-	pointTCEgress  = "tc_egress"
-	pointXDP       = "xdp"
-	legacySuffix   = "_legacy"
-	linksDir       = "links"
+	PointTCIngress Point = iota // tc (TCX or clsact) ingress
+	PointTCEgress               // tc (TCX or clsact) egress
+	PointXDP                    // XDP
+)
+
+var pointNames = enum.New[Point]("attach point", "tc-ingress", "tc-egress", "xdp")
+
+// ParsePoint parses "tc-ingress", "tc-egress" or "xdp", in any case.
+func ParsePoint(s string) (Point, error) { return pointNames.Parse(s, ErrInvalid) }
+
+// String returns "tc-ingress", "tc-egress" or "xdp".
+func (p Point) String() string { return pointNames.String(p) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (p Point) MarshalText() ([]byte, error) { return pointNames.Marshal(p, ErrInvalid) }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParsePoint.
+func (p *Point) UnmarshalText(b []byte) error { return pointNames.Unmarshal(p, b, ErrInvalid) }
+
+// pinName is p as it appears in pin names ("tc_ingress"), which older
+// versions wrote and a restarted process must find again.
+func (p Point) pinName() string { return strings.ReplaceAll(p.String(), "-", "_") }
+
+const (
+	legacySuffix = "_legacy"
+	linksDir     = "links"
 	// legacyPriority is the cls_bpf filter priority and handle xdplane
 	// uses on clsact, so that it can find its own filter again.
 	legacyPriority = 0x7864
@@ -131,10 +154,10 @@ const (
 type pinKey struct {
 	netns   uint64
 	ifindex int
-	point   string
+	point   Point
 }
 
-func (k pinKey) name() string { return fmt.Sprintf("%d_%d_%s", k.netns, k.ifindex, k.point) }
+func (k pinKey) name() string { return fmt.Sprintf("%d_%d_%s", k.netns, k.ifindex, k.point.pinName()) }
 
 // parsePin reads a pin's file name back into its key.
 func parsePin(name string) (k pinKey, legacy bool, ok bool) {
@@ -148,12 +171,11 @@ func parsePin(name string) (k pinKey, legacy bool, ok bool) {
 	if err1 != nil || err2 != nil {
 		return pinKey{}, false, false
 	}
-	switch parts[2] {
-	case pointTCIngress, pointTCEgress, pointXDP:
-	default:
+	point, err := ParsePoint(strings.ReplaceAll(parts[2], "_", "-"))
+	if err != nil {
 		return pinKey{}, false, false
 	}
-	return pinKey{netns: ns, ifindex: idx, point: parts[2]}, legacy, true
+	return pinKey{netns: ns, ifindex: idx, point: point}, legacy, true
 }
 
 func pinPath(dir string, k pinKey) string { return filepath.Join(dir, linksDir, k.name()) }
@@ -167,11 +189,11 @@ func currentNetNS() (uint64, error) {
 	return st.Ino, nil
 }
 
-func (d *Datapath) program(point string) *ebpf.Program {
+func (d *Datapath) program(point Point) *ebpf.Program {
 	switch point {
-	case pointTCIngress:
+	case PointTCIngress:
 		return d.progs.XdplaneTcIngress
-	case pointTCEgress:
+	case PointTCEgress:
 		return d.progs.XdplaneTcEgress
 	default:
 		return d.progs.XdplaneXdp
@@ -207,7 +229,7 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		return err
 	}
 
-	points, others := []string{pointTCIngress, pointTCEgress}, []string{pointXDP}
+	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {
 		points, others = others, points
 	}
@@ -290,7 +312,7 @@ func pinnedMode(dir string, k pinKey) (mode Mode, ok bool) {
 	if _, err := os.Stat(pin); err != nil {
 		return ModeAuto, false
 	}
-	if k.point != pointXDP {
+	if k.point != PointXDP {
 		return ModeTCX, true
 	}
 	return xdpMode(k.ifindex), true
@@ -329,11 +351,11 @@ func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 		err error
 	)
 	switch k.point {
-	case pointXDP:
+	case PointXDP:
 		l, err = attachXDP(prog, k.ifindex, mode)
 	default:
 		attach := ebpf.AttachTCXIngress
-		if k.point == pointTCEgress {
+		if k.point == PointTCEgress {
 			attach = ebpf.AttachTCXEgress
 		}
 		if mode != ModeTCLegacy {
@@ -413,9 +435,9 @@ func severed(l link.Link) bool {
 	return false
 }
 
-func legacyFilter(ifindex int, point string, fd int) *netlink.BpfFilter {
+func legacyFilter(ifindex int, point Point, fd int) *netlink.BpfFilter {
 	parent := uint32(netlink.HANDLE_MIN_INGRESS)
-	if point == pointTCEgress {
+	if point == PointTCEgress {
 		parent = netlink.HANDLE_MIN_EGRESS
 	}
 	return &netlink.BpfFilter{
@@ -427,7 +449,7 @@ func legacyFilter(ifindex int, point string, fd int) *netlink.BpfFilter {
 			Protocol:  unix.ETH_P_ALL,
 		},
 		Fd:           fd,
-		Name:         "xdplane_" + point,
+		Name:         "xdplane_" + point.pinName(),
 		DirectAction: true,
 	}
 }
@@ -524,7 +546,7 @@ func (d *Datapath) Detach(ifname string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, p := range []string{pointTCIngress, pointTCEgress, pointXDP} {
+	for _, p := range []Point{PointTCIngress, PointTCEgress, PointXDP} {
 		if err := detachPin(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
@@ -546,14 +568,14 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, p := range []string{pointTCIngress, pointXDP} {
+	for _, p := range []Point{PointTCIngress, PointXDP} {
 		path := pinPath(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p})
 		_, err := os.Lstat(path)
 		if errors.Is(err, os.ErrNotExist) {
 			_, err = os.Lstat(path + legacySuffix)
 		}
 		if err == nil {
-			if p == pointXDP {
+			if p == PointXDP {
 				return HookXDP, true, nil
 			}
 			return HookTC, true, nil
@@ -578,7 +600,7 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 	}
 	var out []Attachment
 	for _, k := range keys {
-		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: strings.ReplaceAll(k.point, "_", "-")}
+		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: k.point}
 		if k.netns == here {
 			if l, err := netlink.LinkByIndex(k.ifindex); err == nil {
 				a.Interface = l.Attrs().Name
@@ -601,7 +623,7 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 			if info, err := l.Info(); err == nil {
 				a.ProgramID = info.Program
 				switch {
-				case k.point != pointXDP:
+				case k.point != PointXDP:
 					a.Mode = ModeTCX
 				case k.netns == here:
 					a.Mode = xdpMode(k.ifindex)

@@ -1,6 +1,9 @@
 package datapath
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by this package and by the packages that program the
 // datapath (lb, policy, bandwidth, prefilter), which export the ones they
@@ -48,4 +51,30 @@ var (
 
 	// ErrClosed: the Manager was closed.
 	ErrClosed = errors.New("manager closed")
+
+	// ErrNetNS: a policy or bandwidth Manager was made in another network
+	// namespace than the endpoints' host-side interfaces, where it cannot
+	// see them.
+	ErrNetNS = errors.New("wrong network namespace")
 )
+
+// ValidationError tells which field of an endpoint's policy or limits, or
+// of the prefilter, is wrong. It wraps ErrInvalid or ErrCapacity. (Package
+// lb has its own, which names the service's frontend.)
+type ValidationError struct {
+	Endpoint string // the endpoint's interface name; empty when the value was checked on its own
+	Field    string // for example "egress.rules[2].peers[0].except[1]"
+	Value    any    // the offending value
+	Reason   string
+	Err      error // ErrInvalid or ErrCapacity
+}
+
+func (e *ValidationError) Error() string {
+	msg := fmt.Sprintf("%s %v: %s", e.Field, e.Value, e.Reason)
+	if e.Endpoint != "" {
+		return "endpoint " + e.Endpoint + ": " + msg
+	}
+	return msg
+}
+
+func (e *ValidationError) Unwrap() error { return e.Err }

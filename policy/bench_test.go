@@ -317,8 +317,8 @@ func newPolicyBenchEnv(b *testing.B, n int) *policyBenchEnv {
 	env.ports = benchMapEntries(b, mp.PolicyPorts) + benchMapEntries(b, mp.PolicyPortHash)
 	env.churnConntrack(b)
 	env.ruleMemory = benchMapMemory(b, mp.PolicyPeers, mp.PolicyPeerHash, mp.PolicyLens, mp.PolicyPorts, mp.PolicyPortHash)
-	env.ctx = skbContextBytes(uint32(ifindex))
-	env.otherCtx = skbContextBytes(uint32(other))
+	env.ctx = testutil.SKBContextBytes(uint32(ifindex))
+	env.otherCtx = testutil.SKBContextBytes(uint32(other))
 	return env
 }
 
@@ -660,14 +660,6 @@ func benchTrivialTC(b *testing.B) *ebpf.Program {
 	}
 	b.Cleanup(func() { prog.Close() })
 	return prog
-}
-
-func skbContextBytes(ifindex uint32) []byte {
-	ctx, err := binary.Append(nil, binary.NativeEndian, skbContext{Ifindex: ifindex})
-	if err != nil {
-		panic(err)
-	}
-	return ctx
 }
 
 // progTestRunAttr mirrors the BPF_PROG_TEST_RUN member of union bpf_attr

@@ -67,26 +67,26 @@ func probeFrame(t *testing.T, dir Direction, peer netip.Addr, proto Protocol, po
 	s, d := src.String(), dst.String()
 	switch {
 	case proto == TCP && peer.Is4():
-		return tcp4(t, s, d), true
+		return packets.TCP4(s, d), true
 	case proto == TCP:
-		return tcp6(t, s, d), true
+		return packets.TCP6(s, d), true
 	case proto == UDP && peer.Is4():
-		return udp4(t, s, d), true
+		return packets.UDP4(s, d), true
 	case proto == UDP:
-		return udp6(t, s, d), true
+		return packets.UDP6(s, d), true
 	case proto == SCTP && peer.Is4():
-		return raw4(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocolSCTP, sctpHeader(sport, port)), true
+		return packets.Raw4(src.Addr().String(), dst.Addr().String(), layers.IPProtocolSCTP, packets.SCTPHeader(sport, port)), true
 	case proto == SCTP:
-		return raw6(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocolSCTP, sctpHeader(sport, port)), true
+		return packets.Raw6(src.Addr().String(), dst.Addr().String(), layers.IPProtocolSCTP, packets.SCTPHeader(sport, port)), true
 	case (proto == ICMP || proto == 58) && port > 255:
 		return nil, false
 	case proto == ICMP && peer.Is4():
-		return raw4(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocolICMPv4, icmpMsg(uint8(port), 0, uint32(sport)<<16, make([]byte, 8))), true
+		return packets.Raw4(src.Addr().String(), dst.Addr().String(), layers.IPProtocolICMPv4, packets.ICMPMsg(uint8(port), 0, uint32(sport)<<16, make([]byte, 8))), true
 	case proto == ICMP || proto == 58 && peer.Is6():
 		if port >= 130 && port <= 137 || port == 143 {
 			return nil, false // neighbour discovery: never judged
 		}
-		return raw6(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocolICMPv6, icmpMsg(uint8(port), 0, uint32(sport)<<16, make([]byte, 8))), true
+		return packets.Raw6(src.Addr().String(), dst.Addr().String(), layers.IPProtocolICMPv6, packets.ICMPMsg(uint8(port), 0, uint32(sport)<<16, make([]byte, 8))), true
 	}
 	switch proto {
 	case 0, 43, 44, 51, 60:
@@ -95,9 +95,9 @@ func probeFrame(t *testing.T, dir Direction, peer netip.Addr, proto Protocol, po
 		}
 	}
 	if peer.Is4() {
-		return raw4(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
+		return packets.Raw4(src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
 	}
-	return raw6(t, src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
+	return packets.Raw6(src.Addr().String(), dst.Addr().String(), layers.IPProtocol(proto), make([]byte, 8)), true
 }
 
 // A policy whose prefixes come in more lengths than policy_lens holds is

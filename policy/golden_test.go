@@ -56,52 +56,52 @@ type goldenCase struct {
 func goldenCases(t testing.TB) []goldenCase {
 	return []goldenCase{
 		// Peers, ports and ranges.
-		{"v4 allowed peer, allowed port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
-		{"v6 allowed peer, allowed port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"), true, 0},
-		{"v4 allowed peer, other port", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
-		{"v6 allowed peer, other port", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
-		{"v4 allowed port, UDP instead of TCP", Ingress, udp4(t, "10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 allowed port, UDP instead of TCP", Ingress, udp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 peer outside every prefix", Ingress, tcp4(t, "10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 peer outside every prefix", Ingress, tcp6(t, "[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 except prefix", Ingress, tcp4(t, "10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 except prefix", Ingress, tcp6(t, "[fd00:a::5:9]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 just outside the except prefix", Ingress, tcp4(t, "10.0.6.0:40000", "10.0.1.2:80"), true, 0},
-		{"v4 range start", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8000"), true, 0},
-		{"v4 range end", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8100"), true, 0},
-		{"v4 below range", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:7999"), false, ReasonNoRule},
-		{"v4 above range", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:8101"), false, ReasonNoRule},
-		{"v6 range end", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:8100"), true, 0},
-		{"v6 above range", Ingress, tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:8101"), false, ReasonNoRule},
-		{"v4 UDP rule", Ingress, udp4(t, "10.9.0.1:5353", "10.0.1.2:53"), true, 0},
-		{"v6 UDP rule", Ingress, udp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
-		{"v4 UDP rule's peer, TCP", Ingress, tcp4(t, "10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
-		{"v6 UDP rule's peer, TCP", Ingress, tcp6(t, "[fd00:9::1]:5353", "[fd00:1::2]:53"), false, ReasonNoRule},
-		{"v4 SCTP allowed port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
-		{"v4 SCTP other port", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
-		{"v6 SCTP allowed port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9000)), true, 0},
-		{"v6 SCTP other port", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, sctpHeader(5000, 9001)), false, ReasonNoRule},
-		{"v4 ICMP echo request from anyone", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 7), true, 0},
-		{"v6 ICMPv6 echo request from anyone", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 7), true, 0},
-		{"v4 ICMP timestamp: another type", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 13, 7), false, ReasonNoRule},
-		{"v6 ICMPv6 node information query: another type", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 139, 7), false, ReasonNoRule},
-		{"v6 ICMPv6 echo reply with no request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 129, 7), false, ReasonNoRule},
-		{"v4 GRE from an allowed peer", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
-		{"v6 GRE from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
-		{"v6 no next header from an allowed peer", Ingress, raw6(t, "fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, ReasonNoRule},
+		{"v4 allowed peer, allowed port", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true, 0},
+		{"v6 allowed peer, allowed port", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"), true, 0},
+		{"v4 allowed peer, other port", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
+		{"v6 allowed peer, other port", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
+		{"v4 allowed port, UDP instead of TCP", Ingress, packets.UDP4("10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 allowed port, UDP instead of TCP", Ingress, packets.UDP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 peer outside every prefix", Ingress, packets.TCP4("10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 peer outside every prefix", Ingress, packets.TCP6("[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 except prefix", Ingress, packets.TCP4("10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 except prefix", Ingress, packets.TCP6("[fd00:a::5:9]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 just outside the except prefix", Ingress, packets.TCP4("10.0.6.0:40000", "10.0.1.2:80"), true, 0},
+		{"v4 range start", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8000"), true, 0},
+		{"v4 range end", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8100"), true, 0},
+		{"v4 below range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:7999"), false, ReasonNoRule},
+		{"v4 above range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8101"), false, ReasonNoRule},
+		{"v6 range end", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:8100"), true, 0},
+		{"v6 above range", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:8101"), false, ReasonNoRule},
+		{"v4 UDP rule", Ingress, packets.UDP4("10.9.0.1:5353", "10.0.1.2:53"), true, 0},
+		{"v6 UDP rule", Ingress, packets.UDP6("[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
+		{"v4 UDP rule's peer, TCP", Ingress, packets.TCP4("10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 UDP rule's peer, TCP", Ingress, packets.TCP6("[fd00:9::1]:5353", "[fd00:1::2]:53"), false, ReasonNoRule},
+		{"v4 SCTP allowed port", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9000)), true, 0},
+		{"v4 SCTP other port", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, ReasonNoRule},
+		{"v6 SCTP allowed port", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9000)), true, 0},
+		{"v6 SCTP other port", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, ReasonNoRule},
+		{"v4 ICMP echo request from anyone", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 8, 7), true, 0},
+		{"v6 ICMPv6 echo request from anyone", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 128, 7), true, 0},
+		{"v4 ICMP timestamp: another type", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 13, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 node information query: another type", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 139, 7), false, ReasonNoRule},
+		{"v6 ICMPv6 echo reply with no request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 129, 7), false, ReasonNoRule},
+		{"v4 GRE from an allowed peer", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 GRE from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
+		{"v6 no next header from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, ReasonNoRule},
 
 		// Deny beats allow.
-		{"v4 denied prefix inside an allowed one", Ingress, tcp4(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
-		{"v6 denied prefix inside an allowed one", Ingress, tcp6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
-		{"v4 denied prefix, ICMP allowed from everyone", Ingress, echo(t, "10.0.7.7", "10.0.1.2", 8, 7), false, ReasonDenyRule},
-		{"v4 egress allowed", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true, 0},
-		{"v6 egress allowed", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
-		{"v4 egress denied host in allowed prefix", Egress, tcp4(t, "10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
-		{"v6 egress denied host in allowed prefix", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
-		{"v4 egress other port", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
-		{"v6 egress other port", Egress, tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:80"), false, ReasonNoRule},
-		{"v4 egress judges the destination, not the source", Egress, tcp4(t, "10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
-		{"v6 egress judges the destination, not the source", Egress, tcp6(t, "[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
+		{"v4 denied prefix inside an allowed one", Ingress, packets.TCP4("10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v6 denied prefix inside an allowed one", Ingress, packets.TCP6("[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 denied prefix, ICMP allowed from everyone", Ingress, packets.Echo("10.0.7.7", "10.0.1.2", 8, 7), false, ReasonDenyRule},
+		{"v4 egress allowed", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"), true, 0},
+		{"v6 egress allowed", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
+		{"v4 egress denied host in allowed prefix", Egress, packets.TCP4("10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
+		{"v6 egress denied host in allowed prefix", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
+		{"v4 egress other port", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
+		{"v6 egress other port", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:80"), false, ReasonNoRule},
+		{"v4 egress judges the destination, not the source", Egress, packets.TCP4("10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 egress judges the destination, not the source", Egress, packets.TCP6("[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
 
 		// IP options move the L4 header; they must not hide the port.
 		{"v4 options, allowed port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
@@ -125,18 +125,18 @@ func goldenCases(t testing.TB) []goldenCase {
 				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), true, 0},
 
 		// What cannot be judged is denied where rules apply.
-		{"v4 TCP header cut short", Ingress, raw4(t, "10.0.3.4", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80, 0, 0}), false, ReasonMalformed},
-		{"v6 UDP header cut short", Ingress, raw6(t, "fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, ReasonMalformed},
-		{"v6 v4-mapped source", Ingress, tcp6(t, "[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, ReasonMalformed},
-		{"v4 IHL below 5", Ingress, badIHL(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")), false, ReasonMalformed},
-		{"v6 carrying IPv4's ICMP", Ingress, raw6(t, "2001:db8::1", "fd00:1::2", layers.IPProtocolICMPv4, icmpMsg(8, 0, 0, nil)), false, ReasonMalformed},
-		{"v4 VLAN-tagged", Ingress, vlan(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), 0x8100), false, ReasonMalformed},
+		{"v4 TCP header cut short", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80, 0, 0}), false, ReasonMalformed},
+		{"v6 UDP header cut short", Ingress, packets.Raw6("fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, ReasonMalformed},
+		{"v6 v4-mapped source", Ingress, packets.TCP6("[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, ReasonMalformed},
+		{"v4 IHL below 5", Ingress, badIHL(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")), false, ReasonMalformed},
+		{"v6 carrying IPv4's ICMP", Ingress, packets.Raw6("2001:db8::1", "fd00:1::2", layers.IPProtocolICMPv4, packets.ICMPMsg(8, 0, 0, nil)), false, ReasonMalformed},
+		{"v4 VLAN-tagged", Ingress, packets.VLAN(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), 0x8100), false, ReasonMalformed},
 	}
 }
 
 // v4Options is a TCP SYN whose IPv4 header carries ipOptions.
 func v4Options(t testing.TB, src, dst string) []byte {
-	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+	return packets.Must(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true},
 		Options: ipOptions}.Build())
 }
@@ -146,7 +146,7 @@ var ipOptions = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionTyp
 	{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
 
 func ext6(t testing.TB, src, dst string, ext ...packets.IPv6Ext) []byte {
-	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+	return packets.Must(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}, Ext: ext}.Build())
 }
 
@@ -306,9 +306,9 @@ func TestGoldenEventSampling(t *testing.T) {
 
 	for i := range m {
 		sport := uint16(20000 + i)
-		frame := tcp4(t, hostPort("10.0.3.4", sport), "10.0.1.2:80")
+		frame := packets.TCP4(hostPort("10.0.3.4", sport), "10.0.1.2:80")
 		if i%2 == 1 {
-			frame = tcp6(t, hostPort("fd00:a::3:4", sport), "[fd00:1::2]:80")
+			frame = packets.TCP6(hostPort("fd00:a::3:4", sport), "[fd00:1::2]:80")
 		}
 		r.expect(fmt.Sprintf("denied packet %d", i), Ingress, frame, false)
 	}
@@ -366,20 +366,20 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}, {Prefix: pfx("fd00:a::7:0/112")}},
 		Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
 	for _, c := range []goldenCase{
-		{"v4 deny only, matched", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:80"), false, ReasonDenyRule},
-		{"v6 deny only, matched", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, ReasonDenyRule},
-		{"v4 deny only, other port", Ingress, tcp4(t, "10.0.7.7:41000", "10.0.1.2:81"), true, 0},
-		{"v6 deny only, other port", Ingress, tcp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:81"), true, 0},
-		{"v4 deny only, other protocol", Ingress, udp4(t, "10.0.7.7:41000", "10.0.1.2:80"), true, 0},
-		{"v6 deny only, other protocol", Ingress, udp6(t, "[fd00:a::7:7]:41000", "[fd00:1::2]:80"), true, 0},
-		{"v4 deny only, other peer", Ingress, tcp4(t, "10.0.8.7:41000", "10.0.1.2:80"), true, 0},
-		{"v6 deny only, other peer", Ingress, tcp6(t, "[fd00:a::8:7]:41000", "[fd00:1::2]:80"), true, 0},
-		{"v4 deny only, egress untouched", Egress, tcp4(t, "10.0.1.2:80", "10.0.7.7:80"), true, 0},
-		{"v6 deny only, egress untouched", Egress, tcp6(t, "[fd00:1::2]:80", "[fd00:a::7:7]:80"), true, 0},
+		{"v4 deny only, matched", Ingress, packets.TCP4("10.0.7.7:41000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v6 deny only, matched", Ingress, packets.TCP6("[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 deny only, other port", Ingress, packets.TCP4("10.0.7.7:41000", "10.0.1.2:81"), true, 0},
+		{"v6 deny only, other port", Ingress, packets.TCP6("[fd00:a::7:7]:41000", "[fd00:1::2]:81"), true, 0},
+		{"v4 deny only, other protocol", Ingress, packets.UDP4("10.0.7.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other protocol", Ingress, packets.UDP6("[fd00:a::7:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, other peer", Ingress, packets.TCP4("10.0.8.7:41000", "10.0.1.2:80"), true, 0},
+		{"v6 deny only, other peer", Ingress, packets.TCP6("[fd00:a::8:7]:41000", "[fd00:1::2]:80"), true, 0},
+		{"v4 deny only, egress untouched", Egress, packets.TCP4("10.0.1.2:80", "10.0.7.7:80"), true, 0},
+		{"v6 deny only, egress untouched", Egress, packets.TCP6("[fd00:1::2]:80", "[fd00:a::7:7]:80"), true, 0},
 		// A deny rule on ports makes unparseable packets on that
 		// direction deny: they could be hiding a denied port.
-		{"v4 deny only, cut-short TCP", Ingress, raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
-		{"v6 deny only, cut-short TCP", Ingress, raw6(t, "fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+		{"v4 deny only, cut-short TCP", Ingress, packets.Raw4("10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+		{"v6 deny only, cut-short TCP", Ingress, packets.Raw6("fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
 	} {
 		r.expectCase(c)
 	}
@@ -387,14 +387,14 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
 	for _, c := range []goldenCase{
-		{"v4 deny all", Ingress, tcp4(t, "10.0.3.4:41000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 deny all", Ingress, tcp6(t, "[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 deny all, egress", Egress, tcp4(t, "10.0.1.2:41000", "10.0.3.4:80"), false, ReasonNoRule},
-		{"v6 deny all, egress", Egress, tcp6(t, "[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
-		{"v4 deny all, UDP", Ingress, udp4(t, "10.9.0.1:41000", "10.0.1.2:53"), false, ReasonNoRule},
-		{"v6 deny all, UDP", Ingress, udp6(t, "[fd00:9::1]:41000", "[fd00:1::2]:53"), false, ReasonNoRule},
-		{"v4 deny all, echo request", Ingress, echo(t, "192.0.2.1", "10.0.1.2", 8, 41), false, ReasonNoRule},
-		{"v6 deny all, echo request", Ingress, echo(t, "2001:db8::1", "fd00:1::2", 128, 41), false, ReasonNoRule},
+		{"v4 deny all", Ingress, packets.TCP4("10.0.3.4:41000", "10.0.1.2:80"), false, ReasonNoRule},
+		{"v6 deny all", Ingress, packets.TCP6("[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 deny all, egress", Egress, packets.TCP4("10.0.1.2:41000", "10.0.3.4:80"), false, ReasonNoRule},
+		{"v6 deny all, egress", Egress, packets.TCP6("[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
+		{"v4 deny all, UDP", Ingress, packets.UDP4("10.9.0.1:41000", "10.0.1.2:53"), false, ReasonNoRule},
+		{"v6 deny all, UDP", Ingress, packets.UDP6("[fd00:9::1]:41000", "[fd00:1::2]:53"), false, ReasonNoRule},
+		{"v4 deny all, echo request", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 8, 41), false, ReasonNoRule},
+		{"v6 deny all, echo request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 128, 41), false, ReasonNoRule},
 	} {
 		r.expectCase(c)
 	}
@@ -416,16 +416,16 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 		{143, 64, 16, false, false},
 		{128, 255, 16, false, false}, {129, 1, 16, false, false}, {138, 255, 16, false, false},
 	} {
-		nd := icmp6Hop("fe80::1", "ff02::1:ff00:2", c.typ, c.hop, c.body)
+		nd := packets.ICMP6Hop("fe80::1", "ff02::1:ff00:2", c.typ, c.hop, c.body)
 		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d hop limit %d, %d bytes, in", c.typ, c.hop, c.body), Ingress, nd, c.in)
 		r.expect(fmt.Sprintf("deny all, ICMPv6 type %d hop limit %d, %d bytes, out", c.typ, c.hop, c.body), Egress, nd, c.out)
 	}
 	// Anything but IP and ARP may carry IP past the policy (a second
 	// VLAN tag the kernel takes off after tc): denied where rules apply.
-	r.expect("deny all, a VLAN-tagged frame", Egress, vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x8100), false)
-	r.expect("deny all, a QinQ frame", Egress, vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x88a8, 0x8100), false)
+	r.expect("deny all, a VLAN-tagged frame", Egress, packets.VLAN(packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), 0x8100), false)
+	r.expect("deny all, a QinQ frame", Egress, packets.VLAN(packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), 0x88a8, 0x8100), false)
 	r.setPolicy(Policy{})
-	r.expect("no policy, a VLAN-tagged frame", Egress, vlan(udp4(t, "10.0.1.2:5001", "10.0.3.4:53"), 0x8100), true)
+	r.expect("no policy, a VLAN-tagged frame", Egress, packets.VLAN(packets.UDP4("10.0.1.2:5001", "10.0.3.4:53"), 0x8100), true)
 }
 
 // Replies of an allowed flow pass the other direction's rules, and so do
@@ -441,39 +441,39 @@ func TestGoldenStateful(t *testing.T) {
 	}{
 		{
 			name:       "v4",
-			out:        tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"),
-			reply:      tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"),
-			strayReply: tcp4(t, "10.1.2.3:443", "10.0.1.2:40001"),
-			inOut:      tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"),
-			inReply:    tcp4(t, "10.0.1.2:80", "10.0.3.4:40000"),
-			errAbout: raw4(t, "10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
-				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"))[:28])),
-			errAboutUnknown: raw4(t, "10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
-				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40009", "10.1.2.3:443"))[:28])),
-			errBack: raw4(t, "10.0.1.2", "10.0.3.4", layers.IPProtocolICMPv4,
-				icmpMsg(3, 3, 0, ipPacket(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"))[:28])),
-			errElsewhere: raw4(t, "10.0.1.2", "203.0.113.9", layers.IPProtocolICMPv4,
-				icmpMsg(3, 3, 0, append(ipPacket(tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"))[:28], make([]byte, 1200)...))),
-			errFromDenied: raw4(t, "10.0.7.7", "10.0.1.2", layers.IPProtocolICMPv4,
-				icmpMsg(3, 4, 1400, ipPacket(tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"))[:28])),
+			out:        packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"),
+			reply:      packets.TCP4("10.1.2.3:443", "10.0.1.2:40000"),
+			strayReply: packets.TCP4("10.1.2.3:443", "10.0.1.2:40001"),
+			inOut:      packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"),
+			inReply:    packets.TCP4("10.0.1.2:80", "10.0.3.4:40000"),
+			errAbout: packets.Raw4("10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
+				packets.ICMPMsg(3, 4, 1400, ipPacket(packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"))[:28])),
+			errAboutUnknown: packets.Raw4("10.200.0.1", "10.0.1.2", layers.IPProtocolICMPv4,
+				packets.ICMPMsg(3, 4, 1400, ipPacket(packets.TCP4("10.0.1.2:40009", "10.1.2.3:443"))[:28])),
+			errBack: packets.Raw4("10.0.1.2", "10.0.3.4", layers.IPProtocolICMPv4,
+				packets.ICMPMsg(3, 3, 0, ipPacket(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"))[:28])),
+			errElsewhere: packets.Raw4("10.0.1.2", "203.0.113.9", layers.IPProtocolICMPv4,
+				packets.ICMPMsg(3, 3, 0, append(ipPacket(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"))[:28], make([]byte, 1200)...))),
+			errFromDenied: packets.Raw4("10.0.7.7", "10.0.1.2", layers.IPProtocolICMPv4,
+				packets.ICMPMsg(3, 4, 1400, ipPacket(packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"))[:28])),
 		},
 		{
 			name:       "v6",
-			out:        tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"),
-			reply:      tcp6(t, "[fd00:b::3]:443", "[fd00:1::2]:40000"),
-			strayReply: tcp6(t, "[fd00:b::3]:443", "[fd00:1::2]:40001"),
-			inOut:      tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"),
-			inReply:    tcp6(t, "[fd00:1::2]:80", "[fd00:a::3:4]:40000"),
-			errAbout: raw6(t, "fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
-				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
-			errAboutUnknown: raw6(t, "fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
-				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40009", "[fd00:b::3]:443"))[:48])),
-			errBack: raw6(t, "fd00:1::2", "fd00:a::3:4", layers.IPProtocolICMPv6,
-				icmpMsg(1, 4, 0, ipPacket(tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48])),
-			errElsewhere: raw6(t, "fd00:1::2", "2001:db8::9", layers.IPProtocolICMPv6,
-				icmpMsg(1, 4, 0, append(ipPacket(tcp6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48], make([]byte, 1000)...))),
-			errFromDenied: raw6(t, "fd00:a::7:7", "fd00:1::2", layers.IPProtocolICMPv6,
-				icmpMsg(2, 0, 1280, ipPacket(tcp6(t, "[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
+			out:        packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:443"),
+			reply:      packets.TCP6("[fd00:b::3]:443", "[fd00:1::2]:40000"),
+			strayReply: packets.TCP6("[fd00:b::3]:443", "[fd00:1::2]:40001"),
+			inOut:      packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"),
+			inReply:    packets.TCP6("[fd00:1::2]:80", "[fd00:a::3:4]:40000"),
+			errAbout: packets.Raw6("fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
+				packets.ICMPMsg(2, 0, 1280, ipPacket(packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
+			errAboutUnknown: packets.Raw6("fd00:200::1", "fd00:1::2", layers.IPProtocolICMPv6,
+				packets.ICMPMsg(2, 0, 1280, ipPacket(packets.TCP6("[fd00:1::2]:40009", "[fd00:b::3]:443"))[:48])),
+			errBack: packets.Raw6("fd00:1::2", "fd00:a::3:4", layers.IPProtocolICMPv6,
+				packets.ICMPMsg(1, 4, 0, ipPacket(packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48])),
+			errElsewhere: packets.Raw6("fd00:1::2", "2001:db8::9", layers.IPProtocolICMPv6,
+				packets.ICMPMsg(1, 4, 0, append(ipPacket(packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"))[:48], make([]byte, 1000)...))),
+			errFromDenied: packets.Raw6("fd00:a::7:7", "fd00:1::2", layers.IPProtocolICMPv6,
+				packets.ICMPMsg(2, 0, 1280, ipPacket(packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:443"))[:48])),
 		},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
@@ -532,7 +532,7 @@ func TestGoldenStatefulProtocols(t *testing.T) {
 				{layers.IPProtocolSCTP, 9000, fam.sctpPeer},
 			} {
 				pkt := func(src string, sport uint16, dst string, dport uint16) []byte {
-					return flowStart(t, c.proto, hostPort(src, sport), hostPort(dst, dport))
+					return packets.FlowStart(c.proto, hostPort(src, sport), hostPort(dst, dport))
 				}
 				name := fam.name + " " + c.proto.String()
 				cases = append(cases,
@@ -550,14 +550,14 @@ func TestGoldenStatefulProtocols(t *testing.T) {
 			// belongs to no request.
 			name := fam.name + " echo"
 			cases = append(cases,
-				goldenCase{name + " reply before the request", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), false, ReasonNoRule},
-				goldenCase{name + " request out", Egress, echo(t, fam.pod, fam.remote, fam.request, 7), true, 0},
-				goldenCase{name + " its reply, which ingress rules deny", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 7), true, 0},
-				goldenCase{name + " a reply with another identifier", Ingress, echo(t, fam.remote, fam.pod, fam.reply, 8), false, ReasonNoRule},
-				goldenCase{name + " reply out before the request in", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), false, ReasonNoRule},
-				goldenCase{name + " request in", Ingress, echo(t, fam.anyone, fam.pod, fam.request, 9), true, 0},
-				goldenCase{name + " its reply out, which egress rules deny", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 9), true, 0},
-				goldenCase{name + " a reply out with another identifier", Egress, echo(t, fam.pod, fam.anyone, fam.reply, 10), false, ReasonNoRule},
+				goldenCase{name + " reply before the request", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 7), false, ReasonNoRule},
+				goldenCase{name + " request out", Egress, packets.Echo(fam.pod, fam.remote, fam.request, 7), true, 0},
+				goldenCase{name + " its reply, which ingress rules deny", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 7), true, 0},
+				goldenCase{name + " a reply with another identifier", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 8), false, ReasonNoRule},
+				goldenCase{name + " reply out before the request in", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 9), false, ReasonNoRule},
+				goldenCase{name + " request in", Ingress, packets.Echo(fam.anyone, fam.pod, fam.request, 9), true, 0},
+				goldenCase{name + " its reply out, which egress rules deny", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 9), true, 0},
+				goldenCase{name + " a reply out with another identifier", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 10), false, ReasonNoRule},
 			)
 			for _, c := range cases {
 				r.expectCase(c)
@@ -642,9 +642,9 @@ func TestGoldenFragments(t *testing.T) {
 	)
 	// An extension header after the fragment header: later fragments'
 	// fragment header names it, not UDP.
-	firstFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+	firstFrag := packets.Must(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
 		Proto: layers.IPProtocolUDP, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(0, true, 12), packets.DestOpts}}.Build())
-	laterFrag := mustBuild(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
+	laterFrag := packets.Must(packets.IPv6{Src: netip.MustParseAddrPort("[fd00:9::1]:5353"), Dst: netip.MustParseAddrPort("[fd00:1::2]:53"),
 		Proto: layers.IPProtocolIPv6Destination, NoL4Header: true, Payload: make([]byte, 64), Ext: []packets.IPv6Ext{packets.Fragment(9, false, 12)}}.Build())
 	add(
 		goldenCase{"v6 first fragment, destination options after the fragment header", Ingress, firstFrag, true, 0},
@@ -688,7 +688,7 @@ func (f frag) build() []byte {
 	if !raw {
 		switch f.proto {
 		case layers.IPProtocolSCTP:
-			body, raw = append(sctpHeader(s.Port(), d.Port()), make([]byte, 72-16)...), true
+			body, raw = append(packets.SCTPHeader(s.Port(), d.Port()), make([]byte, 72-16)...), true
 		case layers.IPProtocolTCP:
 			body = make([]byte, 72-packets.TCPLen)
 		default:
@@ -702,9 +702,9 @@ func (f frag) build() []byte {
 		if f.more {
 			p.Flags = layers.IPv4MoreFragments
 		}
-		return mustBuild(p.Build())
+		return packets.Must(p.Build())
 	}
-	return mustBuild(packets.IPv6{Src: s, Dst: d, Proto: f.proto, TCPFlags: syn, NoL4Header: raw, Payload: body,
+	return packets.Must(packets.IPv6{Src: s, Dst: d, Proto: f.proto, TCPFlags: syn, NoL4Header: raw, Payload: body,
 		Ext: append(slices.Clone(f.ext), packets.Fragment(f.offset, f.more, f.id))}.Build())
 }
 
@@ -729,14 +729,14 @@ func datagram(name string, dir Direction, f frag, reason Reason) []goldenCase {
 func TestGoldenPolicyChange(t *testing.T) {
 	r := newRig(t, datapath.Limits{MaxPolicyPrefixes: 64})
 	r.setPolicy(goldenPolicy())
-	r.expect("old rules allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("old rules allow", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true)
 
 	p := goldenPolicy()
 	p.Ingress.Rules[0].Ports = []PortRange{{Protocol: TCP, Port: 81}}
 	r.setPolicy(p)
-	r.expect("established flow stays", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
-	r.expect("new flow to the old port", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:80"), false)
-	r.expect("new flow to the new port", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
+	r.expect("established flow stays", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("new flow to the old port", Ingress, packets.TCP4("10.0.3.4:40001", "10.0.1.2:80"), false)
+	r.expect("new flow to the new port", Ingress, packets.TCP4("10.0.3.4:40001", "10.0.1.2:81"), true)
 
 	// Too many prefixes for the maps: refused, nothing changed.
 	before := dumpPolicyMaps(t, r)
@@ -752,8 +752,8 @@ func TestGoldenPolicyChange(t *testing.T) {
 	if after := dumpPolicyMaps(t, r); after != before {
 		t.Errorf("a refused change altered the maps:\nbefore %s\nafter  %s", before, after)
 	}
-	r.expect("old rules still allow", Ingress, tcp4(t, "10.0.3.4:40002", "10.0.1.2:81"), true)
-	r.expect("old rules still deny", Ingress, tcp4(t, "10.0.3.4:40002", "10.0.1.2:80"), false)
+	r.expect("old rules still allow", Ingress, packets.TCP4("10.0.3.4:40002", "10.0.1.2:81"), true)
+	r.expect("old rules still deny", Ingress, packets.TCP4("10.0.3.4:40002", "10.0.1.2:80"), false)
 
 	// Invalid input: refused by name, nothing changed.
 	bad := goldenPolicy()
@@ -785,8 +785,8 @@ func TestGoldenFamiliesApart(t *testing.T) {
 		r.setPolicy(Policy{Ingress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx(c.peer)}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
 		// A source port per case: every flow is new.
 		sport := 41000 + i
-		r.expect(c.peer+": IPv4 peer", Ingress, tcp4(t, fmt.Sprintf("10.0.3.4:%d", sport), "10.0.1.2:80"), c.v4)
-		r.expect(c.peer+": IPv6 peer", Ingress, tcp6(t, fmt.Sprintf("[fd00:a::3:4]:%d", sport), "[fd00:1::2]:80"), c.v6)
-		r.expect(c.peer+": IPv6 peer in ::/80", Ingress, tcp6(t, fmt.Sprintf("[::1:2:3]:%d", sport), "[fd00:1::2]:80"), c.peer == "::/0" || c.peer == "::/64" || c.peer == "::/80")
+		r.expect(c.peer+": IPv4 peer", Ingress, packets.TCP4(fmt.Sprintf("10.0.3.4:%d", sport), "10.0.1.2:80"), c.v4)
+		r.expect(c.peer+": IPv6 peer", Ingress, packets.TCP6(fmt.Sprintf("[fd00:a::3:4]:%d", sport), "[fd00:1::2]:80"), c.v6)
+		r.expect(c.peer+": IPv6 peer in ::/80", Ingress, packets.TCP6(fmt.Sprintf("[::1:2:3]:%d", sport), "[fd00:1::2]:80"), c.peer == "::/0" || c.peer == "::/64" || c.peer == "::/80")
 	}
 }

@@ -8,18 +8,17 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/endpoint"
 	"github.com/xdplane/xdplane/internal/idalloc"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/verr"
 )
 
 // Endpoint is a pod as network policy sees it: the host side of its
@@ -33,10 +32,6 @@ type Endpoint struct {
 	// datapath identifies the endpoint by its interface, which a pod
 	// cannot forge. Optional; each valid and listed once.
 	Addresses []netip.Addr
-	// NetNS is the path of the pod's network namespace (a CNI plugin's
-	// CNI_NETNS). Optional; egress bandwidth limits need it: their queue
-	// is on the pod's side of its link.
-	NetNS string
 }
 
 // EndpointStatus is an endpoint as the Manager holds it.
@@ -50,8 +45,13 @@ type EndpointStatus struct {
 	// the next SetPolicy.
 	Policy    Policy
 	Recovered bool
-	// Bandwidth is what SetBandwidth last installed.
-	Bandwidth Bandwidth
+	// Fingerprint identifies the endpoint's state in the datapath: its
+	// interface, id and rules. It changes when the endpoint is added
+	// again after a removal, moves to a re-created interface or gets
+	// other rules, and is the same for a Manager that recovered the
+	// endpoint unchanged: a CNI plugin's CHECK compares it with what ADD
+	// saw.
+	Fingerprint string
 }
 
 // Manager installs endpoints and their policies into a datapath. Every
@@ -67,31 +67,29 @@ type EndpointStatus struct {
 // process or another, fails with ErrBusy.
 type Manager struct {
 	dp     *datapath.Datapath
+	k      *kernel.Handle
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
 	unlock func() // releases the datapath's "policy" lock
 
 	mu        sync.Mutex
-	endpoints map[string]*endpoint    // by interface name
-	rulesets  map[[32]byte]*installed // by digest of the compiled rules
-	byID      map[uint32]*installed   // by policy id
+	endpoints map[string]*endpointState // by interface name
+	rulesets  map[[32]byte]*installed   // by digest of the compiled rules
+	byID      map[uint32]*installed     // by policy id
 	epIDs     *idalloc.Alloc
 	policyIDs *idalloc.Alloc
 	rsIDs     *idalloc.Alloc
 	peers     int // entries in policy_peers
 	ports     int // entries in policy_ports
-	bwMode    BandwidthMode
 }
 
-type endpoint struct {
-	status    EndpointStatus
-	bandwidth Bandwidth // in force
-	bwPending bool      // bandwidth is not all in the kernel: apply it again
-	cookie    uint32    // in its policy_ct keys; new each time it is added
-	ifindex   uint32
-	ingress   *installed // nil: no rules to look up
-	egress    *installed
-	flags     uint8
+type endpointState struct {
+	status  EndpointStatus
+	cookie  uint32 // in its policy_ct keys; new each time it is added
+	ifindex uint32
+	ingress *installed // nil: no rules to look up
+	egress  *installed
+	flags   uint8 // endpoint.PolicyFlags
 }
 
 // installed is one direction's compiled rules in the maps, shared by every
@@ -121,31 +119,20 @@ type EndpointCounters struct {
 	Ingress, Egress Counters
 }
 
-// Flags of an endpoint entry (enum endpoint_flags).
-const (
-	epIngressIsolated = 1
-	epEgressIsolated  = 2
-	epIngressDeny     = 4
-	epEgressDeny      = 8
-	epIngressBw       = 16
-	epEgressBw        = 32
-	// epBw are the flags SetBandwidth owns; SetPolicy owns the others.
-	epBw = epIngressBw | epEgressBw
-)
-
 // NewManager returns a Manager for dp's endpoints. Endpoints a previous
 // process installed stay in force and are listed as Recovered; entries it
 // left behind unreferenced (a crash mid-change) are deleted. Close
 // releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
-	unlock, err := kernel.Lock(dp.Dir(), "policy", false)
+	k := kernel.Of(dp)
+	unlock, err := kernel.Lock(k.Dir, "policy", false)
 	if err != nil {
 		return nil, fmt.Errorf("policy.Manager: %w", err)
 	}
 	l := dp.Limits()
 	m := &Manager{
-		dp: dp, maps: kernel.Of(dp).Maps, limits: l, unlock: unlock,
-		endpoints: make(map[string]*endpoint),
+		dp: dp, k: k, maps: k.Maps, limits: l, unlock: unlock,
+		endpoints: make(map[string]*endpointState),
 		rulesets:  make(map[[32]byte]*installed),
 		byID:      make(map[uint32]*installed),
 		epIDs:     idalloc.New(l.MaxEndpoints),
@@ -181,37 +168,24 @@ func (m *Manager) begin() error {
 
 func (e Endpoint) validate() error {
 	if e.Interface == "" {
-		return invalid("interface", e.Interface, "required")
-	}
-	if e.NetNS != "" {
-		if _, err := os.Stat(e.NetNS); err != nil {
-			return invalid("netns", e.NetNS, err.Error())
-		}
+		return verr.Invalid("interface", e.Interface, "required")
 	}
 	seen := make(map[netip.Addr]bool, len(e.Addresses))
 	for i, a := range e.Addresses {
 		field := fmt.Sprintf("addresses[%d]", i)
 		switch {
 		case !a.IsValid():
-			return invalid(field, a, "not an address")
+			return verr.Invalid(field, a, "not an address")
 		case a.Is4In6():
-			return invalid(field, a, "an IPv4-mapped IPv6 address: give it as IPv4")
+			return verr.Invalid(field, a, "an IPv4-mapped IPv6 address: give it as IPv4")
 		case a.Zone() != "":
-			return invalid(field, a, "has a zone")
+			return verr.Invalid(field, a, "has a zone")
 		case seen[a]:
-			return invalid(field, a, "listed twice")
+			return verr.Invalid(field, a, "listed twice")
 		}
 		seen[a] = true
 	}
 	return nil
-}
-
-func named(ifname string, err error) error {
-	var ve *ValidationError
-	if errors.As(err, &ve) && ve.Endpoint == "" {
-		ve.Endpoint = ifname
-	}
-	return err
 }
 
 // AddEndpoint registers e and attaches the datapath's tc programs to its
@@ -228,115 +202,87 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 		return err
 	}
 	if err := e.validate(); err != nil {
-		return named(e.Interface, err)
+		return verr.Named(e.Interface, err)
 	}
 	e.Addresses = slices.Clone(e.Addresses)
-	ifc, err := net.InterfaceByName(e.Interface)
+	ifindex, err := endpoint.Ifindex(e.Interface)
 	if err != nil {
-		return named(e.Interface, &ValidationError{Field: "interface", Value: e.Interface, Reason: err.Error(), err: ErrNotFound})
+		return err
 	}
 	if ep, ok := m.endpoints[e.Interface]; ok {
-		// First, so that the limits follow to the new pod's namespace.
 		ep.status.Endpoint = e
-		if ep.ifindex != uint32(ifc.Index) {
-			return m.move(ep, uint32(ifc.Index))
-		}
-		if ep.bwPending {
-			return m.reapplyBandwidth(ep)
+		if ep.ifindex != ifindex {
+			return m.move(ep, ifindex)
 		}
 		return nil
 	}
 	id, ok := m.epIDs.Get()
 	if !ok {
-		return named(e.Interface, overCapacity("interface", e.Interface, fmt.Sprintf("all %d endpoints are in use (datapath.Limits.MaxEndpoints)", m.limits.MaxEndpoints)))
+		return verr.Named(e.Interface, verr.OverCapacity("interface", e.Interface, fmt.Sprintf("all %d endpoints are in use (datapath.Limits.MaxEndpoints)", m.limits.MaxEndpoints)))
 	}
-	hook, attached, err := m.dp.AttachedHook(e.Interface)
+	undo, err := endpoint.Attach(m.dp, e.Interface, "policy")
 	if err != nil {
 		m.epIDs.Release(id)
-		return fmt.Errorf("endpoint %s: %w", e.Interface, err)
+		return err
 	}
-	if attached && hook != datapath.HookTC {
+	ep := &endpointState{status: EndpointStatus{Endpoint: e, ID: id}, cookie: rand.Uint32() | 1, ifindex: ifindex}
+	if err := errors.Join(m.resetCounters(id), m.write(ep)); err != nil {
 		m.epIDs.Release(id)
-		return named(e.Interface, invalid("interface", e.Interface, "xdplane is attached there at "+hook.String()+"; policy needs tc, which also load-balances: detach it first"))
+		return errors.Join(fmt.Errorf("endpoint %s: %w", e.Interface, err), m.clear(ifindex), undo())
 	}
-	// undo puts back what was there: no attachment, if there was none.
-	undo := func(cause error) error {
-		m.epIDs.Release(id)
-		if !attached {
-			if err := m.dp.Detach(e.Interface); err != nil {
-				return errors.Join(cause, fmt.Errorf("detach again: %w", err))
-			}
-		}
-		return cause
-	}
-	if err := m.dp.Attach(e.Interface, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
-		m.epIDs.Release(id)
-		return fmt.Errorf("endpoint %s: %w", e.Interface, err)
-	}
-	if err := m.resetCounters(id); err != nil {
-		return undo(err)
-	}
-	ifindex := uint32(ifc.Index)
-	cookie := rand.Uint32() | 1 // nonzero
-	v := bpf.XdplaneEndpoint{Id: id, Cookie: cookie}
-	if err := m.maps.Endpoints.Update(ifindex, v, ebpf.UpdateNoExist); err != nil {
-		return undo(fmt.Errorf("endpoint %s: write endpoints: %w", e.Interface, err))
-	}
-	m.endpoints[e.Interface] = &endpoint{status: EndpointStatus{Endpoint: e, ID: id}, cookie: cookie, ifindex: ifindex}
+	ep.fingerprint()
+	m.endpoints[e.Interface] = ep
 	return nil
 }
 
-// entry is ep's endpoints map value.
-func (ep *endpoint) entry() bpf.XdplaneEndpoint {
-	return bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: ep.ingress.policyID(), EgressPolicy: ep.egress.policyID(), Flags: ep.flags}
+// write puts ep's fields into its entry in the endpoints map, leaving
+// package bandwidth's flags as they are.
+func (m *Manager) write(ep *endpointState) error {
+	return endpoint.Update(m.k, ep.ifindex, func(e *bpf.XdplaneEndpoint) {
+		e.Id, e.Cookie = ep.status.ID, ep.cookie
+		e.IngressPolicy, e.EgressPolicy = ep.ingress.policyID(), ep.egress.policyID()
+		e.Flags = e.Flags&^endpoint.PolicyFlags | ep.flags
+	})
+}
+
+// clear takes policy's fields out of the entry of the interface with index
+// ifindex; the entry goes if package bandwidth has no flags there.
+func (m *Manager) clear(ifindex uint32) error {
+	return endpoint.Update(m.k, ifindex, func(e *bpf.XdplaneEndpoint) {
+		*e = bpf.XdplaneEndpoint{Flags: e.Flags &^ endpoint.PolicyFlags}
+	})
+}
+
+// fingerprint sets ep's Fingerprint from what its entry holds.
+func (ep *endpointState) fingerprint() {
+	ep.status.Fingerprint = fmt.Sprintf("%d-%d-%08x-%d-%d-%d", ep.ifindex, ep.status.ID, ep.cookie,
+		ep.ingress.policyID(), ep.egress.policyID(), ep.flags)
 }
 
 // move re-points ep at a re-created interface of the same name (a
 // restarted pod's new veth): the endpoint keeps its id and its policy.
-func (m *Manager) move(ep *endpoint, ifindex uint32) error {
+func (m *Manager) move(ep *endpointState, ifindex uint32) error {
 	name := ep.status.Interface
 	if err := m.dp.Attach(name, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 		return fmt.Errorf("endpoint %s: %w", name, err)
 	}
-	if err := m.maps.Endpoints.Update(ifindex, ep.entry(), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("endpoint %s: write endpoints: %w", name, err)
-	}
-	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return errors.Join(fmt.Errorf("endpoint %s: delete its old interface's entry: %w", name, err),
-			kernel.IgnoreMissing(m.maps.Endpoints.Delete(ifindex)))
-	}
-	// Bandwidth entries are keyed by interface: the old ones go, the
-	// limits are set again on the new interface.
-	b := ep.bandwidth
-	for _, d := range []Direction{Ingress, Egress} {
-		k := bwKey(ep.ifindex, d)
-		if err := errors.Join(kernel.IgnoreMissing(m.maps.Bandwidth.Delete(k)), kernel.IgnoreMissing(m.maps.BwStats.Delete(k))); err != nil {
-			return fmt.Errorf("endpoint %s: delete its old interface's limits: %w", name, err)
-		}
-	}
+	old := ep.ifindex
 	ep.ifindex = ifindex
-	if b != (Bandwidth{}) {
-		return m.reapplyBandwidth(ep)
+	if err := m.write(ep); err != nil {
+		ep.ifindex = old
+		return fmt.Errorf("endpoint %s: %w", name, err)
 	}
-	return nil
-}
-
-// reapplyBandwidth sets ep's limits again, on a new interface or after
-// that failed; until it succeeds, the next AddEndpoint or SetBandwidth
-// tries again.
-func (m *Manager) reapplyBandwidth(ep *endpoint) error {
-	if err := m.applyBandwidth(ep, resolveMode(m.bwMode), ep.bandwidth); err != nil {
-		ep.bwPending = true
-		return fmt.Errorf("endpoint %s: set its limits on its interface: %w", ep.status.Interface, err)
+	ep.fingerprint()
+	if err := m.clear(old); err != nil {
+		return fmt.Errorf("endpoint %s: delete its old interface's entry: %w", name, err)
 	}
-	ep.bwPending = false
 	return nil
 }
 
 // RemoveEndpoint stops judging the endpoint's traffic and deletes its
-// rules. The tc programs stay attached, for the load balancer; the
-// interface usually goes with the pod, and datapath.Detach removes them
-// otherwise.
+// rules. The tc programs stay attached, for the load balancer and any
+// bandwidth limits; the interface usually goes with the pod, and
+// datapath.Detach removes them otherwise.
 func (m *Manager) RemoveEndpoint(ifname string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -347,22 +293,8 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 	if !ok {
 		return fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
 	}
-	// A recovered egress limit's queue is in a namespace this Manager
-	// has not been told: unless the pod's link is gone, and that queue
-	// with it, it would be left shaping.
-	if err := ep.needsNetNS(0); err != nil {
-		if _, lerr := netlink.LinkByIndex(int(ep.ifindex)); !gone(lerr) {
-			return named(ifname, err)
-		}
-	}
-	if ep.bandwidth != (Bandwidth{}) {
-		if err := m.applyBandwidth(ep, resolveMode(m.bwMode), Bandwidth{}); err != nil {
-			return fmt.Errorf("endpoint %s: remove its bandwidth limits: %w", ifname, err)
-		}
-		ep.bandwidth = Bandwidth{}
-	}
-	if err := m.maps.Endpoints.Delete(ep.ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("endpoint %s: delete from endpoints: %w", ifname, err)
+	if err := m.clear(ep.ifindex); err != nil {
+		return fmt.Errorf("endpoint %s: %w", ifname, err)
 	}
 	delete(m.endpoints, ifname)
 	m.epIDs.Release(ep.status.ID)
@@ -374,7 +306,7 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 // the new one judges new connections. On error nothing changed.
 func (m *Manager) SetPolicy(ifname string, p Policy) error {
 	if err := p.Validate(); err != nil {
-		return named(ifname, err)
+		return verr.Named(ifname, err)
 	}
 	p = p.Normalize()
 	in, eg := compileRules(p.Ingress), compileRules(p.Egress)
@@ -391,33 +323,35 @@ func (m *Manager) SetPolicy(ifname string, p Policy) error {
 
 	newIn, err := m.acquire("ingress", in)
 	if err != nil {
-		return named(ifname, err)
+		return verr.Named(ifname, err)
 	}
 	newEg, err := m.acquire("egress", eg)
 	if err != nil {
-		return errors.Join(named(ifname, err), m.release(newIn))
+		return errors.Join(verr.Named(ifname, err), m.release(newIn))
 	}
-	flags := ep.flags & epBw
+	var flags uint8
 	if in.Isolated {
-		flags |= epIngressIsolated
+		flags |= endpoint.IngressIsolated
 	}
 	if in.HasDeny {
-		flags |= epIngressDeny
+		flags |= endpoint.IngressDeny
 	}
 	if eg.Isolated {
-		flags |= epEgressIsolated
+		flags |= endpoint.EgressIsolated
 	}
 	if eg.HasDeny {
-		flags |= epEgressDeny
+		flags |= endpoint.EgressDeny
 	}
-	v := bpf.XdplaneEndpoint{Id: ep.status.ID, Cookie: ep.cookie, IngressPolicy: newIn.policyID(), EgressPolicy: newEg.policyID(), Flags: flags}
-	if err := m.maps.Endpoints.Update(ep.ifindex, v, ebpf.UpdateExist); err != nil {
+	next := *ep
+	next.ingress, next.egress, next.flags = newIn, newEg, flags
+	if err := m.write(&next); err != nil {
 		err = fmt.Errorf("endpoint %s: switch to the new rules: %w", ifname, err)
 		return errors.Join(err, m.release(newIn), m.release(newEg))
 	}
 	oldIn, oldEg := ep.ingress, ep.egress
 	ep.ingress, ep.egress, ep.flags = newIn, newEg, flags
 	ep.status.Policy, ep.status.Recovered = p, false
+	ep.fingerprint()
 	// The new rules are in force; what is left is garbage collection.
 	if err := errors.Join(m.release(oldIn), m.release(oldEg)); err != nil {
 		return fmt.Errorf("endpoint %s: the new policy is in force, but deleting the old rules failed: %w", ifname, err)
@@ -548,14 +482,14 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		nports += len(rs)
 	}
 	if free := int(m.limits.MaxPolicyPrefixes) - m.peers; len(c.Peers) > free {
-		return nil, overCapacity(dir+".rules", len(c.Peers), fmt.Sprintf("the rules need %d peer prefixes, %d of datapath.Limits.MaxPolicyPrefixes %d are free", len(c.Peers), free, m.limits.MaxPolicyPrefixes))
+		return nil, verr.OverCapacity(dir+".rules", len(c.Peers), fmt.Sprintf("the rules need %d peer prefixes, %d of datapath.Limits.MaxPolicyPrefixes %d are free", len(c.Peers), free, m.limits.MaxPolicyPrefixes))
 	}
 	if free := int(m.limits.MaxPolicyPorts) - m.ports; nports > free {
-		return nil, overCapacity(dir+".rules", nports, fmt.Sprintf("the rules need %d port entries, %d of datapath.Limits.MaxPolicyPorts %d are free", nports, free, m.limits.MaxPolicyPorts))
+		return nil, verr.OverCapacity(dir+".rules", nports, fmt.Sprintf("the rules need %d port entries, %d of datapath.Limits.MaxPolicyPorts %d are free", nports, free, m.limits.MaxPolicyPorts))
 	}
 	pid, ok := m.policyIDs.Get()
 	if !ok {
-		return nil, overCapacity(dir, "", "no free policy id")
+		return nil, verr.OverCapacity(dir, "", "no free policy id")
 	}
 	in := &installed{digest: d, id: pid, refs: 1}
 	// Ruleset ids, then the port entries, then the peers that name
@@ -569,7 +503,7 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		id, ok := m.rsIDs.Get()
 		if !ok {
 			m.forget(in)
-			return nil, overCapacity(dir, "", "no free ruleset id")
+			return nil, verr.OverCapacity(dir, "", "no free ruleset id")
 		}
 		rsIDs[i] = id
 		in.rulesets = append(in.rulesets, id)
@@ -769,45 +703,20 @@ func as16(a netip.Addr) [16]uint8 { return a.As16() }
 
 // recover adopts the endpoints an earlier process installed, and deletes
 // entries no endpoint references.
-// refuseOtherNetNS fails when an endpoint this namespace cannot see has
-// its programs attached in another namespace: the Manager was opened in
-// the wrong one, and deleting such entries as stale would strip live pods
-// of their policy. An endpoint whose interface is gone from this
-// namespace, or that nothing holds attached anywhere else, is stale.
-func (m *Manager) refuseOtherNetNS(stale []uint32) error {
-	if len(stale) == 0 {
-		return nil
-	}
-	atts, err := m.dp.Attachments()
-	if err != nil {
-		return err
-	}
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return fmt.Errorf("identify network namespace: %w", err)
-	}
-	for _, a := range atts {
-		if a.NetNS != st.Ino && slices.Contains(stale, uint32(a.Ifindex)) {
-			return fmt.Errorf("%w: the endpoint on interface index %d is attached in network namespace %d, and this "+
-				"thread runs in %d: open the Manager where the pods' host-side interfaces are", ErrNetNS, a.Ifindex, a.NetNS, st.Ino)
-		}
-	}
-	return nil
-}
-
 func (m *Manager) recover() error {
 	referenced := make(map[uint32]*installed)
-	var ifindex uint32
-	var v bpf.XdplaneEndpoint
-	it := m.maps.Endpoints.Iterate()
 	var stale []uint32
-	for it.Next(&ifindex, &v) {
+	err := kernel.Scan(m.maps.Endpoints, func(ifindex uint32, v bpf.XdplaneEndpoint) error {
+		if v.Id == 0 && v.Flags&endpoint.PolicyFlags == 0 && v.IngressPolicy == 0 && v.EgressPolicy == 0 {
+			return nil // package bandwidth's alone
+		}
 		ifc, err := net.InterfaceByIndex(int(ifindex))
 		if err != nil || v.Id == 0 || v.Id > m.limits.MaxEndpoints {
 			stale = append(stale, ifindex)
-			continue
+			return nil
 		}
-		ep := &endpoint{status: EndpointStatus{Endpoint: Endpoint{Interface: ifc.Name}, ID: v.Id, Recovered: true}, cookie: v.Cookie, ifindex: ifindex, flags: v.Flags}
+		ep := &endpointState{status: EndpointStatus{Endpoint: Endpoint{Interface: ifc.Name}, ID: v.Id, Recovered: true},
+			cookie: v.Cookie, ifindex: ifindex, flags: v.Flags & endpoint.PolicyFlags}
 		for _, p := range []struct {
 			id  uint32
 			dst **installed
@@ -823,102 +732,65 @@ func (m *Manager) recover() error {
 			in.refs++
 			*p.dst = in
 		}
+		ep.fingerprint()
 		m.epIDs.Take(v.Id)
 		m.endpoints[ifc.Name] = ep
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read endpoints: %w", err)
-	}
-	if err := m.refuseOtherNetNS(stale); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	for _, k := range stale {
-		if err := m.maps.Endpoints.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := endpoint.RefuseOtherNetNS(m.dp, stale); err != nil {
+		return err
+	}
+	for _, ifindex := range stale {
+		if err := m.clear(ifindex); err != nil {
 			return fmt.Errorf("delete stale endpoint: %w", err)
 		}
 	}
 
-	// Peer entries: kept under a referenced policy id, else garbage.
-	var pk bpf.XdplanePeerKey
-	var pv bpf.XdplanePeerValue
-	var garbagePeers []bpf.XdplanePeerKey
+	// Peer entries are kept under a referenced policy id, port entries
+	// under a ruleset such a peer names; the rest is garbage.
 	usedRulesets := make(map[uint32]*installed)
-	pit := m.maps.PolicyPeers.Iterate()
-	for pit.Next(&pk, &pv) {
-		rs := pv.Ruleset
-		in := referenced[kernel.Htonl(pk.PolicyId)]
-		if in == nil {
-			garbagePeers = append(garbagePeers, pk)
-			continue
+	owner := func(policyID uint32, v bpf.XdplanePeerValue) *installed {
+		in := referenced[kernel.Ntohl(policyID)]
+		if in != nil && v.Ruleset != 0 && usedRulesets[v.Ruleset] == nil {
+			usedRulesets[v.Ruleset] = in
+			in.rulesets = append(in.rulesets, v.Ruleset)
 		}
-		in.peerKeys = append(in.peerKeys, pk)
-		if rs != 0 && usedRulesets[rs] == nil {
-			usedRulesets[rs] = in
-			in.rulesets = append(in.rulesets, rs)
+		return in
+	}
+	garbagePeers, err1 := kernel.Keys(m.maps.PolicyPeers, func(k bpf.XdplanePeerKey, v bpf.XdplanePeerValue) bool {
+		in := owner(k.PolicyId, v)
+		if in != nil {
+			in.peerKeys = append(in.peerKeys, k)
 		}
-	}
-	if err := pit.Err(); err != nil {
-		return fmt.Errorf("read policy_peers: %w", err)
-	}
-	var hk bpf.XdplanePeerHkey
-	var garbageHPeers []bpf.XdplanePeerHkey
-	hit := m.maps.PolicyPeerHash.Iterate()
-	for hit.Next(&hk, &pv) {
-		rs := pv.Ruleset
-		in := referenced[kernel.Htonl(hk.PolicyId)]
-		if in == nil {
-			garbageHPeers = append(garbageHPeers, hk)
-			continue
+		return in == nil
+	})
+	garbageHPeers, err2 := kernel.Keys(m.maps.PolicyPeerHash, func(k bpf.XdplanePeerHkey, v bpf.XdplanePeerValue) bool {
+		in := owner(k.PolicyId, v)
+		if in != nil {
+			in.peerHKeys = append(in.peerHKeys, k)
 		}
-		in.peerHKeys = append(in.peerHKeys, hk)
-		if rs != 0 && usedRulesets[rs] == nil {
-			usedRulesets[rs] = in
-			in.rulesets = append(in.rulesets, rs)
+		return in == nil
+	})
+	garbageLens, err3 := kernel.Keys(m.maps.PolicyLens, func(id uint32, _ bpf.XdplanePlens) bool { return referenced[id] == nil })
+	garbagePorts, err4 := kernel.Keys(m.maps.PolicyPorts, func(k bpf.XdplanePortKey, _ uint8) bool {
+		in := usedRulesets[kernel.Ntohl(k.Ruleset)]
+		if in != nil {
+			in.portKeys = append(in.portKeys, k)
 		}
-	}
-	if err := hit.Err(); err != nil {
-		return fmt.Errorf("read policy_peer_hash: %w", err)
-	}
-	var lid uint32
-	var lens bpf.XdplanePlens
-	var garbageLens []uint32
-	lit := m.maps.PolicyLens.Iterate()
-	for lit.Next(&lid, &lens) {
-		if referenced[lid] == nil {
-			garbageLens = append(garbageLens, lid)
+		return in == nil
+	})
+	garbageHPorts, err5 := kernel.Keys(m.maps.PolicyPortHash, func(k bpf.XdplanePortHkey, _ uint8) bool {
+		in := usedRulesets[kernel.Ntohl(k.Ruleset)]
+		if in != nil {
+			in.portHKeys = append(in.portHKeys, k)
 		}
-	}
-	if err := lit.Err(); err != nil {
-		return fmt.Errorf("read policy_lens: %w", err)
-	}
-	var kk bpf.XdplanePortKey
-	var verdict uint8
-	var garbagePorts []bpf.XdplanePortKey
-	kit := m.maps.PolicyPorts.Iterate()
-	for kit.Next(&kk, &verdict) {
-		in := usedRulesets[kernel.Htonl(kk.Ruleset)]
-		if in == nil {
-			garbagePorts = append(garbagePorts, kk)
-			continue
-		}
-		in.portKeys = append(in.portKeys, kk)
-	}
-	if err := kit.Err(); err != nil {
-		return fmt.Errorf("read policy_ports: %w", err)
-	}
-	var phk bpf.XdplanePortHkey
-	var garbageHPorts []bpf.XdplanePortHkey
-	kht := m.maps.PolicyPortHash.Iterate()
-	for kht.Next(&phk, &verdict) {
-		in := usedRulesets[kernel.Htonl(phk.Ruleset)]
-		if in == nil {
-			garbageHPorts = append(garbageHPorts, phk)
-			continue
-		}
-		in.portHKeys = append(in.portHKeys, phk)
-	}
-	if err := kht.Err(); err != nil {
-		return fmt.Errorf("read policy_port_hash: %w", err)
+		return in == nil
+	})
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+		return err
 	}
 	if err := errors.Join(kernel.DeleteAll(m.maps.PolicyLens, garbageLens),
 		kernel.DeleteAll(m.maps.PolicyPeers, garbagePeers), kernel.DeleteAll(m.maps.PolicyPeerHash, garbageHPeers),
@@ -939,5 +811,5 @@ func (m *Manager) recover() error {
 		m.peers += in.peerCount()
 		m.ports += in.portCount()
 	}
-	return m.recoverBandwidth()
+	return nil
 }

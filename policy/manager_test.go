@@ -176,10 +176,10 @@ func TestPolicySwitchIsAtomic(t *testing.T) {
 	var allowedDropped, deniedPassed int
 	for port := uint16(20000); port < 22000; port++ {
 		// New flows each time: a fresh source port.
-		if ret, _ := r.run(Ingress, tcp4(t, netip.AddrPortFrom(netip.MustParseAddr("10.0.3.9"), port).String(), "10.0.1.2:80")); ret != tcActUnspc {
+		if ret, _ := r.run(Ingress, packets.TCP4(netip.AddrPortFrom(netip.MustParseAddr("10.0.3.9"), port).String(), "10.0.1.2:80")); ret != tcActUnspc {
 			allowedDropped++
 		}
-		if ret, _ := r.run(Ingress, tcp4(t, netip.AddrPortFrom(netip.MustParseAddr("10.0.5.9"), port).String(), "10.0.1.2:80")); ret != tcActShot {
+		if ret, _ := r.run(Ingress, packets.TCP4(netip.AddrPortFrom(netip.MustParseAddr("10.0.5.9"), port).String(), "10.0.1.2:80")); ret != tcActShot {
 			deniedPassed++
 		}
 	}
@@ -342,8 +342,8 @@ func TestManagerRecovers(t *testing.T) {
 	if err := kernel.Of(r.dp).Maps.PolicyLens.Lookup(uint32(9999), &lens); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("orphaned lengths still there: %v", err)
 	}
-	r.expect("recovered rules still allow", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
-	r.expect("recovered rules still deny", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
+	r.expect("recovered rules still allow", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("recovered rules still deny", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false)
 
 	// Replacing the recovered rules leaves only the new ones.
 	p := Policy{Ingress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx("10.0.3.0/24")}}, Ports: []PortRange{{Protocol: TCP, Port: 81}}}}}}
@@ -351,8 +351,8 @@ func TestManagerRecovers(t *testing.T) {
 	if n := peerEntries(t, r); n != 1 {
 		t.Errorf("%d peer entries after replacing the recovered rules, want 1", n)
 	}
-	r.expect("new rules", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:81"), true)
-	r.expect("old rule gone", Ingress, tcp4(t, "10.0.3.4:40001", "10.0.1.2:80"), false)
+	r.expect("new rules", Ingress, packets.TCP4("10.0.3.4:40001", "10.0.1.2:81"), true)
+	r.expect("old rule gone", Ingress, packets.TCP4("10.0.3.4:40001", "10.0.1.2:80"), false)
 	var ep bpf.XdplaneEndpoint
 	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &ep); err != nil || ep.Id != st.ID {
 		t.Errorf("endpoint entry %+v, %v", ep, err)
@@ -400,8 +400,8 @@ func TestEndpointRecreated(t *testing.T) {
 	if now, _ := r.m.Endpoint("pol0"); now.ID != st.ID {
 		t.Errorf("endpoint id %d, was %d", now.ID, st.ID)
 	}
-	r.expect("policy followed: allowed", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:80"), true)
-	r.expect("policy followed: denied", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
+	r.expect("policy followed: allowed", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true)
+	r.expect("policy followed: denied", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false)
 }
 
 // A removed endpoint's flows die with it: an endpoint added later with the
@@ -409,8 +409,8 @@ func TestEndpointRecreated(t *testing.T) {
 func TestEndpointFlowsGoWithIt(t *testing.T) {
 	r := newRig(t, datapath.Limits{MaxEndpoints: 1})
 	r.setPolicy(goldenPolicy())
-	r.expect("flow out", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), true)
-	r.expect("its reply", Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"), true)
+	r.expect("flow out", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"), true)
+	r.expect("its reply", Ingress, packets.TCP4("10.1.2.3:443", "10.0.1.2:40000"), true)
 	before, _ := r.m.Endpoint("pol0")
 	r.ns.MustDo(func() error {
 		if err := r.m.RemoveEndpoint("pol0"); err != nil {
@@ -422,8 +422,8 @@ func TestEndpointFlowsGoWithIt(t *testing.T) {
 		t.Fatalf("the re-added endpoint has id %d, not %d: the test needs the id reused", after.ID, before.ID)
 	}
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
-	r.expect("the old flow's reply, at the new endpoint", Ingress, tcp4(t, "10.1.2.3:443", "10.0.1.2:40000"), false)
-	r.expect("the old flow, at the new endpoint", Egress, tcp4(t, "10.0.1.2:40000", "10.1.2.3:443"), false)
+	r.expect("the old flow's reply, at the new endpoint", Ingress, packets.TCP4("10.1.2.3:443", "10.0.1.2:40000"), false)
+	r.expect("the old flow, at the new endpoint", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"), false)
 }
 
 // peerEntries counts the peer entries of every policy, in the hash and
@@ -480,5 +480,5 @@ func TestManagerRefusesOtherNetNS(t *testing.T) {
 	if eps := r.m.Endpoints(); len(eps) != 1 || eps[0].Interface != "pol0" {
 		t.Fatalf("recovered %+v, want pol0", eps)
 	}
-	r.expect("recovered rules still deny", Ingress, tcp4(t, "10.0.3.4:40000", "10.0.1.2:81"), false)
+	r.expect("recovered rules still deny", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false)
 }

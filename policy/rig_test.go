@@ -73,14 +73,6 @@ func newRigWith(t testing.TB, opts datapath.Options) *rig {
 	return r
 }
 
-// skbContext is the head of struct __sk_buff up to ifindex: the fields
-// BPF_PROG_TEST_RUN lets a caller set are mark, priority and the two
-// interface indexes; the rest must be zero.
-type skbContext struct {
-	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority uint32
-	IngressIfindex, Ifindex                                                               uint32
-}
-
 // run sends frame through the program that judges direction dir of the
 // endpoint: tc ingress of its interface for Egress (what the pod sends),
 // tc egress for Ingress. It returns the verdict and the bytes after.
@@ -108,7 +100,7 @@ func (r *rig) tryRun(ifindex uint32, dir Direction, frame []byte) (uint32, []byt
 		prog = kernel.Of(r.dp).Programs.XdplaneTcIngress
 	}
 	out := make([]byte, len(frame)+256)
-	ctx := skbContext{Ifindex: ifindex}
+	ctx := testutil.SKBContext{Ifindex: ifindex}
 	opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
 	var ret uint32
 	err := r.ns.Do(func() (err error) {
@@ -197,105 +189,9 @@ var (
 	pod6 = netip.MustParseAddr("fd00:1::2")
 )
 
-// mustBuild takes a builder's result; a frame the test cannot build is a
-// bug in the test.
-func mustBuild(b []byte, err error) []byte {
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// tcp4 and friends build a first packet (a SYN for TCP) from src to dst.
-func tcp4(t testing.TB, src, dst string) []byte {
-	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}}.Build())
-}
-
-func udp4(t testing.TB, src, dst string) []byte {
-	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-		Proto: layers.IPProtocolUDP, Payload: []byte("hello")}.Build())
-}
-
-func tcp6(t testing.TB, src, dst string) []byte {
-	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}}.Build())
-}
-
-func udp6(t testing.TB, src, dst string) []byte {
-	return mustBuild(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-		Proto: layers.IPProtocolUDP, Payload: []byte("hello")}.Build())
-}
-
-// raw4 is an IPv4 packet of protocol proto whose body is l4, verbatim.
-func raw4(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte) []byte {
-	return mustBuild(packets.IPv4{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
-		Proto: proto, NoL4Header: true, Payload: l4}.Build())
-}
-
-func raw6(t testing.TB, src, dst string, proto layers.IPProtocol, l4 []byte, ext ...packets.IPv6Ext) []byte {
-	return mustBuild(packets.IPv6{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
-		Proto: proto, NoL4Header: true, Payload: l4, Ext: ext}.Build())
-}
-
-// flowStart is the first packet of a TCP, UDP or SCTP flow from src to dst,
-// in the family of their addresses.
-func flowStart(t testing.TB, proto layers.IPProtocol, src, dst string) []byte {
-	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
-	v4 := s.Addr().Is4()
-	switch {
-	case proto == layers.IPProtocolSCTP && v4:
-		return raw4(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
-	case proto == layers.IPProtocolSCTP:
-		return raw6(t, s.Addr().String(), d.Addr().String(), proto, sctpHeader(s.Port(), d.Port()))
-	case proto == layers.IPProtocolUDP && v4:
-		return udp4(t, src, dst)
-	case proto == layers.IPProtocolUDP:
-		return udp6(t, src, dst)
-	case v4:
-		return tcp4(t, src, dst)
-	}
-	return tcp6(t, src, dst)
-}
-
-// echo is an ICMP message of type typ (ICMPv6 between IPv6 addresses)
-// with identifier id, sequence 1: an echo request or reply for the types
-// that are.
-func echo(t testing.TB, src, dst string, typ uint8, id uint16) []byte {
-	msg := icmpMsg(typ, 0, uint32(id)<<16|1, []byte("ping"))
-	if netip.MustParseAddr(src).Is4() {
-		return raw4(t, src, dst, layers.IPProtocolICMPv4, msg)
-	}
-	return raw6(t, src, dst, layers.IPProtocolICMPv6, msg)
-}
-
 // hostPort joins addr and port as netip.AddrPort writes them.
 func hostPort(addr string, port uint16) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), port).String()
-}
-
-// sctpHeader is an SCTP common header and one empty DATA-less chunk
-// header: enough for the ports.
-func sctpHeader(sport, dport uint16) []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint16(b[0:], sport)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	binary.BigEndian.PutUint32(b[4:], 0x1234)
-	b[12] = 1 // INIT
-	binary.BigEndian.PutUint16(b[14:], 4)
-	return b
-}
-
-// icmpMsg is an ICMP message of type typ with rest as its second word and
-// body after it. The checksum is ICMPv4's (ICMPv6's covers a
-// pseudo-header too); policy does not read it.
-func icmpMsg(typ, code uint8, rest uint32, body []byte) []byte {
-	b := make([]byte, 8, 8+len(body))
-	b[0], b[1] = typ, code
-	binary.BigEndian.PutUint32(b[4:], rest)
-	b = append(b, body...)
-	binary.BigEndian.PutUint16(b[2:], ^packets.Sum(0, b))
-	return b
 }
 
 // ipPacket strips the Ethernet header: what an ICMP error quotes.
@@ -321,26 +217,8 @@ func dumpPolicyMaps(t testing.TB, r *rig) string {
 	return strings.Join(lines, "\n")
 }
 
-// icmp6Hop is an ICMPv6 message of type typ with body bytes of body, sent
-// with hop limit hop.
-func icmp6Hop(src, dst string, typ, hop uint8, body int) []byte {
-	return mustBuild(packets.IPv6{Src: netip.AddrPortFrom(netip.MustParseAddr(src), 0), Dst: netip.AddrPortFrom(netip.MustParseAddr(dst), 0),
-		Proto: layers.IPProtocolICMPv6, NoL4Header: true, HopLimit: hop, Payload: icmpMsg(typ, 0, 0, make([]byte, body))}.Build())
-}
-
-// vlan inserts tags with the given TPIDs (outermost first, VLAN id 0)
-// between frame's MAC addresses and its EtherType.
-func vlan(frame []byte, tpids ...uint16) []byte {
-	out := append([]byte(nil), frame[:12]...)
-	for _, tpid := range tpids {
-		out = binary.BigEndian.AppendUint16(out, tpid)
-		out = append(out, 0, 0)
-	}
-	return append(out, frame[12:]...)
-}
-
 // udp4Payload is a UDP datagram with size bytes of payload.
 func udp4Payload(t testing.TB, size int) []byte {
-	return mustBuild(packets.IPv4{Src: netip.MustParseAddrPort("10.0.3.4:5000"), Dst: netip.MustParseAddrPort("10.0.1.2:53"),
+	return packets.Must(packets.IPv4{Src: netip.MustParseAddrPort("10.0.3.4:5000"), Dst: netip.MustParseAddrPort("10.0.1.2:53"),
 		Proto: layers.IPProtocolUDP, Payload: make([]byte, size)}.Build())
 }

@@ -1,64 +1,24 @@
 package policy
 
 import (
-	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
+
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/enum"
 )
 
-// Direction is the way a flow crosses the endpoint, as the policy types of
-// a Kubernetes NetworkPolicy name it.
-type Direction uint8
+// Direction is the way a flow crosses the endpoint: datapath's Direction,
+// which drop events carry too.
+type Direction = datapath.Direction
 
 const (
 	// Ingress is traffic entering the endpoint (the pod); its peer is the
 	// flow's source.
-	Ingress Direction = iota
+	Ingress = datapath.Ingress
 	// Egress is traffic leaving the endpoint; its peer is the flow's
 	// destination.
-	Egress
+	Egress = datapath.Egress
 )
-
-// ParseDirection parses "ingress" or "egress", in any case.
-func ParseDirection(s string) (Direction, error) {
-	switch strings.ToLower(s) {
-	case "ingress":
-		return Ingress, nil
-	case "egress":
-		return Egress, nil
-	}
-	return 0, fmt.Errorf("%w: direction %q: want ingress or egress", ErrInvalid, s)
-}
-
-// String returns "Ingress" or "Egress", as Kubernetes spells them.
-func (d Direction) String() string {
-	switch d {
-	case Ingress:
-		return "Ingress"
-	case Egress:
-		return "Egress"
-	}
-	return "direction(" + strconv.Itoa(int(d)) + ")"
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Direction) MarshalText() ([]byte, error) {
-	if d > Egress {
-		return nil, fmt.Errorf("%w: direction %d", ErrInvalid, uint8(d))
-	}
-	return []byte(d.String()), nil
-}
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Direction) UnmarshalText(b []byte) error {
-	v, err := ParseDirection(string(b))
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
-}
 
 // Protocol is an IP protocol a port range applies to. The values are IANA
 // protocol numbers. Decide also takes numbers outside the named ones (47,
@@ -79,59 +39,27 @@ const (
 // wherever the peer is IPv6.
 const ipprotoICMPv6 = 58
 
-// ParseProtocol parses "tcp", "udp", "sctp" or "icmp", in any case.
-func ParseProtocol(s string) (Protocol, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return TCP, nil
-	case "udp":
-		return UDP, nil
-	case "sctp":
-		return SCTP, nil
-	case "icmp":
-		return ICMP, nil
-	}
-	return 0, fmt.Errorf("%w: protocol %q: want tcp, udp, sctp or icmp", ErrInvalid, s)
-}
+var protocolNames = enum.New[Protocol]("protocol", func() []string {
+	names := make([]string, SCTP+1)
+	names[ICMP], names[TCP], names[UDP], names[SCTP] = "icmp", "tcp", "udp", "sctp"
+	return names
+}()...)
+
+// ParseProtocol parses "icmp", "tcp", "udp" or "sctp", in any case.
+func ParseProtocol(s string) (Protocol, error) { return protocolNames.Parse(s, ErrInvalid) }
 
 // IsValid reports whether p is one of the protocols a PortRange can name.
-func (p Protocol) IsValid() bool {
-	return p == TCP || p == UDP || p == SCTP || p == ICMP
-}
+func (p Protocol) IsValid() bool { return protocolNames.Valid(p) }
 
-// String returns "TCP", "UDP", "SCTP" or "ICMP", as Kubernetes spells
-// them, and "proto(N)" for any other protocol number.
-func (p Protocol) String() string {
-	switch p {
-	case TCP:
-		return "TCP"
-	case UDP:
-		return "UDP"
-	case SCTP:
-		return "SCTP"
-	case ICMP:
-		return "ICMP"
-	}
-	return "proto(" + strconv.Itoa(int(p)) + ")"
-}
+// String returns "icmp", "tcp", "udp" or "sctp", and "protocol(N)" for
+// any other protocol number.
+func (p Protocol) String() string { return protocolNames.String(p) }
 
 // MarshalText implements encoding.TextMarshaler.
-func (p Protocol) MarshalText() ([]byte, error) {
-	if !p.IsValid() {
-		return nil, fmt.Errorf("%w: protocol %d", ErrInvalid, uint8(p))
-	}
-	return []byte(p.String()), nil
-}
+func (p Protocol) MarshalText() ([]byte, error) { return protocolNames.Marshal(p, ErrInvalid) }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (p *Protocol) UnmarshalText(b []byte) error {
-	v, err := ParseProtocol(string(b))
-	if err != nil {
-		return err
-	}
-	*p = v
-	return nil
-}
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseProtocol.
+func (p *Protocol) UnmarshalText(b []byte) error { return protocolNames.Unmarshal(p, b, ErrInvalid) }
 
 // Action is what a rule does to the flows it matches.
 type Action uint8
@@ -143,45 +71,19 @@ const (
 	Deny
 )
 
-// ParseAction parses "allow" or "deny", in any case.
-func ParseAction(s string) (Action, error) {
-	switch strings.ToLower(s) {
-	case "allow":
-		return Allow, nil
-	case "deny":
-		return Deny, nil
-	}
-	return 0, fmt.Errorf("%w: action %q: want allow or deny", ErrInvalid, s)
-}
+var actionNames = enum.New[Action]("action", "allow", "deny")
 
-// String returns "Allow" or "Deny", as AdminNetworkPolicy spells them.
-func (a Action) String() string {
-	switch a {
-	case Allow:
-		return "Allow"
-	case Deny:
-		return "Deny"
-	}
-	return "action(" + strconv.Itoa(int(a)) + ")"
-}
+// ParseAction parses "allow" or "deny", in any case.
+func ParseAction(s string) (Action, error) { return actionNames.Parse(s, ErrInvalid) }
+
+// String returns "allow" or "deny".
+func (a Action) String() string { return actionNames.String(a) }
 
 // MarshalText implements encoding.TextMarshaler.
-func (a Action) MarshalText() ([]byte, error) {
-	if a > Deny {
-		return nil, fmt.Errorf("%w: action %d", ErrInvalid, uint8(a))
-	}
-	return []byte(a.String()), nil
-}
+func (a Action) MarshalText() ([]byte, error) { return actionNames.Marshal(a, ErrInvalid) }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (a *Action) UnmarshalText(b []byte) error {
-	v, err := ParseAction(string(b))
-	if err != nil {
-		return err
-	}
-	*a = v
-	return nil
-}
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseAction.
+func (a *Action) UnmarshalText(b []byte) error { return actionNames.Unmarshal(a, b, ErrInvalid) }
 
 // Peer is a set of remote addresses, as a Kubernetes ipBlock: Prefix minus
 // the Except prefixes. An IPv4 address only falls in IPv4 prefixes.

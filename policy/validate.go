@@ -2,7 +2,8 @@ package policy
 
 import (
 	"fmt"
-	"net/netip"
+
+	"github.com/xdplane/xdplane/internal/verr"
 )
 
 // maxICMPType is the largest ICMP (and ICMPv6) type: the field is 8 bits.
@@ -25,9 +26,9 @@ func (r Rules) validate(dir string) error {
 		field := fmt.Sprintf("%s.rules[%d]", dir, i)
 		switch {
 		case rule.Action > Deny:
-			return invalid(field+".action", rule.Action, "want allow or deny")
+			return verr.Invalid(field+".action", rule.Action, "want allow or deny")
 		case rule.Action == Allow && !r.Isolated:
-			return invalid(field+".action", rule.Action,
+			return verr.Invalid(field+".action", rule.Action,
 				"allow rule on a direction that is not isolated: set isolated, or it would change nothing")
 		}
 		for j, pe := range rule.Peers {
@@ -45,35 +46,24 @@ func (r Rules) validate(dir string) error {
 }
 
 func (pe Peer) validate(field string) error {
-	if err := validPrefix(field+".prefix", pe.Prefix); err != nil {
+	if err := verr.Prefix(field+".prefix", pe.Prefix); err != nil {
 		return err
 	}
 	outer := pe.Prefix.Masked()
 	for k, ex := range pe.Except {
 		f := fmt.Sprintf("%s.except[%d]", field, k)
-		if err := validPrefix(f, ex); err != nil {
+		if err := verr.Prefix(f, ex); err != nil {
 			return err
 		}
 		inner := ex.Masked()
 		switch {
 		case inner.Addr().Is4() != outer.Addr().Is4():
-			return invalid(f, ex, fmt.Sprintf("not of the address family of prefix %s", pe.Prefix))
+			return verr.Invalid(f, ex, fmt.Sprintf("not of the address family of prefix %s", pe.Prefix))
 		case inner.Bits() <= outer.Bits():
-			return invalid(f, ex, fmt.Sprintf("not longer than prefix %s", pe.Prefix))
+			return verr.Invalid(f, ex, fmt.Sprintf("not longer than prefix %s", pe.Prefix))
 		case !outer.Contains(inner.Addr()):
-			return invalid(f, ex, fmt.Sprintf("not inside prefix %s", pe.Prefix))
+			return verr.Invalid(f, ex, fmt.Sprintf("not inside prefix %s", pe.Prefix))
 		}
-	}
-	return nil
-}
-
-func validPrefix(field string, p netip.Prefix) error {
-	switch {
-	case !p.IsValid():
-		return invalid(field, p, "not a prefix")
-	case p.Masked().Addr().Is4In6():
-		// IPv4 peers are IPv4 and would never fall in it.
-		return invalid(field, p, "IPv4-mapped IPv6 prefix: write it in its IPv4 form")
 	}
 	return nil
 }
@@ -81,17 +71,17 @@ func validPrefix(field string, p netip.Prefix) error {
 func (pr PortRange) validate(field string) error {
 	switch {
 	case !pr.Protocol.IsValid():
-		return invalid(field+".protocol", pr.Protocol, "want TCP, UDP, SCTP or ICMP")
+		return verr.Invalid(field+".protocol", pr.Protocol, "want icmp, tcp, udp or sctp")
 	case pr.Protocol == ICMP && pr.Port > maxICMPType:
-		return invalid(field+".port", pr.Port, fmt.Sprintf("ICMP types go up to %d", maxICMPType))
+		return verr.Invalid(field+".port", pr.Port, fmt.Sprintf("ICMP types go up to %d", maxICMPType))
 	case pr.EndPort == 0:
 		return nil
 	case pr.Port == 0:
-		return invalid(field+".endPort", pr.EndPort, "set without port")
+		return verr.Invalid(field+".endPort", pr.EndPort, "set without port")
 	case pr.EndPort < pr.Port:
-		return invalid(field+".endPort", pr.EndPort, fmt.Sprintf("below port %d", pr.Port))
+		return verr.Invalid(field+".endPort", pr.EndPort, fmt.Sprintf("below port %d", pr.Port))
 	case pr.Protocol == ICMP && pr.EndPort > maxICMPType:
-		return invalid(field+".endPort", pr.EndPort, fmt.Sprintf("ICMP types go up to %d", maxICMPType))
+		return verr.Invalid(field+".endPort", pr.EndPort, fmt.Sprintf("ICMP types go up to %d", maxICMPType))
 	}
 	return nil
 }

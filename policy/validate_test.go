@@ -109,7 +109,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestValidationError(t *testing.T) {
-	err := invalid("egress.rules[2].ports[0].endPort", uint16(70), "below port 80")
+	err := verr.Invalid("egress.rules[2].ports[0].endPort", uint16(70), "below port 80")
 	if got, want := err.Error(), "egress.rules[2].ports[0].endPort 70: below port 80"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
@@ -118,7 +118,7 @@ func TestValidationError(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 	if !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCapacity) {
-		t.Errorf("invalid() wraps the wrong sentinel: %v", err.Unwrap())
+		t.Errorf("verr.Invalid() wraps the wrong sentinel: %v", err.Unwrap())
 	}
 	capErr := overCapacity("ingress.rules", 100001, "too many")
 	if !errors.Is(capErr, ErrCapacity) || errors.Is(capErr, ErrInvalid) {

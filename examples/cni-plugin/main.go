@@ -36,9 +36,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netlink"
+	"github.com/xdplane/xdplane/bandwidth"
 	"github.com/xdplane/xdplane/datapath"
-	"github.com/xdplane/xdplane/internal/bpf"
-	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/policy"
 	"golang.org/x/sys/unix"
 )
@@ -52,7 +51,7 @@ type netConf struct {
 	Policy  policy.Policy `json:"policy"`
 	// RuntimeConfig carries the capabilities the runtime fills in.
 	RuntimeConfig struct {
-		Bandwidth *policy.CNIBandwidth `json:"bandwidth,omitempty"`
+		Bandwidth *bandwidth.CNI `json:"bandwidth,omitempty"`
 	} `json:"runtimeConfig"`
 }
 
@@ -84,11 +83,11 @@ func parseConf(stdin []byte, strict bool) (*netConf, error) {
 	return conf, nil
 }
 
-func (c *netConf) bandwidth() policy.Bandwidth {
+func (c *netConf) bandwidth() bandwidth.Limits {
 	if c.RuntimeConfig.Bandwidth == nil {
-		return policy.Bandwidth{}
+		return bandwidth.Limits{}
 	}
-	return c.RuntimeConfig.Bandwidth.Bandwidth()
+	return c.RuntimeConfig.Bandwidth.Limits()
 }
 
 // hostSide finds the pod's host-side interface and its addresses in the
@@ -144,11 +143,13 @@ func hostSide(prev types.Result) (string, []netip.Addr, error) {
 	return host, addrs, nil
 }
 
-// session is the datapath and the policy Manager, held under a lock
-// across processes: a runtime may ADD and DEL several pods at once.
+// session is the datapath and its policy and bandwidth Managers, held
+// under a lock across processes: a runtime may ADD and DEL several pods
+// at once.
 type session struct {
 	dp     *datapath.Datapath
 	pm     *policy.Manager
+	bm     *bandwidth.Manager
 	unlock func()
 }
 
@@ -162,25 +163,38 @@ func open(bpffs string) (*session, error) {
 		unlock()
 		return nil, err
 	}
-	// Another writer of the policy (a node agent) may hold its lock for a
-	// moment: wait a little for it.
-	var pm *policy.Manager
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		pm, err = policy.NewManager(dp)
-		if !errors.Is(err, policy.ErrBusy) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Another writer of the policy or the limits (a node agent) may hold
+	// its lock for a moment: wait a little for it.
+	pm, err := waitFor(policy.NewManager, dp)
 	if err != nil {
 		dp.Close()
 		unlock()
 		return nil, err
 	}
-	return &session{dp: dp, pm: pm, unlock: unlock}, nil
+	bm, err := waitFor(bandwidth.NewManager, dp)
+	if err != nil {
+		pm.Close()
+		dp.Close()
+		unlock()
+		return nil, err
+	}
+	return &session{dp: dp, pm: pm, bm: bm, unlock: unlock}, nil
+}
+
+// waitFor makes a Manager with newManager, trying again for up to 10 s
+// while another holds the datapath's lock (ErrBusy).
+func waitFor[M any](newManager func(*datapath.Datapath) (M, error), dp *datapath.Datapath) (M, error) {
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		m, err := newManager(dp)
+		if !errors.Is(err, datapath.ErrBusy) || time.Now().After(deadline) {
+			return m, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (s *session) close() {
+	s.bm.Close()
 	s.pm.Close()
 	s.dp.Close()
 	s.unlock()
@@ -214,17 +228,17 @@ func sanitize(p string) string {
 const defaultDataDir = "/var/lib/cni/xdplane"
 
 // record is what ADD applied to a pod, kept in the data directory: the
-// configuration it applied and the pod's entry in the datapath's endpoints
-// map as ADD left it. CHECK compares the kernel's entry with it, which
-// catches any change of the endpoint, its policy or its limits since.
+// configuration it applied and the endpoint's fingerprint as ADD left it.
+// CHECK compares the datapath's state with it, which catches any change of
+// the endpoint, its policy or its limits since.
 type record struct {
-	ContainerID   string              `json:"containerID"`
-	IfName        string              `json:"ifname"`
-	HostInterface string              `json:"hostInterface"`
-	Ifindex       int                 `json:"ifindex"`
-	Endpoint      bpf.XdplaneEndpoint `json:"endpoint"`
-	Policy        policy.Policy       `json:"policy"`
-	Bandwidth     policy.Bandwidth    `json:"bandwidth"`
+	ContainerID   string           `json:"containerID"`
+	IfName        string           `json:"ifname"`
+	HostInterface string           `json:"hostInterface"`
+	NetNS         string           `json:"netns"`
+	Fingerprint   string           `json:"fingerprint"`
+	Policy        policy.Policy    `json:"policy"`
+	Bandwidth     bandwidth.Limits `json:"bandwidth"`
 }
 
 func recordPath(conf *netConf, args *skel.CmdArgs) string {
@@ -255,18 +269,18 @@ func readRecord(path string) (record, error) {
 	return r, json.Unmarshal(b, &r)
 }
 
-// endpointEntry reads the pod's entry in the endpoints map.
-func endpointEntry(s *session, host string) (int, bpf.XdplaneEndpoint, error) {
-	var v bpf.XdplaneEndpoint
-	link, err := netlink.LinkByName(host)
+// state reads what the datapath holds of the pod: its endpoint's
+// fingerprint and its limits.
+func state(s *session, host string) (string, bandwidth.Limits, error) {
+	st, err := s.pm.Endpoint(host)
 	if err != nil {
-		return 0, v, fmt.Errorf("%s: %w", host, err)
+		return "", bandwidth.Limits{}, fmt.Errorf("%s is no endpoint of the datapath: %w", host, err)
 	}
-	idx := link.Attrs().Index
-	if err := kernel.Of(s.dp).Maps.Endpoints.Lookup(uint32(idx), &v); err != nil {
-		return idx, v, fmt.Errorf("%s is not in the datapath's endpoints: %w", host, err)
+	bw, err := s.bm.Status(host)
+	if errors.Is(err, bandwidth.ErrNotFound) {
+		return st.Fingerprint, bandwidth.Limits{}, nil
 	}
-	return idx, v, nil
+	return st.Fingerprint, bw.Limits, err
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
@@ -285,15 +299,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 	defer s.close()
 	err = add(s, host, addrs, args.Netns, conf)
 	if err == nil {
-		r := record{ContainerID: args.ContainerID, IfName: args.IfName, HostInterface: host,
+		r := record{ContainerID: args.ContainerID, IfName: args.IfName, HostInterface: host, NetNS: args.Netns,
 			Policy: conf.Policy.Normalize(), Bandwidth: conf.bandwidth()}
-		if r.Ifindex, r.Endpoint, err = endpointEntry(s, host); err == nil {
+		if r.Fingerprint, _, err = state(s, host); err == nil {
 			err = writeRecord(recordPath(conf, args), r)
 		}
 	}
 	if err != nil {
 		// Leave nothing half-done: the runtime will DEL, but may not.
-		_ = remove(s, host)
+		_ = remove(s, host, args.Netns)
 		return err
 	}
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
@@ -303,18 +317,22 @@ func add(s *session, host string, addrs []netip.Addr, netns string, conf *netCon
 	if err := s.dp.Attach(host, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 		return err
 	}
-	if err := s.pm.AddEndpoint(policy.Endpoint{Interface: host, Addresses: addrs, NetNS: netns}); err != nil {
+	if err := s.pm.AddEndpoint(policy.Endpoint{Interface: host, Addresses: addrs}); err != nil {
 		return err
 	}
 	if err := s.pm.SetPolicy(host, conf.Policy); err != nil {
 		return err
 	}
-	return s.pm.SetBandwidth(host, conf.bandwidth())
+	return s.bm.Set(bandwidth.Endpoint{Interface: host, NetNS: netns}, conf.bandwidth())
 }
 
-// remove undoes add, whatever of it is there.
-func remove(s *session, host string) error {
+// remove undoes add, whatever of it is there. netns is the pod's
+// namespace, if known: an egress limit's queue is there.
+func remove(s *session, host, netns string) error {
 	var errs []error
+	if err := s.bm.Remove(bandwidth.Endpoint{Interface: host, NetNS: existing(netns)}); err != nil && !errors.Is(err, bandwidth.ErrNotFound) {
+		errs = append(errs, err)
+	}
 	if err := s.pm.RemoveEndpoint(host); err != nil && !errors.Is(err, policy.ErrNotFound) {
 		errs = append(errs, err)
 	}
@@ -357,7 +375,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	defer s.close()
-	if err := remove(s, host); err != nil {
+	if err := remove(s, host, args.Netns); err != nil {
 		return err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -399,12 +417,15 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if !attached || hook != datapath.HookTC {
 		return fmt.Errorf("%s: xdplane's tc programs are not attached", host)
 	}
-	idx, ep, err := endpointEntry(s, host)
+	fp, limits, err := state(s, host)
 	if err != nil {
 		return err
 	}
-	if idx != r.Ifindex || ep != r.Endpoint {
-		return fmt.Errorf("%s: the datapath's endpoint entry %+v is not the one ADD made, %+v: its policy or limits changed since", host, ep, r.Endpoint)
+	if fp != r.Fingerprint {
+		return fmt.Errorf("%s: the datapath's endpoint %s is not the one ADD made, %s: it was added again or its policy changed since", host, fp, r.Fingerprint)
+	}
+	if limits != r.Bandwidth {
+		return fmt.Errorf("%s: the datapath's limits %+v are not the ones ADD set, %+v", host, limits, r.Bandwidth)
 	}
 	return nil
 }
@@ -447,7 +468,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		if valid[types.GCAttachment{ContainerID: r.ContainerID, IfName: r.IfName}] {
 			continue
 		}
-		if err := remove(s, r.HostInterface); err != nil {
+		if err := remove(s, r.HostInterface, r.NetNS); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -490,4 +511,13 @@ func pinned(dir string) bool {
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus},
 		version.PluginSupports("1.0.0", "1.1.0"), "xdplane: network policy and bandwidth limits on xdplane's datapath")
+}
+
+// existing returns path if something is there, else "": DEL may come
+// after the runtime removed the pod's namespace.
+func existing(path string) string {
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
 }

@@ -128,8 +128,8 @@ func TestPrintStatus(t *testing.T) {
 			SourceRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("10.1.2.3/8")}}},
 	}
 	atts := []datapath.Attachment{
-		{Ifindex: 2, Interface: "eth0", Point: "xdp", Mode: datapath.ModeXDPNative, ProgramID: 7},
-		{Ifindex: 9, Point: "tc-ingress", Mode: datapath.ModeTCX, ProgramID: 8},
+		{Ifindex: 2, Interface: "eth0", Point: datapath.PointXDP, Mode: datapath.ModeXDPNative, ProgramID: 7},
+		{Ifindex: 9, Point: datapath.PointTCIngress, Mode: datapath.ModeTCX, ProgramID: 8},
 	}
 	pf := prefilterStatus{
 		prefixes:   []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("203.0.113.66/32"), netip.MustParsePrefix("2001:db8:bad::/48")},

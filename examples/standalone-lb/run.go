@@ -16,7 +16,7 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
-	"github.com/xdplane/xdplane/policy"
+	"github.com/xdplane/xdplane/prefilter"
 )
 
 func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
@@ -100,7 +100,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 		warnStrictRPFilter(log, ifaces)
 		// Only XDP drops what xdplane-lb configures (the prefilter's
 		// sources): at tc there is nothing of ours to log.
-		if events, err := policy.NewEventReader(dp); err != nil {
+		if events, err := dp.Events(); err != nil {
 			// The drops are still counted; status shows them.
 			log.Warn("cannot read drop events; drops are not logged", "error", err)
 		} else {
@@ -133,22 +133,22 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 // services. When the services cannot be installed (lb.Manager.Sync then
 // changes none), the prefilter is put back as it was, so that a refused
 // configuration changes nothing.
-func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, policy.PrefilterChange, error) {
-	before, err := policy.Prefilter(dp)
+func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, prefilter.Change, error) {
+	before, err := prefilter.List(dp)
 	if err != nil {
-		return lb.SyncResult{}, policy.PrefilterChange{}, err
+		return lb.SyncResult{}, prefilter.Change{}, err
 	}
-	change, err := policy.SetPrefilter(dp, cfg.Prefilter)
+	change, err := prefilter.Set(dp, cfg.Prefilter)
 	if err != nil {
-		return lb.SyncResult{}, policy.PrefilterChange{}, fmt.Errorf("install prefilter: %w", err)
+		return lb.SyncResult{}, prefilter.Change{}, fmt.Errorf("install prefilter: %w", err)
 	}
 	res, err := mgr.Sync(cfg.LBServices())
 	if err != nil {
 		err = fmt.Errorf("install services: %w", err)
-		if _, rerr := policy.SetPrefilter(dp, before); rerr != nil {
+		if _, rerr := prefilter.Set(dp, before); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("put the prefilter back: %w", rerr))
 		}
-		return lb.SyncResult{}, policy.PrefilterChange{}, err
+		return lb.SyncResult{}, prefilter.Change{}, err
 	}
 	return res, change, nil
 }
@@ -176,7 +176,7 @@ func reload(log *slog.Logger, dp *datapath.Datapath, mgr *lb.Manager, path strin
 
 // logApplied logs what a configuration changed: the services by name and
 // frontend, and the prefilter's additions, removals and size.
-func logApplied(log *slog.Logger, res lb.SyncResult, change policy.PrefilterChange, prefilter int,
+func logApplied(log *slog.Logger, res lb.SyncResult, change prefilter.Change, prefilter int,
 	names, old map[lb.Frontend]string) {
 	label := func(fs []lb.Frontend, names map[lb.Frontend]string) []string {
 		out := make([]string, 0, len(fs))
@@ -204,10 +204,10 @@ func logApplied(log *slog.Logger, res lb.SyncResult, change policy.PrefilterChan
 // others. A flood from a denied source must not flood the log too.
 const dropLogBurst = 10
 
-// dropReader is what logDrops reads: a *policy.EventReader.
+// dropReader is what logDrops reads: a *datapath.EventReader.
 type dropReader interface {
 	SetDeadline(time.Time)
-	Read() (policy.Event, error)
+	Read() (datapath.Event, error)
 }
 
 // logDrops logs the datapath's drop events until the reader is closed:
@@ -250,13 +250,13 @@ func logDrops(log *slog.Logger, events dropReader, clock func() time.Time) {
 }
 
 // dropAttrs describes a drop event for the log.
-func dropAttrs(ev policy.Event, now time.Time) []any {
+func dropAttrs(ev datapath.Event, now time.Time) []any {
 	ifname := ev.Interface
 	if ifname == "" {
 		ifname = fmt.Sprintf("ifindex %d", ev.Ifindex)
 	}
 	attrs := []any{"reason", ev.Reason.String(), "interface", ifname, "protocol", protocolName(ev.Protocol)}
-	if ev.Reason == policy.ReasonPrefilter {
+	if ev.Reason == datapath.DropPrefilter {
 		// The prefilter reads no ports.
 		attrs = append(attrs, "source", ev.Source.Addr().String(), "destination", ev.Destination.Addr().String())
 	} else {

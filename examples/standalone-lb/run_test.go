@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplane/xdplane/policy"
+	"github.com/xdplane/xdplane/datapath"
 )
 
 // fakeDrops plays a script of reads: an event, or an error, each at its
@@ -21,15 +21,15 @@ type fakeDrops struct {
 
 type fakeRead struct {
 	after time.Duration // the clock moves on this much before the read returns
-	ev    policy.Event
+	ev    datapath.Event
 	err   error
 }
 
 func (f *fakeDrops) SetDeadline(time.Time) {}
 
-func (f *fakeDrops) Read() (policy.Event, error) {
+func (f *fakeDrops) Read() (datapath.Event, error) {
 	if len(f.steps) == 0 {
-		return policy.Event{}, os.ErrClosed
+		return datapath.Event{}, os.ErrClosed
 	}
 	s := f.steps[0]
 	f.steps = f.steps[1:]
@@ -42,8 +42,8 @@ func (f *fakeDrops) Read() (policy.Event, error) {
 // to end it.
 func TestLogDrops(t *testing.T) {
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ev := policy.Event{
-		Time: start, Interface: "eth0", Reason: policy.ReasonPrefilter, Protocol: 6, Length: 74,
+	ev := datapath.Event{
+		Time: start, Interface: "eth0", Reason: datapath.DropPrefilter, Protocol: 6, Length: 74,
 		Source:      netip.AddrPortFrom(netip.MustParseAddr("203.0.113.66"), 0),
 		Destination: netip.AddrPortFrom(netip.MustParseAddr("10.96.0.10"), 0),
 	}

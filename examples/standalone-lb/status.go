@@ -13,7 +13,7 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
-	"github.com/xdplane/xdplane/policy"
+	"github.com/xdplane/xdplane/prefilter"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -57,14 +57,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("list attachments: %w", err)
 	}
 	var pf prefilterStatus
-	if pf.prefixes, err = policy.Prefilter(dp); err != nil {
+	if pf.prefixes, err = prefilter.List(dp); err != nil {
 		return err
 	}
-	drops, err := policy.ReadDropCounters(dp)
+	drops, err := dp.DropCounters()
 	if err != nil {
 		return fmt.Errorf("read drop counters: %w", err)
 	}
-	pf.drops = datapath.Counter{Packets: drops.Packets[policy.ReasonPrefilter], Bytes: drops.Bytes[policy.ReasonPrefilter]}
+	pf.drops = datapath.Counter{Packets: drops.Packets[datapath.DropPrefilter], Bytes: drops.Bytes[datapath.DropPrefilter]}
 	pf.eventsLost = drops.EventsLost
 	return printStatus(stdout, dp.Dir(), services, known, counters, pf, atts)
 }
@@ -179,7 +179,7 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		if n > len(shown) {
 			fmt.Fprintf(tw, "  and %d more\n", n-len(shown))
 		}
-		if !slices.ContainsFunc(atts, func(a datapath.Attachment) bool { return a.Point == "xdp" }) {
+		if !slices.ContainsFunc(atts, func(a datapath.Attachment) bool { return a.Point == datapath.PointXDP }) {
 			fmt.Fprintln(tw, "  (attached at XDP on no interface: the prefilter drops nothing)")
 		}
 	}

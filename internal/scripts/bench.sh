@@ -68,7 +68,7 @@ bench() {
 bench '^BenchmarkPacket$' "$benchtime" ./lb/
 bench '^BenchmarkPolicyPacket$' "$benchtime" ./policy/
 bench '^BenchmarkConnPolicy$' "$conntime" ./policy/
-bench '^BenchmarkShaping$' "$benchtime" ./policy/
+bench '^BenchmarkShaping$' "$benchtime" ./bandwidth/
 echo
 go run ./internal/benchtable <"$out"
 echo

@@ -1,4 +1,4 @@
-package policy
+package bandwidth
 
 // Bandwidth behaviour: real TCP bulk transfers (internal/testutil's
 // BulkTCP, Go on both ends) between the client namespace and pods of the

@@ -1,4 +1,4 @@
-package policy
+package bandwidth
 
 import (
 	"encoding/binary"
@@ -118,7 +118,7 @@ func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, ShapeCou
 // does not.
 func TestGoldenEDT(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	frame := udp4(t, "10.0.3.4:5000", "10.0.1.2:53")
+	frame := packets.UDP4("10.0.3.4:5000", "10.0.1.2:53")
 	n := uint64(len(frame))
 	// 1,000 bytes a second, 1 ms a byte: a packet's delay is far longer
 	// than the time between two runs.
@@ -262,7 +262,7 @@ func TestGoldenEDT(t *testing.T) {
 	t.Run("GSO", func(t *testing.T) {
 		// A GSO packet is its segments on the wire, each with its own
 		// headers: a qdisc counts them so, and so does the clock.
-		seg := tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")
+		seg := packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")
 		ihl := int(seg[14]&0xf) * 4
 		hdr := uint64(14 + ihl + int(seg[14+ihl+12]>>4)*4)
 		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, HorizonNs: 2_000_000_000, Mode: bwEDT})
@@ -291,7 +291,7 @@ func TestGoldenEDT(t *testing.T) {
 // for the datapath (the pod side's queue shapes) leaves them untouched.
 func TestGoldenHTBClassification(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	frame := tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")
+	frame := packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")
 	k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, HorizonNs: edtHorizon, Mode: bwHTB, Priority: 0x10001})
 	o := r.shapeRun(t, Ingress, frame, shapeIn{})
 	if o.ret != tcActUnspc || o.prio != 0x10001 || o.stamp != 0 {
@@ -315,7 +315,7 @@ func TestGoldenHTBClassification(t *testing.T) {
 	if _, c := r.bw(t, k); c.ShapedPackets != 1 {
 		t.Errorf("flag cleared: %d classified in all, want still 1", c.ShapedPackets)
 	}
-	reply := tcp4(t, "10.0.1.2:80", "10.0.3.4:40000")
+	reply := packets.TCP4("10.0.1.2:80", "10.0.3.4:40000")
 	if o := r.shapeRun(t, Egress, reply, shapeIn{}); o.prio != 0 {
 		t.Errorf("out of it, with no egress limit: priority %#x, want untouched", o.prio)
 	}
@@ -333,7 +333,7 @@ func TestGoldenHTBClassification(t *testing.T) {
 // its segments.
 func TestGoldenPacketRate(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	frame := udp4(t, "10.0.1.2:5000", "10.0.3.4:53")
+	frame := packets.UDP4("10.0.1.2:5000", "10.0.3.4:53")
 	// 10 packets a second, a burst of 3.
 	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
 	for i := range 3 {
@@ -404,25 +404,25 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 	// addresses no router forwards to.
 	outExempt := []frame{
 		{"ARP", arpRequest(t)},
-		{"neighbour solicitation", icmp6Hop("fe80::2", "ff02::1:ff00:1", 135, 255, 24)},
-		{"neighbour solicitation from a global address", icmp6Hop("fd00:1::2", "ff02::1:ff00:1", 135, 255, 24)},
-		{"neighbour advertisement", icmp6Hop("fe80::2", "fe80::1", 136, 255, 24)},
-		{"router solicitation", icmp6Hop("fe80::2", "ff02::2", 133, 255, 8)},
+		{"neighbour solicitation", packets.ICMP6Hop("fe80::2", "ff02::1:ff00:1", 135, 255, 24)},
+		{"neighbour solicitation from a global address", packets.ICMP6Hop("fd00:1::2", "ff02::1:ff00:1", 135, 255, 24)},
+		{"neighbour advertisement", packets.ICMP6Hop("fe80::2", "fe80::1", 136, 255, 24)},
+		{"router solicitation", packets.ICMP6Hop("fe80::2", "ff02::2", 133, 255, 8)},
 	}
 	outHeld := []frame{
-		{"IPv4", udp4(t, "10.0.1.2:5000", "10.0.3.4:53")},
-		{"a neighbour solicitation with hop limit 64", icmp6Hop("fe80::2", "ff02::1:ff00:1", 135, 64, 24)},
-		{"ICMPv6 echo, hop limit 255", icmp6Hop("fe80::2", "fe80::1", 128, 255, 24)},
-		{"a VLAN-tagged frame", vlan(udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), 0x8100)},
+		{"IPv4", packets.UDP4("10.0.1.2:5000", "10.0.3.4:53")},
+		{"a neighbour solicitation with hop limit 64", packets.ICMP6Hop("fe80::2", "ff02::1:ff00:1", 135, 64, 24)},
+		{"ICMPv6 echo, hop limit 255", packets.ICMP6Hop("fe80::2", "fe80::1", 128, 255, 24)},
+		{"a VLAN-tagged frame", packets.VLAN(packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), 0x8100)},
 		// The node would forward these: a pod could carry data past
 		// its limit in them.
-		{"a neighbour solicitation to a global address", icmp6Hop("fd00:1::2", "2001:db8::9", 135, 255, 1000)},
-		{"a neighbour advertisement to a global address", icmp6Hop("fd00:1::2", "2001:db8::9", 136, 255, 24)},
-		{"a router advertisement", icmp6Hop("fe80::2", "ff02::1", 134, 255, 24)},
+		{"a neighbour solicitation to a global address", packets.ICMP6Hop("fd00:1::2", "2001:db8::9", 135, 255, 1000)},
+		{"a neighbour advertisement to a global address", packets.ICMP6Hop("fd00:1::2", "2001:db8::9", 136, 255, 24)},
+		{"a router advertisement", packets.ICMP6Hop("fe80::2", "ff02::1", 134, 255, 24)},
 	}
 	// An empty bucket: one packet an hour, the one of its burst spent.
 	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 3_600_000_000_000})
-	if o := r.shapeRun(t, Egress, udp4(t, "10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
+	if o := r.shapeRun(t, Egress, packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
 		t.Fatalf("the burst's one packet: verdict %d", int32(o.ret))
 	}
 	for _, c := range outExempt {
@@ -443,14 +443,14 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 	// node's own, to any address; forwarded, it has lost one.
 	inExempt := []frame{
 		{"ARP", arpRequest(t)},
-		{"neighbour solicitation", icmp6Hop("fd00:1::1", "fd00:1::2", 135, 255, 24)},
-		{"router advertisement", icmp6Hop("fe80::1", "ff02::1", 134, 255, 56)},
-		{"redirect", icmp6Hop("fe80::1", "fd00:1::2", 137, 255, 40)},
+		{"neighbour solicitation", packets.ICMP6Hop("fd00:1::1", "fd00:1::2", 135, 255, 24)},
+		{"router advertisement", packets.ICMP6Hop("fe80::1", "ff02::1", 134, 255, 56)},
+		{"redirect", packets.ICMP6Hop("fe80::1", "fd00:1::2", 137, 255, 40)},
 	}
 	inHeld := []frame{
-		{"IPv4", tcp4(t, "10.0.3.4:40000", "10.0.1.2:80")},
-		{"a forwarded neighbour solicitation", icmp6Hop("2001:db8::9", "fd00:1::2", 135, 254, 1000)},
-		{"ICMPv6 echo, hop limit 255", icmp6Hop("fd00:1::1", "fd00:1::2", 128, 255, 24)},
+		{"IPv4", packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")},
+		{"a forwarded neighbour solicitation", packets.ICMP6Hop("2001:db8::9", "fd00:1::2", 135, 254, 1000)},
+		{"ICMPv6 echo, hop limit 255", packets.ICMP6Hop("fd00:1::1", "fd00:1::2", 128, 255, 24)},
 	}
 	r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, Mode: bwHTB, Priority: 0x10001})
 	for _, c := range inExempt {

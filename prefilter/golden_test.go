@@ -1,4 +1,4 @@
-package policy
+package prefilter
 
 import (
 	"errors"
@@ -52,22 +52,22 @@ func TestPrefilterGolden(t *testing.T) {
 		frame []byte
 		drop  bool
 	}{
-		{"v4 source in a /24", tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), true},
-		{"v4 source is the /32", udp4(t, "198.51.100.7:1234", "10.96.0.10:53"), true},
-		{"v4 next to the /32", udp4(t, "198.51.100.8:1234", "10.96.0.10:53"), false},
-		{"v4 just below the /24", tcp4(t, "192.0.1.255:1234", "10.96.0.10:80"), false},
-		{"v4 destination in the list, source not", tcp4(t, "10.0.0.2:1234", "192.0.2.1:80"), false},
-		{"v4 any protocol", raw4(t, "10.66.3.3", "10.96.0.10", layers.IPProtocolGRE, make([]byte, 8)), true},
-		{"v4 a later fragment", mustBuild(testFrag4("10.66.3.3", "10.96.0.10")), true},
-		{"v6 source in the /48", tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), true},
-		{"v6 outside the /48", tcp6(t, "[2001:db8:bae::1]:1234", "[fd00::10]:80"), false},
-		{"v6 neighbour solicitation from a listed source", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 16), false},
-		{"v6 neighbour solicitation from a listed source, forwarded", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 64, 16), true},
-		{"v6 neighbour solicitation from a listed source, with data", icmp6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 400), true},
-		{"v6 echo request from a listed source", icmp6Hop("2001:db8:bad::5", "fd00::10", 128, 255, 16), true},
-		{"v4 listed source behind a VLAN tag", vlan(tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), 0x8100), true},
-		{"v4 listed source behind two VLAN tags", vlan(tcp4(t, "192.0.2.77:1234", "10.96.0.10:80"), 0x88a8, 0x8100), true},
-		{"v6 listed source behind a VLAN tag", vlan(tcp6(t, "[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), 0x8100), true},
+		{"v4 source in a /24", packets.TCP4("192.0.2.77:1234", "10.96.0.10:80"), true},
+		{"v4 source is the /32", packets.UDP4("198.51.100.7:1234", "10.96.0.10:53"), true},
+		{"v4 next to the /32", packets.UDP4("198.51.100.8:1234", "10.96.0.10:53"), false},
+		{"v4 just below the /24", packets.TCP4("192.0.1.255:1234", "10.96.0.10:80"), false},
+		{"v4 destination in the list, source not", packets.TCP4("10.0.0.2:1234", "192.0.2.1:80"), false},
+		{"v4 any protocol", packets.Raw4("10.66.3.3", "10.96.0.10", layers.IPProtocolGRE, make([]byte, 8)), true},
+		{"v4 a later fragment", packets.Must(testFrag4("10.66.3.3", "10.96.0.10")), true},
+		{"v6 source in the /48", packets.TCP6("[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), true},
+		{"v6 outside the /48", packets.TCP6("[2001:db8:bae::1]:1234", "[fd00::10]:80"), false},
+		{"v6 neighbour solicitation from a listed source", packets.ICMP6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 16), false},
+		{"v6 neighbour solicitation from a listed source, forwarded", packets.ICMP6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 64, 16), true},
+		{"v6 neighbour solicitation from a listed source, with data", packets.ICMP6Hop("2001:db8:bad::5", "ff02::1:ff00:1", 135, 255, 400), true},
+		{"v6 echo request from a listed source", packets.ICMP6Hop("2001:db8:bad::5", "fd00::10", 128, 255, 16), true},
+		{"v4 listed source behind a VLAN tag", packets.VLAN(packets.TCP4("192.0.2.77:1234", "10.96.0.10:80"), 0x8100), true},
+		{"v4 listed source behind two VLAN tags", packets.VLAN(packets.TCP4("192.0.2.77:1234", "10.96.0.10:80"), 0x88a8, 0x8100), true},
+		{"v6 listed source behind a VLAN tag", packets.VLAN(packets.TCP6("[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), 0x8100), true},
 		{"v6 behind extension headers", ext6(t, "[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
 	} {
 		ret, out := runXDP(t, r.dp, c.frame)
@@ -111,7 +111,7 @@ func TestPrefilterGolden(t *testing.T) {
 	if want := []netip.Prefix{pfx("192.0.2.0/24"), pfx("203.0.113.0/24")}; !slices.Equal(got, want) {
 		t.Errorf("Prefilter() = %v, want %v", got, want)
 	}
-	if ret, _ := runXDP(t, r.dp, udp4(t, "198.51.100.7:1234", "10.96.0.10:53")); ret != xdpPass {
+	if ret, _ := runXDP(t, r.dp, packets.UDP4("198.51.100.7:1234", "10.96.0.10:53")); ret != xdpPass {
 		t.Errorf("a prefix taken off the list still drops")
 	}
 
@@ -166,15 +166,15 @@ func TestPrefilterMillion(t *testing.T) {
 		src := p.Addr()
 		var frame []byte
 		if src.Is4() {
-			frame = tcp4(t, netip.AddrPortFrom(src, 1234).String(), "10.96.0.10:80")
+			frame = packets.TCP4(netip.AddrPortFrom(src, 1234).String(), "10.96.0.10:80")
 		} else {
-			frame = tcp6(t, netip.AddrPortFrom(src.Next(), 1234).String(), "[fd00::10]:80")
+			frame = packets.TCP6(netip.AddrPortFrom(src.Next(), 1234).String(), "[fd00::10]:80")
 		}
 		if ret, _ := runXDP(t, r.dp, frame); ret != xdpDrop {
 			t.Errorf("source %s in the list: verdict %d", src, ret)
 		}
 	}
-	if ret, _ := runXDP(t, r.dp, tcp4(t, "10.0.0.2:1234", "10.96.0.10:80")); ret != xdpPass {
+	if ret, _ := runXDP(t, r.dp, packets.TCP4("10.0.0.2:1234", "10.96.0.10:80")); ret != xdpPass {
 		t.Errorf("a source outside the list: verdict %d", ret)
 	}
 }
@@ -205,7 +205,7 @@ func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
 // drops no IPv4 source; 0.0.0.0/0 listed as well does.
 func TestPrefilterFamiliesApart(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
-	v4, v6 := tcp4(t, "192.0.2.1:1234", "10.96.0.10:80"), tcp6(t, "[2001:db8::1]:1234", "[fd00::10]:80")
+	v4, v6 := packets.TCP4("192.0.2.1:1234", "10.96.0.10:80"), packets.TCP6("[2001:db8::1]:1234", "[fd00::10]:80")
 	for _, c := range []struct {
 		list   []netip.Prefix
 		v4, v6 bool // dropped

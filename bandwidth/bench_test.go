@@ -1,4 +1,4 @@
-package policy
+package bandwidth
 
 // Per-packet cost of bandwidth limits, measured by the kernel through
 // BPF_PROG_TEST_RUN: what xdplane_tc_egress, which applies an endpoint's
@@ -147,8 +147,8 @@ func newShapingBenchEnv(b *testing.B) *shapingBenchEnv {
 		r.ifindex, other = uint32(ep.Index), peer.Index
 		return nil
 	})
-	r.ctx = skbContextBytes(r.ifindex)
-	r.otherCtx = skbContextBytes(uint32(other))
+	r.ctx = testutil.SKBContextBytes(r.ifindex)
+	r.otherCtx = testutil.SKBContextBytes(uint32(other))
 	return r
 }
 

@@ -1,26 +1,24 @@
-package policy
+package prefilter
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/verr"
 )
 
-// PrefilterChange says what SetPrefilter changed.
-type PrefilterChange struct {
+// Change says what Set changed.
+type Change struct {
 	Added, Removed int
 }
 
-// Prefilter lists the node-wide deny list: source prefixes that XDP drops
-// on every interface it is attached to, before load balancing, sorted.
-func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
+// List returns the node-wide deny list: source prefixes that XDP drops on
+// every interface it is attached to, before load balancing, sorted.
+func List(dp *datapath.Datapath) ([]netip.Prefix, error) {
 	var (
 		k   bpf.XdplanePrefilterKey
 		v   uint8
@@ -39,7 +37,7 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// SetPrefilter makes prefixes, IPv4 and IPv6, the node-wide deny list,
+// Set makes prefixes, IPv4 and IPv6, the node-wide deny list,
 // replacing the one before: new prefixes are written before old ones are
 // deleted, so a prefix in both lists is never let through. A prefix is
 // masked to its length (10.1.2.3/16 means 10.1.0.0/16); duplicates count
@@ -50,11 +48,11 @@ func Prefilter(dp *datapath.Datapath) ([]netip.Prefix, error) {
 // this process or others, take turns; the last one's list stands.
 // IPv6 neighbour discovery from a listed source still passes: it stays on
 // the link, and a listed neighbour may solicit for its link-mates.
-func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChange, error) {
+func Set(dp *datapath.Datapath, prefixes []netip.Prefix) (Change, error) {
 	want := make(map[bpf.XdplanePrefilterKey]uint8, len(prefixes)+1)
 	for i, p := range prefixes {
-		if err := validPrefix(fmt.Sprintf("prefilter[%d]", i), p); err != nil {
-			return PrefilterChange{}, err
+		if err := verr.Prefix(fmt.Sprintf("prefilter[%d]", i), p); err != nil {
+			return Change{}, err
 		}
 		want[prefilterKey(p.Masked())] = 1
 	}
@@ -72,82 +70,75 @@ func SetPrefilter(dp *datapath.Datapath, prefixes []netip.Prefix) (PrefilterChan
 	}
 	limit := dp.Limits().MaxPrefilterPrefixes
 	if len(want) > int(limit) {
-		return PrefilterChange{}, overCapacity("prefilter", len(prefixes), fmt.Sprintf("above datapath.Limits.MaxPrefilterPrefixes, %d", limit))
+		return Change{}, verr.OverCapacity("prefilter", len(prefixes), fmt.Sprintf("above datapath.Limits.MaxPrefilterPrefixes, %d", limit))
 	}
 
 	// One writer at a time, across processes: the diff below must not
 	// interleave with another's.
 	unlock, err := kernel.Lock(dp.Dir(), "prefilter", true)
 	if err != nil {
-		return PrefilterChange{}, err
+		return Change{}, err
 	}
 	defer unlock()
 
 	mp := kernel.Of(dp).Maps.Prefilter
 	have := make(map[bpf.XdplanePrefilterKey]uint8)
-	var (
-		k bpf.XdplanePrefilterKey
-		v uint8
-	)
-	it := mp.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
-	}
-	if err := it.Err(); err != nil {
-		return PrefilterChange{}, fmt.Errorf("read prefilter: %w", err)
+	err = kernel.Scan(mp, func(k bpf.XdplanePrefilterKey, v uint8) error { have[k] = v; return nil })
+	if err != nil {
+		return Change{}, err
 	}
 	var (
-		put, del     []bpf.XdplanePrefilterKey
-		vals         []uint8
-		ch           PrefilterChange
-		undoKeys     []bpf.XdplanePrefilterKey // entries put that were there before
-		undoVals     []uint8
-		fresh        []bpf.XdplanePrefilterKey // entries put that were not
-		delVals      []uint8
-		added, taken int
+		fresh     []bpf.XdplanePrefilterKey // not in the map yet
+		freshVals []uint8
+		changed   []bpf.XdplanePrefilterKey // in the map with the other value
+		ch        Change
 	)
 	for k, v := range want {
 		old, ok := have[k]
 		switch {
 		case !ok:
-			fresh = append(fresh, k)
+			fresh, freshVals = append(fresh, k), append(freshVals, v)
 		case old != v:
-			undoKeys, undoVals = append(undoKeys, k), append(undoVals, old)
+			changed = append(changed, k)
 		default:
 			continue
 		}
-		put, vals = append(put, k), append(vals, v)
 		if v == 1 {
-			added++
+			ch.Added++
 		}
 	}
+	var stale []bpf.XdplanePrefilterKey
 	for k, v := range have {
 		if _, ok := want[k]; !ok {
-			del, delVals = append(del, k), append(delVals, v)
+			stale = append(stale, k)
 			if v == 1 {
-				taken++
+				ch.Removed++
 			}
 		}
 	}
 	// Both lists live in the map at once for a moment.
 	if len(have)+len(fresh) > int(limit) {
-		return PrefilterChange{}, overCapacity("prefilter", len(prefixes), fmt.Sprintf("the old list (%d) and the new prefixes (%d) must fit together in datapath.Limits.MaxPrefilterPrefixes, %d", len(have), len(fresh), limit))
+		return Change{}, verr.OverCapacity("prefilter", len(prefixes), fmt.Sprintf("the old list (%d) and the new prefixes (%d) must fit together in datapath.Limits.MaxPrefilterPrefixes, %d", len(have), len(fresh), limit))
 	}
 	// New and changed entries first, so that a prefix on both lists is
 	// never let through; then the old ones go.
-	if err := kernel.PutAll(mp, put, vals); err != nil {
-		// putAll took out what it wrote: put back the changed entries.
-		return PrefilterChange{}, errors.Join(err, kernel.PutAll(mp, undoKeys, undoVals))
-	}
-	for i, k := range del {
-		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			// Put back what was deleted and changed, take out what was
-			// added.
-			return PrefilterChange{}, errors.Join(fmt.Errorf("delete from prefilter: %w", err),
-				kernel.PutAll(mp, del[:i], delVals[:i]), kernel.PutAll(mp, undoKeys, undoVals), kernel.DeleteAll(mp, fresh))
+	var t kernel.Txn
+	defer t.Close()
+	err = kernel.PutNew(&t, mp, fresh, freshVals)
+	for _, k := range changed {
+		if err == nil {
+			err = t.Put(mp, k, want[k])
 		}
 	}
-	ch.Added, ch.Removed = added, taken
+	for _, k := range stale {
+		if err == nil {
+			err = t.Delete(mp, k)
+		}
+	}
+	if err != nil {
+		err, _ = t.Rollback(err)
+		return Change{}, err
+	}
 	return ch, nil
 }
 
@@ -156,7 +147,7 @@ func prefilterKey(p netip.Prefix) bpf.XdplanePrefilterKey {
 	if p.Addr().Is4() {
 		bits += 96
 	}
-	return bpf.XdplanePrefilterKey{Prefixlen: uint32(bits), Addr: as16(p.Addr())}
+	return bpf.XdplanePrefilterKey{Prefixlen: uint32(bits), Addr: p.Addr().As16()}
 }
 
 func prefilterPrefix(k bpf.XdplanePrefilterKey) netip.Prefix {
@@ -174,3 +165,6 @@ func comparePrefixes(a, b netip.Prefix) int {
 	}
 	return a.Bits() - b.Bits()
 }
+
+// v4MappedZero is ::ffff:0.0.0.0, where the map keeps IPv4.
+var v4MappedZero = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff})

@@ -1,4 +1,4 @@
-package policy
+package datapath
 
 import (
 	"encoding/binary"
@@ -7,59 +7,91 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/enum"
 	"github.com/xdplane/xdplane/internal/kernel"
 )
 
-// Reason says why a packet was dropped.
-type Reason uint8
+// Direction is the way a packet crosses an endpoint (a pod's host-side
+// interface), as the policy types of a Kubernetes NetworkPolicy name it.
+// Package policy uses it for rules, and drop events for where a packet
+// was dropped.
+type Direction uint8
 
-// Drop reasons (enum drop_reason).
 const (
-	// ReasonDenyRule: a Deny rule matched.
-	ReasonDenyRule Reason = 1
-	// ReasonNoRule: the direction is isolated and no Allow rule matched.
-	ReasonNoRule Reason = 2
-	// ReasonFragment: a later fragment of a datagram whose first
-	// fragment did not pass (or was not seen).
-	ReasonFragment Reason = 3
-	// ReasonMalformed: headers the policy cannot judge, on a direction
-	// with rules that could deny.
-	ReasonMalformed Reason = 4
-	// ReasonPrefilter: the source is in the node-wide prefilter.
-	ReasonPrefilter Reason = 5
+	// Ingress is traffic entering the endpoint (the pod); its peer is the
+	// flow's source.
+	Ingress Direction = iota
+	// Egress is traffic leaving the endpoint; its peer is the flow's
+	// destination.
+	Egress
 )
 
-func (r Reason) String() string {
-	switch r {
-	case ReasonDenyRule:
-		return "deny-rule"
-	case ReasonNoRule:
-		return "no-allow-rule"
-	case ReasonFragment:
-		return "fragment"
-	case ReasonMalformed:
-		return "malformed"
-	case ReasonPrefilter:
-		return "prefilter"
-	}
-	return "reason(" + strconv.Itoa(int(r)) + ")"
+var directionNames = enum.New[Direction]("direction", "ingress", "egress")
+
+// ParseDirection parses "ingress" or "egress", in any case.
+func ParseDirection(s string) (Direction, error) { return directionNames.Parse(s, ErrInvalid) }
+
+// String returns "ingress" or "egress".
+func (d Direction) String() string { return directionNames.String(d) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Direction) MarshalText() ([]byte, error) { return directionNames.Marshal(d, ErrInvalid) }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseDirection.
+func (d *Direction) UnmarshalText(b []byte) error { return directionNames.Unmarshal(d, b, ErrInvalid) }
+
+// DropReason says why the datapath dropped a packet, in drop events and
+// DropCounters. The values are enum drop_reason's.
+type DropReason uint8
+
+const (
+	// DropDenyRule: a network policy's Deny rule matched.
+	DropDenyRule DropReason = 1
+	// DropNoRule: the direction is isolated and no Allow rule matched.
+	DropNoRule DropReason = 2
+	// DropFragment: a later fragment of a datagram whose first fragment
+	// did not pass policy (or was not seen).
+	DropFragment DropReason = 3
+	// DropMalformed: headers network policy cannot judge, on a direction
+	// with rules that could deny.
+	DropMalformed DropReason = 4
+	// DropPrefilter: the source is in the node-wide prefilter.
+	DropPrefilter DropReason = 5
+)
+
+// dropReasonNames names the reasons by value; 0 (events lost) is no
+// reason.
+var dropReasonNames = enum.New[DropReason]("drop reason", "", "deny-rule", "no-allow-rule", "fragment", "malformed", "prefilter")
+
+// ParseDropReason parses a reason's name, as String returns it, in any
+// case.
+func ParseDropReason(s string) (DropReason, error) { return dropReasonNames.Parse(s, ErrInvalid) }
+
+// String returns "deny-rule", "no-allow-rule", "fragment", "malformed" or
+// "prefilter".
+func (r DropReason) String() string { return dropReasonNames.String(r) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (r DropReason) MarshalText() ([]byte, error) { return dropReasonNames.Marshal(r, ErrInvalid) }
+
+// UnmarshalText implements encoding.TextUnmarshaler, as ParseDropReason.
+func (r *DropReason) UnmarshalText(b []byte) error {
+	return dropReasonNames.Unmarshal(r, b, ErrInvalid)
 }
 
 // Event is one dropped packet.
 type Event struct {
 	// Time is when the datapath dropped it.
 	Time time.Time
-	// Endpoint is the endpoint's id (EndpointStatus.ID); 0 for the
-	// prefilter.
+	// Endpoint is the endpoint's id (policy.EndpointStatus.ID); 0 for
+	// the prefilter.
 	Endpoint uint32
 	// Interface is where it was dropped: the endpoint's interface, or
 	// for the prefilter the interface it arrived on, named in the network
@@ -67,7 +99,7 @@ type Event struct {
 	Interface string
 	Ifindex   int
 	Direction Direction
-	Reason    Reason
+	Reason    DropReason
 	// Protocol is the IP protocol number (ICMPv6 is 58).
 	Protocol uint8
 	// Source and Destination carry the ports of TCP, UDP and SCTP; for
@@ -106,9 +138,9 @@ type EventReader struct {
 	names      map[int]string
 }
 
-// NewEventReader opens the datapath's drop events. Close it when done.
-func NewEventReader(dp *datapath.Datapath) (*EventReader, error) {
-	rd, err := ringbuf.NewReader(kernel.Of(dp).Maps.Events)
+// Events opens the datapath's drop events. Close the reader when done.
+func (d *Datapath) Events() (*EventReader, error) {
+	rd, err := ringbuf.NewReader(d.maps.Events)
 	if err != nil {
 		return nil, fmt.Errorf("open events: %w", err)
 	}
@@ -152,16 +184,15 @@ func (r *EventReader) decode(raw []byte) (Event, error) {
 		}
 		return a
 	}
-	port := func(p uint16) uint16 { return p>>8 | p<<8 } // network order, read little-endian
 	out := Event{
 		Time:        time.Unix(0, int64(ev.Timestamp)).Add(r.bootOffset),
 		Endpoint:    ev.Endpoint,
 		Ifindex:     int(ev.Ifindex),
 		Direction:   Direction(ev.Dir),
-		Reason:      Reason(ev.Reason),
+		Reason:      DropReason(ev.Reason),
 		Protocol:    ev.Proto,
-		Source:      netip.AddrPortFrom(addr(ev.Saddr), port(ev.Sport)),
-		Destination: netip.AddrPortFrom(addr(ev.Daddr), port(ev.Dport)),
+		Source:      netip.AddrPortFrom(addr(ev.Saddr), kernel.Ntohs(ev.Sport)),
+		Destination: netip.AddrPortFrom(addr(ev.Daddr), kernel.Ntohs(ev.Dport)),
 		Fragment:    ev.Flags&evFragment != 0,
 		Length:      ev.Len,
 	}
@@ -184,20 +215,20 @@ func (r *EventReader) name(ifindex int) string {
 // Close stops the reader; a Read waiting returns os.ErrClosed.
 func (r *EventReader) Close() error { return r.rd.Close() }
 
-// DropCounters are the datapath's policy drops by reason, summed over
-// CPUs and endpoints, and the events lost to a full ring buffer.
+// DropCounters are the datapath's drops by reason, summed over CPUs and
+// endpoints, and the events lost to a full ring buffer.
 type DropCounters struct {
-	Packets    map[Reason]uint64
-	Bytes      map[Reason]uint64
+	Packets    map[DropReason]uint64
+	Bytes      map[DropReason]uint64
 	EventsLost uint64
 }
 
-// ReadDropCounters reads the datapath's drop counters.
-func ReadDropCounters(dp *datapath.Datapath) (DropCounters, error) {
-	out := DropCounters{Packets: make(map[Reason]uint64), Bytes: make(map[Reason]uint64)}
+// DropCounters reads the datapath's drop counters.
+func (d *Datapath) DropCounters() (DropCounters, error) {
+	out := DropCounters{Packets: make(map[DropReason]uint64), Bytes: make(map[DropReason]uint64)}
 	for r := range uint32(bpf.XdplaneDropReasonDROP_MAX) {
 		var per []bpf.XdplaneCounter
-		if err := kernel.Of(dp).Maps.DropStats.Lookup(r, &per); err != nil {
+		if err := d.maps.DropStats.Lookup(r, &per); err != nil {
 			return DropCounters{}, fmt.Errorf("read drop_stats: %w", err)
 		}
 		for _, c := range per {
@@ -205,8 +236,8 @@ func ReadDropCounters(dp *datapath.Datapath) (DropCounters, error) {
 				out.EventsLost += c.Packets
 				continue
 			}
-			out.Packets[Reason(r)] += c.Packets
-			out.Bytes[Reason(r)] += c.Bytes
+			out.Packets[DropReason(r)] += c.Packets
+			out.Bytes[DropReason(r)] += c.Bytes
 		}
 	}
 	return out, nil

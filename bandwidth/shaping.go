@@ -1,11 +1,9 @@
-package policy
+package bandwidth
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -15,40 +13,9 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/endpoint"
 	"github.com/xdplane/xdplane/internal/kernel"
 )
-
-// BandwidthMode says how the datapath holds endpoints to their limits.
-type BandwidthMode uint8
-
-const (
-	// BandwidthAuto picks BandwidthEDT where the kernel has the fq qdisc,
-	// BandwidthHTB where it does not.
-	BandwidthAuto BandwidthMode = iota
-	// BandwidthEDT paces ingress limits with departure times the
-	// datapath stamps on each packet, which an fq qdisc the library
-	// installs on the endpoint's host-side interface honours.
-	BandwidthEDT
-	// BandwidthHTB paces ingress limits with an HTB class the library
-	// installs on the endpoint's host-side interface, into which the
-	// datapath classifies the endpoint's packets.
-	//
-	// In either mode, egress limits are an HTB class on the pod's side of
-	// its link, which takes all the pod sends (and needs Endpoint.NetNS).
-	BandwidthHTB
-)
-
-func (m BandwidthMode) String() string {
-	switch m {
-	case BandwidthAuto:
-		return "auto"
-	case BandwidthEDT:
-		return "edt"
-	case BandwidthHTB:
-		return "htb"
-	}
-	return fmt.Sprintf("mode(%d)", uint8(m))
-}
 
 // ShapeCounters are one direction's shaped traffic.
 type ShapeCounters struct {
@@ -61,8 +28,8 @@ type ShapeCounters struct {
 	DroppedPackets, DroppedBytes uint64
 }
 
-// BandwidthCounters are an endpoint's shaping counters in both directions.
-type BandwidthCounters struct {
+// Counters are an endpoint's shaping counters in both directions.
+type Counters struct {
 	Ingress, Egress ShapeCounters
 }
 
@@ -80,178 +47,10 @@ const (
 	htbClass  = 0x1
 )
 
-var (
-	fqMu    sync.Mutex
-	fqKnown bool // the probe has answered
-	fqHave  bool
-)
-
-// haveFQ reports whether the kernel has the fq qdisc: it tries one on a
-// veth in a network namespace of its own. The answer is kept; a probe
-// that fails for another reason (no privilege) is tried again next time.
-func haveFQ() (bool, error) {
-	fqMu.Lock()
-	defer fqMu.Unlock()
-	if !fqKnown {
-		have, err := probeFQ()
-		if err != nil {
-			return false, fmt.Errorf("probe for the fq qdisc: %w", err)
-		}
-		fqKnown, fqHave = true, have
-	}
-	return fqHave, nil
-}
-
-// probeFQ answers haveFQ. A kernel without fq refuses the qdisc's kind
-// with ENOENT.
-func probeFQ() (bool, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return false, err
-	}
-	defer orig.Close()
-	ns, err := netns.New() // enters it
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		netns.Set(orig)
-		ns.Close()
-	}()
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return false, err
-	}
-	defer h.Close()
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fqprobe0"}, PeerName: "fqprobe1"}); err != nil {
-		return false, err
-	}
-	l, err := h.LinkByName("fqprobe0")
-	if err != nil {
-		return false, err
-	}
-	err = h.QdiscAdd(&netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(1, 0)}})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, unix.ENOENT):
-		return false, nil
-	}
-	return false, err
-}
-
-// resolveMode turns BandwidthAuto into what this kernel supports: EDT
-// where fq is, else HTB, also when the probe cannot tell.
-func resolveMode(m BandwidthMode) BandwidthMode {
-	if m != BandwidthAuto {
-		return m
-	}
-	if have, err := haveFQ(); err == nil && have {
-		return BandwidthEDT
-	}
-	return BandwidthHTB
-}
-
-// BandwidthMode returns how limits are enforced: BandwidthEDT or
-// BandwidthHTB.
-func (m *Manager) BandwidthMode() BandwidthMode {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return resolveMode(m.bwMode)
-}
-
-// SetBandwidthMode chooses how limits are enforced, overriding the
-// detection. It is refused while any endpoint has a limit.
-func (m *Manager) SetBandwidthMode(mode BandwidthMode) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.begin(); err != nil {
-		return err
-	}
-	if mode > BandwidthHTB {
-		return invalid("bandwidthMode", mode, "want auto, edt or htb")
-	}
-	for name, ep := range m.endpoints {
-		if ep.bandwidth != (Bandwidth{}) {
-			return invalid("bandwidthMode", mode, "endpoint "+name+" has a limit: remove the limits first")
-		}
-	}
-	if mode == BandwidthEDT {
-		switch have, err := haveFQ(); {
-		case err != nil:
-			return err
-		case !have:
-			return fmt.Errorf("%w: bandwidth mode edt: the fq qdisc", datapath.ErrNotSupported)
-		}
-	}
-	m.bwMode = mode
-	return nil
-}
-
-// SetBandwidth makes b the endpoint's limits, replacing the ones before;
-// a zero Limit removes a direction's. A change applies to flows already
-// running, from their next packet. On error the previous limits stay in
-// force.
-func (m *Manager) SetBandwidth(ifname string, b Bandwidth) error {
-	if err := b.Validate(); err != nil {
-		return named(ifname, err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.begin(); err != nil {
-		return err
-	}
-	ep, ok := m.endpoints[ifname]
-	if !ok {
-		return fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
-	}
-	mode := resolveMode(m.bwMode)
-	if err := ep.needsNetNS(b.Egress.Rate); err != nil {
-		return named(ifname, err)
-	}
-	old := ep.bandwidth
-	if err := m.applyBandwidth(ep, mode, b); err != nil {
-		// Put back what was in force; a second failure is reported too.
-		return errors.Join(fmt.Errorf("endpoint %s: %w", ifname, err), m.applyBandwidth(ep, mode, old))
-	}
-	ep.bandwidth, ep.bwPending = b, false
-	ep.status.Bandwidth = b
-	return nil
-}
-
-// needsNetNS refuses to set an egress rate, or to touch the one in
-// force, when the endpoint's network namespace is unknown: the queue is on
-// the pod's side of its link.
-func (ep *endpoint) needsNetNS(rate uint64) error {
-	if ep.status.NetNS != "" || (rate == 0 && ep.bandwidth.Egress.Rate == 0) {
-		return nil
-	}
-	reason := "shaping what the pod sends needs its network namespace (Endpoint.NetNS): the queue is on the pod's side of its link"
-	if ep.status.Recovered {
-		reason += "; a restarted Manager does not know it: add the endpoint again with it"
-	}
-	return invalid("egress.rate", rate, reason)
-}
-
-// applyBandwidth writes b's datapath entries and qdiscs for ep.
-func (m *Manager) applyBandwidth(ep *endpoint, mode BandwidthMode, b Bandwidth) error {
-	for _, d := range []struct {
-		dir Direction
-		l   Limit
-	}{{Ingress, b.Ingress}, {Egress, b.Egress}} {
-		if err := m.applyLimit(ep, mode, d.dir, d.l); err != nil {
-			return fmt.Errorf("%s: %w", d.dir, err)
-		}
-	}
-	return nil
-}
-
 // limitValue is the bandwidth map entry that holds direction dir to l
 // under mode, with its clocks at zero; ok is false if nothing is left for
 // the datapath to do or remember (a zero Limit).
-func limitValue(mode BandwidthMode, dir Direction, l Limit) (v bpf.XdplaneBwValue, ok bool) {
+func limitValue(mode Mode, dir datapath.Direction, l Limit) (v bpf.XdplaneBwValue, ok bool) {
 	if l.IsZero() {
 		return v, false
 	}
@@ -261,12 +60,12 @@ func limitValue(mode BandwidthMode, dir Direction, l Limit) (v bpf.XdplaneBwValu
 	}
 	if l.Rate != 0 {
 		switch {
-		case dir == Egress:
+		case dir == datapath.Egress:
 			// In either mode the pod side's HTB queue takes all the
 			// pod sends: nothing to classify, and no priority on
 			// forwarded packets.
 			v.Mode = bwHTB
-		case mode == BandwidthEDT:
+		case mode == ModeEDT:
 			v.Mode = bwEDT
 			v.Rate = l.rateBytes()
 			v.BurstNs = l.burstBytes() * 1_000_000_000 / v.Rate
@@ -300,7 +99,7 @@ func carryClocks(v *bpf.XdplaneBwValue, have bpf.XdplaneBwValue, now uint64) {
 	}
 }
 
-func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l Limit) error {
+func (m *Manager) applyLimit(ep *entry, mode Mode, dir datapath.Direction, l Limit) error {
 	key := bwKey(ep.ifindex, dir)
 	v, ok := limitValue(mode, dir, l)
 	shape := l.Rate != 0
@@ -309,7 +108,7 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 	// is not there yet; on removal, the entry goes first.
 	var qerr error
 	switch {
-	case shape && (mode == BandwidthHTB || dir == Egress):
+	case shape && (mode == ModeHTB || dir == datapath.Egress):
 		qerr = m.ensureHTB(ep, dir, l)
 	case shape:
 		qerr = m.ensureFQ(ep)
@@ -320,9 +119,9 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 	// The endpoint's flag sends its packets to the bandwidth entry: set
 	// once the entry is written, cleared before it is deleted, and only
 	// while the datapath has something to do there.
-	flag := uint8(epIngressBw)
-	if dir == Egress {
-		flag = epEgressBw
+	flag := uint8(endpoint.IngressBw)
+	if dir == datapath.Egress {
+		flag = endpoint.EgressBw
 	}
 	active := ok && (v.Rate != 0 || v.PpsIntervalNs != 0)
 	if !active {
@@ -331,19 +130,19 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 		}
 	}
 	if !ok {
-		if err := kernel.IgnoreMissing(m.maps.Bandwidth.Delete(key)); err != nil {
+		if err := kernel.IgnoreMissing(m.k.Maps.Bandwidth.Delete(key)); err != nil {
 			return fmt.Errorf("delete from bandwidth: %w", err)
 		}
-		if err := kernel.IgnoreMissing(m.maps.BwStats.Delete(key)); err != nil {
+		if err := kernel.IgnoreMissing(m.k.Maps.BwStats.Delete(key)); err != nil {
 			return fmt.Errorf("delete from bw_stats: %w", err)
 		}
 	} else {
 		var have bpf.XdplaneBwValue
-		err := m.maps.Bandwidth.Lookup(key, &have)
+		err := m.k.Maps.Bandwidth.Lookup(key, &have)
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 			zero := make([]bpf.XdplaneBwCounter, ebpf.MustPossibleCPU())
-			if err := m.maps.BwStats.Update(key, zero, ebpf.UpdateAny); err != nil {
+			if err := m.k.Maps.BwStats.Update(key, zero, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("write bw_stats: %w", err)
 			}
 		case err != nil:
@@ -355,7 +154,7 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 			}
 			carryClocks(&v, have, now)
 		}
-		if err := m.maps.Bandwidth.Update(key, v, ebpf.UpdateAny); err != nil {
+		if err := m.k.Maps.Bandwidth.Update(key, v, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("write bandwidth: %w", err)
 		}
 	}
@@ -371,24 +170,6 @@ func (m *Manager) applyLimit(ep *endpoint, mode BandwidthMode, dir Direction, l 
 	return nil
 }
 
-// setFlag sets or clears one of ep's flags in the endpoints map.
-func (m *Manager) setFlag(ep *endpoint, flag uint8, on bool) error {
-	flags := ep.flags &^ flag
-	if on {
-		flags |= flag
-	}
-	if flags == ep.flags {
-		return nil
-	}
-	e := ep.entry()
-	e.Flags = flags
-	if err := m.maps.Endpoints.Update(ep.ifindex, e, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("write endpoints: %w", err)
-	}
-	ep.flags = flags
-	return nil
-}
-
 // monotonicNow reads the clock of bpf_ktime_get_ns.
 func monotonicNow() (uint64, error) {
 	var ts unix.Timespec
@@ -400,73 +181,15 @@ func monotonicNow() (uint64, error) {
 
 // bwKey is the bandwidth map key of direction dir at the interface with
 // index ifindex. Direction's values are enum policy_dir's.
-func bwKey(ifindex uint32, dir Direction) bpf.XdplaneBwKey {
+func bwKey(ifindex uint32, dir datapath.Direction) bpf.XdplaneBwKey {
 	return bpf.XdplaneBwKey{Ifindex: ifindex, Dir: uint8(dir)}
-}
-
-// recoverBandwidth reads back the limits an earlier process set on the
-// recovered endpoints, and the mode it used; entries of interfaces that
-// are no endpoint are deleted.
-func (m *Manager) recoverBandwidth() error {
-	byIndex := make(map[uint32]*endpoint, len(m.endpoints))
-	for _, ep := range m.endpoints {
-		byIndex[ep.ifindex] = ep
-	}
-	var (
-		k     bpf.XdplaneBwKey
-		v     bpf.XdplaneBwValue
-		stale []bpf.XdplaneBwKey
-	)
-	it := m.maps.Bandwidth.Iterate()
-	for it.Next(&k, &v) {
-		ep := byIndex[k.Ifindex]
-		if ep == nil || k.Dir > uint8(Egress) {
-			stale = append(stale, k)
-			continue
-		}
-		l := Limit{Rate: v.SetRate, Burst: v.SetBurst, PacketRate: v.SetPacketRate, PacketBurst: v.SetPacketBurst}
-		if Direction(k.Dir) == Ingress {
-			ep.bandwidth.Ingress = l
-		} else {
-			ep.bandwidth.Egress = l
-		}
-		ep.status.Bandwidth = ep.bandwidth
-		if Direction(k.Dir) == Egress || v.Rate == 0 {
-			continue // the pod side's HTB in either mode
-		}
-		switch v.Mode {
-		case bwEDT:
-			m.bwMode = BandwidthEDT
-		case bwHTB:
-			m.bwMode = BandwidthHTB
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read bandwidth: %w", err)
-	}
-	var per []bpf.XdplaneBwCounter
-	sit := m.maps.BwStats.Iterate()
-	for sit.Next(&k, &per) {
-		if ep := byIndex[k.Ifindex]; ep == nil || k.Dir > uint8(Egress) {
-			stale = append(stale, k)
-		}
-	}
-	if err := sit.Err(); err != nil {
-		return fmt.Errorf("read bw_stats: %w", err)
-	}
-	for _, k := range stale {
-		if err := errors.Join(kernel.IgnoreMissing(m.maps.Bandwidth.Delete(k)), kernel.IgnoreMissing(m.maps.BwStats.Delete(k))); err != nil {
-			return fmt.Errorf("delete the limits of a gone endpoint: %w", err)
-		}
-	}
-	return nil
 }
 
 // queueLink returns a netlink handle and the link whose egress queue
 // shapes direction dir of ep: the host side for Ingress, the pod side
 // (in Endpoint.NetNS) for Egress. Close the handle.
-func (m *Manager) queueLink(ep *endpoint, dir Direction) (*netlink.Handle, netlink.Link, error) {
-	if dir == Ingress {
+func (m *Manager) queueLink(ep *entry, dir datapath.Direction) (*netlink.Handle, netlink.Link, error) {
+	if dir == datapath.Ingress {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return nil, nil, err
@@ -517,7 +240,7 @@ func (m *Manager) queueLink(ep *endpoint, dir Direction) (*netlink.Handle, netli
 // direction dir of ep at limit l. The qdisc's default class is the
 // endpoint's on the pod side (all it sends), none on the host side
 // (unclassified traffic passes unshaped).
-func (m *Manager) ensureHTB(ep *endpoint, dir Direction, l Limit) error {
+func (m *Manager) ensureHTB(ep *entry, dir datapath.Direction, l Limit) error {
 	h, link, err := m.queueLink(ep, dir)
 	if err != nil {
 		return err
@@ -538,13 +261,13 @@ func (m *Manager) ensureHTB(ep *endpoint, dir Direction, l Limit) error {
 	}
 	if !have {
 		q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: netlink.MakeHandle(htbHandle, 0)})
-		if dir == Egress {
+		if dir == datapath.Egress {
 			q.Defcls = htbClass
 		}
 		if err := h.QdiscReplace(q); err != nil {
 			return fmt.Errorf("install an HTB qdisc on %s: %w", link.Attrs().Name, err)
 		}
-		if dir == Egress {
+		if dir == datapath.Egress {
 			for _, f := range plumbingFilters(idx) {
 				if err := h.FilterAdd(f); err != nil {
 					return errors.Join(fmt.Errorf("install a filter on %s: %w", link.Attrs().Name, err), h.QdiscDel(q))
@@ -604,8 +327,8 @@ func htbClassFor(idx int, l Limit) *netlink.HtbClass {
 // removeQdisc removes the root qdisc the library installed for direction
 // dir of ep (HTB, or fq for EDT), if there is one. A link or namespace
 // that is gone took its qdiscs with it.
-func (m *Manager) removeQdisc(ep *endpoint, dir Direction) error {
-	if dir == Egress && ep.status.NetNS == "" {
+func (m *Manager) removeQdisc(ep *entry, dir datapath.Direction) error {
+	if dir == datapath.Egress && ep.status.NetNS == "" {
 		return nil
 	}
 	h, link, err := m.queueLink(ep, dir)
@@ -640,8 +363,8 @@ func gone(err error) bool {
 
 // ensureFQ gives the endpoint's host-side interface an fq root qdisc, for
 // EDT.
-func (m *Manager) ensureFQ(ep *endpoint) error {
-	h, link, err := m.queueLink(ep, Ingress)
+func (m *Manager) ensureFQ(ep *entry) error {
+	h, link, err := m.queueLink(ep, datapath.Ingress)
 	if err != nil {
 		return err
 	}
@@ -651,45 +374,6 @@ func (m *Manager) ensureFQ(ep *endpoint) error {
 		return fmt.Errorf("install an fq qdisc on %s: %w", link.Attrs().Name, err)
 	}
 	return nil
-}
-
-// BandwidthCounters reads an endpoint's shaping counters, summed over
-// CPUs, since its limits were set; with HTB, the drops of its classes'
-// queues are added.
-func (m *Manager) BandwidthCounters(ifname string) (BandwidthCounters, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ep, ok := m.endpoints[ifname]
-	if !ok {
-		return BandwidthCounters{}, fmt.Errorf("endpoint %s: %w", ifname, ErrNotFound)
-	}
-	var out BandwidthCounters
-	for _, d := range []struct {
-		dir Direction
-		c   *ShapeCounters
-		l   Limit
-	}{{Ingress, &out.Ingress, ep.bandwidth.Ingress}, {Egress, &out.Egress, ep.bandwidth.Egress}} {
-		var per []bpf.XdplaneBwCounter
-		err := m.maps.BwStats.Lookup(bwKey(ep.ifindex, d.dir), &per)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return BandwidthCounters{}, fmt.Errorf("read bw_stats: %w", err)
-		}
-		*d.c = sumShape(per)
-		if d.l.Rate == 0 || (d.dir == Ingress && resolveMode(m.bwMode) != BandwidthHTB) {
-			continue
-		}
-		c, err := m.htbStats(ep, d.dir)
-		if err != nil {
-			return BandwidthCounters{}, err
-		}
-		if d.dir == Egress {
-			// The pod side's class takes all the pod sends; the
-			// datapath only polices.
-			d.c.ShapedPackets, d.c.ShapedBytes = uint64(c.Basic.Packets), c.Basic.Bytes
-		}
-		d.c.DroppedPackets += uint64(c.Queue.Drops)
-	}
-	return out, nil
 }
 
 // sumShape adds up bw_stats' per-CPU counters.
@@ -705,7 +389,7 @@ func sumShape(per []bpf.XdplaneBwCounter) ShapeCounters {
 }
 
 // htbStats reads the statistics of the endpoint's HTB class for dir.
-func (m *Manager) htbStats(ep *endpoint, dir Direction) (netlink.ClassStatistics, error) {
+func (m *Manager) htbStats(ep *entry, dir datapath.Direction) (netlink.ClassStatistics, error) {
 	h, link, err := m.queueLink(ep, dir)
 	if err != nil {
 		return netlink.ClassStatistics{}, err

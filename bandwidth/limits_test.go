@@ -1,4 +1,4 @@
-package policy
+package bandwidth
 
 import (
 	"encoding/json"

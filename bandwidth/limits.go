@@ -1,4 +1,4 @@
-package policy
+package bandwidth
 
 import (
 	"errors"
@@ -7,16 +7,18 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+
+	"github.com/xdplane/xdplane/internal/verr"
 )
 
 // The pod annotations that carry Kubernetes bandwidth limits, in bits per
 // second, as kubelet, the container runtimes and the CNI bandwidth plugin
-// read them. BandwidthFromAnnotations reads both.
+// read them. FromAnnotations reads both.
 const (
-	// IngressBandwidthAnnotation limits what enters the pod.
-	IngressBandwidthAnnotation = "kubernetes.io/ingress-bandwidth"
-	// EgressBandwidthAnnotation limits what the pod sends.
-	EgressBandwidthAnnotation = "kubernetes.io/egress-bandwidth"
+	// IngressAnnotation limits what enters the pod.
+	IngressAnnotation = "kubernetes.io/ingress-bandwidth"
+	// EgressAnnotation limits what the pod sends.
+	EgressAnnotation = "kubernetes.io/egress-bandwidth"
 )
 
 // The bounds Validate holds limits to, and the defaults of Limit.
@@ -88,21 +90,22 @@ type Limit struct {
 	PacketBurst uint64
 }
 
-// Bandwidth is an endpoint's bandwidth limits. Ingress limits what enters
+// Limits are an endpoint's bandwidth limits. Ingress limits what enters
 // the pod, Egress what the pod sends, as the Kubernetes annotations
-// kubernetes.io/ingress-bandwidth and kubernetes.io/egress-bandwidth
-// name them. The zero Bandwidth limits nothing.
-type Bandwidth struct {
+// kubernetes.io/ingress-bandwidth and kubernetes.io/egress-bandwidth name
+// them. The zero Limits limit nothing.
+type Limits struct {
 	Ingress, Egress Limit
 }
 
 // IsZero reports whether l limits nothing.
 func (l Limit) IsZero() bool { return l == Limit{} }
 
-// Validate checks b and returns the first problem as a *ValidationError
-// wrapping ErrInvalid, its Field named after the direction and the
-// field, for example "egress.burst" or "ingress.packetRate". The bounds,
-// past which a value is a mistake rather than a wish:
+// Validate checks b and returns the first problem as a
+// *datapath.ValidationError wrapping ErrInvalid, its Field named after the
+// direction and the field, for example "egress.burst" or
+// "ingress.packetRate". The bounds, past which a value is a mistake
+// rather than a wish:
 //
 //   - Rate: 0, or from 1,000 bit/s (kubelet's own floor for the
 //     annotations) to 1 Tbit/s.
@@ -112,7 +115,7 @@ func (l Limit) IsZero() bool { return l == Limit{} }
 //     time to send it, and cannot hold much more.
 //   - PacketRate: up to 100,000,000 packets per second.
 //   - PacketBurst: 0, or with a PacketRate up to 100,000,000 packets.
-func (b Bandwidth) Validate() error {
+func (b Limits) Validate() error {
 	if err := b.Ingress.validate("ingress"); err != nil {
 		return err
 	}
@@ -122,31 +125,31 @@ func (b Bandwidth) Validate() error {
 func (l Limit) validate(dir string) error {
 	if l.Rate != 0 {
 		if reason := rateProblem(l.Rate); reason != "" {
-			return invalid(dir+".rate", l.Rate, reason)
+			return verr.Invalid(dir+".rate", l.Rate, reason)
 		}
 	}
 	switch {
 	case l.Burst == 0:
 	case l.Rate == 0:
-		return invalid(dir+".burst", l.Burst, "set without rate")
+		return verr.Invalid(dir+".burst", l.Burst, "set without rate")
 	case l.Burst < minBurst:
-		return invalid(dir+".burst", l.Burst,
+		return verr.Invalid(dir+".burst", l.Burst,
 			"below 12000 bits, one 1500-byte frame: a shaper cannot send a packet larger than its burst")
 	case l.Burst > maxBurst:
-		return invalid(dir+".burst", l.Burst, "above 1 Gbit (125 MB)")
+		return verr.Invalid(dir+".burst", l.Burst, "above 1 Gbit (125 MB)")
 	case l.Burst > l.Rate*maxBurstSeconds:
-		return invalid(dir+".burst", l.Burst, fmt.Sprintf(
+		return verr.Invalid(dir+".burst", l.Burst, fmt.Sprintf(
 			"more than rate %d bit/s earns in %d s: HTB cannot hold so long a burst", l.Rate, maxBurstSeconds))
 	}
 	if l.PacketRate > maxPacketRate {
-		return invalid(dir+".packetRate", l.PacketRate, "above 100M packets/s")
+		return verr.Invalid(dir+".packetRate", l.PacketRate, "above 100M packets/s")
 	}
 	switch {
 	case l.PacketBurst == 0:
 	case l.PacketRate == 0:
-		return invalid(dir+".packetBurst", l.PacketBurst, "set without packetRate")
+		return verr.Invalid(dir+".packetBurst", l.PacketBurst, "set without packetRate")
 	case l.PacketBurst > maxPacketBurst:
-		return invalid(dir+".packetBurst", l.PacketBurst, "above 100M packets")
+		return verr.Invalid(dir+".packetBurst", l.PacketBurst, "above 100M packets")
 	}
 	return nil
 }
@@ -205,7 +208,7 @@ func ceilDiv(a, b uint64) uint64 {
 	return q
 }
 
-// ParseBandwidthQuantity parses a bandwidth annotation's value, a
+// ParseQuantity parses a bandwidth annotation's value, a
 // Kubernetes resource quantity in bits per second, and returns it as
 // kubelet reads it: a whole number, a fraction rounded up. It takes what
 // kubelet takes: digits with an optional sign and decimal point, then at
@@ -214,7 +217,7 @@ func ceilDiv(a, b uint64) uint64 {
 // or an exponent ("1e6", "15E5"); and from 1 kbit/s to 1 Pbit/s, kubelet's
 // bounds ("100m", a tenth of a bit per second, is refused). The error
 // wraps ErrInvalid and quotes s.
-func ParseBandwidthQuantity(s string) (uint64, error) {
+func ParseQuantity(s string) (uint64, error) {
 	v, reason := parseBandwidth(s)
 	if reason != "" {
 		return 0, fmt.Errorf("%w: bandwidth %q: %s", ErrInvalid, s, reason)
@@ -222,7 +225,7 @@ func ParseBandwidthQuantity(s string) (uint64, error) {
 	return v, nil
 }
 
-// parseBandwidth is ParseBandwidthQuantity, with the problem as a reason.
+// parseBandwidth is ParseQuantity, with the problem as a reason.
 func parseBandwidth(s string) (uint64, string) {
 	if s == "" {
 		return 0, "empty: want a quantity such as 10M"
@@ -355,20 +358,20 @@ func quantitySuffix(suffix string) (exp10 int64, exp2 uint, reason string) {
 	return 0, 0, reason
 }
 
-// BandwidthFromAnnotations reads a pod's limits from its annotations
+// FromAnnotations reads a pod's limits from its annotations
 // kubernetes.io/ingress-bandwidth and kubernetes.io/egress-bandwidth,
-// each optional, with ParseBandwidthQuantity. The bursts are left 0, the
+// each optional, with ParseQuantity. The bursts are left 0, the
 // default, and so are the packet rates: the annotations carry rates only.
-// A value is refused if ParseBandwidthQuantity or Validate would refuse
+// A value is refused if ParseQuantity or Validate would refuse
 // it (above 1 Tbit/s, though kubelet accepts up to 1 Pbit/s); the error
-// is a *ValidationError wrapping ErrInvalid whose Field is the
+// is a *datapath.ValidationError wrapping ErrInvalid whose Field is the
 // annotation's key and Value its text. A nil map is no limits.
-func BandwidthFromAnnotations(ann map[string]string) (Bandwidth, error) {
-	var b Bandwidth
+func FromAnnotations(ann map[string]string) (Limits, error) {
+	var b Limits
 	for _, a := range []struct {
 		key   string
 		limit *Limit
-	}{{IngressBandwidthAnnotation, &b.Ingress}, {EgressBandwidthAnnotation, &b.Egress}} {
+	}{{IngressAnnotation, &b.Ingress}, {EgressAnnotation, &b.Egress}} {
 		text, ok := ann[a.key]
 		if !ok {
 			continue
@@ -378,32 +381,32 @@ func BandwidthFromAnnotations(ann map[string]string) (Bandwidth, error) {
 			reason = rateProblem(rate)
 		}
 		if reason != "" {
-			return Bandwidth{}, invalid(a.key, text, reason)
+			return Limits{}, verr.Invalid(a.key, text, reason)
 		}
 		a.limit.Rate = rate
 	}
 	return b, nil
 }
 
-// CNIBandwidth is the CNI bandwidth capability's runtime config, which a
+// CNI is the CNI bandwidth capability's runtime config, which a
 // container runtime passes a CNI plugin as runtimeConfig.bandwidth, and
 // the fields of the bandwidth plugin's own configuration: rates in bits
 // per second, bursts in bits. A zero field is unset.
-type CNIBandwidth struct {
+type CNI struct {
 	IngressRate  uint64 `json:"ingressRate,omitempty"`
 	IngressBurst uint64 `json:"ingressBurst,omitempty"`
 	EgressRate   uint64 `json:"egressRate,omitempty"`
 	EgressBurst  uint64 `json:"egressBurst,omitempty"`
 }
 
-// Bandwidth returns c as limits, without checking them (see Validate).
+// Limits returns c as limits, without checking them (see Validate).
 // Runtimes that build c from the pod annotations, which carry no burst,
-// fill in a huge burst that stands for none, and Bandwidth reads those
+// fill in a huge burst that stands for none, and Limits reads those
 // values as 0, the default: 2147483647 (cri-dockerd, after dockershim),
 // 4294967295 (containerd) and 34359738359 or 34359738360 (CRI-O). Any
 // other burst is kept as it is.
-func (c CNIBandwidth) Bandwidth() Bandwidth {
-	return Bandwidth{
+func (c CNI) Limits() Limits {
+	return Limits{
 		Ingress: Limit{Rate: c.IngressRate, Burst: cniBurst(c.IngressBurst)},
 		Egress:  Limit{Rate: c.EgressRate, Burst: cniBurst(c.EgressBurst)},
 	}
