@@ -588,7 +588,8 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 }
 
 // Attachments lists what this datapath has attached, in every network
-// namespace, from its pins.
+// namespace, from its pins, sorted by namespace, interface index and
+// point.
 func (d *Datapath) Attachments() ([]Attachment, error) {
 	keys, err := pins(d.dir)
 	if err != nil {

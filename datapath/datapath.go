@@ -162,8 +162,9 @@ func limitFields(l *Limits) map[string]*uint32 {
 // place and keep running the programs they had; Attach or Upgrade moves
 // them to the programs this call loaded.
 //
-// Open needs CAP_BPF and CAP_NET_ADMIN (root), and CAP_SYS_ADMIN when it
-// has to mount a bpffs.
+// Open needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (root): without
+// CAP_PERFMON the verifier refuses the programs' pointer arithmetic on
+// packets. It needs CAP_SYS_ADMIN when it has to mount a bpffs.
 func Open(opts Options) (*Datapath, error) {
 	if err := opts.Limits.validate(); err != nil {
 		return nil, err

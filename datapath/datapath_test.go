@@ -181,8 +181,8 @@ func TestAttachModes(t *testing.T) {
 		points []string
 		mode   datapath.Mode
 	}{
-		{datapath.AttachOptions{}, []string{"tc-egress", "tc-ingress"}, datapath.ModeTCX},
-		{datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}, []string{"tc-egress", "tc-ingress"}, datapath.ModeTCLegacy},
+		{datapath.AttachOptions{}, []string{"tc-ingress", "tc-egress"}, datapath.ModeTCX},
+		{datapath.AttachOptions{Hook: datapath.HookTC, Mode: datapath.ModeTCLegacy}, []string{"tc-ingress", "tc-egress"}, datapath.ModeTCLegacy},
 		{datapath.AttachOptions{Hook: datapath.HookXDP}, []string{"xdp"}, datapath.ModeXDPNative},
 		{datapath.AttachOptions{Hook: datapath.HookXDP, Mode: datapath.ModeXDPGeneric}, []string{"xdp"}, datapath.ModeXDPGeneric},
 	} {
@@ -197,7 +197,7 @@ func TestAttachModes(t *testing.T) {
 				t.Fatalf("attachments %+v, want points %v", got, tc.points)
 			}
 			for i, a := range got {
-				if a.Interface != "a" || a.Point != tc.points[i] || a.Mode != tc.mode || a.ProgramID == 0 {
+				if a.Interface != "a" || a.Point.String() != tc.points[i] || a.Mode != tc.mode || a.ProgramID == 0 {
 					t.Fatalf("attachment %+v, want %s on a in mode %s", a, tc.points[i], tc.mode)
 				}
 			}
@@ -269,7 +269,7 @@ func TestAttachXDPFallsBackToGeneric(t *testing.T) {
 
 	ns.MustDo(func() error { return dp.Attach("br0", datapath.AttachOptions{Hook: datapath.HookXDP}) })
 	got := attachments(t, ns, dp)
-	if len(got) != 1 || got[0].Interface != "br0" || got[0].Point != "xdp" || got[0].Mode != datapath.ModeXDPGeneric || got[0].ProgramID == 0 {
+	if len(got) != 1 || got[0].Interface != "br0" || got[0].Point != datapath.PointXDP || got[0].Mode != datapath.ModeXDPGeneric || got[0].ProgramID == 0 {
 		t.Fatalf("attachments %+v, want one xdp on br0 in mode %s", got, datapath.ModeXDPGeneric)
 	}
 	const xdpAttachedSKB = 2 // XDP_ATTACHED_SKB, linux/if_link.h
@@ -374,8 +374,8 @@ func TestUpgradeReplacesProgramsInPlace(t *testing.T) {
 				"xdp":        progID(t, kernel.Of(dp2).Programs.XdplaneXdp),
 			}
 			for i, a := range after {
-				if a.ProgramID != want[a.Point] {
-					t.Fatalf("%s runs program %d, want the upgraded %d", a.Point, a.ProgramID, want[a.Point])
+				if a.ProgramID != want[a.Point.String()] {
+					t.Fatalf("%s runs program %d, want the upgraded %d", a.Point, a.ProgramID, want[a.Point.String()])
 				}
 				if id := pinnedLinkID(t, filepath.Join(dir, "links", pinName(a))); id != linkIDs[i] {
 					t.Fatalf("%s: link %d replaced by %d; want the program swapped inside the same link", a.Point, linkIDs[i], id)
@@ -393,7 +393,7 @@ func TestUpgradeReplacesProgramsInPlace(t *testing.T) {
 }
 
 func pinName(a datapath.Attachment) string {
-	name := map[string]string{"tc-ingress": "tc_ingress", "tc-egress": "tc_egress", "xdp": "xdp"}[a.Point]
+	name := map[string]string{"tc-ingress": "tc_ingress", "tc-egress": "tc_egress", "xdp": "xdp"}[a.Point.String()]
 	return strconv.FormatUint(a.NetNS, 10) + "_" + strconv.Itoa(a.Ifindex) + "_" + name
 }
 
@@ -412,7 +412,7 @@ func TestAttachSwitchesHookAndDetaches(t *testing.T) {
 	got := attachments(t, ns, dp)
 	points := map[string][]string{}
 	for _, a := range got {
-		points[a.Interface] = append(points[a.Interface], a.Point)
+		points[a.Interface] = append(points[a.Interface], a.Point.String())
 	}
 	if len(points["a"]) != 1 || points["a"][0] != "xdp" || len(points["b"]) != 2 {
 		t.Fatalf("after switching a to xdp: %v", points)
@@ -601,5 +601,26 @@ func TestAttachSwitchesMode(t *testing.T) {
 	}
 	if n := filterCount(t, ns, "a"); n != 0 {
 		t.Fatalf("switching to TCX left %d cls_bpf filters", n)
+	}
+}
+
+// Remove deletes the locks the writers took beside the pins.
+func TestRemoveDeletesLocks(t *testing.T) {
+	dir := testutil.BPFFS(t)
+	dp := open(t, datapath.Options{Dir: dir})
+	release, err := kernel.Lock(dir, "policy", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if _, err := os.Stat(filepath.Join(dir, "locks", "policy")); err != nil {
+		t.Fatalf("the lock is not where Remove looks: %v", err)
+	}
+	dp.Close()
+	if err := datapath.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "locks")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("locks left after Remove: %v", err)
 	}
 }

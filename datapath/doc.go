@@ -1,6 +1,9 @@
 // Package datapath loads xdplane's eBPF programs, pins their maps and
 // attaches them to interfaces. It is the only package that loads or
-// attaches programs; packages lb and policy program the maps it owns.
+// attaches programs; the feature packages program the maps it owns: lb
+// (services), policy (network policy), bandwidth (per-pod limits) and
+// prefilter (the node-wide deny list). Each takes a *Datapath; none sees
+// the maps' layouts, which are xdplane's own and change between versions.
 //
 // # Lifetimes
 //
@@ -21,8 +24,9 @@
 //
 // HookTC runs the load balancer at tc ingress and reverse NAT at tc egress,
 // through TCX where the kernel has it and a clsact qdisc with a cls_bpf
-// filter where it does not; on an interface package policy has made an
-// endpoint, the same programs also judge the endpoint's traffic. HookXDP
+// filter where it does not; on an interface package policy or bandwidth
+// has made an endpoint, the same programs also judge and shape the
+// endpoint's traffic. HookXDP
 // runs the node-wide prefilter, then the load balancer and reverse NAT at
 // XDP: native where the driver has it, generic XDP where it has none
 // (ModeXDPNative and ModeXDPGeneric force one). Use tc on veths and
@@ -40,6 +44,22 @@
 // reverse-path filtering works with HookTC. XDP has no egress hook: with
 // HookXDP, replies are translated as they arrive, and their interface needs
 // rp_filter 0 or 2.
+//
+// # Observing
+//
+// Counters reads the load balancer's packet counters, DropCounters the
+// drops by DropReason (network policy's and the prefilter's), and Events
+// the dropped packets themselves, sampled (Options.EventSample), with
+// their addresses, ports, endpoint, Direction and reason. Attachments
+// lists what is attached where, with each Point's Mode and program.
+//
+// # Errors
+//
+// The errors below are shared by every package that programs the
+// datapath, which export the ones they return under the same names.
+// Invalid input is refused with an error naming the field and the value:
+// a *ValidationError from packages policy, bandwidth and prefilter, an
+// *lb.ValidationError from lb.
 //
 // # Upgrades
 //

@@ -515,7 +515,7 @@ func TestBehaviourService(t *testing.T) {
 			n.tp.Node.MustDo(func() error {
 				return n.dp.Attach("n-cli", datapath.AttachOptions{Hook: datapath.HookTC})
 			})
-			rd, err := NewEventReader(n.dp)
+			rd, err := n.dp.Events()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -555,7 +555,7 @@ func TestBehaviourService(t *testing.T) {
 				if ev.Protocol != uint8(TCP) {
 					continue // the isolated backend's multicast listener reports, say
 				}
-				if ev.Endpoint != st.ID || ev.Direction != Ingress || ev.Reason != ReasonNoRule || ev.Interface != n.podIf(1) {
+				if ev.Endpoint != st.ID || ev.Direction != Ingress || ev.Reason != datapath.DropNoRule || ev.Interface != n.podIf(1) {
 					t.Errorf("unexpected drop: %s", ev)
 					continue
 				}
@@ -573,11 +573,11 @@ func TestBehaviourService(t *testing.T) {
 
 // drain reads drop events in the node namespace until none has come for a
 // while.
-func drain(t *testing.T, n *bhNode, rd *EventReader) []Event {
+func drain(t *testing.T, n *bhNode, rd *datapath.EventReader) []datapath.Event {
 	t.Helper()
-	var out []Event
+	var out []datapath.Event
 	for {
-		var ev Event
+		var ev datapath.Event
 		rd.SetDeadline(time.Now().Add(300 * time.Millisecond))
 		err := n.tp.Node.Do(func() (err error) { ev, err = rd.Read(); return err })
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -607,7 +607,7 @@ func TestBehaviourCountersAndEvents(t *testing.T) {
 				n.allow(fam.client, at(pod0, 8080), "be0:8080"), n.allow(fam.other, at(pod0, 8080), "be0:8080"),
 				n.allow(fam.excepted, at(pod0, 8080), "be0:8080"), out(8082, "be1:8082"), out(8083, "be1:8083"))
 
-			rd, err := NewEventReader(n.dp)
+			rd, err := n.dp.Events()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -620,7 +620,7 @@ func TestBehaviourCountersAndEvents(t *testing.T) {
 				before.Ingress.DeniedPackets != 0 || before.Egress.DeniedPackets != 0 {
 				t.Errorf("counters with no policy: %+v, want allowed packets both ways and none denied", before)
 			}
-			dropsBefore, err := ReadDropCounters(n.dp)
+			dropsBefore, err := n.dp.DropCounters()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -648,7 +648,7 @@ func TestBehaviourCountersAndEvents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			drops, err := ReadDropCounters(n.dp)
+			drops, err := n.dp.DropCounters()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -660,15 +660,15 @@ func TestBehaviourCountersAndEvents(t *testing.T) {
 			}
 			type key struct {
 				dir    Direction
-				reason Reason
+				reason datapath.DropReason
 				peer   netip.Addr
 				port   uint16
 			}
 			want := map[key]bool{
-				{Ingress, ReasonNoRule, fam.other, 8080}:      false,
-				{Ingress, ReasonDenyRule, fam.excepted, 8080}: false,
-				{Egress, ReasonNoRule, pod1, 8083}:            false,
-				{Egress, ReasonDenyRule, pod1, 8082}:          false,
+				{Ingress, datapath.DropNoRule, fam.other, 8080}:      false,
+				{Ingress, datapath.DropDenyRule, fam.excepted, 8080}: false,
+				{Egress, datapath.DropNoRule, pod1, 8083}:            false,
+				{Egress, datapath.DropDenyRule, pod1, 8082}:          false,
 			}
 			perDir := map[Direction][2]uint64{}
 			for i, ev := range append(evs, later...) {
@@ -727,7 +727,7 @@ func TestBehaviourCountersAndEvents(t *testing.T) {
 					t.Errorf("%s: %d denied packets counted, but %d events before reading the counter and %d in all", d.dir, d.got.DeniedPackets, c[0], c[1])
 				}
 			}
-			for _, r := range []Reason{ReasonNoRule, ReasonDenyRule} {
+			for _, r := range []datapath.DropReason{datapath.DropNoRule, datapath.DropDenyRule} {
 				if d := drops.Packets[r] - dropsBefore.Packets[r]; d < 2 {
 					t.Errorf("drop counter %s went up by %d, want at least 2 (one each way)", r, d)
 				}
@@ -759,7 +759,7 @@ func TestBehaviourIsolatedFromStart(t *testing.T) {
 					{Peers: []Peer{{Prefix: bhHost(fam.client)}}, Ports: []PortRange{{Protocol: TCP, Port: 8080}}},
 				}},
 			})
-			rd, err := NewEventReader(n.dp)
+			rd, err := n.dp.Events()
 			if err != nil {
 				t.Fatal(err)
 			}

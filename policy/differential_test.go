@@ -10,6 +10,7 @@ import (
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/packets"
 )
 
 // Random policies, installed through the Manager and judged by the

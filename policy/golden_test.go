@@ -49,7 +49,7 @@ type goldenCase struct {
 	dir    Direction
 	frame  []byte
 	pass   bool
-	reason Reason // of the drop
+	reason datapath.DropReason // of the drop
 }
 
 // goldenCases are first packets of new flows, each judged on its own.
@@ -58,79 +58,79 @@ func goldenCases(t testing.TB) []goldenCase {
 		// Peers, ports and ranges.
 		{"v4 allowed peer, allowed port", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), true, 0},
 		{"v6 allowed peer, allowed port", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"), true, 0},
-		{"v4 allowed peer, other port", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
-		{"v6 allowed peer, other port", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, ReasonNoRule},
-		{"v4 allowed port, UDP instead of TCP", Ingress, packets.UDP4("10.0.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 allowed port, UDP instead of TCP", Ingress, packets.UDP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 peer outside every prefix", Ingress, packets.TCP4("10.2.3.4:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 peer outside every prefix", Ingress, packets.TCP6("[fd00:c::4]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 except prefix", Ingress, packets.TCP4("10.0.5.9:40000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 except prefix", Ingress, packets.TCP6("[fd00:a::5:9]:40000", "[fd00:1::2]:80"), false, ReasonNoRule},
+		{"v4 allowed peer, other port", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:81"), false, datapath.DropNoRule},
+		{"v6 allowed peer, other port", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:81"), false, datapath.DropNoRule},
+		{"v4 allowed port, UDP instead of TCP", Ingress, packets.UDP4("10.0.3.4:40000", "10.0.1.2:80"), false, datapath.DropNoRule},
+		{"v6 allowed port, UDP instead of TCP", Ingress, packets.UDP6("[fd00:a::3:4]:40000", "[fd00:1::2]:80"), false, datapath.DropNoRule},
+		{"v4 peer outside every prefix", Ingress, packets.TCP4("10.2.3.4:40000", "10.0.1.2:80"), false, datapath.DropNoRule},
+		{"v6 peer outside every prefix", Ingress, packets.TCP6("[fd00:c::4]:40000", "[fd00:1::2]:80"), false, datapath.DropNoRule},
+		{"v4 except prefix", Ingress, packets.TCP4("10.0.5.9:40000", "10.0.1.2:80"), false, datapath.DropNoRule},
+		{"v6 except prefix", Ingress, packets.TCP6("[fd00:a::5:9]:40000", "[fd00:1::2]:80"), false, datapath.DropNoRule},
 		{"v4 just outside the except prefix", Ingress, packets.TCP4("10.0.6.0:40000", "10.0.1.2:80"), true, 0},
 		{"v4 range start", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8000"), true, 0},
 		{"v4 range end", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8100"), true, 0},
-		{"v4 below range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:7999"), false, ReasonNoRule},
-		{"v4 above range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8101"), false, ReasonNoRule},
+		{"v4 below range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:7999"), false, datapath.DropNoRule},
+		{"v4 above range", Ingress, packets.TCP4("10.0.3.4:40000", "10.0.1.2:8101"), false, datapath.DropNoRule},
 		{"v6 range end", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:8100"), true, 0},
-		{"v6 above range", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:8101"), false, ReasonNoRule},
+		{"v6 above range", Ingress, packets.TCP6("[fd00:a::3:4]:40000", "[fd00:1::2]:8101"), false, datapath.DropNoRule},
 		{"v4 UDP rule", Ingress, packets.UDP4("10.9.0.1:5353", "10.0.1.2:53"), true, 0},
 		{"v6 UDP rule", Ingress, packets.UDP6("[fd00:9::1]:5353", "[fd00:1::2]:53"), true, 0},
-		{"v4 UDP rule's peer, TCP", Ingress, packets.TCP4("10.9.0.1:5353", "10.0.1.2:53"), false, ReasonNoRule},
-		{"v6 UDP rule's peer, TCP", Ingress, packets.TCP6("[fd00:9::1]:5353", "[fd00:1::2]:53"), false, ReasonNoRule},
+		{"v4 UDP rule's peer, TCP", Ingress, packets.TCP4("10.9.0.1:5353", "10.0.1.2:53"), false, datapath.DropNoRule},
+		{"v6 UDP rule's peer, TCP", Ingress, packets.TCP6("[fd00:9::1]:5353", "[fd00:1::2]:53"), false, datapath.DropNoRule},
 		{"v4 SCTP allowed port", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9000)), true, 0},
-		{"v4 SCTP other port", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, ReasonNoRule},
+		{"v4 SCTP other port", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, datapath.DropNoRule},
 		{"v6 SCTP allowed port", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9000)), true, 0},
-		{"v6 SCTP other port", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, ReasonNoRule},
+		{"v6 SCTP other port", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolSCTP, packets.SCTPHeader(5000, 9001)), false, datapath.DropNoRule},
 		{"v4 ICMP echo request from anyone", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 8, 7), true, 0},
 		{"v6 ICMPv6 echo request from anyone", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 128, 7), true, 0},
-		{"v4 ICMP timestamp: another type", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 13, 7), false, ReasonNoRule},
-		{"v6 ICMPv6 node information query: another type", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 139, 7), false, ReasonNoRule},
-		{"v6 ICMPv6 echo reply with no request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 129, 7), false, ReasonNoRule},
-		{"v4 GRE from an allowed peer", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
-		{"v6 GRE from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, ReasonNoRule},
-		{"v6 no next header from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, ReasonNoRule},
+		{"v4 ICMP timestamp: another type", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 13, 7), false, datapath.DropNoRule},
+		{"v6 ICMPv6 node information query: another type", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 139, 7), false, datapath.DropNoRule},
+		{"v6 ICMPv6 echo reply with no request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 129, 7), false, datapath.DropNoRule},
+		{"v4 GRE from an allowed peer", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolGRE, make([]byte, 8)), false, datapath.DropNoRule},
+		{"v6 GRE from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolGRE, make([]byte, 8)), false, datapath.DropNoRule},
+		{"v6 no next header from an allowed peer", Ingress, packets.Raw6("fd00:a::3:4", "fd00:1::2", layers.IPProtocolNoNextHeader, make([]byte, 8)), false, datapath.DropNoRule},
 
 		// Deny beats allow.
-		{"v4 denied prefix inside an allowed one", Ingress, packets.TCP4("10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
-		{"v6 denied prefix inside an allowed one", Ingress, packets.TCP6("[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, ReasonDenyRule},
-		{"v4 denied prefix, ICMP allowed from everyone", Ingress, packets.Echo("10.0.7.7", "10.0.1.2", 8, 7), false, ReasonDenyRule},
+		{"v4 denied prefix inside an allowed one", Ingress, packets.TCP4("10.0.7.7:40000", "10.0.1.2:80"), false, datapath.DropDenyRule},
+		{"v6 denied prefix inside an allowed one", Ingress, packets.TCP6("[fd00:a::7:7]:40000", "[fd00:1::2]:80"), false, datapath.DropDenyRule},
+		{"v4 denied prefix, ICMP allowed from everyone", Ingress, packets.Echo("10.0.7.7", "10.0.1.2", 8, 7), false, datapath.DropDenyRule},
 		{"v4 egress allowed", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:443"), true, 0},
 		{"v6 egress allowed", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:443"), true, 0},
-		{"v4 egress denied host in allowed prefix", Egress, packets.TCP4("10.0.1.2:40000", "10.1.9.9:443"), false, ReasonDenyRule},
-		{"v6 egress denied host in allowed prefix", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::9]:443"), false, ReasonDenyRule},
-		{"v4 egress other port", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:80"), false, ReasonNoRule},
-		{"v6 egress other port", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:80"), false, ReasonNoRule},
-		{"v4 egress judges the destination, not the source", Egress, packets.TCP4("10.1.2.3:40000", "10.0.3.4:80"), false, ReasonNoRule},
-		{"v6 egress judges the destination, not the source", Egress, packets.TCP6("[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
+		{"v4 egress denied host in allowed prefix", Egress, packets.TCP4("10.0.1.2:40000", "10.1.9.9:443"), false, datapath.DropDenyRule},
+		{"v6 egress denied host in allowed prefix", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::9]:443"), false, datapath.DropDenyRule},
+		{"v4 egress other port", Egress, packets.TCP4("10.0.1.2:40000", "10.1.2.3:80"), false, datapath.DropNoRule},
+		{"v6 egress other port", Egress, packets.TCP6("[fd00:1::2]:40000", "[fd00:b::3]:80"), false, datapath.DropNoRule},
+		{"v4 egress judges the destination, not the source", Egress, packets.TCP4("10.1.2.3:40000", "10.0.3.4:80"), false, datapath.DropNoRule},
+		{"v6 egress judges the destination, not the source", Egress, packets.TCP6("[fd00:b::3]:40000", "[fd00:a::3:4]:80"), false, datapath.DropNoRule},
 
 		// IP options move the L4 header; they must not hide the port.
 		{"v4 options, allowed port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:80"), true, 0},
-		{"v4 options, other port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:81"), false, ReasonNoRule},
-		{"v4 options, denied peer by Deny rule", Ingress, v4Options(t, "10.0.7.7:40000", "10.0.1.2:80"), false, ReasonDenyRule},
+		{"v4 options, other port", Ingress, v4Options(t, "10.0.3.4:40000", "10.0.1.2:81"), false, datapath.DropNoRule},
+		{"v4 options, denied peer by Deny rule", Ingress, v4Options(t, "10.0.7.7:40000", "10.0.1.2:80"), false, datapath.DropDenyRule},
 		// IPv6 extension headers likewise.
 		{"v6 hop-by-hop and destination options, allowed port", Ingress,
-			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), true, 0},
+			packets.TCP6Ext("[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), true, 0},
 		{"v6 hop-by-hop and destination options, other port", Ingress,
-			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.HopByHop, packets.DestOpts), false, ReasonNoRule},
+			packets.TCP6Ext("[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.HopByHop, packets.DestOpts), false, datapath.DropNoRule},
 		{"v6 hop-by-hop and destination options, denied peer by Deny rule", Ingress,
-			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), false, ReasonDenyRule},
-		{"v6 AH, other port", Ingress, ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.AH), false, ReasonNoRule},
+			packets.TCP6Ext("[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.HopByHop, packets.DestOpts), false, datapath.DropDenyRule},
+		{"v6 AH, other port", Ingress, packets.TCP6Ext("[fd00:a::3:4]:40000", "[fd00:1::2]:81", packets.AH), false, datapath.DropNoRule},
 		{"v6 routing header, denied peer", Ingress,
-			ext6(t, "[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.Routing(2, 0, netip.MustParseAddr("fd00:1::2"))), false, ReasonDenyRule},
+			packets.TCP6Ext("[fd00:a::7:7]:40000", "[fd00:1::2]:80", packets.Routing(2, 0, netip.MustParseAddr("fd00:1::2"))), false, datapath.DropDenyRule},
 		{"v6 nine extension headers: too deep to judge", Ingress,
-			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
-				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), false, ReasonMalformed},
+			packets.TCP6Ext("[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
+				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), false, datapath.DropMalformed},
 		{"v6 eight extension headers: still judged", Ingress,
-			ext6(t, "[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
+			packets.TCP6Ext("[fd00:a::3:4]:40000", "[fd00:1::2]:80", packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts,
 				packets.DestOpts, packets.DestOpts, packets.DestOpts, packets.DestOpts), true, 0},
 
 		// What cannot be judged is denied where rules apply.
-		{"v4 TCP header cut short", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80, 0, 0}), false, ReasonMalformed},
-		{"v6 UDP header cut short", Ingress, packets.Raw6("fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, ReasonMalformed},
-		{"v6 v4-mapped source", Ingress, packets.TCP6("[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, ReasonMalformed},
-		{"v4 IHL below 5", Ingress, badIHL(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")), false, ReasonMalformed},
-		{"v6 carrying IPv4's ICMP", Ingress, packets.Raw6("2001:db8::1", "fd00:1::2", layers.IPProtocolICMPv4, packets.ICMPMsg(8, 0, 0, nil)), false, ReasonMalformed},
-		{"v4 VLAN-tagged", Ingress, packets.VLAN(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), 0x8100), false, ReasonMalformed},
+		{"v4 TCP header cut short", Ingress, packets.Raw4("10.0.3.4", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80, 0, 0}), false, datapath.DropMalformed},
+		{"v6 UDP header cut short", Ingress, packets.Raw6("fd00:9::1", "fd00:1::2", layers.IPProtocolUDP, []byte{0x14, 0xe9, 0, 53}), false, datapath.DropMalformed},
+		{"v6 v4-mapped source", Ingress, packets.TCP6("[::ffff:10.0.3.4]:40000", "[fd00:1::2]:80"), false, datapath.DropMalformed},
+		{"v4 IHL below 5", Ingress, badIHL(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")), false, datapath.DropMalformed},
+		{"v6 carrying IPv4's ICMP", Ingress, packets.Raw6("2001:db8::1", "fd00:1::2", layers.IPProtocolICMPv4, packets.ICMPMsg(8, 0, 0, nil)), false, datapath.DropMalformed},
+		{"v4 VLAN-tagged", Ingress, packets.VLAN(packets.TCP4("10.0.3.4:40000", "10.0.1.2:80"), 0x8100), false, datapath.DropMalformed},
 	}
 }
 
@@ -144,11 +144,6 @@ func v4Options(t testing.TB, src, dst string) []byte {
 // ipOptions are 8 bytes of IPv4 options: seven no-ops and an end of list.
 var ipOptions = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1},
 	{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}
-
-func ext6(t testing.TB, src, dst string, ext ...packets.IPv6Ext) []byte {
-	return packets.Must(packets.IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
-		Proto: layers.IPProtocolTCP, TCPFlags: packets.TCPFlags{SYN: true}, Ext: ext}.Build())
-}
 
 func badIHL(frame []byte) []byte {
 	frame[packets.EthLen] = 0x44
@@ -168,7 +163,7 @@ func TestGoldenPolicy(t *testing.T) {
 func TestGoldenAgreesWithDecide(t *testing.T) {
 	p := goldenPolicy()
 	for _, c := range goldenCases(t) {
-		if c.reason == ReasonMalformed {
+		if c.reason == datapath.DropMalformed {
 			continue
 		}
 		l, err := packets.Parse(c.frame)
@@ -179,9 +174,9 @@ func TestGoldenAgreesWithDecide(t *testing.T) {
 		got := p.Decide(c.dir, peer, proto, port)
 		want := Allowed
 		switch c.reason {
-		case ReasonDenyRule:
+		case datapath.DropDenyRule:
 			want = DeniedByRule
-		case ReasonNoRule:
+		case datapath.DropNoRule:
 			want = DeniedByDefault
 		}
 		if got != want {
@@ -218,7 +213,7 @@ func describe(t *testing.T, dir Direction, frame []byte) (netip.Addr, Protocol, 
 func TestGoldenCountersAndEvents(t *testing.T) {
 	r := newRig(t, datapath.Limits{})
 	r.setPolicy(goldenPolicy())
-	rd, err := NewEventReader(r.dp)
+	rd, err := r.dp.Events()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +221,7 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 
 	cases := goldenCases(t)
 	want := map[Direction]*Counters{Ingress: {}, Egress: {}}
-	drops := map[Reason]uint64{}
+	drops := map[datapath.DropReason]uint64{}
 	for _, c := range cases {
 		r.expect(c.name, c.dir, c.frame, c.pass)
 		if c.pass {
@@ -240,7 +235,7 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 
 		// Read in the endpoint's namespace, where the reader names the
 		// interface.
-		var ev Event
+		var ev datapath.Event
 		rd.SetDeadline(time.Now().Add(time.Second))
 		if err := r.ns.Do(func() (err error) { ev, err = rd.Read(); return err }); err != nil {
 			t.Fatalf("%s: no event: %v", c.name, err)
@@ -250,7 +245,7 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 			ev.Length != uint32(len(c.frame)) || ev.Ifindex != int(r.ifindex) {
 			t.Errorf("%s: event %+v, want reason %s, direction %s, endpoint %d on pol0, length %d", c.name, ev, c.reason, c.dir, st.ID, len(c.frame))
 		}
-		if c.reason != ReasonMalformed {
+		if c.reason != datapath.DropMalformed {
 			peer, proto, port := describe(t, c.dir, c.frame)
 			evPeer, evPort := ev.Source.Addr(), ev.Destination.Port()
 			if c.dir == Egress {
@@ -274,7 +269,7 @@ func TestGoldenCountersAndEvents(t *testing.T) {
 	if got.Ingress != *want[Ingress] || got.Egress != *want[Egress] {
 		t.Errorf("counters %+v, want ingress %+v egress %+v", got, *want[Ingress], *want[Egress])
 	}
-	dc, err := ReadDropCounters(r.dp)
+	dc, err := r.dp.DropCounters()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +293,7 @@ func TestGoldenEventSampling(t *testing.T) {
 	const n, m = 7, 200
 	r := newRigWith(t, datapath.Options{EventSample: n})
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}})
-	rd, err := NewEventReader(r.dp)
+	rd, err := r.dp.Events()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,8 +309,8 @@ func TestGoldenEventSampling(t *testing.T) {
 	}
 
 	dc := r.dropCounters()
-	if dc.Packets[ReasonNoRule] != m || dc.EventsLost != 0 {
-		t.Errorf("drop counter %s = %d, %d events lost; want %d, none lost", ReasonNoRule, dc.Packets[ReasonNoRule], dc.EventsLost, m)
+	if dc.Packets[datapath.DropNoRule] != m || dc.EventsLost != 0 {
+		t.Errorf("drop counter %s = %d, %d events lost; want %d, none lost", datapath.DropNoRule, dc.Packets[datapath.DropNoRule], dc.EventsLost, m)
 	}
 	if c, err := r.m.Counters("pol0"); err != nil || c.Ingress.DeniedPackets != m {
 		t.Errorf("endpoint counters %+v, %v; want %d ingress packets denied", c, err, m)
@@ -330,7 +325,7 @@ func TestGoldenEventSampling(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Reason != ReasonNoRule || ev.Direction != Ingress || ev.Destination.Port() != 80 {
+		if ev.Reason != datapath.DropNoRule || ev.Direction != Ingress || ev.Destination.Port() != 80 {
 			t.Errorf("event %s, want one of the denied packets", ev)
 		}
 		events++
@@ -366,8 +361,8 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	r.setPolicy(Policy{Ingress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{{Prefix: pfx("10.0.7.0/24")}, {Prefix: pfx("fd00:a::7:0/112")}},
 		Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
 	for _, c := range []goldenCase{
-		{"v4 deny only, matched", Ingress, packets.TCP4("10.0.7.7:41000", "10.0.1.2:80"), false, ReasonDenyRule},
-		{"v6 deny only, matched", Ingress, packets.TCP6("[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, ReasonDenyRule},
+		{"v4 deny only, matched", Ingress, packets.TCP4("10.0.7.7:41000", "10.0.1.2:80"), false, datapath.DropDenyRule},
+		{"v6 deny only, matched", Ingress, packets.TCP6("[fd00:a::7:7]:41000", "[fd00:1::2]:80"), false, datapath.DropDenyRule},
 		{"v4 deny only, other port", Ingress, packets.TCP4("10.0.7.7:41000", "10.0.1.2:81"), true, 0},
 		{"v6 deny only, other port", Ingress, packets.TCP6("[fd00:a::7:7]:41000", "[fd00:1::2]:81"), true, 0},
 		{"v4 deny only, other protocol", Ingress, packets.UDP4("10.0.7.7:41000", "10.0.1.2:80"), true, 0},
@@ -378,8 +373,8 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 		{"v6 deny only, egress untouched", Egress, packets.TCP6("[fd00:1::2]:80", "[fd00:a::7:7]:80"), true, 0},
 		// A deny rule on ports makes unparseable packets on that
 		// direction deny: they could be hiding a denied port.
-		{"v4 deny only, cut-short TCP", Ingress, packets.Raw4("10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
-		{"v6 deny only, cut-short TCP", Ingress, packets.Raw6("fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, ReasonMalformed},
+		{"v4 deny only, cut-short TCP", Ingress, packets.Raw4("10.0.7.7", "10.0.1.2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, datapath.DropMalformed},
+		{"v6 deny only, cut-short TCP", Ingress, packets.Raw6("fd00:a::7:7", "fd00:1::2", layers.IPProtocolTCP, []byte{0x9c, 0x40, 0, 80}), false, datapath.DropMalformed},
 	} {
 		r.expectCase(c)
 	}
@@ -387,14 +382,14 @@ func TestGoldenNoPolicyPassesAll(t *testing.T) {
 	// Isolated with no rules: deny all (Kubernetes' default-deny policy).
 	r.setPolicy(Policy{Ingress: Rules{Isolated: true}, Egress: Rules{Isolated: true}})
 	for _, c := range []goldenCase{
-		{"v4 deny all", Ingress, packets.TCP4("10.0.3.4:41000", "10.0.1.2:80"), false, ReasonNoRule},
-		{"v6 deny all", Ingress, packets.TCP6("[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, ReasonNoRule},
-		{"v4 deny all, egress", Egress, packets.TCP4("10.0.1.2:41000", "10.0.3.4:80"), false, ReasonNoRule},
-		{"v6 deny all, egress", Egress, packets.TCP6("[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, ReasonNoRule},
-		{"v4 deny all, UDP", Ingress, packets.UDP4("10.9.0.1:41000", "10.0.1.2:53"), false, ReasonNoRule},
-		{"v6 deny all, UDP", Ingress, packets.UDP6("[fd00:9::1]:41000", "[fd00:1::2]:53"), false, ReasonNoRule},
-		{"v4 deny all, echo request", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 8, 41), false, ReasonNoRule},
-		{"v6 deny all, echo request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 128, 41), false, ReasonNoRule},
+		{"v4 deny all", Ingress, packets.TCP4("10.0.3.4:41000", "10.0.1.2:80"), false, datapath.DropNoRule},
+		{"v6 deny all", Ingress, packets.TCP6("[fd00:a::3:4]:41000", "[fd00:1::2]:80"), false, datapath.DropNoRule},
+		{"v4 deny all, egress", Egress, packets.TCP4("10.0.1.2:41000", "10.0.3.4:80"), false, datapath.DropNoRule},
+		{"v6 deny all, egress", Egress, packets.TCP6("[fd00:1::2]:41000", "[fd00:a::3:4]:80"), false, datapath.DropNoRule},
+		{"v4 deny all, UDP", Ingress, packets.UDP4("10.9.0.1:41000", "10.0.1.2:53"), false, datapath.DropNoRule},
+		{"v6 deny all, UDP", Ingress, packets.UDP6("[fd00:9::1]:41000", "[fd00:1::2]:53"), false, datapath.DropNoRule},
+		{"v4 deny all, echo request", Ingress, packets.Echo("192.0.2.1", "10.0.1.2", 8, 41), false, datapath.DropNoRule},
+		{"v6 deny all, echo request", Ingress, packets.Echo("2001:db8::1", "fd00:1::2", 128, 41), false, datapath.DropNoRule},
 	} {
 		r.expectCase(c)
 	}
@@ -536,28 +531,28 @@ func TestGoldenStatefulProtocols(t *testing.T) {
 				}
 				name := fam.name + " " + c.proto.String()
 				cases = append(cases,
-					goldenCase{name + " reply before the flow", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), false, ReasonNoRule},
+					goldenCase{name + " reply before the flow", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), false, datapath.DropNoRule},
 					goldenCase{name + " flow out", Egress, pkt(fam.pod, 5353, fam.remote, c.port), true, 0},
 					goldenCase{name + " its reply, which ingress rules deny", Ingress, pkt(fam.remote, c.port, fam.pod, 5353), true, 0},
-					goldenCase{name + " a stray packet like a reply", Ingress, pkt(fam.remote, c.port, fam.pod, 5354), false, ReasonNoRule},
-					goldenCase{name + " reply out before the flow in", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), false, ReasonNoRule},
+					goldenCase{name + " a stray packet like a reply", Ingress, pkt(fam.remote, c.port, fam.pod, 5354), false, datapath.DropNoRule},
+					goldenCase{name + " reply out before the flow in", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), false, datapath.DropNoRule},
 					goldenCase{name + " flow in", Ingress, pkt(c.inPeer, 5353, fam.pod, c.port), true, 0},
 					goldenCase{name + " its reply out, which egress rules deny", Egress, pkt(fam.pod, c.port, c.inPeer, 5353), true, 0},
-					goldenCase{name + " a stray packet out like a reply", Egress, pkt(fam.pod, c.port, c.inPeer, 5354), false, ReasonNoRule},
+					goldenCase{name + " a stray packet out like a reply", Egress, pkt(fam.pod, c.port, c.inPeer, 5354), false, datapath.DropNoRule},
 				)
 			}
 			// An echo's flow is its identifier: a reply with another one
 			// belongs to no request.
 			name := fam.name + " echo"
 			cases = append(cases,
-				goldenCase{name + " reply before the request", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 7), false, ReasonNoRule},
+				goldenCase{name + " reply before the request", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 7), false, datapath.DropNoRule},
 				goldenCase{name + " request out", Egress, packets.Echo(fam.pod, fam.remote, fam.request, 7), true, 0},
 				goldenCase{name + " its reply, which ingress rules deny", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 7), true, 0},
-				goldenCase{name + " a reply with another identifier", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 8), false, ReasonNoRule},
-				goldenCase{name + " reply out before the request in", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 9), false, ReasonNoRule},
+				goldenCase{name + " a reply with another identifier", Ingress, packets.Echo(fam.remote, fam.pod, fam.reply, 8), false, datapath.DropNoRule},
+				goldenCase{name + " reply out before the request in", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 9), false, datapath.DropNoRule},
 				goldenCase{name + " request in", Ingress, packets.Echo(fam.anyone, fam.pod, fam.request, 9), true, 0},
 				goldenCase{name + " its reply out, which egress rules deny", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 9), true, 0},
-				goldenCase{name + " a reply out with another identifier", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 10), false, ReasonNoRule},
+				goldenCase{name + " a reply out with another identifier", Egress, packets.Echo(fam.pod, fam.anyone, fam.reply, 10), false, datapath.DropNoRule},
 			)
 			for _, c := range cases {
 				r.expectCase(c)
@@ -589,17 +584,17 @@ func TestGoldenFragments(t *testing.T) {
 		goldenCase{"v4 its later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 9, true), true, 0},
 		goldenCase{"v4 its last fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 100, 18, false), true, 0},
 		goldenCase{"v4 an allowed datagram's id, another protocol", Ingress,
-			frag{proto: tcp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 100, offset: 9}.build(), false, ReasonFragment},
-		goldenCase{"v4 first fragment, denied port", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true), false, ReasonNoRule},
-		goldenCase{"v4 the denied datagram's later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false), false, ReasonFragment},
-		goldenCase{"v4 a later fragment with no first", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false), false, ReasonFragment},
+			frag{proto: tcp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 100, offset: 9}.build(), false, datapath.DropFragment},
+		goldenCase{"v4 first fragment, denied port", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 0, true), false, datapath.DropNoRule},
+		goldenCase{"v4 the denied datagram's later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 101, 9, false), false, datapath.DropFragment},
+		goldenCase{"v4 a later fragment with no first", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:53", 102, 9, false), false, datapath.DropFragment},
 		goldenCase{"v4 a later fragment with no first, its body like an allowed UDP header", Ingress,
-			frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 103, offset: 1, body: lookalike}.build(), false, ReasonFragment},
-		goldenCase{"v4 an allowed datagram's id from another source", Ingress, udpFrag("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false), false, ReasonFragment},
+			frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 103, offset: 1, body: lookalike}.build(), false, datapath.DropFragment},
+		goldenCase{"v4 an allowed datagram's id from another source", Ingress, udpFrag("10.9.0.2:5353", "10.0.1.2:53", 100, 9, false), false, datapath.DropFragment},
 		// An id reused for a denied datagram must not inherit the ports
 		// of the allowed one before it.
-		goldenCase{"v4 id 100 reused, first fragment denied", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true), false, ReasonNoRule},
-		goldenCase{"v4 id 100 reused, later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false), false, ReasonFragment},
+		goldenCase{"v4 id 100 reused, first fragment denied", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 0, true), false, datapath.DropNoRule},
+		goldenCase{"v4 id 100 reused, later fragment", Ingress, udpFrag("10.9.0.1:5353", "10.0.1.2:54", 100, 9, false), false, datapath.DropFragment},
 	)
 	// The same datagrams in both families, TCP and SCTP in, TCP and UDP
 	// out: peer may send TCP 80 and SCTP 9000, and the pod may send TCP
@@ -609,36 +604,36 @@ func TestGoldenFragments(t *testing.T) {
 		{"v4", "10.0.1.2", "10.0.3.4", "10.0.7.7", "10.1.2.3", "10.1.9.9"},
 		{"v6", "fd00:1::2", "fd00:a::3:4", "fd00:a::7:7", "fd00:b::3", "fd00:b::9"},
 	} {
-		dg := func(name string, dir Direction, proto layers.IPProtocol, src string, sport uint16, dst string, dport uint16, id uint32, reason Reason) {
+		dg := func(name string, dir Direction, proto layers.IPProtocol, src string, sport uint16, dst string, dport uint16, id uint32, reason datapath.DropReason) {
 			f := frag{proto: proto, src: hostPort(src, sport), dst: hostPort(dst, dport), id: id}
 			add(datagram(fam.name+" "+name, dir, f, reason)...)
 		}
 		dg("TCP allowed", Ingress, tcp, fam.peer, 40000, fam.pod, 80, 200, 0)
-		dg("TCP other port", Ingress, tcp, fam.peer, 40000, fam.pod, 81, 201, ReasonNoRule)
-		dg("TCP from a Deny rule's prefix inside an allowed one", Ingress, tcp, fam.denied, 40000, fam.pod, 80, 202, ReasonDenyRule)
+		dg("TCP other port", Ingress, tcp, fam.peer, 40000, fam.pod, 81, 201, datapath.DropNoRule)
+		dg("TCP from a Deny rule's prefix inside an allowed one", Ingress, tcp, fam.denied, 40000, fam.pod, 80, 202, datapath.DropDenyRule)
 		dg("SCTP allowed", Ingress, sctp, fam.peer, 5000, fam.pod, 9000, 203, 0)
-		dg("SCTP other port", Ingress, sctp, fam.peer, 5000, fam.pod, 9001, 204, ReasonNoRule)
-		dg("SCTP from a Deny rule's prefix", Ingress, sctp, fam.denied, 5000, fam.pod, 9000, 205, ReasonDenyRule)
+		dg("SCTP other port", Ingress, sctp, fam.peer, 5000, fam.pod, 9001, 204, datapath.DropNoRule)
+		dg("SCTP from a Deny rule's prefix", Ingress, sctp, fam.denied, 5000, fam.pod, 9000, 205, datapath.DropDenyRule)
 		dg("egress TCP allowed", Egress, tcp, fam.pod, 40000, fam.remote, 443, 300, 0)
-		dg("egress TCP to a Deny rule's host in the allowed prefix", Egress, tcp, fam.pod, 40000, fam.deniedRemote, 443, 301, ReasonDenyRule)
-		dg("egress TCP other port", Egress, tcp, fam.pod, 40000, fam.remote, 80, 302, ReasonNoRule)
-		dg("egress UDP", Egress, udp, fam.pod, 5353, fam.remote, 53, 303, ReasonNoRule)
+		dg("egress TCP to a Deny rule's host in the allowed prefix", Egress, tcp, fam.pod, 40000, fam.deniedRemote, 443, 301, datapath.DropDenyRule)
+		dg("egress TCP other port", Egress, tcp, fam.pod, 40000, fam.remote, 80, 302, datapath.DropNoRule)
+		dg("egress UDP", Egress, udp, fam.pod, 5353, fam.remote, 53, 303, datapath.DropNoRule)
 	}
 
 	// IP options move the transport header of the first fragment.
 	add(datagram("v4 UDP with IP options, allowed", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:53", id: 206, opts: ipOptions}, 0)...)
-	add(datagram("v4 UDP with IP options, other port", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:54", id: 207, opts: ipOptions}, ReasonNoRule)...)
-	add(datagram("v4 TCP with IP options from a Deny rule's prefix", Ingress, frag{proto: tcp, src: "10.0.7.7:40000", dst: "10.0.1.2:80", id: 208, opts: ipOptions}, ReasonDenyRule)...)
+	add(datagram("v4 UDP with IP options, other port", Ingress, frag{proto: udp, src: "10.9.0.1:5353", dst: "10.0.1.2:54", id: 207, opts: ipOptions}, datapath.DropNoRule)...)
+	add(datagram("v4 TCP with IP options from a Deny rule's prefix", Ingress, frag{proto: tcp, src: "10.0.7.7:40000", dst: "10.0.1.2:80", id: 208, opts: ipOptions}, datapath.DropDenyRule)...)
 
 	// IPv6: fd00:9::/64 may send UDP 53.
 	add(
 		goldenCase{"v6 first fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 0, true), true, 0},
 		goldenCase{"v6 its later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 7, 9, false), true, 0},
-		goldenCase{"v6 first fragment, denied port", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true), false, ReasonNoRule},
-		goldenCase{"v6 the denied datagram's later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false), false, ReasonFragment},
-		goldenCase{"v6 a later fragment with no first", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false), false, ReasonFragment},
+		goldenCase{"v6 first fragment, denied port", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 0, true), false, datapath.DropNoRule},
+		goldenCase{"v6 the denied datagram's later fragment", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 8, 9, false), false, datapath.DropFragment},
+		goldenCase{"v6 a later fragment with no first", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 9, 9, false), false, datapath.DropFragment},
 		goldenCase{"v6 a later fragment with no first, its body like an allowed UDP header", Ingress,
-			frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 13, offset: 1, body: lookalike}.build(), false, ReasonFragment},
+			frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 13, offset: 1, body: lookalike}.build(), false, datapath.DropFragment},
 	)
 	// An extension header after the fragment header: later fragments'
 	// fragment header names it, not UDP.
@@ -650,14 +645,14 @@ func TestGoldenFragments(t *testing.T) {
 		goldenCase{"v6 first fragment, destination options after the fragment header", Ingress, firstFrag, true, 0},
 		goldenCase{"v6 its later fragment, whose fragment header names destination options", Ingress, laterFrag, true, 0},
 		goldenCase{"v6 atomic fragment, allowed", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:53", 10, 0, false), true, 0},
-		goldenCase{"v6 atomic fragment, denied", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false), false, ReasonNoRule},
+		goldenCase{"v6 atomic fragment, denied", Ingress, udpFrag("[fd00:9::1]:5353", "[fd00:1::2]:54", 11, 0, false), false, datapath.DropNoRule},
 	)
 	// Extension headers ahead of the fragment header, in every fragment.
 	hbh, hbhDest := []packets.IPv6Ext{packets.HopByHop}, []packets.IPv6Ext{packets.HopByHop, packets.DestOpts}
 	add(datagram("v6 UDP after a hop-by-hop header, allowed", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:53", id: 206, ext: hbh}, 0)...)
-	add(datagram("v6 UDP after a hop-by-hop header, other port", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:54", id: 207, ext: hbh}, ReasonNoRule)...)
+	add(datagram("v6 UDP after a hop-by-hop header, other port", Ingress, frag{proto: udp, src: "[fd00:9::1]:5353", dst: "[fd00:1::2]:54", id: 207, ext: hbh}, datapath.DropNoRule)...)
 	add(datagram("v6 TCP after hop-by-hop and destination options from a Deny rule's prefix", Ingress,
-		frag{proto: tcp, src: "[fd00:a::7:7]:40000", dst: "[fd00:1::2]:80", id: 208, ext: hbhDest}, ReasonDenyRule)...)
+		frag{proto: tcp, src: "[fd00:a::7:7]:40000", dst: "[fd00:1::2]:80", id: 208, ext: hbhDest}, datapath.DropDenyRule)...)
 
 	for _, c := range cases {
 		r.expectCase(c)
@@ -711,12 +706,12 @@ func (f frag) build() []byte {
 // datagram is the first and the last fragment of f's datagram, the first
 // judged by the rules (reason 0: allowed): the last shares its fate, and
 // is dropped as a fragment whose first did not pass.
-func datagram(name string, dir Direction, f frag, reason Reason) []goldenCase {
+func datagram(name string, dir Direction, f frag, reason datapath.DropReason) []goldenCase {
 	first, last := f, f
 	first.more, last.offset = true, 9
-	lastReason := Reason(0)
+	lastReason := datapath.DropReason(0)
 	if reason != 0 {
-		lastReason = ReasonFragment
+		lastReason = datapath.DropFragment
 	}
 	return []goldenCase{
 		{name + ", first fragment", dir, first.build(), reason == 0, reason},
@@ -745,9 +740,9 @@ func TestGoldenPolicyChange(t *testing.T) {
 		big.Ingress.Rules = append(big.Ingress.Rules, Rule{Peers: []Peer{{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i), 0}), 24)}}})
 	}
 	err := r.m.SetPolicy("pol0", big)
-	var ve *ValidationError
+	var ve *datapath.ValidationError
 	if !errors.Is(err, ErrCapacity) || !errors.As(err, &ve) || ve.Endpoint != "pol0" {
-		t.Fatalf("SetPolicy over capacity: %v, want a *ValidationError wrapping ErrCapacity", err)
+		t.Fatalf("SetPolicy over capacity: %v, want a *datapath.ValidationError wrapping ErrCapacity", err)
 	}
 	if after := dumpPolicyMaps(t, r); after != before {
 		t.Errorf("a refused change altered the maps:\nbefore %s\nafter  %s", before, after)

@@ -13,6 +13,7 @@ import (
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -23,12 +24,12 @@ import (
 func TestGoldenServiceInterplay(t *testing.T) {
 	for _, fam := range []struct {
 		name                   string
-		build                  func(testing.TB, string, string) []byte
+		build                  func(string, string) []byte
 		fe, backend, pod, pod2 string // pod: the client's socket; pod2: another of its ports
 		frontendOnly           string
 	}{
-		{"v4", tcp4, "10.96.0.10:80", "10.1.2.3:443", "10.0.1.2:40000", "10.0.1.2:40001", "10.96.0.10/32"},
-		{"v6", tcp6, "[fd00::10]:80", "[fd00:b::3]:443", "[fd00:1::2]:40000", "[fd00:1::2]:40001", "fd00::10/128"},
+		{"v4", packets.TCP4, "10.96.0.10:80", "10.1.2.3:443", "10.0.1.2:40000", "10.0.1.2:40001", "10.96.0.10/32"},
+		{"v6", packets.TCP6, "[fd00::10]:80", "[fd00:b::3]:443", "[fd00:1::2]:40000", "[fd00:1::2]:40001", "fd00::10/128"},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
 			r := newRig(t, datapath.Limits{})
@@ -38,18 +39,18 @@ func TestGoldenServiceInterplay(t *testing.T) {
 			// 443, nothing to the frontend.
 			r.setPolicy(goldenPolicy())
 			r.expectTranslated("to the service, backend allowed: DNAT to the backend", r.ifindex, Egress,
-				fam.build(t, fam.pod, fam.fe), fam.build(t, fam.pod, fam.backend))
+				fam.build(fam.pod, fam.fe), fam.build(fam.pod, fam.backend))
 			// The reply: ingress allows nothing from the backend, but it
 			// belongs to the flow; it leaves as the frontend's.
 			r.expectTranslated("the backend's reply: reverse NAT to the frontend", r.ifindex, Ingress,
-				fam.build(t, fam.backend, fam.pod), fam.build(t, fam.fe, fam.pod))
+				fam.build(fam.backend, fam.pod), fam.build(fam.fe, fam.pod))
 
 			// Allowing the frontend alone allows nothing: the backend is
 			// judged.
 			r.setPolicy(Policy{Egress: Rules{Isolated: true, Rules: []Rule{{Peers: []Peer{{Prefix: pfx(fam.frontendOnly)}}, Ports: []PortRange{{Protocol: TCP, Port: 80}}}}}})
-			r.expect("to the service, only the frontend allowed", Egress, fam.build(t, fam.pod2, fam.fe), false)
+			r.expect("to the service, only the frontend allowed", Egress, fam.build(fam.pod2, fam.fe), false)
 			r.expectTranslated("the flow allowed before: still DNAT to the backend", r.ifindex, Egress,
-				fam.build(t, fam.pod, fam.fe), fam.build(t, fam.pod, fam.backend))
+				fam.build(fam.pod, fam.fe), fam.build(fam.pod, fam.backend))
 		})
 	}
 }
@@ -63,7 +64,7 @@ func TestGoldenServiceInterplay(t *testing.T) {
 func TestGoldenServiceInterplayIngress(t *testing.T) {
 	for _, fam := range []struct {
 		name  string
-		build func(testing.TB, string, string) []byte
+		build func(string, string) []byte
 		// The frontend's port is in no rule; the backend's, the pod's
 		// TCP 80, is.
 		fe, backend string
@@ -71,14 +72,14 @@ func TestGoldenServiceInterplayIngress(t *testing.T) {
 		// rule names, one in no rule.
 		allowed, denied, unlisted string
 	}{
-		{"v4", tcp4, "10.96.0.20:8200", "10.0.1.2:80", "10.0.3.4:40000", "10.0.7.7:40000", "10.2.3.4:40000"},
-		{"v6", tcp6, "[fd00::20]:8200", "[fd00:1::2]:80", "[fd00:a::3:4]:40000", "[fd00:a::7:7]:40000", "[fd00:c::4]:40000"},
+		{"v4", packets.TCP4, "10.96.0.20:8200", "10.0.1.2:80", "10.0.3.4:40000", "10.0.7.7:40000", "10.2.3.4:40000"},
+		{"v6", packets.TCP6, "[fd00::20]:8200", "[fd00:1::2]:80", "[fd00:a::3:4]:40000", "[fd00:a::7:7]:40000", "[fd00:c::4]:40000"},
 	} {
 		t.Run(fam.name, func(t *testing.T) {
 			r := newRig(t, datapath.Limits{})
 			serveTCP(t, r, fam.fe, fam.backend)
 			r.setPolicy(goldenPolicy())
-			rd, err := NewEventReader(r.dp)
+			rd, err := r.dp.Events()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,25 +90,25 @@ func TestGoldenServiceInterplayIngress(t *testing.T) {
 			// pol1's tc ingress: to the backend, from the client still.
 			dnat := func(client string) []byte {
 				t.Helper()
-				want := fam.build(t, client, fam.backend)
-				r.expectTranslated("request from "+client+": DNAT to the backend", pol1, Egress, fam.build(t, client, fam.fe), want)
+				want := fam.build(client, fam.backend)
+				r.expectTranslated("request from "+client+": DNAT to the backend", pol1, Egress, fam.build(client, fam.fe), want)
 				return want
 			}
 			r.expectCase(goldenCase{"request from an allowed client", Ingress, dnat(fam.allowed), true, 0})
-			reply := fam.build(t, fam.backend, fam.allowed)
+			reply := fam.build(fam.backend, fam.allowed)
 			r.expectCase(goldenCase{"the backend's reply, out through an egress that allows nothing to the client", Egress, reply, true, 0})
-			r.expectTranslated("the reply at pol1: reverse NAT to the frontend", pol1, Ingress, reply, fam.build(t, fam.fe, fam.allowed))
+			r.expectTranslated("the reply at pol1: reverse NAT to the frontend", pol1, Ingress, reply, fam.build(fam.fe, fam.allowed))
 
-			r.expectCase(goldenCase{"request from a client a Deny rule names", Ingress, dnat(fam.denied), false, ReasonDenyRule})
-			var ev Event
+			r.expectCase(goldenCase{"request from a client a Deny rule names", Ingress, dnat(fam.denied), false, datapath.DropDenyRule})
+			var ev datapath.Event
 			rd.SetDeadline(time.Now().Add(time.Second))
 			if err := r.ns.Do(func() (err error) { ev, err = rd.Read(); return err }); err != nil {
 				t.Fatalf("no event for the denied request: %v", err)
 			}
-			if ev.Source != netip.MustParseAddrPort(fam.denied) || ev.Destination != netip.MustParseAddrPort(fam.backend) || ev.Reason != ReasonDenyRule {
+			if ev.Source != netip.MustParseAddrPort(fam.denied) || ev.Destination != netip.MustParseAddrPort(fam.backend) || ev.Reason != datapath.DropDenyRule {
 				t.Errorf("event %s, want %s -> %s denied by rule", ev, fam.denied, fam.backend)
 			}
-			r.expectCase(goldenCase{"request from a client in no rule", Ingress, dnat(fam.unlisted), false, ReasonNoRule})
+			r.expectCase(goldenCase{"request from a client in no rule", Ingress, dnat(fam.unlisted), false, datapath.DropNoRule})
 		})
 	}
 }
@@ -238,7 +239,7 @@ func TestPolicySharedBetweenEndpoints(t *testing.T) {
 
 func TestEndpointErrors(t *testing.T) {
 	r := newRig(t, datapath.Limits{MaxEndpoints: 2})
-	var ve *ValidationError
+	var ve *datapath.ValidationError
 	for _, c := range []struct {
 		ep    Endpoint
 		field string

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -154,9 +153,9 @@ func (r *rig) expectCase(c goldenCase) {
 	}
 }
 
-func (r *rig) dropCounters() DropCounters {
+func (r *rig) dropCounters() datapath.DropCounters {
 	r.t.Helper()
-	dc, err := ReadDropCounters(r.dp)
+	dc, err := r.dp.DropCounters()
 	if err != nil {
 		r.t.Fatal(err)
 	}

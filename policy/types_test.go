@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+
+	"github.com/xdplane/xdplane/datapath"
 )
 
 func TestProtocol(t *testing.T) {
@@ -13,8 +15,8 @@ func TestProtocol(t *testing.T) {
 		want Protocol
 		str  string
 	}{
-		{"tcp", TCP, "TCP"}, {"TCP", TCP, "TCP"}, {"udp", UDP, "UDP"}, {"Udp", UDP, "UDP"},
-		{"sctp", SCTP, "SCTP"}, {"icmp", ICMP, "ICMP"}, {"ICMP", ICMP, "ICMP"},
+		{"tcp", TCP, "tcp"}, {"TCP", TCP, "tcp"}, {"udp", UDP, "udp"}, {"Udp", UDP, "udp"},
+		{"sctp", SCTP, "sctp"}, {"icmp", ICMP, "icmp"}, {"ICMP", ICMP, "icmp"},
 	} {
 		got, err := ParseProtocol(tt.in)
 		if err != nil || got != tt.want {
@@ -37,7 +39,7 @@ func TestProtocol(t *testing.T) {
 			t.Errorf("ParseProtocol(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	if s := Protocol(47).String(); s != "proto(47)" {
+	if s := Protocol(47).String(); s != "protocol(47)" {
 		t.Errorf("Protocol(47).String() = %q", s)
 	}
 	if _, err := Protocol(0).MarshalText(); !errors.Is(err, ErrInvalid) {
@@ -70,9 +72,9 @@ func TestActionAndDirection(t *testing.T) {
 		t.Errorf("Action(2).MarshalText() = %v, want ErrInvalid", err)
 	}
 	for _, d := range []Direction{Ingress, Egress} {
-		got, err := ParseDirection(d.String())
+		got, err := datapath.ParseDirection(d.String())
 		if err != nil || got != d {
-			t.Errorf("ParseDirection(%q) = %v, %v", d.String(), got, err)
+			t.Errorf("datapath.ParseDirection(%q) = %v, %v", d.String(), got, err)
 		}
 		var back Direction
 		text, err := d.MarshalText()
@@ -80,11 +82,11 @@ func TestActionAndDirection(t *testing.T) {
 			t.Errorf("%v: text round trip gave %v (%v)", d, back, err)
 		}
 	}
-	if d, err := ParseDirection("egress"); err != nil || d != Egress {
-		t.Errorf("ParseDirection(egress) = %v, %v", d, err)
+	if d, err := datapath.ParseDirection("egress"); err != nil || d != Egress {
+		t.Errorf("datapath.ParseDirection(egress) = %v, %v", d, err)
 	}
-	if _, err := ParseDirection("both"); !errors.Is(err, ErrInvalid) {
-		t.Errorf("ParseDirection(both) = %v, want ErrInvalid", err)
+	if _, err := datapath.ParseDirection("both"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("datapath.ParseDirection(both) = %v, want ErrInvalid", err)
 	}
 	for d, want := range map[Decision]string{Allowed: "allowed", DeniedByRule: "denied by rule",
 		DeniedByDefault: "denied by default", 9: "decision(9)"} {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/xdplane/xdplane/datapath"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -72,7 +74,7 @@ func TestValidate(t *testing.T) {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Validate() = %v, want an error wrapping ErrInvalid", err)
 			}
-			var ve *ValidationError
+			var ve *datapath.ValidationError
 			if !errors.As(err, &ve) || ve.Field != tt.field {
 				t.Fatalf("Validate() = %v, want field %q", err, tt.field)
 			}
@@ -108,23 +110,7 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestValidationError(t *testing.T) {
-	err := verr.Invalid("egress.rules[2].ports[0].endPort", uint16(70), "below port 80")
-	if got, want := err.Error(), "egress.rules[2].ports[0].endPort 70: below port 80"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
-	}
-	err.Endpoint = "veth1"
-	if got, want := err.Error(), "endpoint veth1: egress.rules[2].ports[0].endPort 70: below port 80"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
-	}
-	if !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCapacity) {
-		t.Errorf("verr.Invalid() wraps the wrong sentinel: %v", err.Unwrap())
-	}
-	capErr := overCapacity("ingress.rules", 100001, "too many")
-	if !errors.Is(capErr, ErrCapacity) || errors.Is(capErr, ErrInvalid) {
-		t.Errorf("overCapacity() wraps the wrong sentinel: %v", capErr.Unwrap())
-	}
-
+func TestValidationMessage(t *testing.T) {
 	// The message from Validate names the value as given.
 	p := Policy{Egress: Rules{Rules: []Rule{{Action: Deny, Peers: []Peer{peer("10.1.0.0/16", "10.2.0.0/24")}}}}}
 	want := "egress.rules[0].peers[0].except[0] 10.2.0.0/24: not inside prefix 10.1.0.0/16"

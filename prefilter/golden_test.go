@@ -12,8 +12,10 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
+	"github.com/xdplane/xdplane/internal/testutil"
 )
 
 const (
@@ -35,13 +37,13 @@ func runXDP(t *testing.T, dp *datapath.Datapath, frame []byte) (uint32, []byte) 
 }
 
 func TestPrefilterGolden(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	dp := newDatapath(t)
 	list := []netip.Prefix{pfx("192.0.2.0/24"), pfx("198.51.100.7/32"), pfx("2001:db8:bad::/48"), pfx("10.66.0.0/16")}
-	ch, err := SetPrefilter(r.dp, list)
-	if err != nil || ch != (PrefilterChange{Added: 4}) {
+	ch, err := Set(dp, list)
+	if err != nil || ch != (Change{Added: 4}) {
 		t.Fatalf("SetPrefilter: %+v, %v", ch, err)
 	}
-	rd, err := NewEventReader(r.dp)
+	rd, err := dp.Events()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +70,9 @@ func TestPrefilterGolden(t *testing.T) {
 		{"v4 listed source behind a VLAN tag", packets.VLAN(packets.TCP4("192.0.2.77:1234", "10.96.0.10:80"), 0x8100), true},
 		{"v4 listed source behind two VLAN tags", packets.VLAN(packets.TCP4("192.0.2.77:1234", "10.96.0.10:80"), 0x88a8, 0x8100), true},
 		{"v6 listed source behind a VLAN tag", packets.VLAN(packets.TCP6("[2001:db8:bad:1::1]:1234", "[fd00::10]:80"), 0x8100), true},
-		{"v6 behind extension headers", ext6(t, "[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
+		{"v6 behind extension headers", packets.TCP6Ext("[2001:db8:bad::9]:1234", "[fd00::10]:80", packets.HopByHop, packets.DestOpts), true},
 	} {
-		ret, out := runXDP(t, r.dp, c.frame)
+		ret, out := runXDP(t, dp, c.frame)
 		switch {
 		case c.drop && ret != xdpDrop:
 			t.Errorf("%s: verdict %d, want XDP_DROP", c.name, ret)
@@ -86,44 +88,44 @@ func TestPrefilterGolden(t *testing.T) {
 			t.Fatalf("%s: no event: %v", c.name, err)
 		}
 		l := describeAddrs(t, c.frame)
-		if ev.Reason != ReasonPrefilter || ev.Endpoint != 0 || ev.Source.Addr() != l[0] || ev.Destination.Addr() != l[1] || ev.Length != uint32(len(c.frame)) {
+		if ev.Reason != datapath.DropPrefilter || ev.Endpoint != 0 || ev.Source.Addr() != l[0] || ev.Destination.Addr() != l[1] || ev.Length != uint32(len(c.frame)) {
 			t.Errorf("%s: event %s, want a prefilter drop from %s to %s", c.name, ev, l[0], l[1])
 		}
 	}
-	dc, err := ReadDropCounters(r.dp)
+	dc, err := dp.DropCounters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dc.Packets[ReasonPrefilter] != 12 {
-		t.Errorf("prefilter drops counted %d, want 12", dc.Packets[ReasonPrefilter])
+	if dc.Packets[datapath.DropPrefilter] != 12 {
+		t.Errorf("prefilter drops counted %d, want 12", dc.Packets[datapath.DropPrefilter])
 	}
 
 	// Replace the list: the change is reported, the map holds exactly
 	// the new list, masked and deduplicated.
-	ch, err = SetPrefilter(r.dp, []netip.Prefix{pfx("192.0.2.9/24"), pfx("192.0.2.0/24"), pfx("203.0.113.0/24")})
-	if err != nil || ch != (PrefilterChange{Added: 1, Removed: 3}) {
+	ch, err = Set(dp, []netip.Prefix{pfx("192.0.2.9/24"), pfx("192.0.2.0/24"), pfx("203.0.113.0/24")})
+	if err != nil || ch != (Change{Added: 1, Removed: 3}) {
 		t.Fatalf("SetPrefilter again: %+v, %v", ch, err)
 	}
-	got, err := Prefilter(r.dp)
+	got, err := List(dp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []netip.Prefix{pfx("192.0.2.0/24"), pfx("203.0.113.0/24")}; !slices.Equal(got, want) {
 		t.Errorf("Prefilter() = %v, want %v", got, want)
 	}
-	if ret, _ := runXDP(t, r.dp, packets.UDP4("198.51.100.7:1234", "10.96.0.10:53")); ret != xdpPass {
+	if ret, _ := runXDP(t, dp, packets.UDP4("198.51.100.7:1234", "10.96.0.10:53")); ret != xdpPass {
 		t.Errorf("a prefix taken off the list still drops")
 	}
 
 	// Bad input names the entry and changes nothing.
 	for _, bad := range []netip.Prefix{{}, pfx("::ffff:10.0.0.0/104")} {
-		_, err := SetPrefilter(r.dp, []netip.Prefix{pfx("10.1.0.0/16"), bad})
-		var ve *ValidationError
+		_, err := Set(dp, []netip.Prefix{pfx("10.1.0.0/16"), bad})
+		var ve *datapath.ValidationError
 		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) || ve.Field != "prefilter[1]" {
 			t.Errorf("SetPrefilter with %v: %v, want an error on prefilter[1]", bad, err)
 		}
 	}
-	if after, _ := Prefilter(r.dp); !slices.Equal(after, got) {
+	if after, _ := List(dp); !slices.Equal(after, got) {
 		t.Errorf("a refused list changed the prefilter: %v", after)
 	}
 }
@@ -134,7 +136,7 @@ func TestPrefilterMillion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs a million prefixes")
 	}
-	r := newRig(t, datapath.Limits{})
+	dp := newDatapath(t)
 	rng := rand.New(rand.NewPCG(9, 9))
 	seen := make(map[netip.Prefix]bool)
 	var list []netip.Prefix
@@ -156,9 +158,9 @@ func TestPrefilterMillion(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	ch, err := SetPrefilter(r.dp, list)
+	ch, err := Set(dp, list)
 	if err != nil || ch.Added != len(list) {
-		t.Fatalf("SetPrefilter(1M): %+v, %v", ch, err)
+		t.Fatalf("Set(1M): %+v, %v", ch, err)
 	}
 	t.Logf("installed %d prefixes in %s", len(list), time.Since(start).Round(time.Millisecond))
 	for i := 0; i < len(list); i += 99_991 {
@@ -170,11 +172,11 @@ func TestPrefilterMillion(t *testing.T) {
 		} else {
 			frame = packets.TCP6(netip.AddrPortFrom(src.Next(), 1234).String(), "[fd00::10]:80")
 		}
-		if ret, _ := runXDP(t, r.dp, frame); ret != xdpDrop {
+		if ret, _ := runXDP(t, dp, frame); ret != xdpDrop {
 			t.Errorf("source %s in the list: verdict %d", src, ret)
 		}
 	}
-	if ret, _ := runXDP(t, r.dp, packets.TCP4("10.0.0.2:1234", "10.96.0.10:80")); ret != xdpPass {
+	if ret, _ := runXDP(t, dp, packets.TCP4("10.0.0.2:1234", "10.96.0.10:80")); ret != xdpPass {
 		t.Errorf("a source outside the list: verdict %d", ret)
 	}
 }
@@ -204,7 +206,7 @@ func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
 // An IPv6 prefix that holds ::ffff:0:0/96, where the map keeps IPv4,
 // drops no IPv4 source; 0.0.0.0/0 listed as well does.
 func TestPrefilterFamiliesApart(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	dp := newDatapath(t)
 	v4, v6 := packets.TCP4("192.0.2.1:1234", "10.96.0.10:80"), packets.TCP6("[2001:db8::1]:1234", "[fd00::10]:80")
 	for _, c := range []struct {
 		list   []netip.Prefix
@@ -217,21 +219,50 @@ func TestPrefilterFamiliesApart(t *testing.T) {
 		{[]netip.Prefix{pfx("::fffe:0:0/95")}, false, false},
 		{nil, false, false},
 	} {
-		if _, err := SetPrefilter(r.dp, c.list); err != nil {
+		if _, err := Set(dp, c.list); err != nil {
 			t.Fatal(err)
 		}
-		got, err := Prefilter(r.dp)
+		got, err := List(dp)
 		if err != nil || !slices.Equal(got, c.list) {
 			t.Errorf("%v: Prefilter() = %v, %v", c.list, got, err)
 		}
-		if ret, _ := runXDP(t, r.dp, v4); (ret == xdpDrop) != c.v4 {
+		if ret, _ := runXDP(t, dp, v4); (ret == xdpDrop) != c.v4 {
 			t.Errorf("%v: IPv4 source verdict %d, want dropped=%v", c.list, ret, c.v4)
 		}
-		if ret, _ := runXDP(t, r.dp, v6); (ret == xdpDrop) != c.v6 {
+		if ret, _ := runXDP(t, dp, v6); (ret == xdpDrop) != c.v6 {
 			t.Errorf("%v: IPv6 source verdict %d, want dropped=%v", c.list, ret, c.v6)
 		}
 	}
-	if n := countEntries(t, kernel.Of(r.dp).Maps.Prefilter); n != 0 {
+	if n := count(t, dp); n != 0 {
 		t.Errorf("%d entries left with an empty list", n)
 	}
+}
+
+// newDatapath opens a datapath on a bpffs of the test's own.
+func newDatapath(t *testing.T) *datapath.Datapath {
+	t.Helper()
+	dir := testutil.BPFFS(t)
+	dp, err := datapath.Open(datapath.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dp.Close()
+		if err := datapath.Remove(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return dp
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// count is the number of entries in the prefilter map, exceptions too.
+func count(t *testing.T, dp *datapath.Datapath) int {
+	t.Helper()
+	keys, err := kernel.Keys(kernel.Of(dp).Maps.Prefilter, func(bpf.XdplanePrefilterKey, uint8) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(keys)
 }

@@ -127,3 +127,9 @@ func VLAN(frame []byte, tpids ...uint16) []byte {
 	}
 	return append(out, frame[12:]...)
 }
+
+// TCP6Ext is TCP6 with extension headers ext before the TCP header.
+func TCP6Ext(src, dst string, ext ...IPv6Ext) []byte {
+	return Must(IPv6{Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
+		Proto: layers.IPProtocolTCP, TCPFlags: TCPFlags{SYN: true}, Ext: ext}.Build())
+}

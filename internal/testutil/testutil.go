@@ -17,9 +17,9 @@ func RequireRoot(t testing.TB) {
 		return
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), and CI=true forbids skipping it")
+		t.Fatal("this test needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN), and CI=true forbids skipping it")
 	}
-	t.Skip("skipped: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); run the tests as root")
+	t.Skip("skipped: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN); run the tests as root")
 }
 
 // BPFFS mounts a fresh bpffs on a temporary directory and returns a
