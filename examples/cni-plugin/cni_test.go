@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/xdplane/xdplane/bandwidth"
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -214,6 +215,26 @@ func testChain(t *testing.T, bin, first string) {
 	})
 	if err := cni.CheckNetworkList(ctx, list, rts[0]); err == nil || !strings.Contains(err.Error(), "policy or limits changed") {
 		t.Errorf("CHECK after the policy changed: %v, want an error about the policy", err)
+	}
+	// A limit another writer gives pod2, which ADD gave none, fails its
+	// CHECK; taken away again, CHECK passes.
+	setLimit := func(l bandwidth.Limits) {
+		node.MustDo(func() error {
+			bm, err := bandwidth.NewManager(full)
+			if err != nil {
+				return err
+			}
+			defer bm.Close()
+			return bm.Set(bandwidth.Endpoint{Interface: hosts[1], NetNS: pods[1].Path()}, l)
+		})
+	}
+	setLimit(bandwidth.Limits{Ingress: bandwidth.Limit{Rate: 50_000_000}})
+	if err := cni.CheckNetworkList(ctx, list, rts[1]); err == nil || !strings.Contains(err.Error(), "limits") {
+		t.Errorf("CHECK after a limit was set: %v, want an error about the limits", err)
+	}
+	setLimit(bandwidth.Limits{})
+	if err := cni.CheckNetworkList(ctx, list, rts[1]); err != nil {
+		t.Errorf("CHECK after the limit was taken away again: %v", err)
 	}
 	dp, err := datapath.OpenPinned(bpffs)
 	if err != nil {

@@ -422,10 +422,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return err
 	}
 	if fp != r.Fingerprint {
-		return fmt.Errorf("%s: the datapath's endpoint %s is not the one ADD made, %s: it was added again or its policy changed since", host, fp, r.Fingerprint)
+		return fmt.Errorf("%s: the datapath's endpoint %s is not the one ADD made, %s: it was added again, or its policy or limits changed since", host, fp, r.Fingerprint)
 	}
 	if limits != r.Bandwidth {
-		return fmt.Errorf("%s: the datapath's limits %+v are not the ones ADD set, %+v", host, limits, r.Bandwidth)
+		return fmt.Errorf("%s: the datapath's limits %+v are not the ones ADD set, %+v: its policy or limits changed since", host, limits, r.Bandwidth)
 	}
 	return nil
 }
