@@ -3,13 +3,10 @@ package lb
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
@@ -285,60 +282,4 @@ func lookupService(maps *bpf.XdplaneMaps, dst netip.AddrPort, proto Protocol) (b
 	var v bpf.XdplaneSvcValue
 	err := maps.Services.Lookup(svcKey(Frontend{Address: dst, Protocol: proto}), &v)
 	return v, err == nil
-}
-
-// simFrame builds a flow's first packet: a TCP SYN, or a UDP datagram.
-func simFrame(src, dst netip.AddrPort, proto Protocol) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
-	next := layers.IPProtocolTCP
-	if proto == UDP {
-		next = layers.IPProtocolUDP
-	}
-	var ip gopacket.NetworkLayer
-	if src.Addr().Is4() {
-		eth.EthernetType = layers.EthernetTypeIPv4
-		ip = &layers.IPv4{Version: 4, TTL: 64, Protocol: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	} else {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	}
-	var l4 interface {
-		gopacket.SerializableLayer
-		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
-	}
-	if proto == TCP {
-		l4 = &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: true, Window: 64240}
-	} else {
-		l4 = &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	}
-	if err := l4.SetNetworkLayerForChecksum(ip); err != nil {
-		return nil, err
-	}
-	buf := gopacket.NewSerializeBuffer()
-	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip.(gopacket.SerializableLayer), l4)
-	return buf.Bytes(), err
-}
-
-// simDestination reads a forwarded frame's destination.
-func simDestination(frame []byte) (netip.AddrPort, error) {
-	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.NoCopy)
-	var addr netip.Addr
-	switch ip := p.NetworkLayer().(type) {
-	case *layers.IPv4:
-		addr, _ = netip.AddrFromSlice(ip.DstIP.To4())
-	case *layers.IPv6:
-		addr, _ = netip.AddrFromSlice(ip.DstIP)
-	}
-	var port uint16
-	switch l4 := p.TransportLayer().(type) {
-	case *layers.TCP:
-		port = uint16(l4.DstPort)
-	case *layers.UDP:
-		port = uint16(l4.DstPort)
-	}
-	if !addr.IsValid() || port == 0 {
-		return netip.AddrPort{}, fmt.Errorf("the XDP program forwarded a frame without a destination: %x", frame)
-	}
-	return netip.AddrPortFrom(addr, port), nil
 }
