@@ -568,9 +568,8 @@ func newEntry(id uint32, s Service) *entry {
 	}
 }
 
-// takeServiceID takes a free service id for s. checkCapacity has counted
-// the services already, so running out here means the id space is
-// fragmented beyond the limit, which it cannot be; the error is for safety.
+// takeServiceID takes a free service id for s. checkCapacity has made
+// sure there is one; the error is a safety net.
 func (m *Manager) takeServiceID(s Service) (uint32, error) {
 	id, ok := m.svcIDs.Get()
 	if !ok {
@@ -758,8 +757,9 @@ func (m *Manager) adopt(old, e *entry) {
 	m.services[e.svc.Frontend] = e
 }
 
-// remove deletes a service: the service entry first, so no new packet
-// reaches the rest, then slots, backends and reverse NAT.
+// remove deletes a service: its virtual IP count and its service entry
+// first, so no new packet reaches the rest, then its slots, backends,
+// reverse NAT entry, Maglev table and source ranges.
 func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 	if e.svc.VirtualIP {
 		if err := m.addVIP(t, e.svc.Frontend.Address.Addr(), -1); err != nil {

@@ -25,14 +25,19 @@ type Flow struct {
 type Outcome uint8
 
 const (
-	// Passed: not for a service; the packet goes on untouched.
+	// Passed: not for a service; the packet goes on with its
+	// destination unchanged (a reply of a tracked flow passes too, its
+	// source turned into the frontend's).
 	Passed Outcome = iota
 	// Forwarded: sent to Backend.
 	Forwarded
-	// Rejected: the frontend has no backend that takes new flows; the
-	// client gets an ICMP port unreachable.
+	// Rejected: the frontend has no backend that takes new flows, or the
+	// destination is another port of a virtual IP; the client gets an
+	// ICMP port unreachable.
 	Rejected
-	// Dropped: for example a source outside the service's ranges.
+	// Dropped: a source outside the service's ranges or in the node-wide
+	// prefilter, or a Local policy with no local backend where other
+	// nodes have some.
 	Dropped
 )
 
@@ -74,10 +79,10 @@ type Simulation struct {
 // afresh, and reported so. For a service with the Random algorithm the
 // answer is one draw, as a real new flow's.
 //
-// dp must have programs (not be from datapath.OpenPinned): the copy is
-// loaded from the object built into this process, which is what dp's
-// programs were loaded from; a datapath opened without programs may run
-// another version's.
+// dp must have programs; for one from datapath.OpenPinned Simulate
+// returns datapath.ErrNoPrograms. The copy is loaded from the object built
+// into this process, which is what dp's programs were loaded from; a
+// datapath opened without programs may run another version's.
 func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	k := kernel.Of(dp)
 	if k.Programs == nil {

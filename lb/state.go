@@ -74,16 +74,17 @@ func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32, takesN
 	return v
 }
 
+// addrPortOf reads an address and port as a map holds them: the address
+// v4-mapped for IPv4, the port in network byte order in a field the
+// generated Go types hold as a native (little-endian) integer.
 func addrPortOf(addr [16]uint8, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(addr).Unmap(), kernel.Ntohs(port))
 }
 
-// Ports are stored in network byte order; the generated Go types hold them
-// as native (little-endian) integers.
-
 // loadState reads every service back from the maps. It returns the
-// services and the ids of backends, slots and reverse-NAT entries that no
-// service references (left by a process that died mid-update).
+// services and the entries that no service references (slots, backends,
+// reverse NAT entries, Maglev tables, source ranges), which a process
+// that died mid-update left.
 func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 	services := make(map[Frontend]*entry)
 	byID := make(map[uint32]*entry)

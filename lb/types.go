@@ -141,7 +141,8 @@ const (
 	// Cluster: every backend. The default.
 	Cluster TrafficPolicy = iota
 	// Local: only backends marked Local; with none, new flows are
-	// dropped (rejected if the service has no backends at all).
+	// dropped (rejected if no backend of the service, local or not,
+	// takes new flows).
 	Local
 )
 
