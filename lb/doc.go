@@ -15,17 +15,20 @@
 // State, and Local under a Local TrafficPolicy), after the client passes
 // the service's SourceRanges and unless SessionAffinity sends it to its
 // previous backend. With no backend to pick, the flow is rejected with an
-// ICMP port unreachable. The choice is kept in an LRU conntrack
-// map: later packets of the flow go to the same backend for as long as
-// that backend stays in the service, however the rest of the backend set
-// changes, and as long as conntrack has room (datapath.Limits): an entry
-// the LRU evicts is balanced afresh. Replies are translated back so the
-// client sees the frontend's address and port. A flow whose backend is
-// removed is balanced afresh on its next packet.
+// ICMP port unreachable (dropped instead, as kube-proxy does, under a
+// Local policy when only other nodes have backends); a flow to another
+// port of a VirtualIP frontend's address is rejected too. The choice is
+// kept in an LRU conntrack map: later packets of the flow go to the same
+// backend for as long as that backend stays in the service, however the
+// rest of the backend set changes, and as long as conntrack has room
+// (datapath.Limits): an entry the LRU evicts is balanced afresh. Replies
+// are translated back so the client sees the frontend's address and port.
+// A flow whose backend is removed is balanced afresh on its next packet.
 //
 // KubeService expands a Kubernetes Service into one Service per frontend;
-// Simulate tells which backend a flow would reach, through the real
-// program.
+// Simulate tells which backend a flow would reach, through a copy of the
+// datapath's XDP program that changes none of its maps. ReadStatus reads
+// the services and their counters back, without a Manager.
 //
 // # Consistency
 //
@@ -34,6 +37,7 @@
 // lowers its count before the entries beyond it are deleted. A call that
 // fails part-way is rolled back. Manager recovers its state from the maps
 // when created, so a restarted process continues where the last one
-// stopped, and holds a lock on the datapath until Close, so that there is
-// one writer at a time.
+// stopped, and holds the datapath's "lb" lock until Close, so that one
+// Manager at a time, in this process or another, writes the services (a
+// second one gets ErrBusy).
 package lb

@@ -9,8 +9,10 @@ import (
 // Errors returned by this package, the same values as package datapath's
 // of the same names; test for them with errors.Is.
 var (
-	// ErrInvalid: a service, frontend or backend is malformed. The
-	// returned error is a *ValidationError naming the field.
+	// ErrInvalid: a service, frontend, backend or flow is malformed, or
+	// a text does not parse. From Validate, Upsert, Sync and
+	// KubeService.Expand the error is a *ValidationError naming the
+	// field; from the Parse functions and Simulate, it quotes the input.
 	ErrInvalid = datapath.ErrInvalid
 	// ErrCapacity: the change needs more room than the datapath's maps
 	// have (see datapath.Limits).

@@ -165,9 +165,9 @@ func maglevFrame(t *testing.T, proto Protocol, src, dst netip.AddrPort) []byte {
 // maglevDst reads the destination of a frame the program sent on.
 func maglevDst(t *testing.T, frame []byte) netip.AddrPort {
 	t.Helper()
-	dst, _ := simDestination(frame, netip.AddrPort{})
-	if !dst.Addr().IsValid() || dst.Port() == 0 {
-		t.Fatalf("no IP and transport destination in %x", frame)
+	dst, err := simDestination(frame)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dst
 }

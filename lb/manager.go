@@ -293,15 +293,20 @@ func takers(s Service) map[netip.AddrPort]bool {
 	return out
 }
 
-// layOutSlots fills e.slots from e.svc and e.backendIDs: only the backends
-// that take new flows get slots, each as many as its weight, in order.
-func (e *entry) layOutSlots() {
-	e.slots = e.slots[:0]
-	for _, b := range e.svc.eligible() {
+// layOutSlots fills e.slots from e.svc and e.backendIDs.
+func (e *entry) layOutSlots() { e.slots = slotLayout(e.svc, e.backendIDs) }
+
+// slotLayout is the backend ids of the slots of the normalized service
+// s, whose backends have the ids in ids: only the backends that take new
+// flows get slots, each as many as its weight, in order.
+func slotLayout(s Service, ids map[netip.AddrPort]uint32) []uint32 {
+	var out []uint32
+	for _, b := range s.eligible() {
 		for range b.Weight {
-			e.slots = append(e.slots, e.backendIDs[b.Address])
+			out = append(out, ids[b.Address])
 		}
 	}
+	return out
 }
 
 // batchable says whether applyNew can write s: Maglev tables (an inner
@@ -333,21 +338,16 @@ func (m *Manager) applyNew(t *kernel.Txn, ss []Service) error {
 		vips     = map[netip.Addr]uint32{}
 	)
 	for _, s := range ss {
-		id, ok := m.svcIDs.Get()
-		if !ok {
-			return overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
+		id, err := m.takeServiceID(s)
+		if err != nil {
+			return err
 		}
-		e := &entry{
-			id:         id,
-			svc:        s,
-			backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
-			cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
-		}
+		e := newEntry(id, s)
 		takesNew := takers(s)
 		for _, b := range s.Backends {
-			bid, ok := m.beIDs.Get()
-			if !ok {
-				return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
+			bid, err := m.takeBackendID(s)
+			if err != nil {
+				return err
 			}
 			cookie := newCookie()
 			e.backendIDs[b.Address], e.cookies[b.Address] = bid, cookie
@@ -356,12 +356,12 @@ func (m *Manager) applyNew(t *kernel.Txn, ss []Service) error {
 		}
 		e.layOutSlots()
 		for i, bid := range e.slots {
-			slotKeys = append(slotKeys, bpf.XdplaneSlotKey{SvcId: id, Slot: uint32(i + 1)})
+			slotKeys = append(slotKeys, slotKey(id, i))
 			slotVals = append(slotVals, bid)
 		}
 		f := s.Frontend
 		rnKeys = append(rnKeys, id)
-		rnVals = append(rnVals, bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: kernel.Htons(f.Address.Port())})
+		rnVals = append(rnVals, revnatValue(f))
 		svcKeys = append(svcKeys, svcKey(f))
 		svcVals = append(svcVals, svcValue(e))
 		if s.VirtualIP {
@@ -501,92 +501,165 @@ func (m *Manager) restore(s snapshot) {
 	m.svcIDs, m.beIDs = s.svcIDs, s.beIDs
 }
 
-// apply writes service s over old (nil for a new service). The order is
-// what keeps packets from seeing a half-written service:
+// apply writes service s over old (nil for a new service), in five
+// phases whose order keeps packets from seeing a half-written service:
 //
-//  1. new backends;
-//  2. slots 1..n of the new layout (beyond the old count they are not
-//     yet visible; below it each slot names a live backend, old or new);
-//  3. reverse NAT, then the service entry with count n: the switch;
-//  4. slots beyond n, which no packet reads any more;
-//  5. backends no slot names any more.
+//  1. writeBackends: new backends, and kept ones whose entry changed;
+//  2. writeSlots: slots 1..n of the new layout (beyond the old count they
+//     are not yet visible; below it each slot names a live backend, old or
+//     new);
+//  3. publish: the Maglev table, reverse NAT and new source ranges, then
+//     the service entry with count n, which is the switch; after it, what
+//     the service no longer has (ranges, virtual IP, Maglev table);
+//  4. trimSlots: slots beyond n, which no packet reads any more;
+//  5. dropBackends: backends no slot names any more.
+//
+// Only then, with the kernel written, does the Manager's view change
+// (adopt); a failed phase leaves the view as it was and the ids it took
+// free again.
 func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
-	e := &entry{
-		svc:        s,
-		backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
-		cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
+	var e *entry
+	if old != nil {
+		e = newEntry(old.id, s)
+	} else {
+		id, err := m.takeServiceID(s)
+		if err != nil {
+			return err
+		}
+		e = newEntry(id, s)
 	}
-	var newIDs []uint32
+	var taken []uint32 // backend ids taken by this call
 	defer func() {
 		if err != nil {
-			for _, id := range newIDs {
+			for _, id := range taken {
 				m.beIDs.Release(id)
 			}
-			if old == nil && e.id != 0 {
+			if old == nil {
 				m.svcIDs.Release(e.id)
 			}
 		}
 	}()
-	if old != nil {
-		e.id = old.id
-	} else {
-		id, ok := m.svcIDs.Get()
-		if !ok {
-			return overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
-		}
-		e.id = id
+	if taken, err = m.writeBackends(t, old, e); err != nil {
+		return err
 	}
+	if err := m.writeSlots(t, old, e); err != nil {
+		return err
+	}
+	if err := m.publish(t, old, e); err != nil {
+		return err
+	}
+	if err := m.trimSlots(t, old, e); err != nil {
+		return err
+	}
+	if err := m.dropBackends(t, old, e); err != nil {
+		return err
+	}
+	m.adopt(old, e)
+	return nil
+}
 
-	var oldBackends map[netip.AddrPort]Backend
-	if old != nil {
-		oldBackends = make(map[netip.AddrPort]Backend, len(old.svc.Backends))
-		for _, b := range old.svc.Backends {
-			oldBackends[b.Address] = b
-		}
+// newEntry is an entry for service s, with id and no backends yet.
+func newEntry(id uint32, s Service) *entry {
+	return &entry{
+		id:         id,
+		svc:        s,
+		backendIDs: make(map[netip.AddrPort]uint32, len(s.Backends)),
+		cookies:    make(map[netip.AddrPort]uint32, len(s.Backends)),
 	}
+}
+
+// takeServiceID takes a free service id for s. checkCapacity has made
+// sure there is one; the error is a safety net.
+func (m *Manager) takeServiceID(s Service) (uint32, error) {
+	id, ok := m.svcIDs.Get()
+	if !ok {
+		return 0, overCapacity(s.Frontend, "frontend", s.Frontend, "no free service id")
+	}
+	return id, nil
+}
+
+// takeBackendID takes a free backend id for a backend of s.
+func (m *Manager) takeBackendID(s Service) (uint32, error) {
+	id, ok := m.beIDs.Get()
+	if !ok {
+		return 0, overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
+	}
+	return id, nil
+}
+
+// writeBackends is apply's phase 1. A backend old already has keeps its
+// id and cookie, so its flows stay; its entry is rewritten in place only
+// if its weight, state, locality or eligibility changed (or old was
+// damaged). A new backend gets a free id, a new cookie and zeroed
+// counters. It returns the ids it took, on error too, for apply to free.
+func (m *Manager) writeBackends(t *kernel.Txn, old, e *entry) (taken []uint32, err error) {
+	s := e.svc
 	takesNew := takers(s)
-	var tookNew map[netip.AddrPort]bool
+	var (
+		was     map[netip.AddrPort]Backend
+		tookNew map[netip.AddrPort]bool
+	)
 	if old != nil {
+		was = make(map[netip.AddrPort]Backend, len(old.svc.Backends))
+		for _, b := range old.svc.Backends {
+			was[b.Address] = b
+		}
 		tookNew = takers(old.svc)
 	}
 	for _, b := range s.Backends {
-		if id := old.backendID(b.Address); id != 0 {
-			// Kept: same id and cookie, so its flows stay; rewritten in
-			// place if its weight, state, locality or eligibility changed.
-			e.backendIDs[b.Address], e.cookies[b.Address] = id, old.cookies[b.Address]
-			if ob, ok := oldBackends[b.Address]; !ok || ob != b || old.damaged || tookNew[b.Address] != takesNew[b.Address] {
-				v := backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])
-				if err := t.Put(m.maps.Backends, id, v); err != nil {
-					return err
-				}
+		a := b.Address
+		id := old.backendID(a)
+		if id != 0 {
+			e.backendIDs[a], e.cookies[a] = id, old.cookies[a]
+			if ob, ok := was[a]; ok && ob == b && !old.damaged && tookNew[a] == takesNew[a] {
+				continue
 			}
-			continue
+		} else {
+			if id, err = m.takeBackendID(s); err != nil {
+				return taken, err
+			}
+			taken = append(taken, id)
+			e.backendIDs[a], e.cookies[a] = id, newCookie()
+			if err := m.resetBackendStats(t, id); err != nil {
+				return taken, err
+			}
 		}
-		id, ok := m.beIDs.Get()
-		if !ok {
-			return overCapacity(s.Frontend, "backends", len(s.Backends), "no free backend id")
-		}
-		newIDs = append(newIDs, id)
-		e.backendIDs[b.Address], e.cookies[b.Address] = id, newCookie()
-		if err := m.resetBackendStats(t, id); err != nil {
-			return err
-		}
-		if err := t.Put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[b.Address], takesNew[b.Address])); err != nil {
-			return err
+		if err := t.Put(m.maps.Backends, id, backendValue(e.id, s.Frontend.Protocol, b, e.cookies[a], takesNew[a])); err != nil {
+			return taken, err
 		}
 	}
+	return taken, nil
+}
 
+// writeSlots is apply's phase 2: it lays out e's slots and writes those
+// that differ from old's.
+func (m *Manager) writeSlots(t *kernel.Txn, old, e *entry) error {
 	e.layOutSlots()
 	for i, id := range e.slots {
-		slot := uint32(i + 1)
 		if old != nil && !old.damaged && i < len(old.slots) && old.slots[i] == id {
 			continue
 		}
-		if err := t.Put(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: slot}, id); err != nil {
+		if err := t.Put(m.maps.BackendSlots, slotKey(e.id, i), id); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
+// slotKey is the key of the i-th slot (counting from 0) of service svcID;
+// the datapath counts slots from 1.
+func slotKey(svcID uint32, i int) bpf.XdplaneSlotKey {
+	return bpf.XdplaneSlotKey{SvcId: svcID, Slot: uint32(i + 1)}
+}
+
+// publish is apply's phase 3: the switch from old to e. What the new
+// service entry refers to is written before it (a new Maglev table, the
+// reverse NAT of a new service, new source ranges); what only the old one
+// used goes after it (ranges, the virtual IP count, a Maglev table the
+// algorithm no longer needs), so that no allowed client is refused on the
+// way: the ranges flag goes up last and down first, with the entry.
+func (m *Manager) publish(t *kernel.Txn, old, e *entry) error {
+	s := e.svc
 	f := s.Frontend
 	if s.Algorithm == Maglev {
 		if err := m.writeMaglev(t, e); err != nil {
@@ -594,14 +667,10 @@ func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 		}
 	}
 	if old == nil {
-		rn := bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: kernel.Htons(f.Address.Port())}
-		if err := t.Put(m.maps.Revnat, e.id, rn); err != nil {
+		if err := t.Put(m.maps.Revnat, e.id, revnatValue(f)); err != nil {
 			return err
 		}
 	}
-	// Ranges: new ones before the switch, gone ones after, so that no
-	// allowed client is refused on the way (the flag goes up last and
-	// down first, with the entry).
 	var oldRanges []netip.Prefix
 	if old != nil {
 		oldRanges = old.svc.SourceRanges
@@ -638,24 +707,44 @@ func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 			return err
 		}
 	}
+	return nil
+}
 
-	if old != nil {
-		for i := len(e.slots); i < len(old.slots); i++ {
-			if err := t.Delete(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
-				return err
-			}
-		}
-		for a, id := range old.backendIDs {
-			if _, kept := e.backendIDs[a]; kept {
-				continue
-			}
-			if err := t.Delete(m.maps.Backends, id); err != nil {
-				return err
-			}
+// trimSlots is apply's phase 4: it deletes old's slots beyond e's count,
+// which the service entry no longer covers.
+func (m *Manager) trimSlots(t *kernel.Txn, old, e *entry) error {
+	if old == nil {
+		return nil
+	}
+	for i := len(e.slots); i < len(old.slots); i++ {
+		if err := t.Delete(m.maps.BackendSlots, slotKey(e.id, i)); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	// Only now, with the kernel written, does the in-memory copy change.
+// dropBackends is apply's phase 5: it deletes old's backends that e does
+// not keep, which no slot names any more.
+func (m *Manager) dropBackends(t *kernel.Txn, old, e *entry) error {
+	if old == nil {
+		return nil
+	}
+	for a, id := range old.backendIDs {
+		if _, kept := e.backendIDs[a]; kept {
+			continue
+		}
+		if err := t.Delete(m.maps.Backends, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adopt makes e the Manager's view of its service once apply has written
+// it: the backend ids only old had are free again, and the slot count
+// follows.
+func (m *Manager) adopt(old, e *entry) {
 	if old != nil {
 		for a, id := range old.backendIDs {
 			if _, kept := e.backendIDs[a]; !kept {
@@ -665,12 +754,12 @@ func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 		m.slots -= len(old.slots)
 	}
 	m.slots += len(e.slots)
-	m.services[f] = e
-	return nil
+	m.services[e.svc.Frontend] = e
 }
 
-// remove deletes a service: the service entry first, so no new packet
-// reaches the rest, then slots, backends and reverse NAT.
+// remove deletes a service: its virtual IP count and its service entry
+// first, so no new packet reaches the rest, then its slots, backends,
+// reverse NAT entry, Maglev table and source ranges.
 func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 	if e.svc.VirtualIP {
 		if err := m.addVIP(t, e.svc.Frontend.Address.Addr(), -1); err != nil {
@@ -681,7 +770,7 @@ func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 		return err
 	}
 	for i := range e.slots {
-		if err := t.Delete(m.maps.BackendSlots, bpf.XdplaneSlotKey{SvcId: e.id, Slot: uint32(i + 1)}); err != nil {
+		if err := t.Delete(m.maps.BackendSlots, slotKey(e.id, i)); err != nil {
 			return err
 		}
 	}
@@ -783,24 +872,13 @@ func (m *Manager) loadVIPs() error {
 			m.vips[e.svc.Frontend.Address.Addr()]++
 		}
 	}
-	var (
-		k     bpf.XdplaneVipKey
-		v     uint32
-		stale []bpf.XdplaneVipKey
-	)
-	it := m.maps.Vips.Iterate()
-	for it.Next(&k, &v) {
-		if a := netip.AddrFrom16(k.Addr).Unmap(); m.vips[a] != v {
-			stale = append(stale, k)
-		}
+	stale, err := kernel.Keys(m.maps.Vips, func(k bpf.XdplaneVipKey, n uint32) bool {
+		return m.vips[netip.AddrFrom16(k.Addr).Unmap()] != n
+	})
+	if err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read virtual IPs: %w", err)
-	}
-	var errs []error
-	for _, k := range stale {
-		errs = append(errs, kernel.IgnoreMissing(m.maps.Vips.Delete(k)))
-	}
+	errs := []error{kernel.DeleteAll(m.maps.Vips, stale)}
 	for a, n := range m.vips {
 		errs = append(errs, m.maps.Vips.Update(bpf.XdplaneVipKey{Addr: a.As16()}, n, ebpf.UpdateAny))
 	}
@@ -827,6 +905,11 @@ func prefixOf(k bpf.XdplaneSrcRangeKey) (uint32, netip.Prefix) {
 		a, n = a.Unmap(), n-96
 	}
 	return bits.ReverseBytes32(k.SvcId), netip.PrefixFrom(a, n)
+}
+
+// revnatValue is what replies of f's flows are rewritten to come from.
+func revnatValue(f Frontend) bpf.XdplaneRevnatValue {
+	return bpf.XdplaneRevnatValue{Addr: f.Address.Addr().As16(), Port: kernel.Htons(f.Address.Port())}
 }
 
 func svcValue(e *entry) bpf.XdplaneSvcValue {

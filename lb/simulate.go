@@ -3,12 +3,11 @@ package lb
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
+	"os"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
@@ -26,14 +25,19 @@ type Flow struct {
 type Outcome uint8
 
 const (
-	// Passed: not for a service; the packet goes on untouched.
+	// Passed: not for a service; the packet goes on with its
+	// destination unchanged (a reply of a tracked flow passes too, its
+	// source turned into the frontend's).
 	Passed Outcome = iota
 	// Forwarded: sent to Backend.
 	Forwarded
-	// Rejected: the frontend has no backend that takes new flows; the
-	// client gets an ICMP port unreachable.
+	// Rejected: the frontend has no backend that takes new flows, or the
+	// destination is another port of a virtual IP; the client gets an
+	// ICMP port unreachable.
 	Rejected
-	// Dropped: for example a source outside the service's ranges.
+	// Dropped: a source outside the service's ranges or in the node-wide
+	// prefilter, or a Local policy with no local backend where other
+	// nodes have some.
 	Dropped
 )
 
@@ -51,20 +55,37 @@ type Simulation struct {
 	Outcome Outcome
 	// Backend is where a Forwarded flow goes.
 	Backend netip.AddrPort
-	// Established: the flow is already tracked and keeps its backend.
+	// Established: the flow is tracked and stays with the backend it has
+	// (see Simulate); false for a new flow, and for one whose backend has
+	// gone.
 	Established bool
 }
 
-// Simulate answers which backend a flow would reach, by running its first
-// packet through the datapath's real XDP program (BPF_PROG_TEST_RUN), for
-// a user debugging a service. Conntrack and session affinity state that
-// the run creates is removed again, so asking changes nothing a real flow
-// would see; an established flow is reported as such and left alone. The
-// datapath's packet counters do count the simulated packet. For a service
-// with the Random algorithm the answer is one draw, as a real new flow's.
+// Simulate answers which backend a flow would reach, for a user
+// debugging a service, by running the flow's first packet through the
+// datapath's XDP program (BPF_PROG_TEST_RUN). It changes nothing: the
+// program runs as a copy loaded for the call, which reads the datapath's
+// services, backends and prefilter, and writes private maps in place of
+// conntrack, session affinity, the counters and drop events; those are
+// seeded with the flow's own conntrack and affinity entries. So a real
+// flow's entries, a client's affinity timestamp and the datapath's
+// counters stay as they were, and a real packet of the same flow at the
+// same moment is not disturbed. The copy is loaded and verified anew each
+// call (about a tenth of a second).
+//
+// Established is true for a flow the program keeps on its backend: its
+// conntrack entry names a backend of the service that still exists with
+// the cookie it had when chosen. A flow whose backend has gone is balanced
+// afresh, and reported so. For a service with the Random algorithm the
+// answer is one draw, as a real new flow's.
+//
+// dp must have programs; for one from datapath.OpenPinned Simulate
+// returns datapath.ErrNoPrograms. The copy is loaded from the object built
+// into this process, which is what dp's programs were loaded from; a
+// datapath opened without programs may run another version's.
 func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
-	progs := kernel.Of(dp).Programs
-	if progs == nil {
+	k := kernel.Of(dp)
+	if k.Programs == nil {
 		return Simulation{}, datapath.ErrNoPrograms
 	}
 	src, dst := f.Source, f.Destination
@@ -72,36 +93,39 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	case !src.Addr().IsValid() || !dst.Addr().IsValid() || src.Addr().Is4() != dst.Addr().Is4():
 		return Simulation{}, fmt.Errorf("%w: flow %s -> %s: want two addresses of one family", ErrInvalid, src, dst)
 	case !f.Protocol.IsValid():
-		return Simulation{}, fmt.Errorf("%w: flow protocol %s: want tcp or udp", ErrInvalid, f.Protocol)
+		return Simulation{}, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, f.Protocol, protocols.want())
 	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-
-	maps := kernel.Of(dp).Maps
-	fwd := ctKey(src, dst, f.Protocol, 0)
-	var ct bpf.XdplaneCtValue
-	established := maps.Conntrack.Lookup(fwd, &ct) == nil
-	svc, hasSvc := lookupService(maps, dst, f.Protocol)
-	var aff bpf.XdplaneAffinityKey
-	hadAffinity := false
-	if hasSvc {
-		aff = bpf.XdplaneAffinityKey{Client: src.Addr().As16(), SvcId: svc.Id}
-		var av bpf.XdplaneAffinityValue
-		hadAffinity = maps.Affinity.Lookup(aff, &av) == nil
-	}
-
 	frame, err := simFrame(src, dst, f.Protocol)
 	if err != nil {
 		return Simulation{}, err
 	}
+
+	sb, err := newSandbox(k.Maps)
+	if err != nil {
+		return Simulation{}, err
+	}
+	defer sb.close()
+	if err := sb.seed(k.Maps, src, dst, f.Protocol); err != nil {
+		return Simulation{}, err
+	}
 	out := make([]byte, len(frame)+256)
 	opts := ebpf.RunOptions{Data: frame, DataOut: out}
-	ret, err := progs.XdplaneXdp.Run(&opts)
+	ret, err := sb.prog.Run(&opts)
 	if err != nil {
 		return Simulation{}, fmt.Errorf("run the XDP program: %w", err)
 	}
+	fresh, err := sb.counted(bpf.XdplaneStatSTAT_FORWARD_NEW)
+	if err != nil {
+		return Simulation{}, err
+	}
+	kept, err := sb.counted(bpf.XdplaneStatSTAT_FORWARD_EST)
+	if err != nil {
+		return Simulation{}, err
+	}
 
-	sim := Simulation{Established: established}
+	var sim Simulation
 	const xdpDrop, xdpPass, xdpTX = 1, 2, 3
 	switch ret {
 	case xdpDrop:
@@ -109,30 +133,146 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	case xdpTX:
 		sim.Outcome = Rejected
 	case xdpPass:
-		be, changed := simDestination(opts.DataOut, dst)
-		if changed {
-			sim.Outcome, sim.Backend = Forwarded, be
+		// The program counts a packet it forwards as the first of a new
+		// flow or one of an established flow, and nothing else so.
+		if fresh || kept {
+			be, err := simDestination(opts.DataOut)
+			if err != nil {
+				return Simulation{}, err
+			}
+			sim = Simulation{Outcome: Forwarded, Backend: be, Established: kept}
 		}
 	default:
 		return Simulation{}, fmt.Errorf("the XDP program returned %d", ret)
 	}
+	return sim, nil
+}
 
-	// Leave no trace: what the run created goes again.
-	if !established {
-		var errs []error
-		if sim.Outcome == Forwarded {
-			rev := ctKey(sim.Backend, src, f.Protocol, 1)
-			errs = append(errs, kernel.IgnoreMissing(maps.Conntrack.Delete(rev)))
+// sandbox is a copy of the XDP program that shares with the datapath only
+// the maps the program reads (simShared), and writes maps of its own.
+type sandbox struct {
+	prog *ebpf.Program
+	// The private maps that Simulate seeds and reads.
+	conntrack, affinity, stats *ebpf.Map
+}
+
+// simShared are the maps the XDP program only reads: a sandbox uses the
+// datapath's own. Every other map the program uses is private to it.
+func simShared(m *bpf.XdplaneMaps) map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		bpf.XdplaneMapServices:     m.Services,
+		bpf.XdplaneMapBackends:     m.Backends,
+		bpf.XdplaneMapBackendSlots: m.BackendSlots,
+		bpf.XdplaneMapMaglev:       m.Maglev,
+		bpf.XdplaneMapRevnat:       m.Revnat,
+		bpf.XdplaneMapSourceRanges: m.SourceRanges,
+		bpf.XdplaneMapVips:         m.Vips,
+		bpf.XdplaneMapPrefilter:    m.Prefilter,
+	}
+}
+
+// The sizes of a sandbox's conntrack and affinity maps: room for what
+// seed copies and the run writes (the flow's two entries, and the reply
+// entry of the backend it had, which the program may put back; one
+// client's affinity), with some to spare, so that no write fails for want
+// of room.
+const (
+	simCTSize       = 8
+	simAffinitySize = 2
+)
+
+func newSandbox(m *bpf.XdplaneMaps) (*sandbox, error) {
+	spec, err := bpf.LoadXdplane()
+	if err != nil {
+		return nil, fmt.Errorf("load object: %w", err)
+	}
+	shared := simShared(m)
+	for name, ms := range spec.Maps {
+		if sm := shared[name]; sm != nil {
+			ms.MaxEntries = sm.MaxEntries() // as the datapath made them
+			continue
 		}
-		errs = append(errs, kernel.IgnoreMissing(maps.Conntrack.Delete(fwd)))
-		if hasSvc && !hadAffinity {
-			errs = append(errs, kernel.IgnoreMissing(maps.Affinity.Delete(aff)))
-		}
-		if err := errors.Join(errs...); err != nil {
-			return sim, fmt.Errorf("remove the simulated flow's state: %w", err)
+		ms.Pinning = ebpf.PinNone
+	}
+	// Small plain hashes for the LRU maps: a few entries are written, and
+	// an LRU map evicts before it is full, when another CPU holds its free
+	// entries.
+	for name, size := range map[string]uint32{bpf.XdplaneMapConntrack: simCTSize, bpf.XdplaneMapAffinity: simAffinitySize} {
+		spec.Maps[name].Type = ebpf.Hash
+		spec.Maps[name].MaxEntries = size
+		spec.Maps[name].Flags = unix.BPF_F_NO_PREALLOC
+	}
+	// One counter, not one per backend id: the backends' counters are
+	// not read back.
+	spec.Maps[bpf.XdplaneMapBackendStats].MaxEntries = 1
+	spec.Maps[bpf.XdplaneMapEvents].MaxEntries = uint32(os.Getpagesize())
+	var objs struct {
+		Prog      *ebpf.Program `ebpf:"xdplane_xdp"`
+		Conntrack *ebpf.Map     `ebpf:"conntrack"`
+		Affinity  *ebpf.Map     `ebpf:"affinity"`
+		Stats     *ebpf.Map     `ebpf:"stats"`
+	}
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+		return nil, fmt.Errorf("load a copy of the XDP program: %w", err)
+	}
+	return &sandbox{prog: objs.Prog, conntrack: objs.Conntrack, affinity: objs.Affinity, stats: objs.Stats}, nil
+}
+
+func (sb *sandbox) close() {
+	sb.prog.Close()
+	sb.conntrack.Close()
+	sb.affinity.Close()
+	sb.stats.Close()
+}
+
+// seed copies into the sandbox every entry of the datapath's conntrack
+// and affinity maps that the flow's packet can read: its forward entry,
+// the reply entry of the same addresses (the packet may be a reply), and
+// its client's affinity to the service.
+func (sb *sandbox) seed(m *bpf.XdplaneMaps, src, dst netip.AddrPort, proto Protocol) error {
+	for _, key := range []bpf.XdplaneCtKey{ctKey(src, dst, proto, 0), ctKey(src, dst, proto, 1)} {
+		var v bpf.XdplaneCtValue
+		if err := copyEntry(m.Conntrack, sb.conntrack, key, &v); err != nil {
+			return err
 		}
 	}
-	return sim, nil
+	svc, ok := lookupService(m, dst, proto)
+	if !ok {
+		return nil
+	}
+	var v bpf.XdplaneAffinityValue
+	return copyEntry(m.Affinity, sb.affinity, bpf.XdplaneAffinityKey{Client: src.Addr().As16(), SvcId: svc.Id}, &v)
+}
+
+// copyEntry copies key, if present, from one map to the other; v is
+// where its value is read.
+func copyEntry(from, to *ebpf.Map, key, v any) error {
+	err := from.Lookup(key, v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", from, err)
+	}
+	if err := to.Put(key, v); err != nil {
+		return fmt.Errorf("copy an entry of %s: %w", from, err)
+	}
+	return nil
+}
+
+// counted reports whether the sandbox's program counted a packet under
+// stat.
+func (sb *sandbox) counted(stat bpf.XdplaneStat) (bool, error) {
+	var per []bpf.XdplaneCounter
+	if err := sb.stats.Lookup(stat, &per); err != nil {
+		return false, fmt.Errorf("read the simulated packet's counter %d: %w", stat, err)
+	}
+	for _, c := range per {
+		if c.Packets > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func ctKey(src, dst netip.AddrPort, proto Protocol, dir uint8) bpf.XdplaneCtKey {
@@ -147,59 +287,4 @@ func lookupService(maps *bpf.XdplaneMaps, dst netip.AddrPort, proto Protocol) (b
 	var v bpf.XdplaneSvcValue
 	err := maps.Services.Lookup(svcKey(Frontend{Address: dst, Protocol: proto}), &v)
 	return v, err == nil
-}
-
-// simFrame builds a flow's first packet: a TCP SYN, or a UDP datagram.
-func simFrame(src, dst netip.AddrPort, proto Protocol) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
-	next := layers.IPProtocolTCP
-	if proto == UDP {
-		next = layers.IPProtocolUDP
-	}
-	var ip gopacket.NetworkLayer
-	if src.Addr().Is4() {
-		eth.EthernetType = layers.EthernetTypeIPv4
-		ip = &layers.IPv4{Version: 4, TTL: 64, Protocol: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	} else {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	}
-	var l4 interface {
-		gopacket.SerializableLayer
-		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
-	}
-	if proto == TCP {
-		l4 = &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: true, Window: 64240}
-	} else {
-		l4 = &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	}
-	if err := l4.SetNetworkLayerForChecksum(ip); err != nil {
-		return nil, err
-	}
-	buf := gopacket.NewSerializeBuffer()
-	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip.(gopacket.SerializableLayer), l4)
-	return buf.Bytes(), err
-}
-
-// simDestination reads a frame's destination back and says whether it
-// differs from dst.
-func simDestination(frame []byte, dst netip.AddrPort) (netip.AddrPort, bool) {
-	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.NoCopy)
-	var addr netip.Addr
-	switch ip := p.NetworkLayer().(type) {
-	case *layers.IPv4:
-		addr, _ = netip.AddrFromSlice(ip.DstIP.To4())
-	case *layers.IPv6:
-		addr, _ = netip.AddrFromSlice(ip.DstIP)
-	}
-	var port uint16
-	switch l4 := p.TransportLayer().(type) {
-	case *layers.TCP:
-		port = uint16(l4.DstPort)
-	case *layers.UDP:
-		port = uint16(l4.DstPort)
-	}
-	got := netip.AddrPortFrom(addr, port)
-	return got, got != dst
 }

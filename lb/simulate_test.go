@@ -2,12 +2,16 @@ package lb
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
 )
 
@@ -86,5 +90,166 @@ func TestSimulate(t *testing.T) {
 	}
 	if _, err := Simulate(dp, flow("10.0.0.2:1000", "[fd00::10]:53", UDP)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("mixed families: %v, want ErrInvalid", err)
+	}
+}
+
+// simState reads every map the XDP program writes, and the service maps:
+// keys in hex, values byte for byte (per-CPU ones in their Go form).
+func simState(t *testing.T, dp *datapath.Datapath) map[string]map[string]string {
+	t.Helper()
+	m := kernel.Of(dp).Maps
+	out := map[string]map[string]string{}
+	for name, entries := range dump(t, dp) {
+		out[name] = map[string]string{}
+		for k, v := range entries {
+			out[name][fmt.Sprintf("%x", k)] = v
+		}
+	}
+	for name, mp := range map[string]*ebpf.Map{"conntrack": m.Conntrack, "affinity": m.Affinity} {
+		out[name] = map[string]string{}
+		var k, v []byte
+		it := mp.Iterate()
+		for it.Next(&k, &v) {
+			out[name][fmt.Sprintf("%x", k)] = string(v)
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, mp := range map[string]*ebpf.Map{"stats": m.Stats, "backend_stats": m.BackendStats, "drop_stats": m.DropStats} {
+		out[name] = map[string]string{}
+		var k uint32
+		var v []bpf.XdplaneCounter
+		it := mp.Iterate()
+		for it.Next(&k, &v) {
+			out[name][fmt.Sprintf("%08x", k)] = fmt.Sprint(v)
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ticks []uint32
+	if err := m.EventTick.Lookup(uint32(0), &ticks); err != nil {
+		t.Fatal(err)
+	}
+	out["event_tick"] = map[string]string{"00000000": fmt.Sprint(ticks)}
+	return out
+}
+
+// diffState names what differs between two simState readings.
+func diffState(before, after map[string]map[string]string) []string {
+	var out []string
+	for name := range before {
+		for k, v := range before[name] {
+			if w, ok := after[name][k]; !ok {
+				out = append(out, fmt.Sprintf("%s: entry %s gone", name, k))
+			} else if w != v {
+				out = append(out, fmt.Sprintf("%s: entry %s changed", name, k))
+			}
+		}
+		for k := range after[name] {
+			if _, ok := before[name][k]; !ok {
+				out = append(out, fmt.Sprintf("%s: entry %s added", name, k))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// simulateNoChange is Simulate, failing the test if the call changed any
+// map.
+func simulateNoChange(t *testing.T, dp *datapath.Datapath, f Flow) Simulation {
+	t.Helper()
+	before := simState(t, dp)
+	sim, err := Simulate(dp, f)
+	if err != nil {
+		t.Fatalf("Simulate(%v): %v", f, err)
+	}
+	if d := diffState(before, simState(t, dp)); len(d) > 0 {
+		t.Errorf("Simulate(%v) = %+v changed the maps: %v", f, sim, d)
+	}
+	return sim
+}
+
+// Simulate leaves every map as it found it, counters included, whatever
+// path the packet takes; and reports as established only a flow the
+// program keeps on its backend.
+func TestSimulateChangesNothing(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{MaxBackends: 64})
+	m := newManager(t, dp)
+	fe := netip.MustParseAddrPort("10.96.0.10:80")
+	one := svc("10.96.0.10:80/tcp", "10.0.1.2:8080")
+	affine := svc("10.96.0.20:80/tcp", "10.0.2.2:8080", "10.0.2.3:8080", "10.0.2.4:8080")
+	affine.SessionAffinity = time.Minute
+	if _, err := m.Sync([]Service{one, affine}); err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddrPort("10.0.0.2:2000")
+	flow := Flow{Source: client, Destination: fe, Protocol: TCP}
+
+	// A new flow.
+	sim := simulateNoChange(t, dp, flow)
+	if sim.Outcome != Forwarded || sim.Backend != one.Backends[0].Address || sim.Established {
+		t.Errorf("new flow: %+v, want forwarded, new, to %s", sim, one.Backends[0].Address)
+	}
+
+	// The same flow once a real packet has set it up: established, and
+	// its conntrack counts stay as they are.
+	runFlow(t, dp, TCP, client, fe)
+	sim = simulateNoChange(t, dp, flow)
+	if sim.Outcome != Forwarded || sim.Backend != one.Backends[0].Address || !sim.Established {
+		t.Errorf("established flow: %+v, want forwarded, established, to %s", sim, one.Backends[0].Address)
+	}
+
+	// The service's only backend replaced: the flow's entry names a
+	// backend that is gone, so the program balances it afresh.
+	replaced := svc("10.96.0.10:80/tcp", "10.0.1.3:8080")
+	if err := m.Upsert(replaced); err != nil {
+		t.Fatal(err)
+	}
+	sim = simulateNoChange(t, dp, flow)
+	if sim.Outcome != Forwarded || sim.Backend != replaced.Backends[0].Address || sim.Established {
+		t.Errorf("flow whose backend was replaced: %+v, want forwarded, new, to %s", sim, replaced.Backends[0].Address)
+	}
+	// The old backend back, with a new cookie: still not the flow's.
+	if err := m.Upsert(one); err != nil {
+		t.Fatal(err)
+	}
+	sim = simulateNoChange(t, dp, flow)
+	if sim.Outcome != Forwarded || sim.Established {
+		t.Errorf("flow whose backend was replaced and re-added: %+v, want forwarded, new", sim)
+	}
+
+	// Session affinity: a client's second flow goes where its first went,
+	// and asking does not refresh the client's affinity.
+	afe := affine.Frontend.Address
+	first := runFlow(t, dp, TCP, client, afe)
+	time.Sleep(time.Millisecond) // so that a refreshed timestamp differs
+	for port := uint16(3000); port < 3010; port++ {
+		sim = simulateNoChange(t, dp, Flow{Source: netip.AddrPortFrom(client.Addr(), port), Destination: afe, Protocol: TCP})
+		if sim.Outcome != Forwarded || sim.Backend != first || sim.Established {
+			t.Errorf("affine flow from port %d: %+v, want forwarded, new, to %s", port, sim, first)
+		}
+	}
+
+	// A reply of a tracked flow, another port of a frontend, and a source
+	// the node-wide prefilter drops.
+	be := one.Backends[0].Address
+	runFlow(t, dp, TCP, netip.MustParseAddrPort("10.0.0.3:4000"), fe)
+	reply := simulateNoChange(t, dp, Flow{Source: be, Destination: netip.MustParseAddrPort("10.0.0.3:4000"), Protocol: TCP})
+	if reply.Outcome != Passed {
+		t.Errorf("reply: %+v, want passed", reply)
+	}
+	if sim := simulateNoChange(t, dp, Flow{Source: client, Destination: netip.MustParseAddrPort("10.96.0.10:81"), Protocol: TCP}); sim.Outcome != Passed {
+		t.Errorf("another port: %+v, want passed", sim)
+	}
+	banned := netip.MustParseAddr("10.0.0.66")
+	pk := bpf.XdplanePrefilterKey{Prefixlen: 128, Addr: banned.As16()}
+	if err := kernel.Of(dp).Maps.Prefilter.Put(pk, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	if sim := simulateNoChange(t, dp, Flow{Source: netip.AddrPortFrom(banned, 1000), Destination: fe, Protocol: TCP}); sim.Outcome != Dropped {
+		t.Errorf("prefiltered source: %+v, want dropped", sim)
 	}
 }

@@ -74,35 +74,26 @@ func backendValue(svcID uint32, proto Protocol, b Backend, cookie uint32, takesN
 	return v
 }
 
+// addrPortOf reads an address and port as a map holds them: the address
+// v4-mapped for IPv4, the port in network byte order in a field the
+// generated Go types hold as a native (little-endian) integer.
 func addrPortOf(addr [16]uint8, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(addr).Unmap(), kernel.Ntohs(port))
 }
 
-// Ports are stored in network byte order; the generated Go types hold them
-// as native (little-endian) integers.
-
 // loadState reads every service back from the maps. It returns the
-// services and the ids of backends, slots and reverse-NAT entries that no
-// service references (left by a process that died mid-update).
+// services and the entries that no service references (slots, backends,
+// reverse NAT entries, Maglev tables, source ranges), which a process
+// that died mid-update left.
 func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 	services := make(map[Frontend]*entry)
 	byID := make(map[uint32]*entry)
 
-	var (
-		key bpf.XdplaneSvcKey
-		val bpf.XdplaneSvcValue
-	)
 	counts := make(map[uint32]uint16)
 	flags := make(map[uint32]uint8)
-	it := maps.Services.Iterate()
-	for it.Next(&key, &val) {
+	err := kernel.Scan(maps.Services, func(key bpf.XdplaneSvcKey, val bpf.XdplaneSvcValue) error {
 		f := frontendOf(key)
-		e := &entry{
-			id:         val.Id,
-			svc:        Service{Frontend: f, Algorithm: Algorithm(val.Algorithm)},
-			backendIDs: map[netip.AddrPort]uint32{},
-			cookies:    map[netip.AddrPort]uint32{},
-		}
+		e := newEntry(val.Id, Service{Frontend: f, Algorithm: Algorithm(val.Algorithm)})
 		if e.svc.Algorithm == Maglev {
 			e.svc.MaglevTableSize = val.MaglevSize
 		}
@@ -115,27 +106,23 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		byID[val.Id] = e
 		counts[val.Id] = val.Count
 		flags[val.Id] = val.Flags
-	}
-	if err := it.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read services: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 
 	// Every backend entry names its service and carries all a Backend
 	// holds, so one pass over the map recovers the backends.
-	var (
-		id uint32
-		be bpf.XdplaneBackend
-	)
 	takesNew := make(map[uint32][]uint32)
-	bit := maps.Backends.Iterate()
-	for bit.Next(&id, &be) {
+	err = kernel.Scan(maps.Backends, func(id uint32, be bpf.XdplaneBackend) error {
 		e := byID[be.SvcId]
 		if e == nil {
-			continue // an orphan
+			return nil // an orphan
 		}
 		a := addrPortOf(be.Addr, be.Port)
 		if _, dup := e.backendIDs[a]; dup {
-			continue // an orphan: a writer died before deleting it
+			return nil // an orphan: a writer died before deleting it
 		}
 		e.backendIDs[a], e.cookies[a] = id, be.Cookie
 		if be.Flags&beFlagTakesNew != 0 {
@@ -144,48 +131,39 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		e.svc.Backends = append(e.svc.Backends, Backend{
 			Address: a, Weight: be.Weight, State: BackendState(be.State), Local: be.Local != 0,
 		})
-	}
-	if err := bit.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read backends: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 
-	var (
-		rk bpf.XdplaneSrcRangeKey
-		rv uint8
-	)
-	rit := maps.SourceRanges.Iterate()
-	for rit.Next(&rk, &rv) {
-		id, p := prefixOf(rk)
-		if e := byID[id]; e != nil {
-			e.svc.SourceRanges = append(e.svc.SourceRanges, p)
+	err = kernel.Scan(maps.SourceRanges, func(k bpf.XdplaneSrcRangeKey, _ uint8) error {
+		if id, p := prefixOf(k); byID[id] != nil {
+			byID[id].svc.SourceRanges = append(byID[id].svc.SourceRanges, p)
 		}
-	}
-	if err := rit.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read source ranges: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 
 	// The slots must be what the backends make of them; a missing or
 	// different one marks a service its writer left half-done.
 	for id, e := range byID {
 		e.svc = e.svc.normalized()
-		var want []uint32
-		for _, b := range e.svc.eligible() {
-			for range b.Weight {
-				want = append(want, e.backendIDs[b.Address])
-			}
-		}
+		want := slotLayout(e.svc, e.backendIDs)
 		hasRanges := flags[id]&svcFlagSourceRanges != 0
 		e.damaged = len(want) != int(counts[id]) || hasRanges != (len(e.svc.SourceRanges) > 0) ||
 			!slices.Equal(slices.Sorted(slices.Values(takesNew[id])), eligibleIDs(e))
-		for slot := uint32(1); slot <= uint32(counts[id]); slot++ {
+		for i := range int(counts[id]) {
 			var beID uint32
-			err := maps.BackendSlots.Lookup(bpf.XdplaneSlotKey{SvcId: id, Slot: slot}, &beID)
+			err := maps.BackendSlots.Lookup(slotKey(id, i), &beID)
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				beID = 0
 			} else if err != nil {
-				return nil, nil, fmt.Errorf("read slot %d of service %s: %w", slot, e.svc.Frontend, err)
+				return nil, nil, fmt.Errorf("read slot %d of service %s: %w", i+1, e.svc.Frontend, err)
 			}
-			if int(slot) > len(want) || want[slot-1] != beID {
+			if i >= len(want) || want[i] != beID {
 				e.damaged = true
 			}
 			e.slots = append(e.slots, beID)
@@ -207,85 +185,47 @@ type orphans struct {
 	ranges   []bpf.XdplaneSrcRangeKey
 }
 
+// findOrphans lists the entries that no service in byID refers to.
 func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error) {
-	o := &orphans{}
 	var (
-		sk  bpf.XdplaneSlotKey
-		sv  uint32
-		id  uint32
-		be  bpf.XdplaneBackend
-		rn  bpf.XdplaneRevnatValue
-		err error
+		o    orphans
+		errs [5]error
 	)
-	it := maps.BackendSlots.Iterate()
-	for it.Next(&sk, &sv) {
-		if e := byID[sk.SvcId]; e == nil || sk.Slot == 0 || int(sk.Slot) > len(e.slots) {
-			o.slots = append(o.slots, sk)
-		}
-	}
-	err = errors.Join(err, it.Err())
-	it = maps.Backends.Iterate()
-	for it.Next(&id, &be) {
+	o.slots, errs[0] = kernel.Keys(maps.BackendSlots, func(k bpf.XdplaneSlotKey, _ uint32) bool {
+		e := byID[k.SvcId]
+		return e == nil || k.Slot == 0 || int(k.Slot) > len(e.slots)
+	})
+	o.backends, errs[1] = kernel.Keys(maps.Backends, func(id uint32, be bpf.XdplaneBackend) bool {
 		e := byID[be.SvcId]
-		if e == nil || e.backendIDs[addrPortOf(be.Addr, be.Port)] != id {
-			o.backends = append(o.backends, id)
-		}
-	}
-	err = errors.Join(err, it.Err())
-	it = maps.Revnat.Iterate()
-	for it.Next(&id, &rn) {
-		if byID[id] == nil {
-			o.revnat = append(o.revnat, id)
-		}
-	}
-	err = errors.Join(err, it.Err())
-	var keys []uint32
-	var key uint32
-	var inner *ebpf.Map
-	mit := maps.Maglev.Iterate()
-	for mit.Next(&key, &inner) {
-		inner.Close()
-		if e := byID[key]; e == nil || e.svc.Algorithm != Maglev {
-			keys = append(keys, key)
-		}
-	}
-	o.maglev = keys
-	err = errors.Join(err, mit.Err())
-	var (
-		rk bpf.XdplaneSrcRangeKey
-		rv uint8
-	)
-	rit := maps.SourceRanges.Iterate()
-	for rit.Next(&rk, &rv) {
-		if id, _ := prefixOf(rk); byID[id] == nil {
-			o.ranges = append(o.ranges, rk)
-		}
-	}
-	err = errors.Join(err, rit.Err())
-	if err != nil {
+		return e == nil || e.backendIDs[addrPortOf(be.Addr, be.Port)] != id
+	})
+	o.revnat, errs[2] = kernel.Keys(maps.Revnat, func(id uint32, _ bpf.XdplaneRevnatValue) bool {
+		return byID[id] == nil
+	})
+	// Read as a number, the inner map's id, a Maglev table opens no file
+	// descriptor.
+	o.maglev, errs[3] = kernel.Keys(maps.Maglev, func(id uint32, _ uint32) bool {
+		e := byID[id]
+		return e == nil || e.svc.Algorithm != Maglev
+	})
+	o.ranges, errs[4] = kernel.Keys(maps.SourceRanges, func(k bpf.XdplaneSrcRangeKey, _ uint8) bool {
+		id, _ := prefixOf(k)
+		return byID[id] == nil
+	})
+	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("scan for orphans: %w", err)
 	}
-	return o, nil
+	return &o, nil
 }
 
 func (o *orphans) delete(maps *bpf.XdplaneMaps) error {
-	var errs []error
-	for _, k := range o.slots {
-		errs = append(errs, kernel.IgnoreMissing(maps.BackendSlots.Delete(k)))
-	}
-	for _, id := range o.backends {
-		errs = append(errs, kernel.IgnoreMissing(maps.Backends.Delete(id)))
-	}
-	for _, id := range o.revnat {
-		errs = append(errs, kernel.IgnoreMissing(maps.Revnat.Delete(id)))
-	}
-	for _, id := range o.maglev {
-		errs = append(errs, kernel.IgnoreMissing(maps.Maglev.Delete(id)))
-	}
-	for _, k := range o.ranges {
-		errs = append(errs, kernel.IgnoreMissing(maps.SourceRanges.Delete(k)))
-	}
-	return errors.Join(errs...)
+	return errors.Join(
+		kernel.DeleteAll(maps.BackendSlots, o.slots),
+		kernel.DeleteAll(maps.Backends, o.backends),
+		kernel.DeleteAll(maps.Revnat, o.revnat),
+		kernel.DeleteAll(maps.Maglev, o.maglev),
+		kernel.DeleteAll(maps.SourceRanges, o.ranges),
+	)
 }
 
 // eligibleIDs lists the ids of the backends of e that take new flows,

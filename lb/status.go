@@ -19,6 +19,7 @@ type ServiceStatus struct {
 	MaglevTableSize uint32 // for Maglev
 	SessionAffinity time.Duration
 	TrafficPolicy   TrafficPolicy
+	VirtualIP       bool
 	SourceRanges    []netip.Prefix
 	Backends        []BackendStatus
 }
@@ -44,7 +45,7 @@ func ReadStatus(dp *datapath.Datapath) ([]ServiceStatus, error) {
 	out := make([]ServiceStatus, 0, len(services))
 	for _, e := range services {
 		st := ServiceStatus{Frontend: e.svc.Frontend, ID: e.id, Algorithm: e.svc.Algorithm, MaglevTableSize: e.svc.MaglevTableSize,
-			SessionAffinity: e.svc.SessionAffinity, TrafficPolicy: e.svc.TrafficPolicy,
+			SessionAffinity: e.svc.SessionAffinity, TrafficPolicy: e.svc.TrafficPolicy, VirtualIP: e.svc.VirtualIP,
 			SourceRanges: e.svc.SourceRanges}
 		for _, b := range e.svc.Backends {
 			id := e.backendIDs[b.Address]

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -20,47 +19,26 @@ const (
 	UDP Protocol = 17
 )
 
-// ParseProtocol parses "tcp" or "udp", in any case.
-func ParseProtocol(s string) (Protocol, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return TCP, nil
-	case "udp":
-		return UDP, nil
-	}
-	return 0, fmt.Errorf("%w: protocol %q: want tcp or udp", ErrInvalid, s)
-}
+var protocols = enum[Protocol]{what: "protocol", other: "proto", values: []Protocol{TCP, UDP}, names: []string{"tcp", "udp"}}
+
+// ParseProtocol parses "tcp" or "udp", in any case. An error wraps
+// ErrInvalid and quotes s.
+func ParseProtocol(s string) (Protocol, error) { return protocols.parse(s) }
 
 // IsValid reports whether p is TCP or UDP.
-func (p Protocol) IsValid() bool { return p == TCP || p == UDP }
+func (p Protocol) IsValid() bool { return protocols.valid(p) }
 
-func (p Protocol) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return "proto(" + strconv.Itoa(int(p)) + ")"
-}
+// String returns "tcp" or "udp", or "proto(N)" for another protocol
+// number N.
+func (p Protocol) String() string { return protocols.format(p) }
 
-// MarshalText implements encoding.TextMarshaler.
-func (p Protocol) MarshalText() ([]byte, error) {
-	if !p.IsValid() {
-		return nil, fmt.Errorf("%w: protocol %d", ErrInvalid, uint8(p))
-	}
-	return []byte(p.String()), nil
-}
+// MarshalText implements encoding.TextMarshaler: the form of String. A
+// protocol other than TCP and UDP is an error that wraps ErrInvalid.
+func (p Protocol) MarshalText() ([]byte, error) { return protocols.marshal(p) }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (p *Protocol) UnmarshalText(b []byte) error {
-	v, err := ParseProtocol(string(b))
-	if err != nil {
-		return err
-	}
-	*p = v
-	return nil
-}
+// UnmarshalText implements encoding.TextUnmarshaler: what ParseProtocol
+// accepts.
+func (p *Protocol) UnmarshalText(b []byte) error { return protocols.unmarshal(b, p) }
 
 // Frontend is where clients reach a service: an address, a port and a
 // protocol. It is comparable and identifies a service.
@@ -117,24 +95,27 @@ const (
 	Maintenance
 )
 
-var backendStateNames = [...]string{"active", "terminating", "maintenance"}
+var backendStates = enum[BackendState]{what: "backend state", other: "state",
+	values: []BackendState{Active, Terminating, Maintenance}, names: []string{"active", "terminating", "maintenance"}}
 
-func (s BackendState) String() string {
-	if int(s) < len(backendStateNames) {
-		return backendStateNames[s]
-	}
-	return "state(" + strconv.Itoa(int(s)) + ")"
-}
+// ParseBackendState parses "active", "terminating" or "maintenance", in
+// any case. An error wraps ErrInvalid and quotes s.
+func ParseBackendState(s string) (BackendState, error) { return backendStates.parse(s) }
 
-// ParseBackendState parses "active", "terminating" or "maintenance".
-func ParseBackendState(s string) (BackendState, error) {
-	for i, n := range backendStateNames {
-		if strings.EqualFold(s, n) {
-			return BackendState(i), nil
-		}
-	}
-	return 0, fmt.Errorf("%w: backend state %q: want active, terminating or maintenance", ErrInvalid, s)
-}
+// IsValid reports whether s is Active, Terminating or Maintenance.
+func (s BackendState) IsValid() bool { return backendStates.valid(s) }
+
+// String returns "active", "terminating" or "maintenance", or "state(N)"
+// for another value N.
+func (s BackendState) String() string { return backendStates.format(s) }
+
+// MarshalText implements encoding.TextMarshaler: the form of String. A
+// value other than the three states is an error that wraps ErrInvalid.
+func (s BackendState) MarshalText() ([]byte, error) { return backendStates.marshal(s) }
+
+// UnmarshalText implements encoding.TextUnmarshaler: what
+// ParseBackendState accepts.
+func (s *BackendState) UnmarshalText(b []byte) error { return backendStates.unmarshal(b, s) }
 
 // Backend is one destination of a service.
 type Backend struct {
@@ -160,30 +141,32 @@ const (
 	// Cluster: every backend. The default.
 	Cluster TrafficPolicy = iota
 	// Local: only backends marked Local; with none, new flows are
-	// dropped (rejected if the service has no backends at all).
+	// dropped (rejected if no backend of the service, local or not,
+	// takes new flows).
 	Local
 )
 
-func (p TrafficPolicy) String() string {
-	switch p {
-	case Cluster:
-		return "cluster"
-	case Local:
-		return "local"
-	}
-	return "policy(" + strconv.Itoa(int(p)) + ")"
-}
+var trafficPolicies = enum[TrafficPolicy]{what: "traffic policy", other: "policy",
+	values: []TrafficPolicy{Cluster, Local}, names: []string{"cluster", "local"}}
 
-// ParseTrafficPolicy parses "cluster" or "local", in any case.
-func ParseTrafficPolicy(s string) (TrafficPolicy, error) {
-	switch strings.ToLower(s) {
-	case "cluster":
-		return Cluster, nil
-	case "local":
-		return Local, nil
-	}
-	return 0, fmt.Errorf("%w: traffic policy %q: want cluster or local", ErrInvalid, s)
-}
+// ParseTrafficPolicy parses "cluster" or "local", in any case. An error
+// wraps ErrInvalid and quotes s.
+func ParseTrafficPolicy(s string) (TrafficPolicy, error) { return trafficPolicies.parse(s) }
+
+// IsValid reports whether p is Cluster or Local.
+func (p TrafficPolicy) IsValid() bool { return trafficPolicies.valid(p) }
+
+// String returns "cluster" or "local", or "policy(N)" for another value
+// N.
+func (p TrafficPolicy) String() string { return trafficPolicies.format(p) }
+
+// MarshalText implements encoding.TextMarshaler: the form of String. A
+// value other than Cluster and Local is an error that wraps ErrInvalid.
+func (p TrafficPolicy) MarshalText() ([]byte, error) { return trafficPolicies.marshal(p) }
+
+// UnmarshalText implements encoding.TextUnmarshaler: what
+// ParseTrafficPolicy accepts.
+func (p *TrafficPolicy) UnmarshalText(b []byte) error { return trafficPolicies.unmarshal(b, p) }
 
 func (b Backend) weight() uint16 {
 	if b.Weight == 0 {
@@ -205,44 +188,27 @@ const (
 	Maglev // ALG_MAGLEV
 )
 
-// ParseAlgorithm parses "random" or "maglev", in any case.
-func ParseAlgorithm(s string) (Algorithm, error) {
-	switch strings.ToLower(s) {
-	case "random":
-		return Random, nil
-	case "maglev":
-		return Maglev, nil
-	}
-	return 0, fmt.Errorf("%w: algorithm %q: want random or maglev", ErrInvalid, s)
-}
+var algorithms = enum[Algorithm]{what: "algorithm", other: "algorithm",
+	values: []Algorithm{Random, Maglev}, names: []string{"random", "maglev"}}
 
-func (a Algorithm) String() string {
-	switch a {
-	case Random:
-		return "random"
-	case Maglev:
-		return "maglev"
-	}
-	return "algorithm(" + strconv.Itoa(int(a)) + ")"
-}
+// ParseAlgorithm parses "random" or "maglev", in any case. An error wraps
+// ErrInvalid and quotes s.
+func ParseAlgorithm(s string) (Algorithm, error) { return algorithms.parse(s) }
 
-// MarshalText implements encoding.TextMarshaler.
-func (a Algorithm) MarshalText() ([]byte, error) {
-	if a > Maglev {
-		return nil, fmt.Errorf("%w: algorithm %d", ErrInvalid, uint8(a))
-	}
-	return []byte(a.String()), nil
-}
+// IsValid reports whether a is Random or Maglev.
+func (a Algorithm) IsValid() bool { return algorithms.valid(a) }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (a *Algorithm) UnmarshalText(b []byte) error {
-	v, err := ParseAlgorithm(string(b))
-	if err != nil {
-		return err
-	}
-	*a = v
-	return nil
-}
+// String returns "random" or "maglev", or "algorithm(N)" for another
+// value N.
+func (a Algorithm) String() string { return algorithms.format(a) }
+
+// MarshalText implements encoding.TextMarshaler: the form of String. A
+// value other than Random and Maglev is an error that wraps ErrInvalid.
+func (a Algorithm) MarshalText() ([]byte, error) { return algorithms.marshal(a) }
+
+// UnmarshalText implements encoding.TextUnmarshaler: what ParseAlgorithm
+// accepts.
+func (a *Algorithm) UnmarshalText(b []byte) error { return algorithms.unmarshal(b, a) }
 
 // Service is a frontend and the backends its flows are spread over. A
 // service with no backends (or none that takes new flows) is valid: new

@@ -22,7 +22,7 @@ func (s Service) Validate() error {
 		return invalid(f, "frontend.port", 0, "port 0 is not allowed")
 	}
 	if !f.Protocol.IsValid() {
-		return invalid(f, "frontend.protocol", f.Protocol, "want tcp or udp")
+		return invalid(f, "frontend.protocol", f.Protocol, "want "+protocols.want())
 	}
 	seen := make(map[netip.AddrPort]int, len(s.Backends))
 	slots := 0
@@ -37,8 +37,8 @@ func (s Service) Validate() error {
 		if b.Address.Port() == 0 {
 			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
 		}
-		if b.State > Maintenance {
-			return invalid(f, field+".state", b.State, "want active, terminating or maintenance")
+		if !b.State.IsValid() {
+			return invalid(f, field+".state", b.State, "want "+backendStates.want())
 		}
 		if b.Weight > MaxWeight {
 			return invalid(f, field+".weight", b.Weight, fmt.Sprintf("weight above %d", MaxWeight))
@@ -54,10 +54,10 @@ func (s Service) Validate() error {
 		return invalid(f, "sessionAffinity", s.SessionAffinity, fmt.Sprintf("want 0 (none) to %s", MaxSessionAffinity))
 	case s.SessionAffinity%time.Second != 0:
 		return invalid(f, "sessionAffinity", s.SessionAffinity, "want whole seconds")
-	case s.TrafficPolicy > Local:
-		return invalid(f, "trafficPolicy", s.TrafficPolicy, "want cluster or local")
-	case s.Algorithm > Maglev:
-		return invalid(f, "algorithm", s.Algorithm, "want random or maglev")
+	case !s.TrafficPolicy.IsValid():
+		return invalid(f, "trafficPolicy", s.TrafficPolicy, "want "+trafficPolicies.want())
+	case !s.Algorithm.IsValid():
+		return invalid(f, "algorithm", s.Algorithm, "want "+algorithms.want())
 	case s.MaglevTableSize != 0 && s.Algorithm != Maglev:
 		return invalid(f, "maglevTableSize", s.MaglevTableSize, "only the maglev algorithm has a table")
 	case s.MaglevTableSize != 0:
