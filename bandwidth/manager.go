@@ -53,9 +53,9 @@ type Status struct {
 // endpoints' datapath entries with package policy's Manager, each writing
 // its own fields.
 type Manager struct {
-	dp     *datapath.Datapath
-	k      *kernel.Handle
-	unlock func() // releases the "bandwidth" lock; nil once closed
+	dp   *datapath.Datapath
+	k    *kernel.Handle
+	held *kernel.Held // the datapath's "bandwidth" lock, until Close
 
 	mu   sync.Mutex
 	eps  map[string]*entry // by interface name
@@ -75,13 +75,13 @@ type entry struct {
 // interfaces, and fails with ErrNetNS elsewhere. Close releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	unlock, err := kernel.Lock(k.Dir, "bandwidth", false)
+	held, err := kernel.Hold(k.Dir, "bandwidth")
 	if err != nil {
 		return nil, fmt.Errorf("bandwidth.Manager: %w", err)
 	}
-	m := &Manager{dp: dp, k: k, unlock: unlock, eps: make(map[string]*entry)}
+	m := &Manager{dp: dp, k: k, held: held, eps: make(map[string]*entry)}
 	if err := m.recover(); err != nil {
-		unlock()
+		held.Release()
 		return nil, err
 	}
 	return m, nil
@@ -92,18 +92,12 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock != nil {
-		m.unlock()
-		m.unlock = nil
-	}
+	m.held.Release()
 	return nil
 }
 
 func (m *Manager) begin() error {
-	if m.unlock == nil {
-		return ErrClosed
-	}
-	return nil
+	return m.held.Check(ErrClosed)
 }
 
 func (e Endpoint) validate() error {

@@ -40,7 +40,7 @@ func simFrame(src, dst netip.AddrPort, proto Protocol) ([]byte, error) {
 		l4 = make([]byte, udpLen)
 		binary.BigEndian.PutUint16(l4[4:], udpLen)
 	default:
-		return nil, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, proto, protocols.want())
+		return nil, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, proto, protocols.Want())
 	}
 	binary.BigEndian.PutUint16(l4[0:], src.Port())
 	binary.BigEndian.PutUint16(l4[2:], dst.Port())

@@ -76,7 +76,7 @@ func (ks KubeService) Expand() ([]Service, error) {
 	seen := make(map[Frontend]bool)
 	for pi, p := range ks.Ports {
 		if !p.Protocol.IsValid() {
-			return nil, invalid(Frontend{}, fmt.Sprintf("ports[%d].protocol", pi), p.Protocol, "want "+protocols.want())
+			return nil, invalid(Frontend{}, fmt.Sprintf("ports[%d].protocol", pi), p.Protocol, "want "+protocols.Want())
 		}
 		add := func(addr netip.Addr, port uint16, policy TrafficPolicy, ranges []netip.Prefix, virtual bool) error {
 			fe := Frontend{Address: netip.AddrPortFrom(addr, port), Protocol: p.Protocol}

@@ -36,7 +36,7 @@ import (
 type Manager struct {
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
-	unlock func() // releases the datapath's "lb" lock; nil once closed
+	held   *kernel.Held // the datapath's "lb" lock, until Close
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
@@ -59,13 +59,13 @@ type SyncResult struct {
 // it. Close releases the Manager's lock on the datapath.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	unlock, err := kernel.Lock(k.Dir, "lb", false)
+	held, err := kernel.Hold(k.Dir, "lb")
 	if err != nil {
 		return nil, fmt.Errorf("lb.Manager: %w", err)
 	}
-	m := &Manager{maps: k.Maps, limits: dp.Limits(), unlock: unlock}
+	m := &Manager{maps: k.Maps, limits: dp.Limits(), held: held}
 	if err := m.load(); err != nil {
-		unlock()
+		held.Release()
 		return nil, err
 	}
 	return m, nil
@@ -102,11 +102,7 @@ func (m *Manager) load() error {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock == nil {
-		return nil
-	}
-	m.unlock()
-	m.unlock = nil
+	m.held.Release()
 	return nil
 }
 
@@ -161,8 +157,8 @@ func (m *Manager) Upsert(s Service) error {
 	s = s.normalized()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock == nil {
-		return ErrClosed
+	if err := m.held.Check(ErrClosed); err != nil {
+		return err
 	}
 	old := m.services[s.Frontend]
 	if old != nil && old.svc.equal(s) && !old.damaged {
@@ -184,8 +180,8 @@ func (m *Manager) Upsert(s Service) error {
 func (m *Manager) Delete(f Frontend) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock == nil {
-		return ErrClosed
+	if err := m.held.Check(ErrClosed); err != nil {
+		return err
 	}
 	e := m.services[f]
 	if e == nil {
@@ -219,8 +215,8 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock == nil {
-		return SyncResult{}, ErrClosed
+	if err := m.held.Check(ErrClosed); err != nil {
+		return SyncResult{}, err
 	}
 	var res SyncResult
 	var changes []Service

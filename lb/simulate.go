@@ -93,7 +93,7 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	case !src.Addr().IsValid() || !dst.Addr().IsValid() || src.Addr().Is4() != dst.Addr().Is4():
 		return Simulation{}, fmt.Errorf("%w: flow %s -> %s: want two addresses of one family", ErrInvalid, src, dst)
 	case !f.Protocol.IsValid():
-		return Simulation{}, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, f.Protocol, protocols.want())
+		return Simulation{}, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, f.Protocol, protocols.Want())
 	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())

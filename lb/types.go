@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/xdplane/xdplane/internal/enum"
 )
 
 // Protocol is a transport protocol a frontend serves.
@@ -19,26 +21,30 @@ const (
 	UDP Protocol = 17
 )
 
-var protocols = enum[Protocol]{what: "protocol", other: "proto", values: []Protocol{TCP, UDP}, names: []string{"tcp", "udp"}}
+var protocols = enum.New[Protocol]("protocol", func() []string {
+	names := make([]string, UDP+1)
+	names[TCP], names[UDP] = "tcp", "udp"
+	return names
+}()...)
 
 // ParseProtocol parses "tcp" or "udp", in any case. An error wraps
 // ErrInvalid and quotes s.
-func ParseProtocol(s string) (Protocol, error) { return protocols.parse(s) }
+func ParseProtocol(s string) (Protocol, error) { return protocols.Parse(s, ErrInvalid) }
 
 // IsValid reports whether p is TCP or UDP.
-func (p Protocol) IsValid() bool { return protocols.valid(p) }
+func (p Protocol) IsValid() bool { return protocols.Valid(p) }
 
 // String returns "tcp" or "udp", or "proto(N)" for another protocol
 // number N.
-func (p Protocol) String() string { return protocols.format(p) }
+func (p Protocol) String() string { return protocols.String(p) }
 
 // MarshalText implements encoding.TextMarshaler: the form of String. A
 // protocol other than TCP and UDP is an error that wraps ErrInvalid.
-func (p Protocol) MarshalText() ([]byte, error) { return protocols.marshal(p) }
+func (p Protocol) MarshalText() ([]byte, error) { return protocols.Marshal(p, ErrInvalid) }
 
 // UnmarshalText implements encoding.TextUnmarshaler: what ParseProtocol
 // accepts.
-func (p *Protocol) UnmarshalText(b []byte) error { return protocols.unmarshal(b, p) }
+func (p *Protocol) UnmarshalText(b []byte) error { return protocols.Unmarshal(p, b, ErrInvalid) }
 
 // Frontend is where clients reach a service: an address, a port and a
 // protocol. It is comparable and identifies a service.
@@ -95,27 +101,28 @@ const (
 	Maintenance
 )
 
-var backendStates = enum[BackendState]{what: "backend state", other: "state",
-	values: []BackendState{Active, Terminating, Maintenance}, names: []string{"active", "terminating", "maintenance"}}
+var backendStates = enum.New[BackendState]("backend state", "active", "terminating", "maintenance")
 
 // ParseBackendState parses "active", "terminating" or "maintenance", in
 // any case. An error wraps ErrInvalid and quotes s.
-func ParseBackendState(s string) (BackendState, error) { return backendStates.parse(s) }
+func ParseBackendState(s string) (BackendState, error) { return backendStates.Parse(s, ErrInvalid) }
 
 // IsValid reports whether s is Active, Terminating or Maintenance.
-func (s BackendState) IsValid() bool { return backendStates.valid(s) }
+func (s BackendState) IsValid() bool { return backendStates.Valid(s) }
 
 // String returns "active", "terminating" or "maintenance", or "state(N)"
 // for another value N.
-func (s BackendState) String() string { return backendStates.format(s) }
+func (s BackendState) String() string { return backendStates.String(s) }
 
 // MarshalText implements encoding.TextMarshaler: the form of String. A
 // value other than the three states is an error that wraps ErrInvalid.
-func (s BackendState) MarshalText() ([]byte, error) { return backendStates.marshal(s) }
+func (s BackendState) MarshalText() ([]byte, error) { return backendStates.Marshal(s, ErrInvalid) }
 
 // UnmarshalText implements encoding.TextUnmarshaler: what
 // ParseBackendState accepts.
-func (s *BackendState) UnmarshalText(b []byte) error { return backendStates.unmarshal(b, s) }
+func (s *BackendState) UnmarshalText(b []byte) error {
+	return backendStates.Unmarshal(s, b, ErrInvalid)
+}
 
 // Backend is one destination of a service.
 type Backend struct {
@@ -146,27 +153,28 @@ const (
 	Local
 )
 
-var trafficPolicies = enum[TrafficPolicy]{what: "traffic policy", other: "policy",
-	values: []TrafficPolicy{Cluster, Local}, names: []string{"cluster", "local"}}
+var trafficPolicies = enum.New[TrafficPolicy]("traffic policy", "cluster", "local")
 
 // ParseTrafficPolicy parses "cluster" or "local", in any case. An error
 // wraps ErrInvalid and quotes s.
-func ParseTrafficPolicy(s string) (TrafficPolicy, error) { return trafficPolicies.parse(s) }
+func ParseTrafficPolicy(s string) (TrafficPolicy, error) { return trafficPolicies.Parse(s, ErrInvalid) }
 
 // IsValid reports whether p is Cluster or Local.
-func (p TrafficPolicy) IsValid() bool { return trafficPolicies.valid(p) }
+func (p TrafficPolicy) IsValid() bool { return trafficPolicies.Valid(p) }
 
 // String returns "cluster" or "local", or "policy(N)" for another value
 // N.
-func (p TrafficPolicy) String() string { return trafficPolicies.format(p) }
+func (p TrafficPolicy) String() string { return trafficPolicies.String(p) }
 
 // MarshalText implements encoding.TextMarshaler: the form of String. A
 // value other than Cluster and Local is an error that wraps ErrInvalid.
-func (p TrafficPolicy) MarshalText() ([]byte, error) { return trafficPolicies.marshal(p) }
+func (p TrafficPolicy) MarshalText() ([]byte, error) { return trafficPolicies.Marshal(p, ErrInvalid) }
 
 // UnmarshalText implements encoding.TextUnmarshaler: what
 // ParseTrafficPolicy accepts.
-func (p *TrafficPolicy) UnmarshalText(b []byte) error { return trafficPolicies.unmarshal(b, p) }
+func (p *TrafficPolicy) UnmarshalText(b []byte) error {
+	return trafficPolicies.Unmarshal(p, b, ErrInvalid)
+}
 
 func (b Backend) weight() uint16 {
 	if b.Weight == 0 {
@@ -188,27 +196,26 @@ const (
 	Maglev // ALG_MAGLEV
 )
 
-var algorithms = enum[Algorithm]{what: "algorithm", other: "algorithm",
-	values: []Algorithm{Random, Maglev}, names: []string{"random", "maglev"}}
+var algorithms = enum.New[Algorithm]("algorithm", "random", "maglev")
 
 // ParseAlgorithm parses "random" or "maglev", in any case. An error wraps
 // ErrInvalid and quotes s.
-func ParseAlgorithm(s string) (Algorithm, error) { return algorithms.parse(s) }
+func ParseAlgorithm(s string) (Algorithm, error) { return algorithms.Parse(s, ErrInvalid) }
 
 // IsValid reports whether a is Random or Maglev.
-func (a Algorithm) IsValid() bool { return algorithms.valid(a) }
+func (a Algorithm) IsValid() bool { return algorithms.Valid(a) }
 
 // String returns "random" or "maglev", or "algorithm(N)" for another
 // value N.
-func (a Algorithm) String() string { return algorithms.format(a) }
+func (a Algorithm) String() string { return algorithms.String(a) }
 
 // MarshalText implements encoding.TextMarshaler: the form of String. A
 // value other than Random and Maglev is an error that wraps ErrInvalid.
-func (a Algorithm) MarshalText() ([]byte, error) { return algorithms.marshal(a) }
+func (a Algorithm) MarshalText() ([]byte, error) { return algorithms.Marshal(a, ErrInvalid) }
 
 // UnmarshalText implements encoding.TextUnmarshaler: what ParseAlgorithm
 // accepts.
-func (a *Algorithm) UnmarshalText(b []byte) error { return algorithms.unmarshal(b, a) }
+func (a *Algorithm) UnmarshalText(b []byte) error { return algorithms.Unmarshal(a, b, ErrInvalid) }
 
 // Service is a frontend and the backends its flows are spread over. A
 // service with no backends (or none that takes new flows) is valid: new

@@ -22,7 +22,7 @@ func (s Service) Validate() error {
 		return invalid(f, "frontend.port", 0, "port 0 is not allowed")
 	}
 	if !f.Protocol.IsValid() {
-		return invalid(f, "frontend.protocol", f.Protocol, "want "+protocols.want())
+		return invalid(f, "frontend.protocol", f.Protocol, "want "+protocols.Want())
 	}
 	seen := make(map[netip.AddrPort]int, len(s.Backends))
 	slots := 0
@@ -38,7 +38,7 @@ func (s Service) Validate() error {
 			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
 		}
 		if !b.State.IsValid() {
-			return invalid(f, field+".state", b.State, "want "+backendStates.want())
+			return invalid(f, field+".state", b.State, "want "+backendStates.Want())
 		}
 		if b.Weight > MaxWeight {
 			return invalid(f, field+".weight", b.Weight, fmt.Sprintf("weight above %d", MaxWeight))
@@ -55,9 +55,9 @@ func (s Service) Validate() error {
 	case s.SessionAffinity%time.Second != 0:
 		return invalid(f, "sessionAffinity", s.SessionAffinity, "want whole seconds")
 	case !s.TrafficPolicy.IsValid():
-		return invalid(f, "trafficPolicy", s.TrafficPolicy, "want "+trafficPolicies.want())
+		return invalid(f, "trafficPolicy", s.TrafficPolicy, "want "+trafficPolicies.Want())
 	case !s.Algorithm.IsValid():
-		return invalid(f, "algorithm", s.Algorithm, "want "+algorithms.want())
+		return invalid(f, "algorithm", s.Algorithm, "want "+algorithms.Want())
 	case s.MaglevTableSize != 0 && s.Algorithm != Maglev:
 		return invalid(f, "maglevTableSize", s.MaglevTableSize, "only the maglev algorithm has a table")
 	case s.MaglevTableSize != 0:

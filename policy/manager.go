@@ -70,7 +70,7 @@ type Manager struct {
 	k      *kernel.Handle
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
-	unlock func() // releases the datapath's "policy" lock
+	held   *kernel.Held // the datapath's "policy" lock, until Close
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState // by interface name
@@ -125,13 +125,13 @@ type EndpointCounters struct {
 // releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	unlock, err := kernel.Lock(k.Dir, "policy", false)
+	held, err := kernel.Hold(k.Dir, "policy")
 	if err != nil {
 		return nil, fmt.Errorf("policy.Manager: %w", err)
 	}
 	l := dp.Limits()
 	m := &Manager{
-		dp: dp, k: k, maps: k.Maps, limits: l, unlock: unlock,
+		dp: dp, k: k, maps: k.Maps, limits: l, held: held,
 		endpoints: make(map[string]*endpointState),
 		rulesets:  make(map[[32]byte]*installed),
 		byID:      make(map[uint32]*installed),
@@ -140,7 +140,7 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 		rsIDs:     idalloc.New(1<<31 - 1),
 	}
 	if err := m.recover(); err != nil {
-		unlock()
+		held.Release()
 		return nil, err
 	}
 	return m, nil
@@ -151,19 +151,12 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.unlock == nil {
-		return nil
-	}
-	m.unlock()
-	m.unlock = nil
+	m.held.Release()
 	return nil
 }
 
 func (m *Manager) begin() error {
-	if m.unlock == nil {
-		return ErrClosed
-	}
-	return nil
+	return m.held.Check(ErrClosed)
 }
 
 func (e Endpoint) validate() error {

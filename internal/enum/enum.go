@@ -34,6 +34,9 @@ func New[T ~uint8](kind string, names ...string) Names[T] {
 	return Names[T]{kind: kind, names: names, want: want}
 }
 
+// Want lists the names, for an error: "ingress or egress".
+func (n Names[T]) Want() string { return n.want }
+
 // Valid reports whether v has a name.
 func (n Names[T]) Valid(v T) bool { return int(v) < len(n.names) && n.names[v] != "" }
 

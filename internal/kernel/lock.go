@@ -66,3 +66,37 @@ func RemoveLocks(dir string) error {
 	}
 	return os.Remove(filepath.Join(dir, locksDir))
 }
+
+// Held is a lock a Manager holds from its creation to its Close. Its
+// methods are not synchronised: the Manager calls them under its own
+// mutex.
+type Held struct {
+	release func() // nil once released
+}
+
+// Hold takes the lock called name without waiting, for the lifetime of
+// a Manager (what Lock's doc says of lifetime locks).
+func Hold(dir, name string) (*Held, error) {
+	release, err := Lock(dir, name, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Held{release: release}, nil
+}
+
+// Release releases the lock; a second call does nothing.
+func (h *Held) Release() {
+	if h.release != nil {
+		h.release()
+		h.release = nil
+	}
+}
+
+// Check returns closed once the lock is released, else nil: the
+// Manager's calls after Close fail with it.
+func (h *Held) Check(closed error) error {
+	if h.release == nil {
+		return closed
+	}
+	return nil
+}

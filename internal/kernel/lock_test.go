@@ -48,3 +48,30 @@ func TestLock(t *testing.T) {
 		t.Errorf("locks left after RemoveLocks: %v", err)
 	}
 }
+
+// A held lock refuses a second holder until released; Release twice is
+// harmless, and Check reports the release.
+func TestHold(t *testing.T) {
+	dir := t.TempDir()
+	closed := errors.New("closed")
+	h, err := kernel.Hold(dir, "lb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Check(closed); err != nil {
+		t.Errorf("Check while held = %v", err)
+	}
+	if _, err := kernel.Hold(dir, "lb"); !errors.Is(err, datapath.ErrBusy) {
+		t.Errorf("second Hold = %v, want ErrBusy", err)
+	}
+	h.Release()
+	h.Release()
+	if err := h.Check(closed); err != closed {
+		t.Errorf("Check after Release = %v, want the closed error", err)
+	}
+	h2, err := kernel.Hold(dir, "lb")
+	if err != nil {
+		t.Fatalf("Hold after Release: %v", err)
+	}
+	h2.Release()
+}
