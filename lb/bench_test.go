@@ -53,13 +53,14 @@ const (
 
 var (
 	benchServices = flag.String("xdplane.bench-services", "",
-		"comma-separated service counts for BenchmarkPacket (default 1,10000,1000000; with -short 1,10000)")
+		"comma-separated service counts for BenchmarkPacket (default 1,10000,100000,1000000; with -short 1,10000)")
 	benchFlows = flag.Int("xdplane.bench-flows", 0,
 		"established flows each established case of BenchmarkPacket makes and draws from (default 65536; with -short 1024)")
 )
 
 // benchSizes are the service counts measured: 1 and 10k in -short mode (CI
-// runs that, once, so the benchmarks cannot rot), 1M as well otherwise.
+// runs that, once, so the benchmarks cannot rot), 100k and 1M as well
+// otherwise.
 func benchSizes(b *testing.B) []int {
 	list := *benchServices
 	switch {
@@ -152,7 +153,7 @@ func BenchmarkPacket(b *testing.B) {
 			// is slow today: each table goes into the hash of maps with its
 			// own update, and the kernel waits for an RCU grace period
 			// after each (some milliseconds here), so 10k services take
-			// minutes. Batching those updates is the fix (issue 6).
+			// minutes. Batching those updates is the fix.
 			if n > 1 {
 				return
 			}
