@@ -17,15 +17,16 @@ deps: ## Install what building and testing need (Debian packages, as root)
 generate: deps ## Regenerate the BPF objects and their Go bindings (needs clang)
 	$(GO) generate ./internal/bpf
 
-build: ## Build the standalone load balancer into bin/xdplane-lb
-	$(GO) build -o $(BIN)/xdplane-lb ./examples/standalone-lb
+build: ## Build the standalone load balancer (examples/standalone-lb, a module of its own) into bin/xdplane-lb
+	$(GO) -C examples/standalone-lb build -o $(CURDIR)/$(BIN)/xdplane-lb .
 
 vet: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-test: deps vet kube-binaries ## Run every test: unit, golden packets, namespaces, the CNI plugin through libcni, the agent against a real API server (as root)
+test: deps vet kube-binaries ## Run every test: unit, golden packets, namespaces, the standalone load balancer, the CNI plugin through libcni, the agent against a real API server (as root)
 	$(GO) test -count=1 -timeout 20m ./...
+	cd examples/standalone-lb && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 	cd examples/cni-plugin && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 	cd examples/kube-agent && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
