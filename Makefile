@@ -4,6 +4,17 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
+# Every target builds, vets and tests each module alone, as its own go.mod
+# says and as an importer resolves it: GOWORK=off. The committed go.work is
+# for working across modules (an editor, or a change to the library seen at
+# once by the examples); it merges every module's requirements into one
+# build list, which moves versions: there the kube agent builds with
+# hack/kube's golang.org/x/net v0.61.0 instead of its own v0.57.0 and
+# kube-apiserver with OpenTelemetry v1.47.0 instead of v1.45.0, and a
+# module missing a requirement still builds because a neighbour has it.
+# Exported, so the scripts and the tests' own `go build`s run the same way.
+export GOWORK := off
+
 .DEFAULT_GOAL := help
 
 .PHONY: help deps generate build vet test kube-binaries bench bench-kube-proxy bench-kube-proxy-short demo clean
