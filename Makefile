@@ -15,9 +15,17 @@ BIN   := bin
 # Exported, so the scripts and the tests' own `go build`s run the same way.
 export GOWORK := off
 
-# The modules with Go code, each vetted on its own (hack/kube and
-# hack/tools only pin tools).
-MODULES := . examples/standalone-lb examples/cni-plugin examples/kube-agent bench/kubeproxy
+# The modules with Go code, each vetted and tested on its own, and those
+# that only pin tools; `make vet` checks that they and go.work name every
+# go.mod in the repository.
+MODULES      := . examples/standalone-lb examples/cni-plugin examples/kube-agent bench/kubeproxy
+TOOL_MODULES := hack/kube hack/tools
+
+# Modules the library's public packages must not link, as an extended
+# regular expression on module paths: importers would build them in. A
+# program that needs one is a module of its own (examples/standalone-lb
+# for YAML). gopacket joins the list once lb/simulate.go stops using it.
+LIBRARY_FORBIDS := yaml
 
 # staticcheck, at the version hack/tools/go.mod pins (with go.sum's hashes),
 # so that the library's go.mod, which importers see, does not carry it.
@@ -42,8 +50,14 @@ generate: deps ## Regenerate the BPF objects and their Go bindings (needs clang)
 build: ## Build the standalone load balancer (examples/standalone-lb, a module of its own) into bin/xdplane-lb
 	$(GO) -C examples/standalone-lb build -o $(CURDIR)/$(BIN)/xdplane-lb .
 
-vet: $(STATICCHECK) ## gofmt, then go vet and staticcheck (staticcheck.conf) in every module
+vet: $(STATICCHECK) ## gofmt, the module lists, what the library links, then go vet and staticcheck in every module
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	@diff <(printf '%s\n' $(MODULES) $(TOOL_MODULES) | sort) <(git ls-files -- go.mod '*/go.mod' | xargs -n1 dirname | sort) || \
+		{ echo "Makefile: MODULES and TOOL_MODULES must name every go.mod (< Makefile, > repository)"; exit 1; }
+	@diff <(printf '%s\n' $(MODULES) $(TOOL_MODULES) | sort) <($(GO) work edit -json go.work | sed -n 's/.*"DiskPath": "\(\.\/\)\{0,1\}\(.*\)".*/\2/p' | sort) || \
+		{ echo "go.work must use every module (< Makefile, > go.work): go work use DIR"; exit 1; }
+	@bad=$$($(GO) list -deps -f '{{with .Module}}{{.Path}}{{end}}' $$($(GO) list ./... | grep -v /internal/) | grep -E '$(LIBRARY_FORBIDS)' | sort -u); \
+		test -z "$$bad" || { echo "the library's packages link" $$bad; exit 1; }
 	@set -e; for m in $(MODULES); do \
 		echo "go vet, staticcheck: $$m"; \
 		(cd $$m && $(GO) vet ./... && $(CURDIR)/$(STATICCHECK) ./...); \
