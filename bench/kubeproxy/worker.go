@@ -444,7 +444,7 @@ func runXDPlane(services []benchService, changed, move int) (workerResult, func(
 	d, err = timed(func() error {
 		r, err := mgr.Sync(desired)
 		if err == nil && len(r.Changed) != 1 {
-			err = fmt.Errorf("Sync changed %d services, want 1", len(r.Changed))
+			err = fmt.Errorf("changed %d services, want 1", len(r.Changed))
 		}
 		return err
 	})

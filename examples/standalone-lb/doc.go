@@ -2,9 +2,10 @@
 // small, complete program that shows how the datapath and lb packages fit
 // together. It uses only their public API, as your own code would.
 //
-// Build it with `make build` (or `go build -o bin/xdplane-lb
-// ./examples/standalone-lb`) and run it as root. `make demo` runs it across
-// network namespaces with real HTTP traffic (see demo.sh).
+// It is a Go module of its own, so that its YAML parser stays out of the
+// library's go.mod. Build it with `make build` (or, in this directory,
+// `go build -o xdplane-lb .`) and run it as root. `make demo` runs it
+// across network namespaces with real HTTP traffic (see demo.sh).
 //
 // # Configuration
 //

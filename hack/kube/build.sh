@@ -9,6 +9,10 @@
 # The first build takes long (all of kube-apiserver: about 17 minutes on 2
 # cores with empty Go caches); later ones print the directory at once.
 set -euo pipefail
+# The binaries are cached under a key made of this module's go.mod and
+# go.sum, so they must be built from exactly those versions: the
+# repository's go.work would lift some of them to other modules' versions.
+export GOWORK=off
 here=$(cd "$(dirname "$0")" && pwd)
 key=$(cat "$here/go.mod" "$here/go.sum" <(go version) | sha256sum | cut -c1-16)
 cache="${XDPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xdplane}"
