@@ -24,8 +24,8 @@ TOOL_MODULES := hack/kube hack/tools
 # Modules the library's public packages must not link, as an extended
 # regular expression on module paths: importers would build them in. A
 # program that needs one is a module of its own (examples/standalone-lb
-# for YAML). gopacket joins the list once lb/simulate.go stops using it.
-LIBRARY_FORBIDS := yaml
+# for YAML; gopacket builds the tests' packets only).
+LIBRARY_FORBIDS := yaml|gopacket
 
 # staticcheck, at the version hack/tools/go.mod pins (with go.sum's hashes),
 # so that the library's go.mod, which importers see, does not carry it.

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/kernel"
@@ -214,10 +213,4 @@ func dumpPolicyMaps(t testing.TB, r *rig) string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
-}
-
-// udp4Payload is a UDP datagram with size bytes of payload.
-func udp4Payload(t testing.TB, size int) []byte {
-	return packets.Must(packets.IPv4{Src: netip.MustParseAddrPort("10.0.3.4:5000"), Dst: netip.MustParseAddrPort("10.0.1.2:53"),
-		Proto: layers.IPProtocolUDP, Payload: make([]byte, size)}.Build())
 }
