@@ -258,6 +258,91 @@ func TestSetRefusedKeepsLimit(t *testing.T) {
 	}
 }
 
+// A change that fails half-way, with ingress already changed and the
+// pod side's queue installed, puts back the limits in force before it.
+func TestSetFailedHalfWay(t *testing.T) {
+	// Room for two limits: bw0's ingress and one more.
+	r := newRigWith(t, datapath.Limits{MaxEndpoints: 1})
+	r.ns.MustDo(func() error { return r.m.SetMode(ModeHTB) })
+	old := Limits{Ingress: Limit{Rate: 10_000_000, PacketRate: 1000}}
+	r.set(r.pod(), old)
+	before := r.bwStateOf(t)
+	// The last slot taken, as by another endpoint's limit.
+	filler := bwKey(r.ifindex+1, datapath.Egress)
+	if err := kernel.Of(r.dp).Maps.Bandwidth.Put(filler, bpf.XdplaneBwValue{PpsIntervalNs: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	err := r.do(func() error {
+		return r.m.Set(hostSide, Limits{Ingress: Limit{Rate: 20_000_000}, Egress: Limit{Rate: 1_000_000}})
+	})
+	if err == nil {
+		t.Fatal("Set with no room for its egress entry: nil error")
+	}
+	t.Logf("refused: %v", err)
+	if after := r.bwStateOf(t); !after.equal(before) {
+		t.Errorf("after a failed change: the kernel's state changed:\n%+v\nwant\n%+v", after, before)
+	}
+	var per []bpf.XdplaneBwCounter
+	if err := kernel.Of(r.dp).Maps.BwStats.Lookup(bwKey(r.ifindex, datapath.Egress), &per); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("after a failed change: egress counters: lookup = %v, want none", err)
+	}
+	if st, _ := r.m.Status("bw0"); st != (Status{Endpoint: r.pod(), Limits: old}) {
+		t.Errorf("after a failed change: Status says %+v, want %+v", st, old)
+	}
+}
+
+// A namespace that does not hold the pod's side of its link can neither
+// change nor take away the egress queue there: a Set or Remove that names
+// one is refused, and leaves the limits, and the namespace the Manager
+// knows (none, for recovered limits), as they were.
+func TestWrongNetNSRefused(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restarted=%v", restart), func(t *testing.T) {
+			r := newRig(t)
+			r.ns.MustDo(func() error { return r.m.SetMode(ModeHTB) })
+			b := Limits{Ingress: Limit{Rate: 10_000_000}, Egress: Limit{Rate: 2_000_000}}
+			r.set(r.pod(), b)
+			want := Status{Endpoint: r.pod(), Limits: b}
+			if restart {
+				r.restart()
+				want = Status{Endpoint: hostSide, Limits: b, Recovered: true}
+			}
+			before := r.bwStateOf(t)
+			wrong := Endpoint{Interface: "bw0", NetNS: testutil.NewGroup(t).NS("other").Path()}
+			for _, c := range []struct {
+				what string
+				call func() error
+			}{
+				{"Set without the egress limit", func() error { return r.m.Set(wrong, Limits{Ingress: b.Ingress}) }},
+				{"Set of another egress limit", func() error {
+					return r.m.Set(wrong, Limits{Ingress: Limit{Rate: 20_000_000}, Egress: Limit{Rate: 3_000_000}})
+				}},
+				{"Set of no limits", func() error { return r.m.Set(wrong, Limits{}) }},
+				{"Remove", func() error { return r.m.Remove(wrong) }},
+			} {
+				err := r.do(c.call)
+				if err == nil {
+					t.Errorf("%s, naming a namespace without the pod side: nil error", c.what)
+				} else {
+					t.Logf("%s: refused: %v", c.what, err)
+				}
+				if after := r.bwStateOf(t); !after.equal(before) {
+					t.Errorf("%s refused, but the kernel's state changed:\n%+v\nwant\n%+v", c.what, after, before)
+				}
+				if st, err := r.m.Status("bw0"); err != nil || st != want {
+					t.Errorf("%s refused: Status = %+v, %v; want %+v", c.what, st, err, want)
+				}
+			}
+			// The right namespace still removes them.
+			r.ns.MustDo(func() error { return r.m.Remove(r.pod()) })
+			if s := r.bwStateOf(t); !s.equal(bwState{}) {
+				t.Errorf("limits removed: state %+v, want nothing left", s)
+			}
+		})
+	}
+}
+
 // A restarted Manager reads the limits and the mode back from the maps,
 // and can change and remove them once told the pod's namespace; entries
 // of gone interfaces are deleted.
