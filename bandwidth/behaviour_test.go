@@ -12,6 +12,7 @@ package bandwidth
 // to within 10% of the limit, as the issue asks.
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -21,6 +22,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/endpoint"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -39,42 +44,112 @@ const (
 	bwMaxRetrans = 0.01
 )
 
-// newBwNode is the behaviour tests' topology with pods pods, each an
-// endpoint that knows its network namespace (egress limits need it).
-func newBwNode(t *testing.T, pods int) *bhNode {
+// bwNode is testutil.LBTopology with its backends as pods: each
+// backend's node-side interface (n-be<i>) is an endpoint of a Manager in
+// the node namespace, and the client namespace is a peer outside the
+// cluster. v6 picks the address family of the tests' traffic.
+type bwNode struct {
+	t   *testing.T
+	v6  bool
+	tp  *testutil.LBTopology
+	dir string
+	dp  *datapath.Datapath
+	m   *Manager
+}
+
+// bwFamilies are the address families a test runs in.
+var bwFamilies = []struct {
+	name string
+	v6   bool
+}{{"ipv4", false}, {"ipv6", true}}
+
+// newBwNode builds the topology with pods pods and opens a datapath and a
+// Manager in the node namespace. The datapath's tc programs run on every
+// pod's interface, as the load balancer or network policy would have
+// them, so that what sets a pod with limits apart from one without is the
+// limits alone.
+func newBwNode(t *testing.T, v6 bool, pods int) *bwNode {
 	t.Helper()
-	n := newBhNode(t, bhFamilies[0], pods)
+	n := &bwNode{t: t, v6: v6, tp: testutil.NewLBTopology(t, pods), dir: testutil.BPFFS(t)}
 	n.tp.Node.MustDo(func() error {
+		dp, err := datapath.Open(datapath.Options{Dir: n.dir})
+		if err != nil {
+			return err
+		}
+		m, err := NewManager(dp)
+		if err != nil {
+			dp.Close()
+			return err
+		}
+		n.dp, n.m = dp, m
 		for i := range pods {
-			if err := n.m.AddEndpoint(Endpoint{Interface: n.podIf(i), NetNS: n.tp.Backends[i].Path()}); err != nil {
+			if err := dp.Attach(n.podIf(i), datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	t.Cleanup(func() {
+		n.m.Close()
+		n.dp.Close()
+		n.tp.Node.MustDo(func() error { return datapath.Remove(n.dir) })
+	})
 	return n
 }
 
-// setBandwidth sets pod i's limits.
-func (n *bhNode) setBandwidth(i int, b Bandwidth) {
-	n.t.Helper()
-	n.tp.Node.MustDo(func() error { return n.m.SetBandwidth(n.podIf(i), b) })
+// podIf is pod i's interface on the node: its endpoint's.
+func (n *bwNode) podIf(i int) string { return n.tp.NodeInterfaces[i+1] }
+
+// endpoint is pod i as the Manager sees it, with its namespace (egress
+// limits need it).
+func (n *bwNode) endpoint(i int) Endpoint {
+	return Endpoint{Interface: n.podIf(i), NetNS: n.tp.Backends[i].Path()}
 }
 
-// limit is b with l as dir's limit.
-func limit(dir Direction, l Limit) Bandwidth {
-	if dir == Ingress {
-		return Bandwidth{Ingress: l}
+// pod is pod i's address of the test's family.
+func (n *bwNode) pod(i int) netip.Addr {
+	if n.v6 {
+		return n.tp.BackendAddrs6[i]
 	}
-	return Bandwidth{Egress: l}
+	return n.tp.BackendAddrs[i]
+}
+
+// client is the client's address of the test's family.
+func (n *bwNode) client() netip.Addr {
+	if n.v6 {
+		return n.tp.ClientAddr6
+	}
+	return n.tp.ClientAddr
+}
+
+// set sets pod i's limits.
+func (n *bwNode) set(i int, l Limits) {
+	n.t.Helper()
+	n.tp.Node.MustDo(func() error { return n.m.Set(n.endpoint(i), l) })
+}
+
+// counters reads pod i's counters.
+func (n *bwNode) counters(i int) Counters {
+	n.t.Helper()
+	var c Counters
+	n.tp.Node.MustDo(func() (err error) { c, err = n.m.Counters(n.podIf(i)); return })
+	return c
+}
+
+// limit is Limits with l as dir's limit.
+func limit(dir datapath.Direction, l Limit) Limits {
+	if dir == datapath.Ingress {
+		return Limits{Ingress: l}
+	}
+	return Limits{Egress: l}
 }
 
 // startBulk starts a bulk transfer through pod i's dir: from the client
 // into the pod for Ingress, out of it for Egress.
-func (n *bhNode) startBulk(i int, dir Direction) *testutil.Bulk {
+func (n *bwNode) startBulk(i int, dir datapath.Direction) *testutil.Bulk {
 	n.t.Helper()
-	from, to, src, dst := n.tp.Client, n.tp.Backends[i], n.fam.client, n.pod(i)
-	if dir == Egress {
+	from, to, src, dst := n.tp.Client, n.tp.Backends[i], n.client(), n.pod(i)
+	if dir == datapath.Egress {
 		from, to, src, dst = to, from, dst, src
 	}
 	b, err := testutil.StartBulkTCP(from, src, to, netip.AddrPortFrom(dst, 5001), bwWarmup, bwSample)
@@ -85,7 +160,7 @@ func (n *bhNode) startBulk(i int, dir Direction) *testutil.Bulk {
 }
 
 // bulk measures a steady transfer through pod i's dir.
-func (n *bhNode) bulk(i int, dir Direction) testutil.BulkResult {
+func (n *bwNode) bulk(i int, dir datapath.Direction) testutil.BulkResult {
 	n.t.Helper()
 	b := n.startBulk(i, dir)
 	time.Sleep(bwMeasure)
@@ -121,25 +196,23 @@ func checkShaped(t *testing.T, what string, res testutil.BulkResult, rate uint64
 // The limit holds at 10 Mbit/s, 100 Mbit/s and 1 Gbit/s, each way, with
 // next to no retransmissions; the counters see the shaped traffic.
 func TestBehaviourBandwidthRates(t *testing.T) {
-	n := newBwNode(t, 1)
-	for _, dir := range []Direction{Ingress, Egress} {
+	n := newBwNode(t, false, 1)
+	for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 		for _, rate := range []uint64{10_000_000, 100_000_000, 1_000_000_000} {
 			t.Run(fmt.Sprintf("%s/%s", dir, mbit(float64(rate))), func(t *testing.T) {
 				n.t = t
-				n.setBandwidth(0, limit(dir, Limit{Rate: rate}))
-				var before BandwidthCounters
-				n.tp.Node.MustDo(func() (err error) { before, err = n.m.BandwidthCounters(n.podIf(0)); return })
+				n.set(0, limit(dir, Limit{Rate: rate}))
+				before := n.counters(0)
 				res := n.bulk(0, dir)
 				checkShaped(t, dir.String(), res, rate)
 
-				var after BandwidthCounters
-				n.tp.Node.MustDo(func() (err error) { after, err = n.m.BandwidthCounters(n.podIf(0)); return })
+				after := n.counters(0)
 				got, other := after.Ingress, after.Egress
-				if dir == Egress {
+				if dir == datapath.Egress {
 					got, other = after.Egress, after.Ingress
 				}
 				was := before.Ingress
-				if dir == Egress {
+				if dir == datapath.Egress {
 					was = before.Egress
 				}
 				// Every byte the receiver read was shaped, with its
@@ -153,7 +226,7 @@ func TestBehaviourBandwidthRates(t *testing.T) {
 				if other != (ShapeCounters{}) {
 					t.Errorf("counters of the other direction %+v, want none: it has no limit", other)
 				}
-				n.setBandwidth(0, Bandwidth{})
+				n.set(0, Limits{})
 			})
 		}
 	}
@@ -164,18 +237,18 @@ func TestBehaviourBandwidthRates(t *testing.T) {
 // transfer takes both of this machine's cores, and would starve the
 // others' senders of CPU, not of bandwidth.
 func TestBehaviourBandwidthIndependent(t *testing.T) {
-	n := newBwNode(t, 3)
+	n := newBwNode(t, false, 3)
 	rates := []uint64{50_000_000, 200_000_000}
-	n.setBandwidth(0, Bandwidth{Ingress: Limit{Rate: rates[0]}, Egress: Limit{Rate: rates[1]}})
-	n.setBandwidth(1, Bandwidth{Ingress: Limit{Rate: rates[1]}, Egress: Limit{Rate: rates[0]}})
+	n.set(0, Limits{Ingress: Limit{Rate: rates[0]}, Egress: Limit{Rate: rates[1]}})
+	n.set(1, Limits{Ingress: Limit{Rate: rates[1]}, Egress: Limit{Rate: rates[0]}})
 
-	for _, dir := range []Direction{Ingress, Egress} {
+	for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 		t.Run(dir.String(), func(t *testing.T) {
 			n.t = t
 			bulks := []*testutil.Bulk{n.startBulk(0, dir), n.startBulk(1, dir)}
 			time.Sleep(bwMeasure)
 			want := []uint64{rates[0], rates[1]}
-			if dir == Egress {
+			if dir == datapath.Egress {
 				want = []uint64{rates[1], rates[0]}
 			}
 			for i, b := range bulks {
@@ -193,10 +266,15 @@ func TestBehaviourBandwidthIndependent(t *testing.T) {
 			if floor := 2 * float64(rates[1]); res.Goodput < floor {
 				t.Errorf("pod 2, no limit: goodput %s, want above %s (twice the highest limit)", mbit(res.Goodput), mbit(floor))
 			}
-			var c BandwidthCounters
-			n.tp.Node.MustDo(func() (err error) { c, err = n.m.BandwidthCounters(n.podIf(2)); return })
-			if c != (BandwidthCounters{}) {
-				t.Errorf("pod 2, no limit: counters %+v, want none", c)
+			// It has no limits for the Manager to count, and the
+			// datapath counted none.
+			var err error
+			n.tp.Node.MustDo(func() error { _, err = n.m.Counters(n.podIf(2)); return nil })
+			if !errors.Is(err, ErrNotFound) {
+				t.Errorf("pod 2, no limit: Counters = %v, want ErrNotFound", err)
+			}
+			if keys := n.bwStatsKeys(2); len(keys) != 0 {
+				t.Errorf("pod 2, no limit: bw_stats has %+v, want none", keys)
 			}
 		})
 	}
@@ -236,12 +314,12 @@ func htbQdiscs(t *testing.T, ns *testutil.NS, ifname string) []netlink.Qdisc {
 // A limit changed during a transfer holds from the next second on, each
 // way, down and up; removed, it holds no more.
 func TestBehaviourBandwidthChange(t *testing.T) {
-	n := newBwNode(t, 1)
+	n := newBwNode(t, false, 1)
 	const high, low = 100_000_000, 10_000_000
-	for _, dir := range []Direction{Ingress, Egress} {
+	for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 		t.Run(dir.String(), func(t *testing.T) {
 			n.t = t
-			n.setBandwidth(0, limit(dir, Limit{Rate: high}))
+			n.set(0, limit(dir, Limit{Rate: high}))
 			b := n.startBulk(0, dir)
 			defer b.Stop()
 			// window is the goodput over the second that starts one
@@ -263,7 +341,7 @@ func TestBehaviourBandwidthChange(t *testing.T) {
 				what string
 			}{{low, "down"}, {high, "up"}} {
 				c := time.Now()
-				n.setBandwidth(0, limit(dir, Limit{Rate: step.rate}))
+				n.set(0, limit(dir, Limit{Rate: step.rate}))
 				got := window(c)
 				t.Logf("%s to %s: %s in the second after the first", step.what, mbit(float64(step.rate)), mbit(got))
 				if !within(got, step.rate) {
@@ -271,7 +349,7 @@ func TestBehaviourBandwidthChange(t *testing.T) {
 				}
 			}
 			c := time.Now()
-			n.setBandwidth(0, Bandwidth{})
+			n.set(0, Limits{})
 			got := window(c)
 			t.Logf("removed: %s", mbit(got))
 			if got < 3*high {
@@ -291,26 +369,25 @@ func TestBehaviourBandwidthChange(t *testing.T) {
 // A packet-rate limit lets a UDP flood through at its rate, plus its
 // burst, each way, and counts what it dropped.
 func TestBehaviourPacketRate(t *testing.T) {
-	n := newBwNode(t, 1)
+	n := newBwNode(t, false, 1)
 	const pps, burst = 2000, 100
 	const d = 2 * time.Second
-	for _, dir := range []Direction{Ingress, Egress} {
+	for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 		t.Run(dir.String(), func(t *testing.T) {
 			n.t = t
-			n.setBandwidth(0, limit(dir, Limit{PacketRate: pps, PacketBurst: burst}))
-			defer n.setBandwidth(0, Bandwidth{})
-			from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.fam.client, n.pod(0)
-			if dir == Egress {
+			n.set(0, limit(dir, Limit{PacketRate: pps, PacketBurst: burst}))
+			defer n.set(0, Limits{})
+			from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.client(), n.pod(0)
+			if dir == datapath.Egress {
 				from, to, src, dst = to, from, dst, src
 			}
 			res, err := testutil.FloodUDP(from, src, to, netip.AddrPortFrom(dst, 5300), d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var c BandwidthCounters
-			n.tp.Node.MustDo(func() (err error) { c, err = n.m.BandwidthCounters(n.podIf(0)); return })
+			c := n.counters(0)
 			got := c.Ingress
-			if dir == Egress {
+			if dir == datapath.Egress {
 				got = c.Egress
 			}
 			want := pps*d.Seconds() + burst
@@ -343,18 +420,15 @@ func TestBehaviourPacketRate(t *testing.T) {
 // queue. A 100 kbit/s limit behind a UDP flood holds seconds of backlog,
 // more than neighbour resolution waits (three tries, a second apart).
 func TestBehaviourBandwidthNeighbours(t *testing.T) {
-	for _, fam := range bhFamilies {
-		for _, dir := range []Direction{Ingress, Egress} {
+	for _, fam := range bwFamilies {
+		for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 			t.Run(fam.name+"/"+dir.String(), func(t *testing.T) {
-				n := newBhNode(t, fam, 1)
-				n.tp.Node.MustDo(func() error {
-					return n.m.AddEndpoint(Endpoint{Interface: n.podIf(0), NetNS: n.tp.Backends[0].Path()})
-				})
-				n.setBandwidth(0, limit(dir, Limit{Rate: 100_000}))
+				n := newBwNode(t, fam.v6, 1)
+				n.set(0, limit(dir, Limit{Rate: 100_000}))
 				// The queue's side: who resolves whom.
-				from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.fam.client, n.pod(0)
+				from, to, src, dst := n.tp.Client, n.tp.Backends[0], n.client(), n.pod(0)
 				resolver, ifname, neighbour := n.tp.Node, n.podIf(0), n.pod(0)
-				if dir == Egress {
+				if dir == datapath.Egress {
 					from, to, src, dst = to, from, dst, src
 					resolver, ifname, neighbour = n.tp.Backends[0], "eth0", n.gateway(0)
 				}
@@ -407,11 +481,25 @@ func TestBehaviourBandwidthNeighbours(t *testing.T) {
 	}
 }
 
+// bwStatsKeys lists the bw_stats keys of pod i's interface.
+func (n *bwNode) bwStatsKeys(i int) []bpf.XdplaneBwKey {
+	n.t.Helper()
+	var ifindex uint32
+	n.tp.Node.MustDo(func() (err error) { ifindex, err = endpoint.Ifindex(n.podIf(i)); return })
+	keys, err := kernel.Keys(kernel.Of(n.dp).Maps.BwStats, func(k bpf.XdplaneBwKey, _ []bpf.XdplaneBwCounter) bool {
+		return k.Ifindex == ifindex
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return keys
+}
+
 // gateway is the node's address on pod i's link, of the test's family.
-func (n *bhNode) gateway(i int) netip.Addr {
+func (n *bwNode) gateway(i int) netip.Addr {
 	a := n.pod(i).As16()
 	a[15] = 1
-	if n.fam.v6() {
+	if n.v6 {
 		return netip.AddrFrom16(a)
 	}
 	return netip.AddrFrom16(a).Unmap()

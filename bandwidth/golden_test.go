@@ -3,17 +3,17 @@ package bandwidth
 import (
 	"encoding/binary"
 	"math"
-	"net"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/endpoint"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/packets"
 )
 
 // Offsets in struct __sk_buff (linux/bpf.h) that the shaping tests set
@@ -42,10 +42,10 @@ type shapeOut struct {
 
 // shapeRun sends frame through the program of direction dir at the rig's
 // endpoint interface with in set in the context.
-func (r *rig) shapeRun(t *testing.T, dir Direction, frame []byte, in shapeIn) shapeOut {
+func (r *rig) shapeRun(t *testing.T, dir datapath.Direction, frame []byte, in shapeIn) shapeOut {
 	t.Helper()
 	prog := kernel.Of(r.dp).Programs.XdplaneTcEgress
-	if dir == Egress {
+	if dir == datapath.Egress {
 		prog = kernel.Of(r.dp).Programs.XdplaneTcIngress
 	}
 	ctx := make([]byte, skbSize)
@@ -71,7 +71,7 @@ func (r *rig) shapeRun(t *testing.T, dir Direction, frame []byte, in shapeIn) sh
 	return out
 }
 
-func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.XdplaneBwKey {
+func (r *rig) setBw(t *testing.T, dir datapath.Direction, v bpf.XdplaneBwValue) bpf.XdplaneBwKey {
 	t.Helper()
 	k := bwKey(r.ifindex, dir)
 	if err := kernel.Of(r.dp).Maps.Bandwidth.Put(k, v); err != nil {
@@ -81,18 +81,13 @@ func (r *rig) setBw(t *testing.T, dir Direction, v bpf.XdplaneBwValue) bpf.Xdpla
 	if err := kernel.Of(r.dp).Maps.BwStats.Put(k, zero); err != nil {
 		t.Fatal(err)
 	}
-	// The endpoint's flag sends its packets to the entry, as
-	// SetBandwidth sets it.
-	flag := uint8(epIngressBw)
-	if dir == Egress {
-		flag = epEgressBw
+	// The endpoint's flag sends its packets to the entry, as Set sets
+	// it.
+	flag := uint8(endpoint.IngressBw)
+	if dir == datapath.Egress {
+		flag = endpoint.EgressBw
 	}
-	var e bpf.XdplaneEndpoint
-	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &e); err != nil {
-		t.Fatal(err)
-	}
-	e.Flags |= flag
-	if err := kernel.Of(r.dp).Maps.Endpoints.Put(r.ifindex, e); err != nil {
+	if err := endpoint.Update(kernel.Of(r.dp), r.ifindex, func(e *bpf.XdplaneEndpoint) { e.Flags |= flag }); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -117,7 +112,7 @@ func (r *rig) bw(t *testing.T, k bpf.XdplaneBwKey) (bpf.XdplaneBwValue, ShapeCou
 // never; a departure time the packet asks for counts, a receive time
 // does not.
 func TestGoldenEDT(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	r := newRig(t)
 	frame := packets.UDP4("10.0.3.4:5000", "10.0.1.2:53")
 	n := uint64(len(frame))
 	// 1,000 bytes a second, 1 ms a byte: a packet's delay is far longer
@@ -125,7 +120,7 @@ func TestGoldenEDT(t *testing.T) {
 	const rate = 1_000
 	delay := n * 1_000_000
 
-	for _, dir := range []Direction{Ingress, Egress} {
+	for _, dir := range []datapath.Direction{datapath.Ingress, datapath.Egress} {
 		t.Run(dir.String(), func(t *testing.T) {
 			k := r.setBw(t, dir, bpf.XdplaneBwValue{Rate: rate, HorizonNs: 2_000_000_000, Mode: bwEDT})
 
@@ -161,11 +156,11 @@ func TestGoldenEDT(t *testing.T) {
 	t.Run("burst", func(t *testing.T) {
 		// A burst of 10 delays: a sender idle long enough sends about
 		// ten packets at once, then is paced.
-		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, BurstNs: 10 * delay, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		k := r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: rate, BurstNs: 10 * delay, HorizonNs: 2_000_000_000, Mode: bwEDT})
 		unstamped := 0
 		var last uint64
 		for i := range 20 {
-			o := r.shapeRun(t, Ingress, frame, shapeIn{})
+			o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{})
 			if o.stamp == 0 {
 				if unstamped != i {
 					t.Fatalf("packet %d unstamped after a stamped one", i)
@@ -194,9 +189,9 @@ func TestGoldenEDT(t *testing.T) {
 		// packet and goes, the third would wait behind two and is
 		// dropped.
 		slow := bpf.XdplaneBwValue{Rate: rate, HorizonNs: 3 * delay / 2, Mode: bwEDT}
-		k := r.setBw(t, Ingress, slow)
+		k := r.setBw(t, datapath.Ingress, slow)
 		for i, want := range []uint32{tcActUnspc, tcActUnspc, tcActShot} {
-			if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != want || (want == tcActUnspc) != (o.stamp != 0) {
+			if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != want || (want == tcActUnspc) != (o.stamp != 0) {
 				t.Fatalf("packet %d: verdict %d, stamp %d; want verdict %d, stamped if passed", i, int32(o.ret), o.stamp, int32(want))
 			}
 		}
@@ -207,19 +202,19 @@ func TestGoldenEDT(t *testing.T) {
 
 		// A packet that alone takes longer than the horizon still goes
 		// when nothing is queued ahead of it; the next does not.
-		r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1, HorizonNs: 100_000_000, Mode: bwEDT})
-		o := r.shapeRun(t, Ingress, frame, shapeIn{})
+		r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: 1, HorizonNs: 100_000_000, Mode: bwEDT})
+		o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{})
 		if want := n * 1_000_000_000; o.ret != tcActUnspc || o.stamp < o.before+want || o.stamp > o.after+want {
 			t.Errorf("a lone slow packet: verdict %d, stamp %d, want now+%d", int32(o.ret), o.stamp, want)
 		}
-		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActShot {
+		if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != tcActShot {
 			t.Errorf("the packet behind it: verdict %d, want dropped", int32(o.ret))
 		}
 
 		// The arithmetic at the other end: 1 Tbit/s, a few ns a packet.
-		r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 125_000_000_000, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: 125_000_000_000, HorizonNs: 2_000_000_000, Mode: bwEDT})
 		big := udp4Payload(t, 3000)
-		o = r.shapeRun(t, Ingress, big, shapeIn{})
+		o = r.shapeRun(t, datapath.Ingress, big, shapeIn{})
 		want := uint64(len(big)) * 1_000_000_000 / 125_000_000_000
 		if o.stamp < o.before+want || o.stamp > o.after+want {
 			t.Errorf("%d bytes at 1 Tbit/s: stamp %d, want now+%d", len(big), o.stamp, want)
@@ -230,8 +225,8 @@ func TestGoldenEDT(t *testing.T) {
 		// A burst longer than the monotonic clock has run: "now minus
 		// the burst" would wrap below zero. The clock must stay where
 		// it is, and the packet leave within the burst, unstamped.
-		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, BurstNs: math.MaxUint64 / 2, HorizonNs: 2_000_000_000, Mode: bwEDT})
-		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 {
+		k := r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: rate, BurstNs: math.MaxUint64 / 2, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 {
 			t.Errorf("a burst beyond the clock: verdict %d, stamp %d; want passed unstamped", int32(o.ret), o.stamp)
 		}
 		if v, _ := r.bw(t, k); v.ClockNs != delay {
@@ -240,8 +235,8 @@ func TestGoldenEDT(t *testing.T) {
 		// A clock at the top of its range: "clock plus a delay" would
 		// wrap to a time long past. It is a backlog beyond the horizon:
 		// dropped, the clock untouched.
-		k = r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, ClockNs: math.MaxUint64 - 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
-		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActShot {
+		k = r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: rate, ClockNs: math.MaxUint64 - 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != tcActShot {
 			t.Errorf("a clock at the top of its range: verdict %d, want dropped", int32(o.ret))
 		}
 		if v, _ := r.bw(t, k); v.ClockNs != math.MaxUint64-1 {
@@ -251,8 +246,8 @@ func TestGoldenEDT(t *testing.T) {
 		// of 45 segments at 1 byte a second, len × 10⁹ far from
 		// overflowing 64 bits.
 		seg := udp4Payload(t, 1400)
-		r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
-		o := r.shapeRun(t, Ingress, seg, shapeIn{gsoSegs: 45})
+		r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: 1, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		o := r.shapeRun(t, datapath.Ingress, seg, shapeIn{gsoSegs: 45})
 		wire := uint64(len(seg)) + 44*(14+20+8)
 		if want := wire * 1_000_000_000; o.ret != tcActUnspc || o.stamp < o.before+want || o.stamp > o.after+want {
 			t.Errorf("%d bytes at 1 byte a second: verdict %d, stamp now+%d, want now+%d", wire, int32(o.ret), o.stamp-o.before, want)
@@ -265,8 +260,8 @@ func TestGoldenEDT(t *testing.T) {
 		seg := packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")
 		ihl := int(seg[14]&0xf) * 4
 		hdr := uint64(14 + ihl + int(seg[14+ihl+12]>>4)*4)
-		k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: rate, HorizonNs: 2_000_000_000, Mode: bwEDT})
-		o := r.shapeRun(t, Ingress, seg, shapeIn{gsoSegs: 3})
+		k := r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: rate, HorizonNs: 2_000_000_000, Mode: bwEDT})
+		o := r.shapeRun(t, datapath.Ingress, seg, shapeIn{gsoSegs: 3})
 		wire := uint64(len(seg)) + 2*hdr
 		if want := wire * 1_000_000; o.stamp < o.before+want || o.stamp > o.after+want {
 			t.Errorf("3 segments of %d bytes, %d of headers: stamp now+%d, want now+%d", len(seg), hdr, o.stamp-o.before, want)
@@ -280,7 +275,7 @@ func TestGoldenEDT(t *testing.T) {
 		if err := kernel.Of(r.dp).Maps.Bandwidth.Delete(bpf.XdplaneBwKey{Ifindex: r.ifindex, Dir: 0}); err != nil {
 			t.Fatal(err)
 		}
-		if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 || o.prio != 0 {
+		if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.stamp != 0 || o.prio != 0 {
 			t.Errorf("no limit: verdict %d, stamp %d, priority %#x; want the packet untouched", int32(o.ret), o.stamp, o.prio)
 		}
 	})
@@ -290,10 +285,10 @@ func TestGoldenEDT(t *testing.T) {
 // skb->priority, on the direction that has a limit; an entry with no rate
 // for the datapath (the pod side's queue shapes) leaves them untouched.
 func TestGoldenHTBClassification(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	r := newRig(t)
 	frame := packets.TCP4("10.0.3.4:40000", "10.0.1.2:80")
-	k := r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, HorizonNs: edtHorizon, Mode: bwHTB, Priority: 0x10001})
-	o := r.shapeRun(t, Ingress, frame, shapeIn{})
+	k := r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, HorizonNs: edtHorizon, Mode: bwHTB, Priority: 0x10001})
+	o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{})
 	if o.ret != tcActUnspc || o.prio != 0x10001 || o.stamp != 0 {
 		t.Errorf("into a limited endpoint: verdict %d, priority %#x, stamp %d; want class 1:1 and no stamp", int32(o.ret), o.prio, o.stamp)
 	}
@@ -305,22 +300,22 @@ func TestGoldenHTBClassification(t *testing.T) {
 	if err := kernel.Of(r.dp).Maps.Endpoints.Lookup(r.ifindex, &e); err != nil {
 		t.Fatal(err)
 	}
-	e.Flags &^= epIngressBw
+	e.Flags &^= endpoint.IngressBw
 	if err := kernel.Of(r.dp).Maps.Endpoints.Put(r.ifindex, e); err != nil {
 		t.Fatal(err)
 	}
-	if o := r.shapeRun(t, Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 {
+	if o := r.shapeRun(t, datapath.Ingress, frame, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 {
 		t.Errorf("flag cleared: verdict %d, priority %#x; want the packet untouched", int32(o.ret), o.prio)
 	}
 	if _, c := r.bw(t, k); c.ShapedPackets != 1 {
 		t.Errorf("flag cleared: %d classified in all, want still 1", c.ShapedPackets)
 	}
 	reply := packets.TCP4("10.0.1.2:80", "10.0.3.4:40000")
-	if o := r.shapeRun(t, Egress, reply, shapeIn{}); o.prio != 0 {
+	if o := r.shapeRun(t, datapath.Egress, reply, shapeIn{}); o.prio != 0 {
 		t.Errorf("out of it, with no egress limit: priority %#x, want untouched", o.prio)
 	}
-	ke := r.setBw(t, Egress, bpf.XdplaneBwValue{Mode: bwHTB, SetRate: 10_000_000})
-	if o := r.shapeRun(t, Egress, reply, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 || o.stamp != 0 {
+	ke := r.setBw(t, datapath.Egress, bpf.XdplaneBwValue{Mode: bwHTB, SetRate: 10_000_000})
+	if o := r.shapeRun(t, datapath.Egress, reply, shapeIn{}); o.ret != tcActUnspc || o.prio != 0 || o.stamp != 0 {
 		t.Errorf("out of it, shaped on the pod side: verdict %d, priority %#x, stamp %d; want untouched", int32(o.ret), o.prio, o.stamp)
 	}
 	if _, c := r.bw(t, ke); c != (ShapeCounters{}) {
@@ -332,20 +327,20 @@ func TestGoldenHTBClassification(t *testing.T) {
 // dropped, and one interval later one more passes. A GSO packet counts
 // its segments.
 func TestGoldenPacketRate(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	r := newRig(t)
 	frame := packets.UDP4("10.0.1.2:5000", "10.0.3.4:53")
 	// 10 packets a second, a burst of 3.
-	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
+	k := r.setBw(t, datapath.Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
 	for i := range 3 {
-		if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActUnspc {
+		if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{}); o.ret != tcActUnspc {
 			t.Fatalf("packet %d of the burst: verdict %d", i, int32(o.ret))
 		}
 	}
-	if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActShot {
+	if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{}); o.ret != tcActShot {
 		t.Fatalf("the packet past the burst: verdict %d, want dropped", int32(o.ret))
 	}
 	time.Sleep(120 * time.Millisecond)
-	if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActUnspc {
+	if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{}); o.ret != tcActUnspc {
 		t.Fatalf("a packet an interval later: verdict %d, want passed", int32(o.ret))
 	}
 	if _, c := r.bw(t, k); c.DroppedPackets != 1 || c.DroppedBytes != uint64(len(frame)) || c.ShapedPackets != 0 {
@@ -355,47 +350,37 @@ func TestGoldenPacketRate(t *testing.T) {
 	// A GSO packet counts its segments: after one packet of a fresh
 	// burst of 3, one of 3 segments is more than what is left, one of 2
 	// takes it all.
-	r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
+	r.setBw(t, datapath.Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
 	for i, c := range []struct {
 		segs uint32
 		want uint32
 	}{{1, tcActUnspc}, {3, tcActShot}, {2, tcActUnspc}, {1, tcActShot}} {
-		if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: c.segs}); o.ret != c.want {
+		if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{gsoSegs: c.segs}); o.ret != c.want {
 			t.Errorf("packet %d, %d segments: verdict %d, want %d", i, c.segs, int32(o.ret), int32(c.want))
 		}
 	}
 	// An idle bucket passes a GSO packet of more segments than the
 	// burst whole, rather than never; the packets after it wait for it.
-	r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
-	if o := r.shapeRun(t, Egress, frame, shapeIn{gsoSegs: 10}); o.ret != tcActUnspc {
+	r.setBw(t, datapath.Egress, bpf.XdplaneBwValue{PpsIntervalNs: 100_000_000, PpsBurstNs: 200_000_000})
+	if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{gsoSegs: 10}); o.ret != tcActUnspc {
 		t.Errorf("10 segments into an idle bucket of 3: verdict %d, want passed", int32(o.ret))
 	}
-	if o := r.shapeRun(t, Egress, frame, shapeIn{}); o.ret != tcActShot {
+	if o := r.shapeRun(t, datapath.Egress, frame, shapeIn{}); o.ret != tcActShot {
 		t.Errorf("a packet right after them: verdict %d, want dropped", int32(o.ret))
 	}
 }
 
-// arpRequest is an Ethernet frame with an ARP request for 10.0.1.2.
-func arpRequest(t *testing.T) []byte {
-	t.Helper()
-	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
-	buf := gopacket.NewSerializeBuffer()
-	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{},
-		&layers.Ethernet{SrcMAC: mac, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
-		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: mac, SourceProtAddress: []byte{10, 0, 1, 1},
-			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 1, 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+// arpRequest is an Ethernet frame with an ARP request for the pod's
+// address.
+func arpRequest() []byte {
+	return packets.Must(packets.ARPRequest(netip.MustParseAddr("10.0.1.1"), pod4))
 }
 
 // No limit holds link plumbing (ARP, neighbour discovery that cannot
 // leave the link): past an empty policer's bucket it passes, and under HTB
 // it is not classified. What only looks like it is held as any packet.
 func TestGoldenBandwidthExempt(t *testing.T) {
-	r := newRig(t, datapath.Limits{})
+	r := newRig(t)
 	type frame struct {
 		name  string
 		frame []byte
@@ -403,7 +388,7 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 	// Out of the pod: a host's solicitations and advertisements to
 	// addresses no router forwards to.
 	outExempt := []frame{
-		{"ARP", arpRequest(t)},
+		{"ARP", arpRequest()},
 		{"neighbour solicitation", packets.ICMP6Hop("fe80::2", "ff02::1:ff00:1", 135, 255, 24)},
 		{"neighbour solicitation from a global address", packets.ICMP6Hop("fd00:1::2", "ff02::1:ff00:1", 135, 255, 24)},
 		{"neighbour advertisement", packets.ICMP6Hop("fe80::2", "fe80::1", 136, 255, 24)},
@@ -421,17 +406,17 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 		{"a router advertisement", packets.ICMP6Hop("fe80::2", "ff02::1", 134, 255, 24)},
 	}
 	// An empty bucket: one packet an hour, the one of its burst spent.
-	k := r.setBw(t, Egress, bpf.XdplaneBwValue{PpsIntervalNs: 3_600_000_000_000})
-	if o := r.shapeRun(t, Egress, packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
+	k := r.setBw(t, datapath.Egress, bpf.XdplaneBwValue{PpsIntervalNs: 3_600_000_000_000})
+	if o := r.shapeRun(t, datapath.Egress, packets.UDP4("10.0.1.2:5000", "10.0.3.4:53"), shapeIn{}); o.ret != tcActUnspc {
 		t.Fatalf("the burst's one packet: verdict %d", int32(o.ret))
 	}
 	for _, c := range outExempt {
-		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActUnspc {
+		if o := r.shapeRun(t, datapath.Egress, c.frame, shapeIn{}); o.ret != tcActUnspc {
 			t.Errorf("out: %s past an empty bucket: verdict %d, want passed", c.name, int32(o.ret))
 		}
 	}
 	for _, c := range outHeld {
-		if o := r.shapeRun(t, Egress, c.frame, shapeIn{}); o.ret != tcActShot {
+		if o := r.shapeRun(t, datapath.Egress, c.frame, shapeIn{}); o.ret != tcActShot {
 			t.Errorf("out: %s past an empty bucket: verdict %d, want dropped", c.name, int32(o.ret))
 		}
 	}
@@ -442,7 +427,7 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 	// Into the pod, neighbour discovery with its hop limit whole is the
 	// node's own, to any address; forwarded, it has lost one.
 	inExempt := []frame{
-		{"ARP", arpRequest(t)},
+		{"ARP", arpRequest()},
 		{"neighbour solicitation", packets.ICMP6Hop("fd00:1::1", "fd00:1::2", 135, 255, 24)},
 		{"router advertisement", packets.ICMP6Hop("fe80::1", "ff02::1", 134, 255, 56)},
 		{"redirect", packets.ICMP6Hop("fe80::1", "fd00:1::2", 137, 255, 40)},
@@ -452,14 +437,14 @@ func TestGoldenBandwidthExempt(t *testing.T) {
 		{"a forwarded neighbour solicitation", packets.ICMP6Hop("2001:db8::9", "fd00:1::2", 135, 254, 1000)},
 		{"ICMPv6 echo, hop limit 255", packets.ICMP6Hop("fd00:1::1", "fd00:1::2", 128, 255, 24)},
 	}
-	r.setBw(t, Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, Mode: bwHTB, Priority: 0x10001})
+	r.setBw(t, datapath.Ingress, bpf.XdplaneBwValue{Rate: 1_250_000, Mode: bwHTB, Priority: 0x10001})
 	for _, c := range inExempt {
-		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0 {
+		if o := r.shapeRun(t, datapath.Ingress, c.frame, shapeIn{}); o.prio != 0 {
 			t.Errorf("in: %s under HTB: priority %#x, want unclassified", c.name, o.prio)
 		}
 	}
 	for _, c := range inHeld {
-		if o := r.shapeRun(t, Ingress, c.frame, shapeIn{}); o.prio != 0x10001 {
+		if o := r.shapeRun(t, datapath.Ingress, c.frame, shapeIn{}); o.prio != 0x10001 {
 			t.Errorf("in: %s under HTB: priority %#x, want the class", c.name, o.prio)
 		}
 	}

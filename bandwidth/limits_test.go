@@ -8,10 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 )
 
-func TestParseBandwidthQuantity(t *testing.T) {
+func TestParseQuantity(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
 		want uint64
@@ -49,9 +50,9 @@ func TestParseBandwidthQuantity(t *testing.T) {
 		{"999.5", 1000},
 		{"0.0000000000000000000000000001e31", 1000},
 	} {
-		got, err := ParseBandwidthQuantity(tt.in)
+		got, err := ParseQuantity(tt.in)
 		if err != nil || got != tt.want {
-			t.Errorf("ParseBandwidthQuantity(%q) = %d, %v, want %d", tt.in, got, err, tt.want)
+			t.Errorf("ParseQuantity(%q) = %d, %v, want %d", tt.in, got, err, tt.want)
 		}
 	}
 
@@ -104,57 +105,57 @@ func TestParseBandwidthQuantity(t *testing.T) {
 		{"NaN", "not a number"},
 		{"Inf", "not a number"},
 	} {
-		got, err := ParseBandwidthQuantity(tt.in)
+		got, err := ParseQuantity(tt.in)
 		if !errors.Is(err, ErrInvalid) {
-			t.Errorf("ParseBandwidthQuantity(%q) = %d, %v, want ErrInvalid", tt.in, got, err)
+			t.Errorf("ParseQuantity(%q) = %d, %v, want ErrInvalid", tt.in, got, err)
 			continue
 		}
 		if msg := err.Error(); !strings.Contains(msg, strconv.Quote(tt.in)) || !strings.Contains(msg, tt.reason) {
-			t.Errorf("ParseBandwidthQuantity(%q) = %q, want it to quote the text and say %q", tt.in, msg, tt.reason)
+			t.Errorf("ParseQuantity(%q) = %q, want it to quote the text and say %q", tt.in, msg, tt.reason)
 		}
 	}
 }
 
-func FuzzParseBandwidthQuantity(f *testing.F) {
+func FuzzParseQuantity(f *testing.F) {
 	for _, s := range []string{"10M", "1.5Gi", "1e6", "-10M", "100m", "999.5", ".5M", "1P", "1E", "1e-3k"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		v, err := ParseBandwidthQuantity(s)
+		v, err := ParseQuantity(s)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("ParseBandwidthQuantity(%q): %v does not wrap ErrInvalid", s, err)
+				t.Fatalf("ParseQuantity(%q): %v does not wrap ErrInvalid", s, err)
 			}
 			return
 		}
 		if v < kubeMinBandwidth || v > kubeMaxBandwidth {
-			t.Fatalf("ParseBandwidthQuantity(%q) = %d, outside kubelet's bounds", s, v)
+			t.Fatalf("ParseQuantity(%q) = %d, outside kubelet's bounds", s, v)
 		}
 		// The plain decimal form is the same value.
-		if back, err := ParseBandwidthQuantity(strconv.FormatUint(v, 10)); err != nil || back != v {
-			t.Fatalf("ParseBandwidthQuantity(%q) = %d, but its decimal form gives %d, %v", s, v, back, err)
+		if back, err := ParseQuantity(strconv.FormatUint(v, 10)); err != nil || back != v {
+			t.Fatalf("ParseQuantity(%q) = %d, but its decimal form gives %d, %v", s, v, back, err)
 		}
 	})
 }
 
-func TestBandwidthFromAnnotations(t *testing.T) {
+func TestFromAnnotations(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		ann  map[string]string
-		want Bandwidth
+		want Limits
 	}{
-		{"nil", nil, Bandwidth{}},
-		{"neither", map[string]string{"example.com/other": "10M"}, Bandwidth{}},
-		{"ingress only", map[string]string{IngressBandwidthAnnotation: "10M"},
-			Bandwidth{Ingress: Limit{Rate: 10_000_000}}},
-		{"egress only", map[string]string{EgressBandwidthAnnotation: "1.5Gi", "example.com/other": "x"},
-			Bandwidth{Egress: Limit{Rate: 1_610_612_736}}},
-		{"both", map[string]string{IngressBandwidthAnnotation: "1k", EgressBandwidthAnnotation: "1T"},
-			Bandwidth{Ingress: Limit{Rate: 1000}, Egress: Limit{Rate: 1_000_000_000_000}}},
+		{"nil", nil, Limits{}},
+		{"neither", map[string]string{"example.com/other": "10M"}, Limits{}},
+		{"ingress only", map[string]string{IngressAnnotation: "10M"},
+			Limits{Ingress: Limit{Rate: 10_000_000}}},
+		{"egress only", map[string]string{EgressAnnotation: "1.5Gi", "example.com/other": "x"},
+			Limits{Egress: Limit{Rate: 1_610_612_736}}},
+		{"both", map[string]string{IngressAnnotation: "1k", EgressAnnotation: "1T"},
+			Limits{Ingress: Limit{Rate: 1000}, Egress: Limit{Rate: 1_000_000_000_000}}},
 	} {
-		got, err := BandwidthFromAnnotations(tt.ann)
+		got, err := FromAnnotations(tt.ann)
 		if err != nil || got != tt.want {
-			t.Errorf("%s: BandwidthFromAnnotations() = %+v, %v, want %+v", tt.name, got, err, tt.want)
+			t.Errorf("%s: FromAnnotations() = %+v, %v, want %+v", tt.name, got, err, tt.want)
 		}
 		if err := got.Validate(); err != nil {
 			t.Errorf("%s: the limits read do not validate: %v", tt.name, err)
@@ -166,39 +167,39 @@ func TestBandwidthFromAnnotations(t *testing.T) {
 		ann  map[string]string
 		key  string
 	}{
-		{"ingress not a quantity", map[string]string{IngressBandwidthAnnotation: "10Mbps"}, IngressBandwidthAnnotation},
-		{"egress empty", map[string]string{EgressBandwidthAnnotation: ""}, EgressBandwidthAnnotation},
-		{"egress negative", map[string]string{IngressBandwidthAnnotation: "10M", EgressBandwidthAnnotation: "-10M"},
-			EgressBandwidthAnnotation},
-		{"below kubelet's floor", map[string]string{IngressBandwidthAnnotation: "100m"}, IngressBandwidthAnnotation},
-		{"above kubelet's ceiling", map[string]string{EgressBandwidthAnnotation: "2P"}, EgressBandwidthAnnotation},
+		{"ingress not a quantity", map[string]string{IngressAnnotation: "10Mbps"}, IngressAnnotation},
+		{"egress empty", map[string]string{EgressAnnotation: ""}, EgressAnnotation},
+		{"egress negative", map[string]string{IngressAnnotation: "10M", EgressAnnotation: "-10M"},
+			EgressAnnotation},
+		{"below kubelet's floor", map[string]string{IngressAnnotation: "100m"}, IngressAnnotation},
+		{"above kubelet's ceiling", map[string]string{EgressAnnotation: "2P"}, EgressAnnotation},
 		// kubelet takes it; Validate does not.
-		{"above 1 Tbit/s", map[string]string{EgressBandwidthAnnotation: "2T"}, EgressBandwidthAnnotation},
-		{"ingress checked first", map[string]string{IngressBandwidthAnnotation: "x", EgressBandwidthAnnotation: "y"},
-			IngressBandwidthAnnotation},
+		{"above 1 Tbit/s", map[string]string{EgressAnnotation: "2T"}, EgressAnnotation},
+		{"ingress checked first", map[string]string{IngressAnnotation: "x", EgressAnnotation: "y"},
+			IngressAnnotation},
 	} {
-		got, err := BandwidthFromAnnotations(tt.ann)
-		var ve *ValidationError
+		got, err := FromAnnotations(tt.ann)
+		var ve *datapath.ValidationError
 		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) {
-			t.Errorf("%s: BandwidthFromAnnotations() = %+v, %v, want a *ValidationError wrapping ErrInvalid", tt.name, got, err)
+			t.Errorf("%s: FromAnnotations() = %+v, %v, want a *datapath.ValidationError wrapping ErrInvalid", tt.name, got, err)
 			continue
 		}
 		if ve.Field != tt.key || ve.Value != tt.ann[tt.key] || !strings.HasPrefix(err.Error(), tt.key+" ") {
-			t.Errorf("%s: BandwidthFromAnnotations() = %q (field %q, value %q), want it to name %s and its value",
+			t.Errorf("%s: FromAnnotations() = %q (field %q, value %q), want it to name %s and its value",
 				tt.name, err, ve.Field, ve.Value, tt.key)
 		}
-		if got != (Bandwidth{}) {
-			t.Errorf("%s: BandwidthFromAnnotations() returned %+v with its error", tt.name, got)
+		if got != (Limits{}) {
+			t.Errorf("%s: FromAnnotations() returned %+v with its error", tt.name, got)
 		}
 	}
 }
 
-func TestBandwidthValidate(t *testing.T) {
-	in := func(l Limit) Bandwidth { return Bandwidth{Ingress: l} }
-	out := func(l Limit) Bandwidth { return Bandwidth{Egress: l} }
+func TestLimitsValidate(t *testing.T) {
+	in := func(l Limit) Limits { return Limits{Ingress: l} }
+	out := func(l Limit) Limits { return Limits{Egress: l} }
 	for _, tt := range []struct {
 		name  string
-		b     Bandwidth
+		b     Limits
 		field string
 	}{
 		{"rate below 1000 bit/s", in(Limit{Rate: 999}), "ingress.rate"},
@@ -215,19 +216,19 @@ func TestBandwidthValidate(t *testing.T) {
 		{"packet rate above 100M", in(Limit{PacketRate: maxPacketRate + 1}), "ingress.packetRate"},
 		{"packet burst without packet rate", out(Limit{Rate: 1_000_000, PacketBurst: 10}), "egress.packetBurst"},
 		{"packet burst above 100M", in(Limit{PacketRate: 1000, PacketBurst: maxPacketBurst + 1}), "ingress.packetBurst"},
-		{"first problem wins", Bandwidth{
+		{"first problem wins", Limits{
 			Ingress: Limit{Rate: 1_000_000, Burst: 10},
 			Egress:  Limit{Rate: 1},
 		}, "ingress.burst"},
-		{"egress after a good ingress", Bandwidth{
+		{"egress after a good ingress", Limits{
 			Ingress: Limit{Rate: 1_000_000, Burst: 100_000, PacketRate: 100, PacketBurst: 10},
 			Egress:  Limit{PacketBurst: 1},
 		}, "egress.packetBurst"},
 	} {
 		err := tt.b.Validate()
-		var ve *ValidationError
+		var ve *datapath.ValidationError
 		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ve) {
-			t.Errorf("%s: Validate() = %v, want a *ValidationError wrapping ErrInvalid", tt.name, err)
+			t.Errorf("%s: Validate() = %v, want a *datapath.ValidationError wrapping ErrInvalid", tt.name, err)
 			continue
 		}
 		if ve.Field != tt.field || ve.Endpoint != "" || !strings.HasPrefix(err.Error(), tt.field+" ") {
@@ -237,10 +238,10 @@ func TestBandwidthValidate(t *testing.T) {
 
 	for _, tt := range []struct {
 		name string
-		b    Bandwidth
+		b    Limits
 	}{
-		{"no limits", Bandwidth{}},
-		{"rates only", Bandwidth{Ingress: Limit{Rate: 10_000_000}, Egress: Limit{Rate: 1_000_000_000}}},
+		{"no limits", Limits{}},
+		{"rates only", Limits{Ingress: Limit{Rate: 10_000_000}, Egress: Limit{Rate: 1_000_000_000}}},
 		{"the least rate", in(Limit{Rate: minRate})},
 		{"the most rate", out(Limit{Rate: maxRate})},
 		{"the least burst", in(Limit{Rate: minRate, Burst: minBurst})},
@@ -249,7 +250,7 @@ func TestBandwidthValidate(t *testing.T) {
 		{"a burst that is not whole bytes", in(Limit{Rate: 1_000_000, Burst: 12_345})},
 		{"a policer alone", in(Limit{PacketRate: 1})},
 		{"a policer with its burst", out(Limit{PacketRate: maxPacketRate, PacketBurst: maxPacketBurst})},
-		{"everything", Bandwidth{
+		{"everything", Limits{
 			Ingress: Limit{Rate: 10_000_000, Burst: 1_000_000, PacketRate: 10_000, PacketBurst: 100},
 			Egress:  Limit{Rate: 5_000_000, PacketRate: 20_000},
 		}},
@@ -325,7 +326,7 @@ func TestLimitDefaults(t *testing.T) {
 	for rate := uint64(minRate); rate <= maxRate; rate = rate*3 + 1 {
 		l := Limit{Rate: rate, PacketRate: min(rate, maxPacketRate)}
 		explicit := Limit{Rate: rate, Burst: l.burst(), PacketRate: l.PacketRate, PacketBurst: l.packetBurst()}
-		if err := (Bandwidth{Ingress: explicit}).Validate(); err != nil {
+		if err := (Limits{Ingress: explicit}).Validate(); err != nil {
 			t.Errorf("rate %d: the defaults %+v do not validate: %v", rate, explicit, err)
 		}
 	}
@@ -335,45 +336,45 @@ func TestLimitDefaults(t *testing.T) {
 	}
 }
 
-func TestCNIBandwidth(t *testing.T) {
+func TestCNI(t *testing.T) {
 	// runtimeConfig.bandwidth as containerd passes it for a pod annotated
 	// with kubernetes.io/ingress-bandwidth: 10M.
-	var c CNIBandwidth
+	var c CNI
 	if err := json.Unmarshal([]byte(`{"ingressRate":10000000,"ingressBurst":4294967295}`), &c); err != nil {
 		t.Fatal(err)
 	}
-	if want := (CNIBandwidth{IngressRate: 10_000_000, IngressBurst: math.MaxUint32}); c != want {
+	if want := (CNI{IngressRate: 10_000_000, IngressBurst: math.MaxUint32}); c != want {
 		t.Fatalf("unmarshal gave %+v, want %+v", c, want)
 	}
-	if got, want := c.Bandwidth(), (Bandwidth{Ingress: Limit{Rate: 10_000_000}}); got != want {
-		t.Errorf("Bandwidth() = %+v, want %+v", got, want)
+	if got, want := c.Limits(), (Limits{Ingress: Limit{Rate: 10_000_000}}); got != want {
+		t.Errorf("Limits() = %+v, want %+v", got, want)
 	}
-	text, err := json.Marshal(CNIBandwidth{EgressRate: 1000, EgressBurst: 12000})
+	text, err := json.Marshal(CNI{EgressRate: 1000, EgressBurst: 12000})
 	if want := `{"egressRate":1000,"egressBurst":12000}`; err != nil || string(text) != want {
 		t.Errorf("marshal gave %s, %v, want %s", text, err, want)
 	}
 
 	for _, tt := range []struct {
 		name string
-		c    CNIBandwidth
-		want Bandwidth
+		c    CNI
+		want Limits
 	}{
-		{"unset", CNIBandwidth{}, Bandwidth{}},
-		{"explicit bursts kept", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: 80_000, EgressRate: 2_000_000, EgressBurst: 12_000},
-			Bandwidth{Ingress: Limit{Rate: 1_000_000, Burst: 80_000}, Egress: Limit{Rate: 2_000_000, Burst: 12_000}}},
-		{"cri-dockerd", CNIBandwidth{EgressRate: 1_000_000, EgressBurst: math.MaxInt32},
-			Bandwidth{Egress: Limit{Rate: 1_000_000}}},
-		{"containerd", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32, EgressRate: 2_000_000, EgressBurst: math.MaxUint32},
-			Bandwidth{Ingress: Limit{Rate: 1_000_000}, Egress: Limit{Rate: 2_000_000}}},
-		{"CRI-O", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32*8 - 1},
-			Bandwidth{Ingress: Limit{Rate: 1_000_000}}},
-		{"older CRI-O", CNIBandwidth{EgressRate: 1_000_000, EgressBurst: math.MaxUint32 * 8},
-			Bandwidth{Egress: Limit{Rate: 1_000_000}}},
-		{"a burst near a stand-in", CNIBandwidth{IngressRate: 1_000_000, IngressBurst: math.MaxUint32 - 1},
-			Bandwidth{Ingress: Limit{Rate: 1_000_000, Burst: math.MaxUint32 - 1}}},
+		{"unset", CNI{}, Limits{}},
+		{"explicit bursts kept", CNI{IngressRate: 1_000_000, IngressBurst: 80_000, EgressRate: 2_000_000, EgressBurst: 12_000},
+			Limits{Ingress: Limit{Rate: 1_000_000, Burst: 80_000}, Egress: Limit{Rate: 2_000_000, Burst: 12_000}}},
+		{"cri-dockerd", CNI{EgressRate: 1_000_000, EgressBurst: math.MaxInt32},
+			Limits{Egress: Limit{Rate: 1_000_000}}},
+		{"containerd", CNI{IngressRate: 1_000_000, IngressBurst: math.MaxUint32, EgressRate: 2_000_000, EgressBurst: math.MaxUint32},
+			Limits{Ingress: Limit{Rate: 1_000_000}, Egress: Limit{Rate: 2_000_000}}},
+		{"CRI-O", CNI{IngressRate: 1_000_000, IngressBurst: math.MaxUint32*8 - 1},
+			Limits{Ingress: Limit{Rate: 1_000_000}}},
+		{"older CRI-O", CNI{EgressRate: 1_000_000, EgressBurst: math.MaxUint32 * 8},
+			Limits{Egress: Limit{Rate: 1_000_000}}},
+		{"a burst near a stand-in", CNI{IngressRate: 1_000_000, IngressBurst: math.MaxUint32 - 1},
+			Limits{Ingress: Limit{Rate: 1_000_000, Burst: math.MaxUint32 - 1}}},
 	} {
-		if got := tt.c.Bandwidth(); got != tt.want {
-			t.Errorf("%s: Bandwidth() = %+v, want %+v", tt.name, got, tt.want)
+		if got := tt.c.Limits(); got != tt.want {
+			t.Errorf("%s: Limits() = %+v, want %+v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -383,29 +384,29 @@ func TestLimitValue(t *testing.T) {
 	class := uint32(htbHandle<<16 | htbClass)
 	for _, tt := range []struct {
 		name string
-		mode BandwidthMode
-		dir  Direction
+		mode Mode
+		dir  datapath.Direction
 		l    Limit
 		want bpf.XdplaneBwValue
 	}{
-		{"EDT, a rate", BandwidthEDT, Ingress, Limit{Rate: 10_000_000},
+		{"EDT, a rate", ModeEDT, datapath.Ingress, Limit{Rate: 10_000_000},
 			// 1.25 MB/s; the default burst, 64 KiB, is 52.4288 ms of it.
 			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_250_000, BurstNs: 52_428_800, HorizonNs: edtHorizon, SetRate: 10_000_000}},
-		{"EDT egress: the pod side's HTB queue, as in HTB mode", BandwidthEDT, Egress, Limit{Rate: 10_000_000},
+		{"EDT egress: the pod side's HTB queue, as in HTB mode", ModeEDT, datapath.Egress, Limit{Rate: 10_000_000},
 			bpf.XdplaneBwValue{Mode: bwHTB, HorizonNs: edtHorizon, SetRate: 10_000_000}},
-		{"EDT, a rate and burst", BandwidthEDT, Ingress, Limit{Rate: 8_000_000, Burst: 80_000},
+		{"EDT, a rate and burst", ModeEDT, datapath.Ingress, Limit{Rate: 8_000_000, Burst: 80_000},
 			bpf.XdplaneBwValue{Mode: bwEDT, Rate: 1_000_000, BurstNs: 10_000_000, HorizonNs: edtHorizon, SetRate: 8_000_000, SetBurst: 80_000}},
-		{"HTB ingress: classified", BandwidthHTB, Ingress, Limit{Rate: 10_000_000},
+		{"HTB ingress: classified", ModeHTB, datapath.Ingress, Limit{Rate: 10_000_000},
 			bpf.XdplaneBwValue{Mode: bwHTB, Rate: 1_250_000, Priority: class, HorizonNs: edtHorizon, SetRate: 10_000_000}},
-		{"HTB egress: the pod side's queue takes all, nothing to classify", BandwidthHTB, Egress, Limit{Rate: 10_000_000, Burst: 100_000},
+		{"HTB egress: the pod side's queue takes all, nothing to classify", ModeHTB, datapath.Egress, Limit{Rate: 10_000_000, Burst: 100_000},
 			bpf.XdplaneBwValue{Mode: bwHTB, HorizonNs: edtHorizon, SetRate: 10_000_000, SetBurst: 100_000}},
-		{"a policer alone", BandwidthHTB, Egress, Limit{PacketRate: 1000},
+		{"a policer alone", ModeHTB, datapath.Egress, Limit{PacketRate: 1000},
 			// 1 ms a packet; the default burst, 100 packets, lets the
 			// clock run 99 intervals ahead.
 			bpf.XdplaneBwValue{PpsIntervalNs: 1_000_000, PpsBurstNs: 99_000_000, HorizonNs: edtHorizon, SetPacketRate: 1000}},
-		{"a policer of one packet burst", BandwidthEDT, Ingress, Limit{PacketRate: 3, PacketBurst: 1},
+		{"a policer of one packet burst", ModeEDT, datapath.Ingress, Limit{PacketRate: 3, PacketBurst: 1},
 			bpf.XdplaneBwValue{PpsIntervalNs: 333_333_333, HorizonNs: edtHorizon, SetPacketRate: 3, SetPacketBurst: 1}},
-		{"both", BandwidthHTB, Ingress, Limit{Rate: 1_000_000, PacketRate: 100, PacketBurst: 10},
+		{"both", ModeHTB, datapath.Ingress, Limit{Rate: 1_000_000, PacketRate: 100, PacketBurst: 10},
 			bpf.XdplaneBwValue{Mode: bwHTB, Rate: 125_000, Priority: class, PpsIntervalNs: 10_000_000, PpsBurstNs: 90_000_000,
 				HorizonNs: edtHorizon, SetRate: 1_000_000, SetPacketRate: 100, SetPacketBurst: 10}},
 	} {
@@ -414,7 +415,7 @@ func TestLimitValue(t *testing.T) {
 			t.Errorf("%s: limitValue = %+v, %v\nwant %+v, true", tt.name, got, ok, tt.want)
 		}
 	}
-	if v, ok := limitValue(BandwidthHTB, Ingress, Limit{}); ok {
+	if v, ok := limitValue(ModeHTB, datapath.Ingress, Limit{}); ok {
 		t.Errorf("no limit: limitValue = %+v, true; want nothing to write", v)
 	}
 

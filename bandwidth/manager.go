@@ -176,6 +176,9 @@ func (m *Manager) change(ep *entry, l Limits) error {
 	if err := ep.needsNetNS(l.Egress.Rate); err != nil {
 		return verr.Named(name, err)
 	}
+	if err := m.reachPodSide(ep, l.Egress.Rate); err != nil {
+		return fmt.Errorf("endpoint %s: %w", name, err)
+	}
 	mode := resolveMode(m.mode)
 	old := ep.status.Limits
 	if err := m.apply(ep, mode, l); err != nil {
@@ -203,10 +206,33 @@ func (ep *entry) needsNetNS(rate uint64) error {
 	return verr.Invalid("egress.rate", rate, reason)
 }
 
+// reachPodSide checks, before anything changes, that the pod's side of
+// ep's link is in the namespace the Manager has for it, where an egress
+// rate is in force or is to be: elsewhere a change would fail half-way,
+// and a removal would take the limit off the books while the pod side's
+// queue went on shaping. A host side that is gone took the pod side with
+// it.
+func (m *Manager) reachPodSide(ep *entry, rate uint64) error {
+	if rate == 0 && ep.status.Limits.Egress.Rate == 0 {
+		return nil
+	}
+	h, _, err := m.queueLink(ep, datapath.Egress)
+	if err == nil {
+		h.Close()
+		return nil
+	}
+	if _, lerr := netlink.LinkByIndex(int(ep.ifindex)); gone(lerr) {
+		return nil
+	}
+	return err
+}
+
 // Remove takes the endpoint's limits away, its queues with them. e.NetNS
 // is needed where an egress limit is in force and the Manager does not
-// know the namespace (Recovered), unless the pod's link is gone. The tc
-// programs stay attached, for the load balancer and policy.
+// know the namespace (Recovered), unless the pod's link is gone; a
+// namespace that does not hold the pod's side of the link is refused, and
+// the limits stay in force. The tc programs stay attached, for the load
+// balancer and policy.
 func (m *Manager) Remove(e Endpoint) error {
 	if err := e.validate(); err != nil {
 		return verr.Named(e.Interface, err)
@@ -220,21 +246,35 @@ func (m *Manager) Remove(e Endpoint) error {
 	if !ok {
 		return fmt.Errorf("endpoint %s: %w", e.Interface, ErrNotFound)
 	}
+	known := ep.status.NetNS
 	if e.NetNS != "" {
 		ep.status.NetNS = e.NetNS
 	}
+	if err := m.remove(ep); err != nil {
+		ep.status.NetNS = known
+		return err
+	}
+	delete(m.eps, e.Interface)
+	return nil
+}
+
+// remove takes ep's limits away, for Remove.
+func (m *Manager) remove(ep *entry) error {
+	name := ep.status.Interface
 	// An egress queue in a namespace this Manager has not been told
 	// would be left shaping, unless the pod's link is gone and the queue
 	// with it.
 	if err := ep.needsNetNS(0); err != nil {
 		if _, lerr := netlink.LinkByIndex(int(ep.ifindex)); !gone(lerr) {
-			return verr.Named(e.Interface, err)
+			return verr.Named(name, err)
 		}
 	}
-	if err := m.apply(ep, resolveMode(m.mode), Limits{}); err != nil {
-		return fmt.Errorf("endpoint %s: remove its limits: %w", e.Interface, err)
+	if err := m.reachPodSide(ep, 0); err != nil {
+		return fmt.Errorf("endpoint %s: %w", name, err)
 	}
-	delete(m.eps, e.Interface)
+	if err := m.apply(ep, resolveMode(m.mode), Limits{}); err != nil {
+		return fmt.Errorf("endpoint %s: remove its limits: %w", name, err)
+	}
 	return nil
 }
 
