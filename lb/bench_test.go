@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
@@ -103,8 +102,8 @@ func flowCount() int {
 func BenchmarkPacket(b *testing.B) {
 	testutil.RequireRoot(b)
 	benchrand.Seed(b) // prints the run's seed before any result
-	trivialXDP := trivialProgram(b, ebpf.XDP, xdpPass)
-	trivialTC := trivialProgram(b, ebpf.SchedCLS, -1)
+	trivialXDP := testutil.TrivialProgram(b, ebpf.XDP, xdpPass)
+	trivialTC := testutil.TrivialProgram(b, ebpf.SchedCLS, -1)
 
 	for _, n := range benchSizes(b) {
 		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
@@ -243,20 +242,6 @@ func pinCPU(b *testing.B) (unpin func()) {
 		_ = unix.SchedSetaffinity(0, &old)
 		runtime.UnlockOSThread()
 	}
-}
-
-func trivialProgram(b *testing.B, typ ebpf.ProgramType, ret int32) *ebpf.Program {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "xdplane_trivial",
-		Type:         typ,
-		License:      "Dual BSD/GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
-	})
-	if err != nil {
-		b.Fatalf("load trivial %s program: %v", typ, err)
-	}
-	b.Cleanup(func() { prog.Close() })
-	return prog
 }
 
 // benchEnv is a datapath holding n services of one backend each.

@@ -10,8 +10,8 @@ package policy
 // NAT. It finds the endpoint by the interface index in the skb, so every
 // run passes a context naming the endpoint's interface, as rig_test.go's
 // golden tests do. (*ebpf.Program).Benchmark returns the kernel's time but
-// takes no context, and Run takes one but drops the time, so runOnce makes
-// the BPF_PROG_TEST_RUN call itself.
+// takes no context, and Run takes one but drops the time, so
+// testutil.RunTimed makes the BPF_PROG_TEST_RUN call itself.
 //
 // Each run is one packet (repeat 1), and each "new" packet is a flow never
 // seen: after its first run a flow is in policy_ct and takes the
@@ -28,16 +28,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
@@ -125,7 +122,7 @@ func BenchmarkPolicyPacket(b *testing.B) {
 	testutil.RequireRoot(b)
 	benchrand.Seed(b) // prints the run's seed before any result
 	sizes := policyBenchSizes(b)
-	trivial := benchTrivialTC(b)
+	trivial := testutil.TrivialProgram(b, ebpf.SchedCLS, -1)
 	// means holds each repetition's ns/pkt by "<rules>/<case>": -count
 	// repeats each case in place, after its size's setup.
 	means := map[string][]float64{}
@@ -387,7 +384,7 @@ func (env *policyBenchEnv) establish(b *testing.B, prog *ebpf.Program, k int) []
 		var buf []byte
 		for i, f := range flows {
 			buf = env.flowPacket(buf, f)
-			ret, _, err := runOnce(prog, buf, env.ctx)
+			ret, _, err := testutil.RunTimed(prog, buf, env.ctx)
 			if err != nil {
 				return err
 			}
@@ -407,56 +404,10 @@ func (env *policyBenchEnv) flowPacket(buf []byte, f benchFlow) []byte {
 	return benchTCPSYN(buf, f.src, f.dst)
 }
 
-// measure is benchMeasure in the endpoint's namespace.
+// measure runs prog on the packets next returns in the endpoint's
+// namespace (testutil.MeasureProg); every one must pass.
 func (env *policyBenchEnv) measure(b *testing.B, prog *ebpf.Program, ctx []byte, next func(*rand.Rand) []byte) (float64, int) {
-	return benchMeasure(b, env.ns, prog, ctx, next)
-}
-
-// benchMeasure runs prog once per iteration on the packet next returns,
-// with ctx as its context, inside ns (the context's interface index is
-// looked up there) on a thread pinned to one CPU, so that consecutive runs
-// find the caches they warmed. Every packet must pass. It reports the
-// kernel's durations and returns their mean and the number of packets.
-func benchMeasure(b *testing.B, netns *testutil.NS, prog *ebpf.Program, ctx []byte, next func(*rand.Rand) []byte) (float64, int) {
-	r := benchrand.New(b, b.Name())
-	var ns []uint32
-	// b.Loop runs on the namespace's thread, which is safe because Do
-	// waits for it; nothing inside calls b.Fatal.
-	err := netns.Do(func() error {
-		unpin, err := pinThread()
-		if err != nil {
-			return err
-		}
-		defer unpin()
-		for b.Loop() {
-			pkt := next(r)
-			ret, d, err := runOnce(prog, pkt, ctx)
-			if err != nil {
-				return err
-			}
-			if ret != tcActUnspc {
-				return fmt.Errorf("packet %d: verdict %d, want pass (TC_ACT_UNSPEC)", len(ns)+1, int32(ret))
-			}
-			ns = append(ns, uint32(d.Nanoseconds()))
-		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if len(ns) == 0 {
-		return 0, 0
-	}
-	var sum float64
-	for _, v := range ns {
-		sum += float64(v)
-	}
-	mean := sum / float64(len(ns))
-	slices.Sort(ns)
-	b.ReportMetric(mean, "ns/pkt")
-	b.ReportMetric(float64(ns[len(ns)/2]), "p50-ns")
-	b.ReportMetric(float64(ns[len(ns)*99/100]), "p99-ns")
-	return mean, len(ns)
+	return testutil.MeasureProg(b, env.ns, prog, ctx, tcActUnspc, next)
 }
 
 // expect reads the endpoint's allowed-ingress counter and policy_ct's
@@ -645,68 +596,6 @@ func benchSum(initial uint32, b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return uint16(s)
-}
-
-// benchTrivialTC loads a tc program that only returns TC_ACT_UNSPEC.
-func benchTrivialTC(b *testing.B) *ebpf.Program {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "xdplane_trivial",
-		Type:         ebpf.SchedCLS,
-		License:      "Dual BSD/GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
-	})
-	if err != nil {
-		b.Fatalf("load trivial tc program: %v", err)
-	}
-	b.Cleanup(func() { prog.Close() })
-	return prog
-}
-
-// progTestRunAttr mirrors the BPF_PROG_TEST_RUN member of union bpf_attr
-// (include/uapi/linux/bpf.h), on a 64-bit machine: the __aligned_u64
-// pointers are unsafe.Pointer, so that the collector sees them.
-type progTestRunAttr struct {
-	progFD      uint32
-	retval      uint32
-	dataSizeIn  uint32
-	dataSizeOut uint32
-	dataIn      unsafe.Pointer
-	dataOut     unsafe.Pointer
-	repeat      uint32
-	duration    uint32
-	ctxSizeIn   uint32
-	ctxSizeOut  uint32
-	ctxIn       unsafe.Pointer
-	ctxOut      unsafe.Pointer
-	flags       uint32
-	cpu         uint32
-	batchSize   uint32
-	_           uint32
-}
-
-// runOnce runs prog once on frame with ctx as its context, through
-// BPF_PROG_TEST_RUN, and returns the verdict and the time the kernel
-// measured around the run. The context's interface index is looked up in
-// the calling thread's network namespace.
-func runOnce(prog *ebpf.Program, frame, ctx []byte) (uint32, time.Duration, error) {
-	if unsafe.Sizeof(progTestRunAttr{}) != 80 {
-		return 0, 0, errors.New("BPF_PROG_TEST_RUN from this benchmark: 64-bit machines only")
-	}
-	attr := progTestRunAttr{
-		progFD:     uint32(prog.FD()),
-		dataSizeIn: uint32(len(frame)),
-		dataIn:     unsafe.Pointer(unsafe.SliceData(frame)),
-		repeat:     1,
-		ctxSizeIn:  uint32(len(ctx)),
-		ctxIn:      unsafe.Pointer(unsafe.SliceData(ctx)),
-	}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	runtime.KeepAlive(frame)
-	runtime.KeepAlive(ctx)
-	if errno != 0 {
-		return 0, 0, fmt.Errorf("BPF_PROG_TEST_RUN: %w", errno)
-	}
-	return attr.retval, time.Duration(attr.duration), nil
 }
 
 // benchMapEntries counts a map's entries.
