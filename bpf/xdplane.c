@@ -150,7 +150,7 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 	struct svc_value *svc;
 	int why;
 
-	why = parse(data, data_end, len, &f);
+	why = parse(ctx, xdp, data, data_end, len, &f);
 	/* An skb's headers may reach past its linear part (a GSO skb often
 	 * holds only the usual headers there). Only then, and only as far as
 	 * parsing reaches, pull them in and look again: a pull on every
@@ -160,7 +160,7 @@ static __always_inline enum verdict lb_main(void *ctx, const bool xdp, const boo
 
 		if (!bpf_skb_pull_data(skb, len < MAX_HDR_LEN ? len : MAX_HDR_LEN)) {
 			__builtin_memset(&f, 0, sizeof(f));
-			why = parse((void *)(long)skb->data, (void *)(long)skb->data_end, len, &f);
+			why = parse(ctx, xdp, (void *)(long)skb->data, (void *)(long)skb->data_end, len, &f);
 		}
 	}
 	if (why) {

@@ -27,10 +27,6 @@
 #include "events.h"
 #include "parse.h"
 
-/* How many IPv6 extension headers policy_check walks; deeper is denied
- * where rules apply. */
-#define POL_MAX_EXT_HDRS 8
-
 /* What policy_check returns. */
 enum policy_verdict {
 	PC_PASS = 0,
@@ -326,7 +322,7 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 {
 	struct ipv6hdr ip6;
 	__u32 off = ETH_HLEN + sizeof(ip6), end;
-	__u8 next;
+	struct ext_walk w = {.off = off};
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
 		return PP_MALFORMED;
@@ -347,59 +343,28 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 	__builtin_memcpy(f->daddr.b, ip6.daddr.in6_u.u6_addr8, 16);
 	f->v6 = true;
 	f->hop_limit = ip6.hop_limit;
+	w.next = ip6.nexthdr;
 
-	next = ip6.nexthdr;
-	for (int i = 0; i < POL_MAX_EXT_HDRS; i++) {
-		struct ext_hdr eh;
-
-		if (next == IPPROTO_FRAGMENT) {
-			struct {
-				__u8 next;
-				__u8 reserved;
-				__be16 frag_off;
-				__be32 id;
-			} fh;
-			__u16 fo;
-
-			if (off + sizeof(fh) > end || bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
-				return PP_MALFORMED;
-			fo = bpf_ntohs(fh.frag_off);
-			off += sizeof(fh);
-			next = fh.next;
-			f->frag_id = fh.id;
-			if (fo & 0xfff8) {
-				/* The headers after it belong to the first
-				 * fragment alone. */
-				f->frag = PF_LATER;
-				f->proto = next;
-				return PP_OK;
-			}
-			/* Offset 0 without more fragments is an atomic
-			 * fragment (RFC 6946): a whole datagram. */
-			if (fo & 1)
-				f->frag = PF_FIRST;
-			continue;
-		}
-		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
-		    next != IPPROTO_AH)
-			break;
-		if (off + 2 > end || bpf_skb_load_bytes(skb, off, &eh, 2))
-			return PP_MALFORMED;
-		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
-		off += next == IPPROTO_AH ? (eh.len + 2) * 4 : (eh.len + 1) * 8;
-		next = eh.next;
-	}
-	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
-	    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+	/* Deeper than the walk goes, or cut short: denied where rules
+	 * apply. */
+	if (ipv6_walk(skb, false, false, NULL, NULL, end, &w))
 		return PP_MALFORMED;
-	if (off > end)
+	f->frag = w.frag;
+	f->frag_id = w.frag_id;
+	/* A later fragment has no L4 header: policy_check takes its ports
+	 * from its first fragment's. */
+	if (w.frag == PF_LATER) {
+		f->proto = w.next;
+		return PP_OK;
+	}
+	if (w.off > end)
 		return PP_MALFORMED;
 	/* ICMP (for IPv4) inside IPv6 is no message any stack takes. */
-	if (next == IPPROTO_ICMP)
+	if (w.next == IPPROTO_ICMP)
 		return PP_MALFORMED;
-	f->proto = next;
-	f->l4_len = end - off;
-	return parse_l4_pol(skb, f, off, end);
+	f->proto = w.next;
+	f->l4_len = end - w.off;
+	return parse_l4_pol(skb, f, w.off, end);
 }
 
 /* pparse is a global function: its header copies take a stack frame of
