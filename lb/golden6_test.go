@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/gopacket/layers"
@@ -284,7 +285,11 @@ func TestGolden6ExtensionHeaders(t *testing.T) {
 	// then the final one, which the transport pseudo-header uses, so the
 	// program's checksum update and packets' checker agree. (With
 	// segments left, the pseudo-header names the routing header's last
-	// address, which NAT does not touch.)
+	// address, which NAT does not touch.) Eight headers are walked, as
+	// policy walks them: the two share one walker.
+	four := []packets.IPv6Ext{packets.HopByHop, packets.DestOpts, packets.Routing(0, 0, g6Hop), packets.AH}
+	five := append(slices.Clone(four), packets.DestOpts)
+	eight := append(slices.Clone(five), packets.DestOpts, packets.AH, packets.DestOpts)
 	chains := []struct {
 		name string
 		ext  []packets.IPv6Ext
@@ -297,7 +302,9 @@ func TestGolden6ExtensionHeaders(t *testing.T) {
 		{"AH", []packets.IPv6Ext{packets.AH}, 78},
 		{"hop-by-hop, routing, destination options", []packets.IPv6Ext{packets.HopByHop, packets.Routing(0, 0, g6Hop), packets.DestOpts}, 94},
 		{"destination options, AH, destination options", []packets.IPv6Ext{packets.DestOpts, packets.AH, packets.DestOpts}, 94},
-		{"four, the most walked", []packets.IPv6Ext{packets.HopByHop, packets.DestOpts, packets.Routing(0, 0, g6Hop), packets.AH}, 118},
+		{"four", four, 118},
+		{"five", five, 126},
+		{"eight, the most walked", eight, 166},
 		{"transport header at byte 254, the farthest within 256", []packets.IPv6Ext{goldenBigHopByHop(200)}, 254},
 	}
 	for _, ch := range chains {
@@ -377,10 +384,12 @@ func TestGolden6ExtensionHeaders(t *testing.T) {
 		}
 	}
 
-	// Chains the programs do not walk. The packets are otherwise for the
-	// services, established flows included, so a lax parser would
-	// translate them.
-	five := []packets.IPv6Ext{packets.HopByHop, packets.DestOpts, packets.Routing(0, 0, g6Hop), packets.AH, packets.DestOpts}
+	// Chains the programs do not walk, and a fragment header as the last
+	// header they walk. The packets are otherwise for the services,
+	// established flows included, so a lax parser would translate them.
+	nine := append(slices.Clone(eight), packets.DestOpts)
+	fragEighth := append(slices.Clone(eight[:7]), packets.Fragment(0, true, 0x1238))
+	fragNinth := append(slices.Clone(eight), packets.Fragment(0, true, 0x1239))
 	beyond := []packets.IPv6Ext{goldenBigHopByHop(208)}
 	extBeyond := []packets.IPv6Ext{goldenBigHopByHop(208), packets.DestOpts}
 	notWalked := []struct {
@@ -391,8 +400,9 @@ func TestGolden6ExtensionHeaders(t *testing.T) {
 		// counters differ; the test then skips instead of failing.
 		bug string
 	}{
-		{"five", five, goldenCounts{Malformed: 1},
-			"more than four extension headers count as Passed, not Malformed (parse_v6 returns STAT_PASS when the loop ends on a fifth extension header)"},
+		{"nine", nine, goldenCounts{Malformed: 1}, ""},
+		{"fragment header eighth", fragEighth, goldenCounts{Fragments: 1}, ""},
+		{"fragment header ninth", fragNinth, goldenCounts{Malformed: 1}, ""},
 		{"transport header at byte 262", beyond, goldenCounts{Malformed: 1}, ""},
 		{"extension header at byte 262", extBeyond, goldenCounts{Malformed: 1}, ""},
 	}

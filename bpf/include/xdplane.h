@@ -7,11 +7,17 @@
  * change here shows up as a compile error in Go rather than a silent
  * mismatch.
  *
+ * The layouts stay together here while each map's definition lives with
+ * its concern: they are the contract with user space, and pinned maps
+ * outlive the programs (a restarted or upgraded agent adopts them), so
+ * every change to that contract should be one diff in one file. Structs
+ * and enums only the programs see live with the code that uses them.
+ *
  * Addresses are always 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d)
  * so that one key layout serves both families.
  */
-#ifndef XDPLANE_H
-#define XDPLANE_H
+
+#pragma once
 
 #include <linux/types.h>
 
@@ -182,13 +188,6 @@ enum endpoint_flags {
 	EP_EGRESS_DENY = 8,
 	EP_INGRESS_BW = 16, /* ingress has a bandwidth limit */
 	EP_EGRESS_BW = 32,
-};
-
-/* What policy_check returns. */
-enum policy_verdict {
-	PC_PASS = 0,
-	PC_DROP = 1,
-	PC_SHAPE = 2, /* pass, and apply the endpoint's bandwidth limit */
 };
 
 /* endpoints: interface index -> the endpoint and its current rule sets.
@@ -426,5 +425,3 @@ struct bw_counter {
 	__u64 dropped_packets; /* at the horizon, or by the packet-rate limit */
 	__u64 dropped_bytes;
 };
-
-#endif

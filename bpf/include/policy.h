@@ -2,8 +2,9 @@
 /* Copyright The xdplane Authors */
 
 /*
- * Network policy, included by lb.c: per-endpoint rules on tc, and the
- * node-wide prefilter on XDP.
+ * Network policy: per-endpoint rules on tc. Its maps live here with the
+ * code that reads them; their layouts are in xdplane.h, which user space
+ * writes them through.
  *
  * policy_check judges one packet at an endpoint's interface. It reads
  * headers with bpf_skb_load_bytes, so it sees the same bytes however the
@@ -15,17 +16,26 @@
  * hiding its ports. Elsewhere the kernel's own validation decides.
  */
 
-#ifndef XDPLANE_POLICY_H
-#define XDPLANE_POLICY_H
+#pragma once
 
-/* How many IPv6 extension headers policy_check walks; deeper is denied
- * where rules apply. */
-#define POL_MAX_EXT_HDRS 8
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 
-/* Every how many-th drop becomes an event, per CPU; 0 turns events off.
- * Set by the loader. */
-const volatile __u32 event_sample = 1;
+#include "common.h"
+#include "events.h"
+#include "parse.h"
 
+/* What policy_check returns. */
+enum policy_verdict {
+	PC_PASS = 0,
+	PC_DROP = 1,
+	PC_SHAPE = 2, /* pass, and apply the endpoint's bandwidth limit */
+};
+
+/* Sizes are the defaults; the Go loader overrides max_entries before load,
+ * for all but frags. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -97,45 +107,12 @@ struct {
 } frags SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 2097152);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct prefilter_key);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} prefilter SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2 * 4097);
 	__type(key, __u32);
 	__type(value, struct ep_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_MAX);
-	__type(key, enum drop_reason);
-	__type(value, struct counter);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} drop_stats SEC(".maps");
-
-/* One per CPU: drops seen since the last event, for sampling. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} event_tick SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-	__type(value, struct drop_event); /* for BTF only: bpf2go's Go type */
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} events SEC(".maps");
 
 /* What policy_check needs of a packet. */
 struct pflow {
@@ -160,34 +137,15 @@ struct pflow {
 	__u8 in_proto;
 };
 
-enum pfrag {
-	PF_NONE = 0,
-	PF_FIRST = 1, /* offset 0, more to come: has the ports */
-	PF_LATER = 2, /* no L4 header */
-};
-
 enum pparse {
 	PP_OK = 0,
 	PP_NOT_IP = 1, /* ARP and the like: policy is about IP */
 	PP_MALFORMED = 2,
 };
 
-#define IPPROTO_ICMPV6_ 58
-#define IPPROTO_SCTP_ 132
-
 struct l4_ports {
 	__be16 sport;
 	__be16 dport;
-};
-
-/* A minimal ICMP header, the same for ICMPv6: type, code, checksum, and
- * for echo the identifier and sequence. */
-struct icmp_min {
-	__u8 type;
-	__u8 code;
-	__be16 csum;
-	__be16 id;
-	__be16 seq;
 };
 
 static __always_inline bool icmp_is_echo(bool v6, __u8 type)
@@ -364,7 +322,7 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 {
 	struct ipv6hdr ip6;
 	__u32 off = ETH_HLEN + sizeof(ip6), end;
-	__u8 next;
+	struct ext_walk w = {.off = off};
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
 		return PP_MALFORMED;
@@ -385,59 +343,28 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 	__builtin_memcpy(f->daddr.b, ip6.daddr.in6_u.u6_addr8, 16);
 	f->v6 = true;
 	f->hop_limit = ip6.hop_limit;
+	w.next = ip6.nexthdr;
 
-	next = ip6.nexthdr;
-	for (int i = 0; i < POL_MAX_EXT_HDRS; i++) {
-		struct ext_hdr eh;
-
-		if (next == IPPROTO_FRAGMENT) {
-			struct {
-				__u8 next;
-				__u8 reserved;
-				__be16 frag_off;
-				__be32 id;
-			} fh;
-			__u16 fo;
-
-			if (off + sizeof(fh) > end || bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)))
-				return PP_MALFORMED;
-			fo = bpf_ntohs(fh.frag_off);
-			off += sizeof(fh);
-			next = fh.next;
-			f->frag_id = fh.id;
-			if (fo & 0xfff8) {
-				/* The headers after it belong to the first
-				 * fragment alone. */
-				f->frag = PF_LATER;
-				f->proto = next;
-				return PP_OK;
-			}
-			/* Offset 0 without more fragments is an atomic
-			 * fragment (RFC 6946): a whole datagram. */
-			if (fo & 1)
-				f->frag = PF_FIRST;
-			continue;
-		}
-		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
-		    next != IPPROTO_AH)
-			break;
-		if (off + 2 > end || bpf_skb_load_bytes(skb, off, &eh, 2))
-			return PP_MALFORMED;
-		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
-		off += next == IPPROTO_AH ? (eh.len + 2) * 4 : (eh.len + 1) * 8;
-		next = eh.next;
-	}
-	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
-	    next == IPPROTO_AH || next == IPPROTO_FRAGMENT)
+	/* Deeper than the walk goes, or cut short: denied where rules
+	 * apply. */
+	if (ipv6_walk(skb, false, false, NULL, NULL, end, &w))
 		return PP_MALFORMED;
-	if (off > end)
+	f->frag = w.frag;
+	f->frag_id = w.frag_id;
+	/* A later fragment has no L4 header: policy_check takes its ports
+	 * from its first fragment's. */
+	if (w.frag == PF_LATER) {
+		f->proto = w.next;
+		return PP_OK;
+	}
+	if (w.off > end)
 		return PP_MALFORMED;
 	/* ICMP (for IPv4) inside IPv6 is no message any stack takes. */
-	if (next == IPPROTO_ICMP)
+	if (w.next == IPPROTO_ICMP)
 		return PP_MALFORMED;
-	f->proto = next;
-	f->l4_len = end - off;
-	return parse_l4_pol(skb, f, off, end);
+	f->proto = w.next;
+	f->l4_len = end - w.off;
+	return parse_l4_pol(skb, f, w.off, end);
 }
 
 /* pparse is a global function: its header copies take a stack frame of
@@ -510,42 +437,6 @@ static __always_inline void pct_fill(struct pct_key *k, __u32 ep, __u32 dir, con
 	__builtin_memcpy(k->daddr, d->b, 16);
 	k->sport = sport;
 	k->dport = dport;
-}
-
-static __always_inline void emit_drop(__u32 ep, __u32 ifindex, __u32 dir, __u32 reason,
-				      const union addr *s, const union addr *d, __be16 sport,
-				      __be16 dport, __u8 proto, __u8 flags, __u32 len)
-{
-	struct drop_event *ev;
-	__u32 zero = 0, *tick;
-
-	if (!event_sample)
-		return;
-	tick = bpf_map_lookup_elem(&event_tick, &zero);
-	if (!tick)
-		return;
-	if (++*tick < event_sample)
-		return;
-	*tick = 0;
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count(DROP_EVENTS_LOST, &drop_stats, len);
-		return;
-	}
-	ev->timestamp = bpf_ktime_get_ns();
-	ev->endpoint = ep;
-	ev->ifindex = ifindex;
-	__builtin_memcpy(ev->saddr, s->b, 16);
-	__builtin_memcpy(ev->daddr, d->b, 16);
-	ev->sport = sport;
-	ev->dport = dport;
-	ev->proto = proto;
-	ev->dir = dir;
-	ev->reason = reason;
-	ev->flags = flags;
-	ev->len = len;
-	ev->pad = 0;
-	bpf_ringbuf_submit(ev, 0);
 }
 
 static __always_inline void ep_count(__u32 ep, __u32 dir, bool allowed, __u32 len)
@@ -832,83 +723,3 @@ deny:
 		  evflags, len);
 	return PC_DROP;
 }
-
-/*
- * prefilter_drop reports whether XDP drops the frame because its source is
- * in the node-wide prefilter. Only the IP header is read: this runs before
- * anything else, for every frame, and must stay cheap under a flood.
- */
-static __always_inline bool prefilter_drop(struct xdp_md *ctx, void *data, void *data_end)
-{
-	struct ethhdr *eth = data;
-	struct prefilter_key k = {.prefixlen = 128};
-	union addr s, d;
-	__u8 proto, flags = 0;
-	void *l3;
-	__be16 h_proto;
-	__u8 *v;
-
-	if ((void *)(eth + 1) > data_end)
-		return false;
-	/* Up to two VLAN tags (802.1Q, 802.1ad) before the IP header: a
-	 * listed source must not pass by wearing them. */
-	l3 = eth + 1;
-	h_proto = eth->h_proto;
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		struct {
-			__be16 tci;
-			__be16 proto;
-		} *vh = l3;
-
-		if (h_proto != bpf_htons(ETH_P_8021Q) && h_proto != bpf_htons(ETH_P_8021AD))
-			break;
-		if ((void *)(vh + 1) > data_end)
-			return false;
-		h_proto = vh->proto;
-		l3 = vh + 1;
-	}
-	if (h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = l3;
-
-		if ((void *)(ip + 1) > data_end)
-			return false;
-		v4_mapped(&s, ip->saddr);
-		v4_mapped(&d, ip->daddr);
-		proto = ip->protocol;
-	} else if (h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return false;
-		__builtin_memcpy(s.b, ip6->saddr.in6_u.u6_addr8, 16);
-		__builtin_memcpy(d.b, ip6->daddr.in6_u.u6_addr8, 16);
-		proto = ip6->nexthdr;
-		flags = EV_IPV6;
-		/* Neighbour discovery stays on the link (hop limit 255) and is
-		 * IPv6's ARP: a listed neighbour must not cost its link-mates
-		 * their router (it may solicit for them, from its own
-		 * address). Small messages only, so a flood gains nothing. */
-		if (proto == IPPROTO_ICMPV6_ && ip6->hop_limit == 255 &&
-		    bpf_ntohs(ip6->payload_len) <= 128) {
-			struct icmp_min *ic = (void *)(ip6 + 1);
-
-			if ((void *)(ic + 1) <= data_end && ic->type >= 133 && ic->type <= 137)
-				return false;
-		}
-	} else {
-		return false;
-	}
-	__builtin_memcpy(k.addr, s.b, 16);
-	/* 0 is an exception: IPv4 under an IPv6 prefix that holds
-	 * ::ffff:0:0/96, where the map keeps IPv4. */
-	v = bpf_map_lookup_elem(&prefilter, &k);
-	if (!v || !*v)
-		return false;
-	count(DROP_PREFILTER, &drop_stats, data_end - data);
-	emit_drop(0, ctx->ingress_ifindex, DIR_INGRESS, DROP_PREFILTER, &s, &d, 0, 0, proto, flags,
-		  data_end - data);
-	return true;
-}
-
-#endif

@@ -2,7 +2,7 @@
 /* Copyright The xdplane Authors */
 
 /*
- * Per-endpoint bandwidth, included by lb.c. A limit shapes, it does not
+ * Per-endpoint bandwidth. A limit shapes, it does not
  * police: a dropping policer collapses TCP at veth round-trip times, a
  * queue that paces holds the rate. Two ways to pace:
  *
@@ -15,11 +15,19 @@
  *
  * Either way an optional packet-rate limit polices (drops): it is for UDP
  * floods, where shaping would only queue them.
+ *
+ * Its maps live here; struct bw_key, bw_value and bw_counter are in
+ * xdplane.h, which user space writes and reads them through.
  */
 
-#ifndef XDPLANE_BANDWIDTH_H
-#define XDPLANE_BANDWIDTH_H
+#pragma once
 
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+
+#include "common.h"
+
+/* Sizes are the defaults; the Go loader sets both from the endpoint limit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -217,5 +225,3 @@ __noinline int bw_apply(struct __sk_buff *skb, __u32 dir)
 	bw_count(&k, false, len);
 	return 0;
 }
-
-#endif
