@@ -4,11 +4,13 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/endpoint"
+	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/policy"
@@ -181,6 +183,22 @@ func TestGoldenLimitsWithoutPolicy(t *testing.T) {
 	if c != (Counters{Ingress: in, Egress: eg}) {
 		t.Errorf("Counters = %+v, want ingress %+v, egress %+v", c, in, eg)
 	}
+	// Policy has no endpoint here: it tracked no flow and counted nothing.
+	maps := kernel.Of(r.dp).Maps
+	if n := mapLen(t, maps.PolicyCt); n != 0 {
+		t.Errorf("policy_ct holds %d entries, want none without a policy endpoint", n)
+	}
+	var per []bpf.XdplaneEpCounter
+	for idx := range uint32(2) {
+		if err := maps.PolicyStats.Lookup(idx, &per); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range per {
+			if p != (bpf.XdplaneEpCounter{}) {
+				t.Errorf("policy_stats[%d] = %+v, want nothing counted for id 0", idx, p)
+			}
+		}
+	}
 
 	t.Run("edt", func(t *testing.T) {
 		if have, err := haveFQ(); err != nil || !have {
@@ -202,4 +220,19 @@ func TestGoldenLimitsWithoutPolicy(t *testing.T) {
 		}
 		t.Errorf("under EDT: no frame stamped later than now past the burst")
 	})
+}
+
+// mapLen is the number of entries in m.
+func mapLen(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	var k, v []byte
+	n := 0
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -131,7 +131,7 @@ func splitmix64(x uint64) uint64 {
 }
 
 // flowHash is the hash the datapath's Maglev lookup uses (flow_hash in
-// bpf/lb.c): over the source address (16 bytes, IPv4 v4-mapped), the
+// bpf/include/select.h): over the source address (16 bytes, IPv4 v4-mapped), the
 // source and destination ports and the protocol, each 32-bit word taken as
 // a little-endian CPU reads network-order bytes.
 func flowHash(src netip.Addr, sport, dport uint16, proto Protocol) uint32 {

@@ -14,7 +14,7 @@ import (
 	"github.com/xdplane/xdplane/internal/kernel"
 )
 
-// The reference model: what the programs in bpf/lb.c decide for a frame,
+// The reference model: what the programs in bpf/ decide for a frame,
 // and the frame they make of it, written plainly in Go. It reads the
 // control-plane maps the programs read (services, slots, Maglev tables,
 // backends, reverse NAT, virtual IPs, source ranges) once, into a
@@ -52,7 +52,7 @@ type modelFlow struct {
 const (
 	mEthLen    = 14
 	mMaxL4Off  = 256
-	mMaxExtHdr = 4
+	mMaxExtHdr = 8
 )
 
 // modelParse mirrors parse(): the flow, or why the frame is not one.
@@ -491,7 +491,7 @@ func (d modelDecision) output(in []byte, be modelBackend) ([]byte, error) {
 	return in, nil
 }
 
-// modelCsumUpdate mirrors csum_update() in bpf/lb.c: RFC 1624, eqn. 3,
+// modelCsumUpdate mirrors csum_update() in bpf/include/csum.h: RFC 1624, eqn. 3,
 // for one 4-byte word, as 16-bit words in network order (the one's
 // complement sum does not care about byte order).
 func modelCsumUpdate(check uint16, from, to [4]byte) uint16 {

@@ -616,6 +616,10 @@ __noinline int policy_check(struct __sk_buff *skb, __u32 dir)
 	if (!ep)
 		return PC_PASS;
 	pass = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_BW : EP_EGRESS_BW) ? PC_SHAPE : PC_PASS;
+	/* An entry of bandwidth's alone (id 0): no policy to judge by, no
+	 * flows to track for one, nothing to count. */
+	if (!ep->id)
+		return pass;
 	enforced = ep->flags & (dir == DIR_INGRESS ? EP_INGRESS_ISOLATED | EP_INGRESS_DENY
 						   : EP_EGRESS_ISOLATED | EP_EGRESS_DENY);
 	r = pparse(skb, &f);

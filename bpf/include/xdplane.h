@@ -191,9 +191,12 @@ enum endpoint_flags {
 };
 
 /* endpoints: interface index -> the endpoint and its current rule sets.
- * Switching an endpoint to new rules is one update of this entry. */
+ * Switching an endpoint to new rules is one update of this entry. Policy
+ * and bandwidth share it, each writing its own fields from user space. */
 struct endpoint {
-	__u32 id;	      /* never 0; indexes policy_stats (2 * id + dir) */
+	/* Indexes policy_stats (2 * id + dir); 0 for an entry of bandwidth's
+	 * alone, which policy leaves alone. */
+	__u32 id;
 	/* Random, nonzero, new each time the endpoint is added: its
 	 * policy_ct entries carry it, so an id reused after a removal finds
 	 * none of its predecessor's flows. */
