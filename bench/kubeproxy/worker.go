@@ -402,7 +402,7 @@ func runXDPlane(services []benchService, changed, move int) (workerResult, func(
 	}
 	var modes []string
 	for _, a := range atts {
-		modes = append(modes, a.Interface+" "+a.Point+" "+a.Mode.String())
+		modes = append(modes, a.Interface+" "+a.Point.String()+" "+a.Mode.String())
 	}
 	res.Backend = "xdplane tc hook: " + strings.Join(modes, ", ")
 	mgr, err = lb.NewManager(dp)
