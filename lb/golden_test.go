@@ -341,14 +341,6 @@ func goldenForFamilies(t *testing.T, v4 func(*testing.T, goldenFamily[packets.IP
 	t.Run(goldenIPv6.name, func(t *testing.T) { v6(t, goldenIPv6) })
 }
 
-// vip is the family's VIP for proto.
-func (f goldenFamily[P]) vip(proto lb.Protocol) netip.AddrPort {
-	if proto == lb.TCP {
-		return f.vipTCP
-	}
-	return f.vipUDP
-}
-
 // service is the family's service for proto: the VIP, and backends[0] at
 // the backend port.
 func (f goldenFamily[P]) service(proto lb.Protocol) lb.Service {
