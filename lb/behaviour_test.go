@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,6 +267,155 @@ func onlyFrom(t *testing.T, what string, seen map[string]int, v6 bool, idx ...in
 		}
 	}
 }
+
+// dropWait is how long a flow that must be dropped is given to get an
+// answer. An admitted flow is answered in a millisecond or two over veth;
+// each drop check also confirms in the datapath's counters that the load
+// balancer dropped the packets, so a short wait cannot pass by luck.
+const dropWait = 300 * time.Millisecond
+
+// clientAddr is the client's address of fam's family.
+func (n *lbNode) clientAddr(fam family) netip.Addr {
+	if fam == ipv6 {
+		return n.tp.ClientAddr6
+	}
+	return n.tp.ClientAddr
+}
+
+// askFrom makes one new flow of proto from the client's address from (any
+// if zero) to vip and returns the backend that answered.
+func askFrom(t *testing.T, n *lbNode, proto lb.Protocol, from netip.Addr, vip netip.AddrPort) string {
+	t.Helper()
+	local := netip.AddrPortFrom(from, n.freshPort(t))
+	var (
+		name string
+		err  error
+	)
+	if proto == lb.TCP {
+		var c *testutil.Conn
+		if c, err = testutil.DialTCPFrom(n.tp.Client, local, vip, 2*time.Second); err == nil {
+			name = c.Server
+			c.Close()
+		}
+	} else {
+		name, err = testutil.AskUDPFrom(n.tp.Client, local, vip, 2*time.Second)
+	}
+	if err != nil {
+		t.Fatalf("%s from %s to %s: %v", proto, from, vip, err)
+	}
+	return name
+}
+
+// backendIndex is the index of the backend whose server answered name,
+// checking that it is a server of the family v6 says.
+func backendIndex(t *testing.T, name string, v6 bool) int {
+	t.Helper()
+	var i int
+	if _, err := fmt.Sscanf(name, "backend%d", &i); err != nil || backendName(i, v6) != name {
+		t.Fatalf("answer %q: not a backend's server of the expected family (IPv6: %v)", name, v6)
+	}
+	return i
+}
+
+// only returns the single backend seen answered, and fails t if there
+// were more.
+func only(t *testing.T, what string, seen map[string]int) string {
+	t.Helper()
+	if len(seen) != 1 {
+		t.Fatalf("%s: answered by %d backends, want one: %v", what, len(seen), seen)
+	}
+	for name := range seen {
+		return name
+	}
+	return ""
+}
+
+// expectDropped makes one new flow from the client's address from (any if
+// zero) to each frontend, all at once, and fails t unless every one goes
+// unanswered (times out: not refused, not reset) and the datapath counter
+// that counter picks grew by at least one packet per frontend: the load
+// balancer dropped them, for that reason.
+func expectDropped(t *testing.T, n *lbNode, what string, from netip.Addr, counter func(datapath.Counters) datapath.Counter, fes ...lb.Frontend) {
+	t.Helper()
+	expectUnanswered(t, n, what, from, false, counter, fes...)
+}
+
+// expectRejected is expectDropped for flows that must be refused at once:
+// a TCP connection attempt and a UDP datagram get an ICMP (ICMPv6) port
+// unreachable, which the client's kernel reports as a refusal.
+func expectRejected(t *testing.T, n *lbNode, what string, from netip.Addr, counter func(datapath.Counters) datapath.Counter, fes ...lb.Frontend) {
+	t.Helper()
+	expectUnanswered(t, n, what, from, true, counter, fes...)
+}
+
+func expectUnanswered(t *testing.T, n *lbNode, what string, from netip.Addr, rejected bool, counter func(datapath.Counters) datapath.Counter, fes ...lb.Frontend) {
+	t.Helper()
+	before, err := n.dp.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A refusal comes in a millisecond or two; a drop check waits
+	// dropWait, and a refusal check longer, so that a flow dropped
+	// instead shows as a timeout, not as a refusal that came late.
+	// Except TCP over IPv6, whose refusal comes after a second over
+	// veth: the client's kernel ignores the first ICMPv6 error, which
+	// arrives while connect still holds the socket
+	// (TcpExtLockDroppedIcmps), and takes the one for the retransmitted
+	// SYN. So a drop check cannot tell a TCP over IPv6 refusal from a
+	// drop; its IPv4 and UDP flows can.
+	wait, want := dropWait, "a timeout (a drop)"
+	if rejected {
+		wait, want = 2*time.Second, "a refusal (an ICMP port unreachable)"
+	}
+	errs := make([]error, len(fes))
+	var wg sync.WaitGroup
+	for i, fe := range fes {
+		local := netip.AddrPortFrom(from, n.freshPort(t))
+		src := local.String()
+		if !from.IsValid() {
+			src = fmt.Sprintf("port %d", local.Port())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var (
+				name string
+				err  error
+			)
+			if fe.Protocol == lb.TCP {
+				var c *testutil.Conn
+				if c, err = testutil.DialTCPFrom(n.tp.Client, local, fe.Address, wait); err == nil {
+					name = c.Server
+					c.Close()
+				}
+			} else {
+				// Connected, so that a port unreachable shows.
+				name, err = testutil.AskUDPConnected(n.tp.Client, local, fe.Address, wait)
+			}
+			switch {
+			case err == nil:
+				errs[i] = fmt.Errorf("%s from %s reached %s", fe, src, name)
+			case rejected && !testutil.ErrRefused(err), !rejected && !testutil.ErrTimeout(err):
+				errs[i] = fmt.Errorf("%s from %s: %v, want %s", fe, src, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Errorf("%s: %v", what, err)
+	}
+	after, err := n.dp.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(after).Packets - counter(before).Packets; got < uint64(len(fes)) {
+		t.Errorf("%s: the counter of the reason grew by %d packets, want at least %d (one per frontend)", what, got, len(fes))
+	}
+}
+
+func noBackend(c datapath.Counters) datapath.Counter    { return c.NoBackend }
+func sourceDenied(c datapath.Counters) datapath.Counter { return c.SourceDenied }
+func unknownPort(c datapath.Counters) datapath.Counter  { return c.UnknownPort }
 
 func TestBehaviourAllBackendsServe(t *testing.T) {
 	for _, v := range attachVariants {

@@ -90,7 +90,7 @@ func goldenPacket(t *testing.T, proto lb.Protocol, src, dst netip.AddrPort, payl
 	if src.Addr().Is4() {
 		return goldenBuild(t, goldenFlow(proto, src, dst, payload))
 	}
-	return goldenBuild6(t, goldenFlow6(proto, src, dst, payload))
+	return goldenBuild(t, goldenFlow6(proto, src, dst, payload))
 }
 
 var goldenHello = []byte("hello, service")
