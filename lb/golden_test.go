@@ -1079,7 +1079,12 @@ func TestGoldenMalformed(t *testing.T) {
 }
 
 func testGoldenMalformed[P goldenIP](t *testing.T, f goldenFamily[P]) {
-	g := newGolden(t, f.service(lb.TCP), f.service(lb.UDP))
+	// The trap services of TestGoldenIPv4Malformed (ports 10 and 56 of
+	// the TCP frontend) are there too: a lax parser that followed a bad
+	// length to the wrong bytes could find them.
+	g := newGolden(t, f.service(lb.TCP), f.service(lb.UDP),
+		goldenService(lb.TCP, netip.AddrPortFrom(f.vipTCP.Addr(), 10), f.backendTCP),
+		goldenService(lb.TCP, netip.AddrPortFrom(f.vipTCP.Addr(), 56), f.backendTCP))
 	body := []byte("0123456789abcdef")
 	tcp := f.flow(lb.TCP, f.client, f.vipTCP, body)
 	tcpPkt := goldenBuild(t, tcp)
