@@ -24,6 +24,7 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/endpoint"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -49,12 +50,11 @@ const (
 // the node namespace, and the client namespace is a peer outside the
 // cluster. v6 picks the address family of the tests' traffic.
 type bwNode struct {
-	t   *testing.T
-	v6  bool
-	tp  *testutil.LBTopology
-	dir string
-	dp  *datapath.Datapath
-	m   *Manager
+	t  *testing.T
+	v6 bool
+	tp *testutil.LBTopology
+	dp *datapath.Datapath
+	m  *Manager
 }
 
 // bwFamilies are the address families a test runs in.
@@ -70,30 +70,20 @@ var bwFamilies = []struct {
 // limits alone.
 func newBwNode(t *testing.T, v6 bool, pods int) *bwNode {
 	t.Helper()
-	n := &bwNode{t: t, v6: v6, tp: testutil.NewLBTopology(t, pods), dir: testutil.BPFFS(t)}
-	n.tp.Node.MustDo(func() error {
-		dp, err := datapath.Open(datapath.Options{Dir: n.dir})
-		if err != nil {
+	n := &bwNode{t: t, v6: v6, tp: testutil.NewLBTopology(t, pods)}
+	n.dp = dptest.Open(t, n.tp.Node, datapath.Options{})
+	n.tp.Node.MustDo(func() (err error) {
+		if n.m, err = NewManager(n.dp); err != nil {
 			return err
 		}
-		m, err := NewManager(dp)
-		if err != nil {
-			dp.Close()
-			return err
-		}
-		n.dp, n.m = dp, m
 		for i := range pods {
-			if err := dp.Attach(n.podIf(i), datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
+			if err := n.dp.Attach(n.podIf(i), datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	t.Cleanup(func() {
-		n.m.Close()
-		n.dp.Close()
-		n.tp.Node.MustDo(func() error { return datapath.Remove(n.dir) })
-	})
+	t.Cleanup(func() { n.m.Close() })
 	return n
 }
 

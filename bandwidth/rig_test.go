@@ -11,6 +11,7 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -26,7 +27,6 @@ import (
 type rig struct {
 	t       testing.TB
 	ns      *testutil.NS
-	dir     string
 	dp      *datapath.Datapath
 	m       *Manager
 	ifindex uint32 // bw0's
@@ -50,26 +50,11 @@ func newRig(t testing.TB) *rig {
 func newRigWith(t testing.TB, limits datapath.Limits) *rig {
 	t.Helper()
 	testutil.RequireRoot(t)
-	r := &rig{t: t, ns: testutil.NewGroup(t).NS("bw"), dir: testutil.BPFFS(t)}
+	r := &rig{t: t, ns: testutil.NewGroup(t).NS("bw")}
 	testutil.Veth(t, r.ns, "bw0", r.ns, "bw1")
-	r.ns.MustDo(func() error {
-		dp, err := datapath.Open(datapath.Options{Dir: r.dir, Limits: limits})
-		if err != nil {
-			return err
-		}
-		r.dp = dp
-		r.m, err = NewManager(dp)
-		return err
-	})
-	t.Cleanup(func() {
-		if r.m != nil {
-			r.m.Close()
-		}
-		r.dp.Close()
-		if err := datapath.Remove(r.dir); err != nil {
-			t.Error(err)
-		}
-	})
+	r.dp = dptest.Open(t, r.ns, datapath.Options{Limits: limits})
+	r.ns.MustDo(func() (err error) { r.m, err = NewManager(r.dp); return err })
+	t.Cleanup(func() { r.m.Close() })
 	r.ns.MustDo(func() error {
 		ifc, err := net.InterfaceByName("bw0")
 		if err == nil {

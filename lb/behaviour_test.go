@@ -226,20 +226,7 @@ func askMany(t *testing.T, n *lbNode, proto lb.Protocol, vip netip.AddrPort, cou
 	t.Helper()
 	seen := map[string]int{}
 	for range count {
-		var (
-			name string
-			err  error
-		)
-		local := netip.AddrPortFrom(netip.Addr{}, n.freshPort(t))
-		if proto == lb.TCP {
-			var c *testutil.Conn
-			if c, err = testutil.DialTCPFrom(n.tp.Client, local, vip, 2*time.Second); err == nil {
-				name = c.Server
-				c.Close()
-			}
-		} else {
-			name, err = testutil.AskUDPFrom(n.tp.Client, local, vip, 2*time.Second)
-		}
+		name, err := ask(n, proto, netip.AddrPortFrom(netip.Addr{}, n.freshPort(t)), vip)
 		if err != nil {
 			t.Fatalf("%s to %s: %v (answers so far: %v)", proto, vip, err, seen)
 		}
@@ -286,24 +273,25 @@ func (n *lbNode) clientAddr(fam family) netip.Addr {
 // if zero) to vip and returns the backend that answered.
 func askFrom(t *testing.T, n *lbNode, proto lb.Protocol, from netip.Addr, vip netip.AddrPort) string {
 	t.Helper()
-	local := netip.AddrPortFrom(from, n.freshPort(t))
-	var (
-		name string
-		err  error
-	)
-	if proto == lb.TCP {
-		var c *testutil.Conn
-		if c, err = testutil.DialTCPFrom(n.tp.Client, local, vip, 2*time.Second); err == nil {
-			name = c.Server
-			c.Close()
-		}
-	} else {
-		name, err = testutil.AskUDPFrom(n.tp.Client, local, vip, 2*time.Second)
-	}
+	name, err := ask(n, proto, netip.AddrPortFrom(from, n.freshPort(t)), vip)
 	if err != nil {
 		t.Fatalf("%s from %s to %s: %v", proto, from, vip, err)
 	}
 	return name
+}
+
+// ask makes one new flow of proto from the client's local to vip, a TCP
+// connection or a UDP request, and returns the backend that answered.
+func ask(n *lbNode, proto lb.Protocol, local, vip netip.AddrPort) (string, error) {
+	if proto == lb.UDP {
+		return testutil.AskUDPFrom(n.tp.Client, local, vip, 2*time.Second)
+	}
+	c, err := testutil.DialTCPFrom(n.tp.Client, local, vip, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	c.Close()
+	return c.Server, nil
 }
 
 // backendIndex is the index of the backend whose server answered name,

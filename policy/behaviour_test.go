@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/testutil"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -82,7 +83,6 @@ type bhNode struct {
 	t   *testing.T
 	fam bhFamily
 	tp  *testutil.LBTopology
-	dir string
 	dp  *datapath.Datapath
 	m   *Manager
 	// ports counts the client source ports port has handed out.
@@ -95,7 +95,7 @@ type bhNode struct {
 // addresses.
 func newBhNode(t *testing.T, fam bhFamily, pods int) *bhNode {
 	t.Helper()
-	n := &bhNode{t: t, fam: fam, tp: testutil.NewLBTopology(t, pods), dir: testutil.BPFFS(t)}
+	n := &bhNode{t: t, fam: fam, tp: testutil.NewLBTopology(t, pods)}
 	bits := 24
 	if fam.v6() {
 		bits = 64
@@ -103,30 +103,20 @@ func newBhNode(t *testing.T, fam bhFamily, pods int) *bhNode {
 	for _, a := range []netip.Addr{fam.other, fam.excepted} {
 		n.tp.Client.AddAddr("eth0", netip.PrefixFrom(a, bits))
 	}
-	n.tp.Node.MustDo(func() error {
-		dp, err := datapath.Open(datapath.Options{Dir: n.dir})
-		if err != nil {
+	n.dp = dptest.Open(t, n.tp.Node, datapath.Options{})
+	n.tp.Node.MustDo(func() (err error) {
+		if n.m, err = NewManager(n.dp); err != nil {
 			return err
 		}
-		m, err := NewManager(dp)
-		if err != nil {
-			dp.Close()
-			return err
-		}
-		n.dp, n.m = dp, m
 		for i := range pods {
 			ep := Endpoint{Interface: n.podIf(i), Addresses: []netip.Addr{n.tp.BackendAddrs[i], n.tp.BackendAddrs6[i]}}
-			if err := m.AddEndpoint(ep); err != nil {
+			if err := n.m.AddEndpoint(ep); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	t.Cleanup(func() {
-		n.m.Close()
-		n.dp.Close()
-		n.tp.Node.MustDo(func() error { return datapath.Remove(n.dir) })
-	})
+	t.Cleanup(func() { n.m.Close() })
 	return n
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -22,7 +23,6 @@ import (
 type rig struct {
 	t       testing.TB
 	ns      *testutil.NS
-	dir     string
 	dp      *datapath.Datapath
 	m       *Manager
 	ifindex uint32
@@ -39,34 +39,21 @@ func newRig(t testing.TB, limits datapath.Limits) *rig {
 }
 
 // newRigWith is newRig with the datapath opened with opts; its Dir is
-// always the rig's own bpffs.
+// always a bpffs of the rig's own.
 func newRigWith(t testing.TB, opts datapath.Options) *rig {
 	t.Helper()
 	testutil.RequireRoot(t)
 	g := testutil.NewGroup(t)
-	r := &rig{t: t, ns: g.NS("pol"), dir: testutil.BPFFS(t)}
+	r := &rig{t: t, ns: g.NS("pol")}
 	testutil.Veth(t, r.ns, "pol0", r.ns, "pol1")
-	r.ns.MustDo(func() error {
-		opts.Dir = r.dir
-		dp, err := datapath.Open(opts)
-		if err != nil {
+	r.dp = dptest.Open(t, r.ns, opts)
+	r.ns.MustDo(func() (err error) {
+		if r.m, err = NewManager(r.dp); err != nil {
 			return err
 		}
-		r.dp = dp
-		m, err := NewManager(dp)
-		if err != nil {
-			return err
-		}
-		r.m = m
-		return m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}})
+		return r.m.AddEndpoint(Endpoint{Interface: "pol0", Addresses: []netip.Addr{pod4, pod6}})
 	})
-	t.Cleanup(func() {
-		r.m.Close()
-		r.dp.Close()
-		if err := datapath.Remove(r.dir); err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(func() { r.m.Close() })
 	r.ifindex = r.ifindexOf("pol0")
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/testutil"
 )
 
@@ -34,13 +35,7 @@ func TestBehaviourPrefilter(t *testing.T) {
 			dst := netip.AddrPortFrom(server, 8080)
 			testutil.ServeTCP(t, tp.Backends[0], dst, "be0")
 
-			dir := testutil.BPFFS(t)
-			var dp *datapath.Datapath
-			tp.Node.MustDo(func() (err error) { dp, err = datapath.Open(datapath.Options{Dir: dir}); return err })
-			t.Cleanup(func() {
-				dp.Close()
-				tp.Node.MustDo(func() error { return datapath.Remove(dir) })
-			})
+			dp := dptest.Open(t, tp.Node, datapath.Options{})
 			// XDP on a veth: the sender's checksums must be complete, as
 			// they are on a NIC's receive path.
 			tp.DisableChecksumOffload()

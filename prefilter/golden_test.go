@@ -13,9 +13,9 @@ import (
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
-	"github.com/xdplane/xdplane/internal/testutil"
 )
 
 const (
@@ -37,7 +37,7 @@ func runXDP(t *testing.T, dp *datapath.Datapath, frame []byte) (uint32, []byte) 
 }
 
 func TestPrefilterGolden(t *testing.T) {
-	dp := newDatapath(t)
+	dp := dptest.Open(t, nil, datapath.Options{})
 	list := []netip.Prefix{pfx("192.0.2.0/24"), pfx("198.51.100.7/32"), pfx("2001:db8:bad::/48"), pfx("10.66.0.0/16")}
 	ch, err := Set(dp, list)
 	if err != nil || ch != (Change{Added: 4}) {
@@ -136,7 +136,7 @@ func TestPrefilterMillion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs a million prefixes")
 	}
-	dp := newDatapath(t)
+	dp := dptest.Open(t, nil, datapath.Options{})
 	rng := rand.New(rand.NewPCG(9, 9))
 	seen := make(map[netip.Prefix]bool)
 	var list []netip.Prefix
@@ -206,7 +206,7 @@ func describeAddrs(t *testing.T, frame []byte) [2]netip.Addr {
 // An IPv6 prefix that holds ::ffff:0:0/96, where the map keeps IPv4,
 // drops no IPv4 source; 0.0.0.0/0 listed as well does.
 func TestPrefilterFamiliesApart(t *testing.T) {
-	dp := newDatapath(t)
+	dp := dptest.Open(t, nil, datapath.Options{})
 	v4, v6 := packets.TCP4("192.0.2.1:1234", "10.96.0.10:80"), packets.TCP6("[2001:db8::1]:1234", "[fd00::10]:80")
 	for _, c := range []struct {
 		list   []netip.Prefix
@@ -236,23 +236,6 @@ func TestPrefilterFamiliesApart(t *testing.T) {
 	if n := count(t, dp); n != 0 {
 		t.Errorf("%d entries left with an empty list", n)
 	}
-}
-
-// newDatapath opens a datapath on a bpffs of the test's own.
-func newDatapath(t *testing.T) *datapath.Datapath {
-	t.Helper()
-	dir := testutil.BPFFS(t)
-	dp, err := datapath.Open(datapath.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dp.Close()
-		if err := datapath.Remove(dir); err != nil {
-			t.Error(err)
-		}
-	})
-	return dp
 }
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
