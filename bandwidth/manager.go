@@ -87,8 +87,9 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	return m, nil
 }
 
-// Close releases the Manager's lock. The limits stay in force. Calls
-// after Close return ErrClosed.
+// Close releases the Manager's lock. The limits stay in force. Calls that
+// write return ErrClosed after Close; reads go on answering from the
+// Manager's copy.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,7 +149,7 @@ func (m *Manager) Set(e Endpoint, l Limits) error {
 		if l == (Limits{}) {
 			return nil
 		}
-		undo, err := endpoint.Attach(m.dp, e.Interface, "bandwidth")
+		undo, err := endpoint.Attach(m.k, m.dp, e.Interface, ifindex, "bandwidth")
 		if err != nil {
 			return err
 		}
@@ -188,6 +189,10 @@ func (m *Manager) change(ep *entry, l Limits) error {
 	ep.status.Limits, ep.status.Recovered = l, false
 	if l == (Limits{}) {
 		delete(m.eps, name)
+	} else {
+		// The first limit fixes the mode: a probe that answers otherwise
+		// later must not mix EDT and HTB (SetMode is refused meanwhile).
+		m.mode = mode
 	}
 	return nil
 }
@@ -301,7 +306,8 @@ func (m *Manager) List() []Status {
 	return out
 }
 
-// Mode returns how ingress limits are enforced: ModeEDT or ModeHTB.
+// Mode returns how ingress limits are enforced: ModeEDT or ModeHTB. The
+// first limit set fixes it; until then, it is what detection answers.
 func (m *Manager) Mode() Mode {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -337,7 +343,9 @@ func (m *Manager) SetMode(mode Mode) error {
 
 // Counters reads an endpoint's shaping counters, summed over CPUs, since
 // its limits were set; with HTB, the drops of its classes' queues are
-// added.
+// added. The queue of a recovered egress limit is in a namespace the
+// Manager does not know until a Set or Remove names it: until then its
+// egress counters are the datapath's alone (the packet-rate policer).
 func (m *Manager) Counters(ifname string) (Counters, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -357,8 +365,11 @@ func (m *Manager) Counters(ifname string) (Counters, error) {
 			return Counters{}, fmt.Errorf("read bw_stats: %w", err)
 		}
 		*d.c = sumShape(per)
-		if d.l.Rate == 0 || (d.dir == datapath.Ingress && resolveMode(m.mode) != ModeHTB) {
+		switch {
+		case d.l.Rate == 0, d.dir == datapath.Ingress && resolveMode(m.mode) != ModeHTB:
 			continue
+		case d.dir == datapath.Egress && ep.status.NetNS == "":
+			continue // a recovered limit's queue, in a namespace not yet named
 		}
 		c, err := m.htbStats(ep, d.dir)
 		if err != nil {
@@ -449,7 +460,11 @@ func (m *Manager) recover() error {
 	if err := endpoint.RefuseOtherNetNS(m.dp, goneIdx); err != nil {
 		return err
 	}
-	valid := func(k bpf.XdplaneBwKey) bool { return k.Dir <= uint8(datapath.Egress) && m.byIndex(k.Ifindex) != nil }
+	limited := make(map[uint32]bool, len(m.eps))
+	for _, ep := range m.eps {
+		limited[ep.ifindex] = true
+	}
+	valid := func(k bpf.XdplaneBwKey) bool { return k.Dir <= uint8(datapath.Egress) && limited[k.Ifindex] }
 	orphans, err := kernel.Keys(m.k.Maps.BwStats, func(k bpf.XdplaneBwKey, _ []bpf.XdplaneBwCounter) bool { return !valid(k) })
 	if err != nil {
 		return err
@@ -478,15 +493,6 @@ func (m *Manager) recover() error {
 		})
 		if err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-func (m *Manager) byIndex(ifindex uint32) *entry {
-	for _, ep := range m.eps {
-		if ep.ifindex == ifindex {
-			return ep
 		}
 	}
 	return nil

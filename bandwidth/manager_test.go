@@ -370,6 +370,14 @@ func TestRecovery(t *testing.T) {
 	if mode := r.m.Mode(); mode != ModeHTB {
 		t.Errorf("recovered mode %v, want htb", mode)
 	}
+	// The counters of a recovered egress limit, whose queue is in a
+	// namespace this Manager does not know, are the datapath's alone.
+	var c Counters
+	if err := r.do(func() (err error) { c, err = r.m.Counters("bw0"); return err }); err != nil {
+		t.Errorf("Counters of a recovered egress limit: %v", err)
+	} else if c.Egress.ShapedPackets != 0 {
+		t.Errorf("Counters of a recovered egress limit: %+v, want no shaped packets read from a queue it cannot see", c.Egress)
+	}
 	if after := r.bwStateOf(t); !after.equal(before) {
 		t.Errorf("recovery changed the kernel's state:\n%+v\nwant\n%+v", after, before)
 	}
@@ -517,6 +525,40 @@ func TestMode(t *testing.T) {
 	}
 	if err := r.m.SetMode(Mode(7)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("SetMode(7) = %v, want ErrInvalid", err)
+	}
+}
+
+// The first limit fixes the mode: a probe that answers otherwise later
+// (fq appearing, or a failed probe tried again) changes nothing while
+// limits are in force, so EDT and HTB never mix.
+func TestModeFixedByFirstLimit(t *testing.T) {
+	r := newRig(t)
+	have, err := haveFQ()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, wantEntry := ModeHTB, uint8(bwHTB)
+	if have {
+		want, wantEntry = ModeEDT, bwEDT
+	}
+	r.set(hostSide, Limits{Ingress: Limit{Rate: 10_000_000}})
+	// The probe now answers the other way.
+	fqMu.Lock()
+	fqHave = !have
+	fqMu.Unlock()
+	t.Cleanup(func() {
+		fqMu.Lock()
+		fqHave = have
+		fqMu.Unlock()
+	})
+	if mode := r.m.Mode(); mode != want {
+		t.Errorf("Mode() after the probe changed its answer = %v, want %v, as the limit in force", mode, want)
+	}
+	if err := r.do(func() error { return r.m.Set(hostSide, Limits{Ingress: Limit{Rate: 20_000_000}}) }); err != nil {
+		t.Fatalf("Set of a new rate after the probe changed its answer: %v", err)
+	}
+	if e := r.bwStateOf(t).entries[datapath.Ingress]; e == nil || e.Mode != wantEntry {
+		t.Errorf("entry %+v, want mode %d, as before", e, wantEntry)
 	}
 }
 

@@ -68,7 +68,6 @@ type EndpointStatus struct {
 type Manager struct {
 	dp     *datapath.Datapath
 	k      *kernel.Handle
-	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
 	held   *kernel.Held // the datapath's "policy" lock, until Close
 
@@ -79,8 +78,8 @@ type Manager struct {
 	epIDs     *idalloc.Alloc
 	policyIDs *idalloc.Alloc
 	rsIDs     *idalloc.Alloc
-	peers     int // entries in policy_peers
-	ports     int // entries in policy_ports
+	peers     int // entries in policy_peers and policy_peer_hash
+	ports     int // entries in policy_ports and policy_port_hash
 }
 
 type endpointState struct {
@@ -131,7 +130,7 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	}
 	l := dp.Limits()
 	m := &Manager{
-		dp: dp, k: k, maps: k.Maps, limits: l, held: held,
+		dp: dp, k: k, limits: l, held: held,
 		endpoints: make(map[string]*endpointState),
 		rulesets:  make(map[[32]byte]*installed),
 		byID:      make(map[uint32]*installed),
@@ -147,7 +146,8 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 }
 
 // Close releases the Manager's lock. Endpoints and policies stay in force.
-// Calls after Close return ErrClosed.
+// Calls that write return ErrClosed after Close; reads go on answering
+// from the Manager's copy.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -213,29 +213,29 @@ func (m *Manager) AddEndpoint(e Endpoint) error {
 	if !ok {
 		return verr.Named(e.Interface, verr.OverCapacity("interface", e.Interface, fmt.Sprintf("all %d endpoints are in use (datapath.Limits.MaxEndpoints)", m.limits.MaxEndpoints)))
 	}
-	undo, err := endpoint.Attach(m.dp, e.Interface, "policy")
-	if err != nil {
+	if err := m.resetCounters(id); err != nil {
 		m.epIDs.Release(id)
-		return err
+		return fmt.Errorf("endpoint %s: %w", e.Interface, err)
 	}
 	ep := &endpointState{status: EndpointStatus{Endpoint: e, ID: id}, cookie: rand.Uint32() | 1, ifindex: ifindex}
-	if err := errors.Join(m.resetCounters(id), m.write(ep)); err != nil {
+	if err := endpoint.Join(m.k, m.dp, e.Interface, ifindex, "policy", ep.fill); err != nil {
 		m.epIDs.Release(id)
-		return errors.Join(fmt.Errorf("endpoint %s: %w", e.Interface, err), m.clear(ifindex), undo())
+		return err
 	}
 	ep.fingerprint()
 	m.endpoints[e.Interface] = ep
 	return nil
 }
 
-// write puts ep's fields into its entry in the endpoints map, leaving
-// package bandwidth's flags as they are.
-func (m *Manager) write(ep *endpointState) error {
-	return endpoint.Update(m.k, ep.ifindex, func(e *bpf.XdplaneEndpoint) {
-		e.Id, e.Cookie = ep.status.ID, ep.cookie
-		e.IngressPolicy, e.EgressPolicy = ep.ingress.policyID(), ep.egress.policyID()
-		e.Flags = e.Flags&^endpoint.PolicyFlags | ep.flags
-	})
+// write puts ep's fields into its entry in the endpoints map.
+func (m *Manager) write(ep *endpointState) error { return endpoint.Update(m.k, ep.ifindex, ep.fill) }
+
+// fill sets policy's fields of an endpoints entry to ep's, leaving package
+// bandwidth's flags as they are.
+func (ep *endpointState) fill(e *bpf.XdplaneEndpoint) {
+	e.Id, e.Cookie = ep.status.ID, ep.cookie
+	e.IngressPolicy, e.EgressPolicy = ep.ingress.policyID(), ep.egress.policyID()
+	e.Flags = e.Flags&^endpoint.PolicyFlags | ep.flags
 }
 
 // clear takes policy's fields out of the entry of the interface with index
@@ -256,14 +256,11 @@ func (ep *endpointState) fingerprint() {
 // restarted pod's new veth): the endpoint keeps its id and its policy.
 func (m *Manager) move(ep *endpointState, ifindex uint32) error {
 	name := ep.status.Interface
-	if err := m.dp.Attach(name, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
-		return fmt.Errorf("endpoint %s: %w", name, err)
-	}
 	old := ep.ifindex
 	ep.ifindex = ifindex
-	if err := m.write(ep); err != nil {
+	if err := endpoint.Join(m.k, m.dp, name, ifindex, "policy", ep.fill); err != nil {
 		ep.ifindex = old
-		return fmt.Errorf("endpoint %s: %w", name, err)
+		return err
 	}
 	ep.fingerprint()
 	if err := m.clear(old); err != nil {
@@ -395,7 +392,7 @@ func (m *Manager) Counters(ifname string) (EndpointCounters, error) {
 	var out EndpointCounters
 	for dir, c := range []*Counters{&out.Ingress, &out.Egress} {
 		var per []bpf.XdplaneEpCounter
-		if err := m.maps.PolicyStats.Lookup(2*ep.status.ID+uint32(dir), &per); err != nil {
+		if err := m.k.Maps.PolicyStats.Lookup(2*ep.status.ID+uint32(dir), &per); err != nil {
 			return EndpointCounters{}, fmt.Errorf("read policy_stats: %w", err)
 		}
 		for _, p := range per {
@@ -411,7 +408,7 @@ func (m *Manager) Counters(ifname string) (EndpointCounters, error) {
 func (m *Manager) resetCounters(id uint32) error {
 	zero := make([]bpf.XdplaneEpCounter, ebpf.MustPossibleCPU())
 	for dir := range uint32(2) {
-		if err := m.maps.PolicyStats.Update(2*id+dir, zero, ebpf.UpdateAny); err != nil {
+		if err := m.k.Maps.PolicyStats.Update(2*id+dir, zero, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("reset policy_stats: %w", err)
 		}
 	}
@@ -495,8 +492,7 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 		}
 		id, ok := m.rsIDs.Get()
 		if !ok {
-			m.forget(in)
-			return nil, verr.OverCapacity(dir, "", "no free ruleset id")
+			return nil, errors.Join(verr.OverCapacity(dir, "", "no free ruleset id"), m.forget(in))
 		}
 		rsIDs[i] = id
 		in.rulesets = append(in.rulesets, id)
@@ -530,17 +526,22 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 			in.peerHKeys = append(in.peerHKeys, peerHashKey(pid, p.Prefix))
 		}
 	}
-	err := errors.Join(kernel.PutAll(m.maps.PolicyPorts, in.portKeys, vals), kernel.PutAll(m.maps.PolicyPortHash, in.portHKeys, hvals))
+	err := kernel.PutAll(m.k.Maps.PolicyPorts, in.portKeys, vals)
 	if err == nil {
-		err = errors.Join(kernel.PutAll(m.maps.PolicyPeers, in.peerKeys, peerVals), kernel.PutAll(m.maps.PolicyPeerHash, in.peerHKeys, peerVals))
+		err = kernel.PutAll(m.k.Maps.PolicyPortHash, in.portHKeys, hvals)
+	}
+	if err == nil {
+		err = kernel.PutAll(m.k.Maps.PolicyPeers, in.peerKeys, peerVals)
+	}
+	if err == nil {
+		err = kernel.PutAll(m.k.Maps.PolicyPeerHash, in.peerHKeys, peerVals)
 	}
 	if err == nil {
 		// Last: the peers are looked up by it.
-		err = m.maps.PolicyLens.Update(pid, lens, ebpf.UpdateAny)
+		err = m.k.Maps.PolicyLens.Update(pid, lens, ebpf.UpdateAny)
 	}
 	if err != nil {
-		m.forget(in)
-		return nil, err
+		return nil, errors.Join(err, m.forget(in))
 	}
 	m.peers += in.peerCount()
 	m.ports += in.portCount()
@@ -550,13 +551,18 @@ func (m *Manager) acquire(dir string, c compiledRules) (*installed, error) {
 }
 
 // forget deletes what acquire wrote of in, which no endpoint uses, and
-// frees its ids. Used when acquire fails part-way.
-func (m *Manager) forget(in *installed) {
-	m.deleteEntries(in)
+// frees its ids. Used when acquire fails part-way. If entries may be
+// left, the ids stay taken, as release keeps them: no later rule set is
+// mixed with them, and the next Manager's recovery deletes them.
+func (m *Manager) forget(in *installed) error {
+	if err := m.deleteEntries(in); err != nil {
+		return err
+	}
 	for _, id := range in.rulesets {
 		m.rsIDs.Release(id)
 	}
 	m.policyIDs.Release(in.id)
+	return nil
 }
 
 // release drops one endpoint's use of in, deleting its entries with the
@@ -589,9 +595,9 @@ func (m *Manager) release(in *installed) error {
 // deleteEntries deletes in's entries from every map, the lengths first.
 func (m *Manager) deleteEntries(in *installed) error {
 	return errors.Join(
-		kernel.IgnoreMissing(m.maps.PolicyLens.Delete(in.id)),
-		kernel.DeleteAll(m.maps.PolicyPeers, in.peerKeys), kernel.DeleteAll(m.maps.PolicyPeerHash, in.peerHKeys),
-		kernel.DeleteAll(m.maps.PolicyPorts, in.portKeys), kernel.DeleteAll(m.maps.PolicyPortHash, in.portHKeys))
+		kernel.IgnoreMissing(m.k.Maps.PolicyLens.Delete(in.id)),
+		kernel.DeleteAll(m.k.Maps.PolicyPeers, in.peerKeys), kernel.DeleteAll(m.k.Maps.PolicyPeerHash, in.peerHKeys),
+		kernel.DeleteAll(m.k.Maps.PolicyPorts, in.portKeys), kernel.DeleteAll(m.k.Maps.PolicyPortHash, in.portHKeys))
 }
 
 func (in *installed) peerCount() int { return len(in.peerKeys) + len(in.peerHKeys) }
@@ -672,13 +678,13 @@ func keyBits(p netip.Prefix) int {
 
 // peerHashKey is p's key in policy_peer_hash under policy id.
 func peerHashKey(id uint32, p netip.Prefix) bpf.XdplanePeerHkey {
-	return bpf.XdplanePeerHkey{PolicyId: kernel.Htonl(id), Plen: uint8(keyBits(p)), Addr: as16(p.Masked().Addr())}
+	return bpf.XdplanePeerHkey{PolicyId: kernel.Htonl(id), Plen: uint8(keyBits(p)), Addr: p.Masked().Addr().As16()}
 }
 
 // peerKey is p's key under policy id: the id, then the address, IPv4
 // v4-mapped with its prefix counted past the 96 bits of ::ffff:0:0/96.
 func peerKey(id uint32, p netip.Prefix) bpf.XdplanePeerKey {
-	return bpf.XdplanePeerKey{Prefixlen: uint32(32 + keyBits(p)), PolicyId: kernel.Htonl(id), Addr: as16(p.Addr())}
+	return bpf.XdplanePeerKey{Prefixlen: uint32(32 + keyBits(p)), PolicyId: kernel.Htonl(id), Addr: p.Addr().As16()}
 }
 
 func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
@@ -691,19 +697,19 @@ func portKey(ruleset uint32, e portEntry) bpf.XdplanePortKey {
 	return k
 }
 
-// as16 is a's 16-byte form as the maps hold it: IPv4 v4-mapped.
-func as16(a netip.Addr) [16]uint8 { return a.As16() }
-
 // recover adopts the endpoints an earlier process installed, and deletes
 // entries no endpoint references.
 func (m *Manager) recover() error {
 	referenced := make(map[uint32]*installed)
-	var stale []uint32
-	err := kernel.Scan(m.maps.Endpoints, func(ifindex uint32, v bpf.XdplaneEndpoint) error {
+	var stale, gone []uint32
+	err := kernel.Scan(m.k.Maps.Endpoints, func(ifindex uint32, v bpf.XdplaneEndpoint) error {
 		if v.Id == 0 && v.Flags&endpoint.PolicyFlags == 0 && v.IngressPolicy == 0 && v.EgressPolicy == 0 {
 			return nil // package bandwidth's alone
 		}
 		ifc, err := net.InterfaceByIndex(int(ifindex))
+		if err != nil {
+			gone = append(gone, ifindex)
+		}
 		if err != nil || v.Id == 0 || v.Id > m.limits.MaxEndpoints {
 			stale = append(stale, ifindex)
 			return nil
@@ -733,7 +739,7 @@ func (m *Manager) recover() error {
 	if err != nil {
 		return err
 	}
-	if err := endpoint.RefuseOtherNetNS(m.dp, stale); err != nil {
+	if err := endpoint.RefuseOtherNetNS(m.dp, gone); err != nil {
 		return err
 	}
 	for _, ifindex := range stale {
@@ -753,29 +759,29 @@ func (m *Manager) recover() error {
 		}
 		return in
 	}
-	garbagePeers, err1 := kernel.Keys(m.maps.PolicyPeers, func(k bpf.XdplanePeerKey, v bpf.XdplanePeerValue) bool {
+	garbagePeers, err1 := kernel.Keys(m.k.Maps.PolicyPeers, func(k bpf.XdplanePeerKey, v bpf.XdplanePeerValue) bool {
 		in := owner(k.PolicyId, v)
 		if in != nil {
 			in.peerKeys = append(in.peerKeys, k)
 		}
 		return in == nil
 	})
-	garbageHPeers, err2 := kernel.Keys(m.maps.PolicyPeerHash, func(k bpf.XdplanePeerHkey, v bpf.XdplanePeerValue) bool {
+	garbageHPeers, err2 := kernel.Keys(m.k.Maps.PolicyPeerHash, func(k bpf.XdplanePeerHkey, v bpf.XdplanePeerValue) bool {
 		in := owner(k.PolicyId, v)
 		if in != nil {
 			in.peerHKeys = append(in.peerHKeys, k)
 		}
 		return in == nil
 	})
-	garbageLens, err3 := kernel.Keys(m.maps.PolicyLens, func(id uint32, _ bpf.XdplanePlens) bool { return referenced[id] == nil })
-	garbagePorts, err4 := kernel.Keys(m.maps.PolicyPorts, func(k bpf.XdplanePortKey, _ uint8) bool {
+	garbageLens, err3 := kernel.Keys(m.k.Maps.PolicyLens, func(id uint32, _ bpf.XdplanePlens) bool { return referenced[id] == nil })
+	garbagePorts, err4 := kernel.Keys(m.k.Maps.PolicyPorts, func(k bpf.XdplanePortKey, _ uint8) bool {
 		in := usedRulesets[kernel.Ntohl(k.Ruleset)]
 		if in != nil {
 			in.portKeys = append(in.portKeys, k)
 		}
 		return in == nil
 	})
-	garbageHPorts, err5 := kernel.Keys(m.maps.PolicyPortHash, func(k bpf.XdplanePortHkey, _ uint8) bool {
+	garbageHPorts, err5 := kernel.Keys(m.k.Maps.PolicyPortHash, func(k bpf.XdplanePortHkey, _ uint8) bool {
 		in := usedRulesets[kernel.Ntohl(k.Ruleset)]
 		if in != nil {
 			in.portHKeys = append(in.portHKeys, k)
@@ -785,9 +791,9 @@ func (m *Manager) recover() error {
 	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return err
 	}
-	if err := errors.Join(kernel.DeleteAll(m.maps.PolicyLens, garbageLens),
-		kernel.DeleteAll(m.maps.PolicyPeers, garbagePeers), kernel.DeleteAll(m.maps.PolicyPeerHash, garbageHPeers),
-		kernel.DeleteAll(m.maps.PolicyPorts, garbagePorts), kernel.DeleteAll(m.maps.PolicyPortHash, garbageHPorts)); err != nil {
+	if err := errors.Join(kernel.DeleteAll(m.k.Maps.PolicyLens, garbageLens),
+		kernel.DeleteAll(m.k.Maps.PolicyPeers, garbagePeers), kernel.DeleteAll(m.k.Maps.PolicyPeerHash, garbageHPeers),
+		kernel.DeleteAll(m.k.Maps.PolicyPorts, garbagePorts), kernel.DeleteAll(m.k.Maps.PolicyPortHash, garbageHPorts)); err != nil {
 		return err
 	}
 	for id, in := range referenced {

@@ -52,9 +52,14 @@ func Update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) er
 		return err
 	}
 	defer unlock()
+	return update(k, ifindex, f)
+}
+
+// update is Update with the lock held.
+func update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) error {
 	m := k.Maps.Endpoints
 	var e bpf.XdplaneEndpoint
-	err = m.Lookup(ifindex, &e)
+	err := m.Lookup(ifindex, &e)
 	exists := err == nil
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("read endpoints: %w", err)
@@ -68,7 +73,12 @@ func Update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) er
 		}
 		return nil
 	}
-	if err := m.Update(ifindex, e, ebpf.UpdateAny); err != nil {
+	err = m.Update(ifindex, e, ebpf.UpdateAny)
+	if errors.Is(err, unix.E2BIG) {
+		return fmt.Errorf("%w: the endpoints map is full: every one of datapath.Limits.MaxEndpoints (%d), which policy and bandwidth share, is in use",
+			datapath.ErrCapacity, m.MaxEntries())
+	}
+	if err != nil {
 		return fmt.Errorf("write endpoints: %w", err)
 	}
 	return nil
@@ -78,24 +88,75 @@ func Update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) er
 // ifname, in the caller's network namespace: policy and bandwidth act
 // there, and the load balancer shares the programs. It refuses, naming
 // what, an interface where xdplane runs at XDP. undo detaches again what
-// Attach attached, and does nothing if the programs were there before.
-func Attach(dp *datapath.Datapath, ifname, what string) (undo func() error, err error) {
+// Attach attached, unless the interface has an entry by then (another
+// Manager uses it); it does nothing if the programs were there before.
+// Both hold the "endpoints" lock, as Join does: a Manager's undo never
+// takes the programs from under another's endpoint.
+func Attach(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint32, what string) (undo func() error, err error) {
+	unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	attached, err := attach(dp, ifname, what)
+	if err != nil || attached {
+		return func() error { return nil }, err
+	}
+	return func() error {
+		unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		var e bpf.XdplaneEndpoint
+		switch err := k.Maps.Endpoints.Lookup(ifindex, &e); {
+		case err == nil:
+			return nil // another Manager's endpoint now
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			return fmt.Errorf("read endpoints: %w", err)
+		}
+		return dp.Detach(ifname)
+	}, nil
+}
+
+// Join attaches the tc programs to ifname as Attach does and changes its
+// entry with f as Update does, in one step under the "endpoints" lock. If
+// the entry cannot be written, what Join attached is detached again.
+func Join(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint32, what string, f func(e *bpf.XdplaneEndpoint)) error {
+	unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	attached, err := attach(dp, ifname, what)
+	if err != nil {
+		return err
+	}
+	if err := update(k, ifindex, f); err != nil {
+		if !attached {
+			err = errors.Join(err, dp.Detach(ifname))
+		}
+		return fmt.Errorf("endpoint %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// attach attaches the tc programs to ifname, and reports whether they
+// were attached before.
+func attach(dp *datapath.Datapath, ifname, what string) (attached bool, err error) {
 	hook, attached, err := dp.AttachedHook(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %s: %w", ifname, err)
+		return false, fmt.Errorf("endpoint %s: %w", ifname, err)
 	}
 	if attached && hook != datapath.HookTC {
-		return nil, verr.Named(ifname, verr.Invalid("interface", ifname, "xdplane is attached there at "+hook.String()+"; "+what+" needs tc, which also load-balances: detach it first"))
+		return false, verr.Named(ifname, verr.Invalid("interface", ifname, "xdplane is attached there at "+hook.String()+"; "+what+" needs tc, which also load-balances: detach it first"))
 	}
 	// Attach again even where attached: it moves the interface to this
 	// datapath's programs.
 	if err := dp.Attach(ifname, datapath.AttachOptions{Hook: datapath.HookTC}); err != nil {
-		return nil, fmt.Errorf("endpoint %s: %w", ifname, err)
+		return false, fmt.Errorf("endpoint %s: %w", ifname, err)
 	}
-	if attached {
-		return func() error { return nil }, nil
-	}
-	return func() error { return dp.Detach(ifname) }, nil
+	return attached, nil
 }
 
 // Ifindex returns the index of the interface ifname; an interface that is
