@@ -123,16 +123,17 @@ static __always_inline void *hdr_at(void *ctx, const bool direct, void *data, vo
  * follow than it walks: too deep to parse, so not for anyone to judge by
  * its ports.
  *
- * With stop_early it also stops where the load balancer's verdict is
- * settled whatever follows: at a fragment header, unread, and at a
- * routing header with segments left (w->transit). Its reads (hdr_at) are
- * direct, on XDP and tc alike; policy's go through bpf_skb_load_bytes up
- * to end, the IP packet's end. direct and stop_early are compile-time
- * constants, so each caller carries only its own kind of walk, and the
- * verifier does not follow the load balancer's past its verdict.
+ * With lb set, it is the load balancer's walk: its reads (hdr_at) are
+ * direct, on XDP and tc alike, and it also stops where the load
+ * balancer's verdict is settled whatever follows: at a fragment header,
+ * unread, and at a routing header with segments left (w->transit).
+ * Policy's reads go through bpf_skb_load_bytes up to end, the IP packet's
+ * end, and it walks on. lb is a compile-time constant, so each caller
+ * carries only its own kind of walk, and the verifier does not follow the
+ * load balancer's past its verdict.
  */
-static __always_inline int ipv6_walk(void *ctx, const bool direct, const bool stop_early,
-				     void *data, void *data_end, __u32 end, struct ext_walk *w)
+static __always_inline int ipv6_walk(void *ctx, const bool lb, void *data, void *data_end, __u32 end,
+				     struct ext_walk *w)
 {
 #pragma unroll
 	for (int i = 0; i < MAX_EXT_HDRS; i++) {
@@ -146,9 +147,9 @@ static __always_inline int ipv6_walk(void *ctx, const bool direct, const bool st
 			struct frag_hdr *fh;
 			__u16 fo;
 
-			if (stop_early)
+			if (lb)
 				return 0;
-			fh = hdr_at(ctx, direct, data, data_end, w->off, end, &buf, sizeof(*fh));
+			fh = hdr_at(ctx, lb, data, data_end, w->off, end, &buf, sizeof(*fh));
 			if (!fh)
 				return -1;
 			fo = bpf_ntohs(fh->frag_off);
@@ -167,14 +168,14 @@ static __always_inline int ipv6_walk(void *ctx, const bool direct, const bool st
 		}
 		if (!ipv6_is_ext(w->next))
 			return 0;
-		eh = hdr_at(ctx, direct, data, data_end, w->off, end, &buf, sizeof(*eh));
+		eh = hdr_at(ctx, lb, data, data_end, w->off, end, &buf, sizeof(*eh));
 		if (!eh)
 			return -1;
 		/* With segments left, the packet is on its way through us to
 		 * another final destination, which its L4 checksum covers. */
 		if (w->next == IPPROTO_ROUTING && eh->segments_left) {
 			w->transit = true;
-			if (stop_early)
+			if (lb)
 				return 0;
 		}
 		/* AH counts 4-byte units less 2, the others 8-byte units less 1. */
@@ -198,14 +199,14 @@ __noinline int ipv6_walk_xdp(struct xdp_md *ctx, struct ext_walk *w)
 {
 	if (!w)
 		return -1;
-	return ipv6_walk(ctx, true, true, (void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, w);
+	return ipv6_walk(ctx, true, (void *)(long)ctx->data, (void *)(long)ctx->data_end, 0, w);
 }
 
 __noinline int ipv6_walk_tc(struct __sk_buff *skb, struct ext_walk *w)
 {
 	if (!w)
 		return -1;
-	return ipv6_walk(skb, true, true, (void *)(long)skb->data, (void *)(long)skb->data_end, 0, w);
+	return ipv6_walk(skb, true, (void *)(long)skb->data, (void *)(long)skb->data_end, 0, w);
 }
 
 /* The load balancer's view of a packet. */

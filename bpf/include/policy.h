@@ -347,7 +347,7 @@ static __always_inline int pparse_v6(struct __sk_buff *skb, struct pflow *f)
 
 	/* Deeper than the walk goes, or cut short: denied where rules
 	 * apply. */
-	if (ipv6_walk(skb, false, false, NULL, NULL, end, &w))
+	if (ipv6_walk(skb, false, NULL, NULL, end, &w))
 		return PP_MALFORMED;
 	f->frag = w.frag;
 	f->frag_id = w.frag_id;
