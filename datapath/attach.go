@@ -192,11 +192,11 @@ func currentNetNS() (uint64, error) {
 func (d *Datapath) program(point Point) *ebpf.Program {
 	switch point {
 	case PointTCIngress:
-		return d.progs.XdplaneTcIngress
+		return d.k.Programs.XdplaneTcIngress
 	case PointTCEgress:
-		return d.progs.XdplaneTcEgress
+		return d.k.Programs.XdplaneTcEgress
 	default:
-		return d.progs.XdplaneXdp
+		return d.k.Programs.XdplaneXdp
 	}
 }
 
@@ -209,7 +209,7 @@ func (d *Datapath) program(point Point) *ebpf.Program {
 // Attach fails, what it attached is detached again. A kernel that lacks
 // what the hook and mode need gives an error wrapping ErrNotSupported.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
-	if d.progs == nil {
+	if d.k.Programs == nil {
 		return ErrNoPrograms
 	}
 	if err := checkMode(opts); err != nil {
@@ -225,7 +225,7 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := os.MkdirAll(filepath.Join(d.dir, linksDir), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(d.k.Dir, linksDir), 0o700); err != nil {
 		return err
 	}
 
@@ -239,7 +239,7 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		fresh, err := d.attachPoint(k, opts.Mode, true)
 		if err != nil {
 			for _, c := range created {
-				err = errors.Join(err, detachPin(d.dir, c, ns))
+				err = errors.Join(err, detachPin(d.k.Dir, c, ns))
 			}
 			return fmt.Errorf("attach %s to %s: %w", p, ifname, err)
 		}
@@ -248,7 +248,7 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		}
 	}
 	for _, p := range others {
-		if err := detachPin(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
+		if err := detachPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
 	}
@@ -324,13 +324,13 @@ func pinnedMode(dir string, k pinKey) (mode Mode, ok bool) {
 // point is then attached afresh, else errSevered is returned.
 func (d *Datapath) attachPoint(k pinKey, mode Mode, fresh bool) (bool, error) {
 	prog := d.program(k.point)
-	pin := pinPath(d.dir, k)
+	pin := pinPath(d.k.Dir, k)
 
-	if have, ok := pinnedMode(d.dir, k); ok {
+	if have, ok := pinnedMode(d.k.Dir, k); ok {
 		switch {
 		case mode != ModeAuto && have != mode:
 			// Another mechanism was asked for: start over with it.
-			if err := detachPin(d.dir, k, k.netns); err != nil {
+			if err := detachPin(d.k.Dir, k, k.netns); err != nil {
 				return false, err
 			}
 		case have == ModeTCLegacy:
@@ -475,7 +475,7 @@ func (d *Datapath) attachLegacy(k pinKey, prog *ebpf.Program) error {
 		return err
 	}
 	defer record.Close()
-	path := pinPath(d.dir, k) + legacySuffix
+	path := pinPath(d.k.Dir, k) + legacySuffix
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -547,7 +547,7 @@ func (d *Datapath) Detach(ifname string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range []Point{PointTCIngress, PointTCEgress, PointXDP} {
-		if err := detachPin(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
+		if err := detachPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
 	}
@@ -569,7 +569,7 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range []Point{PointTCIngress, PointXDP} {
-		path := pinPath(d.dir, pinKey{netns: ns, ifindex: ifindex, point: p})
+		path := pinPath(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p})
 		_, err := os.Lstat(path)
 		if errors.Is(err, os.ErrNotExist) {
 			_, err = os.Lstat(path + legacySuffix)
@@ -591,7 +591,7 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 // namespace, from its pins, sorted by namespace, interface index and
 // point.
 func (d *Datapath) Attachments() ([]Attachment, error) {
-	keys, err := pins(d.dir)
+	keys, err := pins(d.k.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -607,7 +607,7 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 				a.Interface = l.Attrs().Name
 			}
 		}
-		path := pinPath(d.dir, k)
+		path := pinPath(d.k.Dir, k)
 		if _, err := os.Stat(path + legacySuffix); err == nil {
 			a.Mode = ModeTCLegacy
 			if p, err := ebpf.LoadPinnedProgram(path+legacySuffix, nil); err == nil {
@@ -665,7 +665,7 @@ func xdpMode(ifindex int) Mode {
 // namespace; cls_bpf filters are replaced in the calling thread's only.
 // Links whose interface has gone are unpinned.
 func (d *Datapath) Upgrade() error {
-	if d.progs == nil {
+	if d.k.Programs == nil {
 		return ErrNoPrograms
 	}
 	here, err := currentNetNS()
@@ -674,13 +674,13 @@ func (d *Datapath) Upgrade() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	keys, err := pins(d.dir)
+	keys, err := pins(d.k.Dir)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, k := range keys {
-		if mode, _ := pinnedMode(d.dir, k); mode == ModeTCLegacy && k.netns != here {
+		if mode, _ := pinnedMode(d.k.Dir, k); mode == ModeTCLegacy && k.netns != here {
 			errs = append(errs, fmt.Errorf("upgrade %s: a cls_bpf filter in another network namespace", k.name()))
 			continue
 		}

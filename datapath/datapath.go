@@ -95,7 +95,7 @@ type Options struct {
 	// Limits size the maps. Optional; see Limits for the defaults.
 	Limits Limits
 	// EventSample makes every EventSample-th dropped packet, per CPU, a
-	// drop event (see package policy). Optional. Default: 1, every drop.
+	// drop event (see Datapath.Events). Optional. Default: 1, every drop.
 	// It is fixed when the programs load.
 	EventSample uint32
 }
@@ -106,11 +106,12 @@ type Options struct {
 //
 // A Datapath is safe for concurrent use.
 type Datapath struct {
-	dir    string
 	limits Limits
 	maps   bpf.XdplaneMaps
-	progs  *bpf.XdplanePrograms // nil when opened with OpenPinned
-	k      kernel.Handle        // what the feature packages reach through package kernel
+	// k holds the pin directory, the maps and the programs (nil when
+	// opened with OpenPinned): what the feature packages reach through
+	// package kernel.
+	k kernel.Handle
 
 	mu sync.Mutex // serialises attach, detach and upgrade
 }
@@ -283,7 +284,7 @@ func OpenPinned(dir string) (*Datapath, error) {
 }
 
 func newDatapath(dir string, limits Limits, maps bpf.XdplaneMaps, progs *bpf.XdplanePrograms) *Datapath {
-	d := &Datapath{dir: dir, limits: limits, maps: maps, progs: progs}
+	d := &Datapath{limits: limits, maps: maps}
 	d.k = kernel.Handle{Dir: dir, Maps: &d.maps, Programs: progs}
 	return d
 }
@@ -413,7 +414,7 @@ func probe() error {
 }
 
 // Dir returns the bpffs directory holding this datapath's pins.
-func (d *Datapath) Dir() string { return d.dir }
+func (d *Datapath) Dir() string { return d.k.Dir }
 
 // Limits returns the sizes of the maps as they are in the kernel.
 func (d *Datapath) Limits() Limits { return d.limits }
@@ -426,8 +427,8 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	var errs []error
-	if d.progs != nil {
-		errs = append(errs, d.progs.Close())
+	if d.k.Programs != nil {
+		errs = append(errs, d.k.Programs.Close())
 	}
 	errs = append(errs, d.maps.Close())
 	return errors.Join(errs...)

@@ -26,7 +26,7 @@ const (
 // an empty UDP datagram, with every length and checksum filled in. Both
 // addresses must be of one family (IPv4 unmapped).
 func simFrame(src, dst netip.AddrPort, proto Protocol) ([]byte, error) {
-	if !src.Addr().IsValid() || src.Addr().Is4() != dst.Addr().Is4() || src.Addr().Is4In6() || dst.Addr().Is4In6() {
+	if !src.Addr().IsValid() || !dst.Addr().IsValid() || src.Addr().Is4() != dst.Addr().Is4() || src.Addr().Is4In6() || dst.Addr().Is4In6() {
 		return nil, fmt.Errorf("%w: flow %s -> %s: want two addresses of one family", ErrInvalid, src, dst)
 	}
 	var l4 []byte

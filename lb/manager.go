@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/bits"
 	"net/netip"
 	"slices"
 	"sync"
@@ -98,7 +97,8 @@ func (m *Manager) load() error {
 }
 
 // Close releases the Manager's lock on the datapath. The services stay
-// installed. Calls after Close return ErrClosed.
+// installed. Calls that write return ErrClosed after Close; reads go on
+// answering from the Manager's copy.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -511,8 +511,9 @@ func (m *Manager) restore(s snapshot) {
 //  5. dropBackends: backends no slot names any more.
 //
 // Only then, with the kernel written, does the Manager's view change
-// (adopt); a failed phase leaves the view as it was and the ids it took
-// free again.
+// (adopt). A failed phase frees the ids it took; what a phase changed of
+// the view beside the maps (the virtual IPs' counts) the transaction's
+// Rollback puts back with the maps.
 func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 	var e *entry
 	if old != nil {
@@ -891,7 +892,7 @@ func rangeKey(svcID uint32, p netip.Prefix) bpf.XdplaneSrcRangeKey {
 	if p.Addr().Is4() {
 		n += 96
 	}
-	return bpf.XdplaneSrcRangeKey{Prefixlen: uint32(32 + n), SvcId: bits.ReverseBytes32(svcID), Addr: p.Addr().As16()}
+	return bpf.XdplaneSrcRangeKey{Prefixlen: uint32(32 + n), SvcId: kernel.Htonl(svcID), Addr: p.Addr().As16()}
 }
 
 // prefixOf reads a rangeKey back.
@@ -900,7 +901,7 @@ func prefixOf(k bpf.XdplaneSrcRangeKey) (uint32, netip.Prefix) {
 	if a.Is4In6() && n >= 96 {
 		a, n = a.Unmap(), n-96
 	}
-	return bits.ReverseBytes32(k.SvcId), netip.PrefixFrom(a, n)
+	return kernel.Ntohl(k.SvcId), netip.PrefixFrom(a, n)
 }
 
 // revnatValue is what replies of f's flows are rewritten to come from.

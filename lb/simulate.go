@@ -88,15 +88,9 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 	if k.Programs == nil {
 		return Simulation{}, datapath.ErrNoPrograms
 	}
-	src, dst := f.Source, f.Destination
-	switch {
-	case !src.Addr().IsValid() || !dst.Addr().IsValid() || src.Addr().Is4() != dst.Addr().Is4():
-		return Simulation{}, fmt.Errorf("%w: flow %s -> %s: want two addresses of one family", ErrInvalid, src, dst)
-	case !f.Protocol.IsValid():
-		return Simulation{}, fmt.Errorf("%w: flow protocol %s: want %s", ErrInvalid, f.Protocol, protocols.Want())
-	}
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	// simFrame checks the flow: two addresses of one family, TCP or UDP.
+	src := netip.AddrPortFrom(f.Source.Addr().Unmap(), f.Source.Port())
+	dst := netip.AddrPortFrom(f.Destination.Addr().Unmap(), f.Destination.Port())
 	frame, err := simFrame(src, dst, f.Protocol)
 	if err != nil {
 		return Simulation{}, err

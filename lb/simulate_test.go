@@ -88,8 +88,23 @@ func TestSimulate(t *testing.T) {
 			t.Errorf("Simulate(%v) = %+v, %v; want %s", tc.f, sim, err, tc.want)
 		}
 	}
-	if _, err := Simulate(dp, flow("10.0.0.2:1000", "[fd00::10]:53", UDP)); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("mixed families: %v, want ErrInvalid", err)
+	for what, f := range map[string]Flow{
+		"mixed families":                 flow("10.0.0.2:1000", "[fd00::10]:53", UDP),
+		"no destination":                 {Source: netip.MustParseAddrPort("[fd00:8::2]:1000"), Protocol: UDP},
+		"no source":                      {Destination: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: TCP},
+		"a protocol it does not balance": {Source: netip.MustParseAddrPort("10.0.0.2:1000"), Destination: netip.MustParseAddrPort("10.96.0.10:80"), Protocol: 132},
+		"v4-mapped and IPv4, one family": flow("[::ffff:10.0.0.2]:1000", "10.96.0.10:80", TCP),
+	} {
+		_, err := Simulate(dp, f)
+		if what == "v4-mapped and IPv4, one family" {
+			if err != nil {
+				t.Errorf("%s: %v, want it taken as IPv4", what, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", what, err)
+		}
 	}
 }
 

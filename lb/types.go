@@ -34,7 +34,7 @@ func ParseProtocol(s string) (Protocol, error) { return protocols.Parse(s, ErrIn
 // IsValid reports whether p is TCP or UDP.
 func (p Protocol) IsValid() bool { return protocols.Valid(p) }
 
-// String returns "tcp" or "udp", or "proto(N)" for another protocol
+// String returns "tcp" or "udp", or "protocol(N)" for another protocol
 // number N.
 func (p Protocol) String() string { return protocols.String(p) }
 

@@ -19,19 +19,15 @@ type Change struct {
 // List returns the node-wide deny list: source prefixes that XDP drops on
 // every interface it is attached to, before load balancing, sorted.
 func List(dp *datapath.Datapath) ([]netip.Prefix, error) {
-	var (
-		k   bpf.XdplanePrefilterKey
-		v   uint8
-		out []netip.Prefix
-	)
-	it := kernel.Of(dp).Maps.Prefilter.Iterate()
-	for it.Next(&k, &v) {
+	var out []netip.Prefix
+	err := kernel.Scan(kernel.Of(dp).Maps.Prefilter, func(k bpf.XdplanePrefilterKey, v uint8) error {
 		if v != 0 { // 0: an exception for IPv4, not a listed prefix
 			out = append(out, prefilterPrefix(k))
 		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read prefilter: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, comparePrefixes)
 	return out, nil
