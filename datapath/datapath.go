@@ -65,7 +65,8 @@ type Limits struct {
 	MaxSourceRanges uint32
 
 	// MaxEndpoints is how many endpoints (pod interfaces) network policy
-	// holds. Optional. Default: what is pinned, else DefaultMaxEndpoints.
+	// and bandwidth limits hold together. Optional. Default: what is
+	// pinned, else DefaultMaxEndpoints.
 	MaxEndpoints uint32
 	// MaxPolicyPrefixes is how many peer prefixes all endpoints' policies
 	// hold together, counting both rule sets while one replaces the
