@@ -288,7 +288,7 @@ func (m *Manager) RemoveEndpoint(ifname string) error {
 	}
 	delete(m.endpoints, ifname)
 	m.epIDs.Release(ep.status.ID)
-	return errors.Join(m.release(ep.ingress), m.release(ep.egress))
+	return m.release(ep.ingress, ep.egress)
 }
 
 // SetPolicy makes p the endpoint's policy, replacing the one before in a
@@ -336,14 +336,14 @@ func (m *Manager) SetPolicy(ifname string, p Policy) error {
 	next.ingress, next.egress, next.flags = newIn, newEg, flags
 	if err := m.write(&next); err != nil {
 		err = fmt.Errorf("endpoint %s: switch to the new rules: %w", ifname, err)
-		return errors.Join(err, m.release(newIn), m.release(newEg))
+		return errors.Join(err, m.release(newIn, newEg))
 	}
 	oldIn, oldEg := ep.ingress, ep.egress
 	ep.ingress, ep.egress, ep.flags = newIn, newEg, flags
 	ep.status.Policy, ep.status.Recovered = p, false
 	ep.fingerprint()
 	// The new rules are in force; what is left is garbage collection.
-	if err := errors.Join(m.release(oldIn), m.release(oldEg)); err != nil {
+	if err := m.release(oldIn, oldEg); err != nil {
 		return fmt.Errorf("endpoint %s: the new policy is in force, but deleting the old rules failed: %w", ifname, err)
 	}
 	return nil
@@ -565,31 +565,48 @@ func (m *Manager) forget(in *installed) error {
 	return nil
 }
 
-// release drops one endpoint's use of in, deleting its entries with the
-// last.
-func (m *Manager) release(in *installed) error {
-	if in == nil {
+// release drops one endpoint's use of each of ins, deleting the entries
+// of those it used last. A packet may have read the old endpoint entry
+// just before the switch: the entries are deleted, and their ids freed,
+// only once every program run that could still look them up has ended.
+func (m *Manager) release(ins ...*installed) error {
+	var last []*installed
+	for _, in := range ins {
+		if in == nil {
+			continue
+		}
+		in.refs--
+		if in.refs > 0 {
+			continue
+		}
+		delete(m.rulesets, in.digest)
+		delete(m.byID, in.id)
+		last = append(last, in)
+	}
+	if len(last) == 0 {
 		return nil
 	}
-	in.refs--
-	if in.refs > 0 {
-		return nil
-	}
-	delete(m.rulesets, in.digest)
-	delete(m.byID, in.id)
-	if err := m.deleteEntries(in); err != nil {
-		// Entries may be left: their ids and their room stay taken, so
-		// that no later rule set is mixed with them. The next Manager's
-		// recovery deletes them.
+	if err := m.k.WaitForPrograms(); err != nil {
+		// Entries are left, with their ids and room, as below.
 		return err
 	}
-	m.peers -= in.peerCount()
-	m.ports -= in.portCount()
-	for _, id := range in.rulesets {
-		m.rsIDs.Release(id)
+	var errs []error
+	for _, in := range last {
+		if err := m.deleteEntries(in); err != nil {
+			// Entries may be left: their ids and their room stay taken,
+			// so that no later rule set is mixed with them. The next
+			// Manager's recovery deletes them.
+			errs = append(errs, err)
+			continue
+		}
+		m.peers -= in.peerCount()
+		m.ports -= in.portCount()
+		for _, id := range in.rulesets {
+			m.rsIDs.Release(id)
+		}
+		m.policyIDs.Release(in.id)
 	}
-	m.policyIDs.Release(in.id)
-	return nil
+	return errors.Join(errs...)
 }
 
 // deleteEntries deletes in's entries from every map, the lengths first.
