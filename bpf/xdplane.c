@@ -60,7 +60,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 	flow_key(&key, f, CT_FORWARD);
 
 	ct = bpf_map_lookup_elem(&conntrack, &key);
-	if (ct && ct->svc_id == svc->id) {
+	if (ct && ct->svc_id == svc->id && ct_reusable(ct, f, now)) {
 		be_id = ct->backend_id;
 		be = bpf_map_lookup_elem(&backends, &be_id);
 		if (be && (be->svc_id != svc->id || be->cookie != ct->backend_cookie))
@@ -95,7 +95,7 @@ static __always_inline enum verdict lb_forward(void *ctx, const bool xdp, const 
 			return svc && (svc->flags & SVC_DROP_NO_BACKEND) ? V_DROP : V_REJECT;
 		}
 		remember_affinity(svc, f, now, be_id, be);
-		if (ct_create(&key, f, svc->id, be_id, be, now, len)) {
+		if (ct_create(&key, f, svc->id, be_id, be, now, len, ct != NULL)) {
 			count(STAT_CT_FULL, &stats, len);
 			return V_DROP;
 		}
@@ -129,7 +129,7 @@ static __always_inline enum verdict lb_reply(void *ctx, const bool xdp, const st
 	}
 
 	ct_count(ct, len);
-	ct_refresh_reply(ct, bpf_ktime_get_ns());
+	ct_refresh_reply(ct, f, rn, bpf_ktime_get_ns());
 
 	count(STAT_REPLY, &stats, len);
 	if (rewrite(ctx, xdp, f, false, (const union addr *)rn->addr, rn->port))

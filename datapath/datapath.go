@@ -99,6 +99,10 @@ type Options struct {
 	// drop event (see Datapath.Events). Optional. Default: 1, every drop.
 	// It is fixed when the programs load.
 	EventSample uint32
+	// Conntrack are the load balancer's conntrack idle timeouts, fixed
+	// when the programs load. Optional; see ConntrackTimeouts for the
+	// defaults.
+	Conntrack ConntrackTimeouts
 }
 
 // Datapath is a handle on xdplane's programs and maps in the kernel. The
@@ -171,6 +175,10 @@ func Open(opts Options) (*Datapath, error) {
 	if err := opts.Limits.validate(); err != nil {
 		return nil, err
 	}
+	timeouts, err := opts.Conntrack.resolve()
+	if err != nil {
+		return nil, err
+	}
 	if err := probe(); err != nil {
 		return nil, err
 	}
@@ -210,6 +218,9 @@ func Open(opts Options) (*Datapath, error) {
 	if err := spec.Variables[bpf.XdplaneVarEventSample].Set(sample); err != nil {
 		return nil, fmt.Errorf("set event sampling: %w", err)
 	}
+	if err := timeouts.kernel().Set(spec); err != nil {
+		return nil, err
+	}
 
 	var objs bpf.XdplaneObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
@@ -221,7 +232,9 @@ func Open(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load programs and maps: %w", err)
 	}
-	return newDatapath(dir, limits, objs.XdplaneMaps, &objs.XdplanePrograms), nil
+	d := newDatapath(dir, limits, objs.XdplaneMaps, &objs.XdplanePrograms)
+	d.k.Timeouts = timeouts.kernel()
+	return d, nil
 }
 
 // OpenPinned opens the maps an earlier Open pinned in dir, without loading

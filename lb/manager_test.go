@@ -19,8 +19,15 @@ import (
 
 func openDatapath(t testing.TB, limits datapath.Limits) (*datapath.Datapath, string) {
 	t.Helper()
+	return openDatapathWith(t, datapath.Options{Limits: limits})
+}
+
+// openDatapathWith opens a datapath with opts on a bpffs of its own.
+func openDatapathWith(t testing.TB, opts datapath.Options) (*datapath.Datapath, string) {
+	t.Helper()
 	dir := testutil.BPFFS(t)
-	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: limits})
+	opts.Dir = dir
+	dp, err := datapath.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

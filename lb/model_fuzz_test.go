@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
@@ -57,6 +58,16 @@ var (
 	// Affinity timeouts long enough that no input outlives one.
 	modelAffinity    = [4]time.Duration{0, 0, time.Minute, DefaultSessionAffinity}
 	modelMaglevSizes = [4]uint32{MinMaglevTableSize, 1021, MinMaglevTableSize, 0}
+	// Conntrack timeouts short enough that an input can outlive each, on
+	// a machine up for a minute, and apart enough that the idle times
+	// below fall between them.
+	modelTimeouts = datapath.ConntrackTimeouts{
+		TCPClosing: 6 * time.Second, UDP: 10 * time.Second, TCPOpening: 18 * time.Second,
+		UDPStream: 26 * time.Second, TCPEstablished: 34 * time.Second,
+	}
+	// How long an input may leave every flow idle at once: whole seconds,
+	// so that no sum of them is within a second of a timeout but on it.
+	modelIdle = [4]time.Duration{4 * time.Second, 8 * time.Second, 16 * time.Second, 36 * time.Second}
 )
 
 // fuzzBytes hands out a fuzz input byte by byte, zeros once it is used up.
@@ -169,15 +180,19 @@ const (
 // two bytes name a set of services (modelServicesFor), installed with
 // Manager.Sync; the rest is a program of up to 24 steps: a packet of a
 // flow from a client to a frontend (or to another port or address), a
-// reply from the backend a flow went to, a random frame, a mutation of
-// the last frame (bytes overwritten, cut short or lengthened), or a
-// change to a service (a backend's state or locality, a backend or the
-// service removed). Every frame, up to 16 per input, goes through all
+// reply from the backend a flow went to (either with any TCP flags: SYN,
+// ACK, FIN or RST), a random frame, a mutation of the last frame (bytes
+// overwritten, cut short or lengthened), a change to a service (a
+// backend's state or locality, a backend or the service removed), or time
+// passing: every conntrack entry made older, past some of the timeouts
+// (modelTimeouts), in the maps and in the model alike. Every frame, up to 16 per input, goes through all
 // three programs, in turn; for each run the model says which counter
 // moves, the verdict and the exact output frame (for a Random service's
 // new flow, one of the frames for its eligible backends; a reject to the
 // byte), and the run must agree. Conntrack and affinity start empty for
-// each input and must end as the model says, entry by entry.
+// each input and must end as the model says, entry by entry, flags
+// included, and ct_stats must count the entries made and the flows
+// reopened that the model counts.
 //
 // With XDPLANE_MODEL_COUNT set to a directory, each fuzz worker writes
 // its counts to a file there, named by its process id, after every input.
@@ -194,7 +209,10 @@ func FuzzModel(f *testing.F) {
 		f.Add(in)
 	}
 
-	dp, _ := openDatapath(f, datapath.Limits{ConntrackSize: 4096, AffinitySize: 1024})
+	dp, _ := openDatapathWith(f, datapath.Options{
+		Limits:    datapath.Limits{ConntrackSize: 4096, AffinitySize: 1024},
+		Conntrack: modelTimeouts,
+	})
 	m, err := NewManager(dp)
 	if err != nil {
 		f.Fatal(err)
@@ -277,6 +295,53 @@ func modelScenarios() [][]byte {
 			}
 		}
 	}
+	// Two stories of a flow's life: a TCP connection that closes, opens
+	// again on the same port, waits, is retransmitted, expires and is
+	// reset; a UDP flow that expires, is answered, and expires later.
+	lives := []struct {
+		kind func(Service) bool
+		ops  func(x byte) []byte
+	}{
+		{func(s Service) bool { return s.Frontend.Protocol == TCP && s.Algorithm == Random && eligible(s) >= 2 }, func(x byte) []byte {
+			return []byte{
+				0, x, 0, 0, // SYN
+				3, 0, 0x08, // the backend's answer
+				0, x, 0, 0x80, 3, 0, 0x80, // FIN both ways
+				0, x, 0, 0, // SYN on the same port: a new flow
+				0x17, 1, // 8 s idle: opening, not expired
+				0, x, 0, 0, // a retransmitted SYN stays
+				0x17, 2, 0x17, 1, // 24 s idle: expired
+				0, x, 0, 0, // SYN: a new flow
+				0, x, 0, 0x08, 3, 2, 0x08, // data, answered: established
+				0x17, 2, 0x17, 1, // 24 s idle: established, not expired
+				0, x, 0, 0, // a SYN of a live flow stays
+				3, 2, 0x88, // a reset by the backend
+				0, x, 0, 0, // SYN: a new flow
+				0x17, 3, 0, x, 0, 0x08, // idle past every timeout, an ACK keeps its backend
+			}
+		}},
+		{func(s Service) bool { return s.Frontend.Protocol == UDP && eligible(s) >= 1 }, func(x byte) []byte {
+			return []byte{
+				0, x, 0, 0, // a datagram
+				0x17, 2, // 16 s idle: expired
+				0, x, 0, 0, // a new flow
+				3, 1, 0, // answered: a stream
+				0x17, 2, 0, x, 0, 0, // 16 s idle: still the flow
+				0x17, 2, 0x17, 2, 0, x, 0, 0, // 32 s: a new flow
+			}
+		}},
+	}
+	for _, l := range lives {
+	found:
+		for seed := range 1 << 16 {
+			for i, s := range modelServicesFor(uint16(seed)) {
+				if l.kind(s) {
+					out = append(out, append(l.ops(byte(i)), byte(seed), byte(seed>>8)))
+					break found
+				}
+			}
+		}
+	}
 	return out
 }
 
@@ -299,7 +364,8 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 	mf.dirty = false
 	modelFlush(t, mf.dp)
 	mf.counts = modelCounts(t, mf.dp)
-	st := newModelState()
+	st := newModelState(kernel.Of(mf.dp).Timeouts)
+	ctBefore := modelCTStats(t, mf.dp)
 	mf.count.inputs++
 
 	var flows []modelChosen // the new flows so far, for replies
@@ -308,9 +374,13 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 		op := r.next()
 		var frame []byte
 		switch op & 7 {
-		case 7: // a change to a service; or, mostly, a packet of a flow
+		case 7: // a change to a service, time passing; or, mostly, a packet of a flow
 			if op>>3&1 == 0 {
-				mf.change(t, svcs, r.next(), r.next())
+				if op>>4&1 == 0 {
+					mf.change(t, svcs, r.next(), r.next())
+				} else {
+					mf.pass(t, st, modelIdle[r.next()&3])
+				}
 				continue
 			}
 			fallthrough
@@ -368,6 +438,49 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 		}
 	}
 	modelCompareState(t, mf.dp, st)
+	ctAfter := modelCTStats(t, mf.dp)
+	if got, want := [2]uint64{ctAfter[0] - ctBefore[0], ctAfter[1] - ctBefore[1]}, [2]uint64{st.created, st.reopened}; got != want {
+		t.Fatalf("ct_stats counted %v entries made and flows reopened, the model %v", got, want)
+	}
+}
+
+// pass makes every conntrack entry d older, in the maps and in the model.
+// On a machine up for less than d and a minute, nothing changes.
+func (mf *modelFuzz) pass(t *testing.T, st *modelState, d time.Duration) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(ts.Nano()) < d+time.Minute {
+		return
+	}
+	ct := kernel.Of(mf.dp).Maps.Conntrack
+	err := kernel.Scan(ct, func(k bpf.XdplaneCtKey, v bpf.XdplaneCtValue) error {
+		v.LastSeen -= uint64(d)
+		return ct.Update(k, v, ebpf.UpdateExist)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range st.idle {
+		st.idle[k] += d
+	}
+}
+
+// modelCTStats reads ct_stats' made and reopened counts, summed over CPUs.
+func modelCTStats(t *testing.T, dp *datapath.Datapath) [2]uint64 {
+	t.Helper()
+	var out [2]uint64
+	for i, k := range []bpf.XdplaneCtStat{bpf.XdplaneCtStatCT_STAT_CREATED, bpf.XdplaneCtStatCT_STAT_REOPENED} {
+		var per []uint64
+		if err := kernel.Of(dp).Maps.CtStats.Lookup(k, &per); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range per {
+			out[i] += n
+		}
+	}
+	return out
 }
 
 // refresh reads the maps the programs read into the model's view.
@@ -445,13 +558,16 @@ func modelFlowFrame(t *testing.T, svcs []Service, x, y, shape byte) []byte {
 }
 
 // modelFrame builds a packet with packets' builders. shape picks the
-// payload's length (bits 0-2), SYN or ACK (bit 3), and (bits 4-6) a plain
+// payload's length (bits 0-2), the TCP flags (bits 3 and 7: SYN, ACK,
+// FIN or RST), and (bits 4-6) a plain
 // packet (0 to 3), IPv4 options or an IPv6 hop-by-hop header, UDP without
 // checksum or IPv6 destination options and AH, a fragment, or a padded
 // frame.
 func modelFrame(t *testing.T, src, dst netip.AddrPort, proto Protocol, shape byte) []byte {
 	payload := bytes.Repeat([]byte{0xa5, 0x5a, 0x3c}, int(shape&7))
-	flags := packets.TCPFlags{SYN: shape&8 == 0, ACK: shape&8 != 0, PSH: shape&8 != 0}
+	flags := [4]packets.TCPFlags{
+		{SYN: true}, {ACK: true, PSH: true}, {FIN: true, ACK: true}, {RST: true, ACK: true},
+	}[shape>>3&1|shape>>6&2]
 	l4 := layers.IPProtocolTCP
 	if proto == UDP {
 		l4 = layers.IPProtocolUDP

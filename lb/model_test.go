@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -45,6 +46,7 @@ type modelFlow struct {
 	proto            uint8
 	l4off, l4len     int
 	udpNoCsum        bool
+	tcpFlags         uint8
 	srcKey, dstKey   [16]byte // as in the maps: IPv4 v4-mapped
 	sportRaw, dportR uint16   // network order, as the generated types hold them
 }
@@ -164,6 +166,7 @@ func modelParseL4(b []byte, f modelFlow) (modelFlow, modelStat) {
 		if f.l4len < 20 || doff < 5 || doff*4 > f.l4len {
 			return f, mMalformed
 		}
+		f.tcpFlags = b[off+13]
 	} else {
 		if off+8 > len(b) {
 			return f, mMalformed
@@ -334,16 +337,54 @@ type modelBackend struct {
 }
 
 // modelState is what the programs write: conntrack and session affinity,
-// with the fields the model can predict (not the times).
+// with the fields the model can predict (not the times), and how long
+// each conntrack entry has been idle, by the clock the fuzz test moves
+// (the real time an input takes, well under a second, aside).
 type modelState struct {
 	conntrack map[bpf.XdplaneCtKey]bpf.XdplaneCtValue
 	affinity  map[bpf.XdplaneAffinityKey]bpf.XdplaneAffinityValue
+	idle      map[bpf.XdplaneCtKey]time.Duration
+	timeouts  kernel.CTTimeouts
+	// created and reopened count as ct_stats does.
+	created, reopened uint64
 }
 
-func newModelState() *modelState {
+func newModelState(timeouts kernel.CTTimeouts) *modelState {
 	return &modelState{
 		conntrack: map[bpf.XdplaneCtKey]bpf.XdplaneCtValue{},
 		affinity:  map[bpf.XdplaneAffinityKey]bpf.XdplaneAffinityValue{},
+		idle:      map[bpf.XdplaneCtKey]time.Duration{},
+		timeouts:  timeouts,
+	}
+}
+
+// TCP flags, as in byte 13 of the header.
+const (
+	mFIN = 0x01
+	mSYN = 0x02
+	mRST = 0x04
+	mACK = 0x10
+)
+
+// reusable mirrors ct_reusable(): whether forward entry k may carry f,
+// or f starts a new flow over it. Idle times move in whole seconds and a
+// run adds well under one, so an entry idle for its timeout exactly has
+// expired.
+func (st *modelState) reusable(k bpf.XdplaneCtKey, ct bpf.XdplaneCtValue, f modelFlow) bool {
+	expired := st.idle[k] >= st.timeouts.Timeout(&ct, f.proto)
+	if f.proto == 17 {
+		return !expired
+	}
+	if f.tcpFlags&(mSYN|mACK) == mSYN {
+		return !expired && !kernel.Closing(&ct)
+	}
+	return true
+}
+
+// touch mirrors the refresh of an entry's time, at most once a second.
+func (st *modelState) touch(k bpf.XdplaneCtKey) {
+	if st.idle[k] > time.Second {
+		st.idle[k] = 0
 	}
 }
 
@@ -403,7 +444,7 @@ func (v *modelView) backend(id, svc, cookie uint32, mustTakeNew bool) (modelBack
 }
 
 func (v *modelView) forward(st *modelState, f modelFlow, s *modelService) modelDecision {
-	if ct, ok := st.conntrack[modelCtKey(f, 0)]; ok && ct.SvcId == s.Id {
+	if ct, ok := st.conntrack[modelCtKey(f, 0)]; ok && ct.SvcId == s.Id && st.reusable(modelCtKey(f, 0), ct, f) {
 		if be, ok := v.backend(ct.BackendId, s.Id, ct.BackendCookie, false); ok {
 			return modelDecision{stat: mForwardEst, backends: []modelBackend{be}}
 		}
@@ -454,25 +495,78 @@ func (v *modelView) forward(st *modelState, f modelFlow, s *modelService) modelD
 // chose (for a forwarded packet) and the frame's length.
 func (st *modelState) commit(d modelDecision, be modelBackend, n int) {
 	f := d.flow
-	switch d.stat {
-	case mForwardEst, mReply:
-		k := modelCtKey(f, 0)
-		if d.stat == mReply {
-			k = modelCtKey(f, 1)
+	tcp := f.proto == 6
+	fin, rst := tcp && f.tcpFlags&mFIN != 0, tcp && f.tcpFlags&mRST != 0
+	set := func(flag *uint8, on bool) {
+		if on {
+			*flag = 1
 		}
+	}
+	switch d.stat {
+	case mForwardEst:
+		k := modelCtKey(f, 0)
 		ct := st.conntrack[k]
 		ct.Packets++
 		ct.Bytes += uint64(n)
+		set(&ct.FinForward, fin)
+		set(&ct.Rst, rst)
+		st.conntrack[k] = ct
+		if st.idle[k] > time.Second {
+			st.idle[k] = 0
+			// The reply entry is put back if it has gone.
+			rk := modelReplyKey(f, be)
+			if _, ok := st.conntrack[rk]; !ok {
+				st.conntrack[rk] = bpf.XdplaneCtValue{BackendId: ct.BackendId, SvcId: ct.SvcId, BackendCookie: ct.BackendCookie}
+				st.idle[rk] = 0
+				st.created++
+			}
+		}
+	case mReply:
+		k := modelCtKey(f, 1)
+		ct := st.conntrack[k]
+		ct.Packets++
+		ct.Bytes += uint64(n)
+		st.touch(k)
+		if ct.SeenReply == 0 || (fin && ct.FinReply == 0) || (rst && ct.Rst == 0) {
+			fk := bpf.XdplaneCtKey{Saddr: f.dstKey, Daddr: d.frontend.Addr().As16(), Sport: f.dportR,
+				Dport: kernel.Htons(d.frontend.Port()), Proto: f.proto, Dir: 0}
+			if fwd, ok := st.conntrack[fk]; ok && fwd.BackendId == ct.BackendId && fwd.BackendCookie == ct.BackendCookie {
+				fwd.SeenReply = 1
+				set(&fwd.FinReply, fin)
+				set(&fwd.Rst, rst)
+				st.conntrack[fk] = fwd
+			}
+			ct.SeenReply = 1
+			set(&ct.FinReply, fin)
+			set(&ct.Rst, rst)
+		}
 		st.conntrack[k] = ct
 	case mForwardNew:
 		if d.svc.AffinityTimeout != 0 {
 			st.affinity[bpf.XdplaneAffinityKey{Client: f.srcKey, SvcId: d.svc.Id}] = bpf.XdplaneAffinityValue{BackendId: be.id, BackendCookie: be.cookie}
 		}
 		ct := bpf.XdplaneCtValue{BackendId: be.id, SvcId: d.svc.Id, BackendCookie: be.cookie}
-		st.conntrack[bpf.XdplaneCtKey{Saddr: be.addr.Addr().As16(), Daddr: f.srcKey, Sport: kernel.Htons(be.addr.Port()), Dport: f.sportRaw, Proto: f.proto, Dir: 1}] = ct
+		rk := modelReplyKey(f, be)
+		if _, ok := st.conntrack[rk]; !ok {
+			st.created++
+		}
+		st.conntrack[rk], st.idle[rk] = ct, 0
+		k := modelCtKey(f, 0)
+		if _, ok := st.conntrack[k]; ok {
+			st.reopened++
+		} else {
+			st.created++
+		}
 		ct.Packets, ct.Bytes = 1, uint64(n)
-		st.conntrack[modelCtKey(f, 0)] = ct
+		set(&ct.FinForward, fin)
+		set(&ct.Rst, rst)
+		st.conntrack[k], st.idle[k] = ct, 0
 	}
+}
+
+// modelReplyKey is the key of the replies of f from be.
+func modelReplyKey(f modelFlow, be modelBackend) bpf.XdplaneCtKey {
+	return bpf.XdplaneCtKey{Saddr: be.addr.Addr().As16(), Daddr: f.srcKey, Sport: kernel.Htons(be.addr.Port()), Dport: f.sportRaw, Proto: f.proto, Dir: 1}
 }
 
 // output is the frame a program makes of in for d, sending a forwarded

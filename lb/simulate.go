@@ -96,7 +96,7 @@ func Simulate(dp *datapath.Datapath, f Flow) (Simulation, error) {
 		return Simulation{}, err
 	}
 
-	sb, err := newSandbox(k.Maps)
+	sb, err := newSandbox(k.Maps, k.Timeouts)
 	if err != nil {
 		return Simulation{}, err
 	}
@@ -175,10 +175,15 @@ const (
 	simAffinitySize = 2
 )
 
-func newSandbox(m *bpf.XdplaneMaps) (*sandbox, error) {
+func newSandbox(m *bpf.XdplaneMaps, timeouts kernel.CTTimeouts) (*sandbox, error) {
 	spec, err := bpf.LoadXdplane()
 	if err != nil {
 		return nil, fmt.Errorf("load object: %w", err)
+	}
+	// The datapath's timeouts, so that a flow's entry expires here as it
+	// does there.
+	if err := timeouts.Set(spec); err != nil {
+		return nil, err
 	}
 	shared := simShared(m)
 	for name, ms := range spec.Maps {

@@ -220,6 +220,7 @@ struct flow {
 	__u8 proto;
 	bool v6;
 	bool udp_no_csum; /* UDP checksum 0: "none" (RFC 768) */
+	__u8 tcp_flags;	  /* TCP: byte 13 of the header (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
 };
 
 /* parse_l4 reads the ports of the TCP or UDP header at f->l4_off, which
@@ -239,6 +240,7 @@ static __always_inline int parse_l4(void *data, void *data_end, struct flow *f)
 			return STAT_MALFORMED;
 		f->sport = th->source;
 		f->dport = th->dest;
+		f->tcp_flags = ((__u8 *)th)[13];
 	} else {
 		struct udphdr *uh = data + off;
 
@@ -345,6 +347,11 @@ static __always_inline int parse(void *ctx, const bool xdp, void *data, void *da
 
 	if ((void *)(eth + 1) > data_end)
 		return STAT_MALFORMED;
+	/* A VLAN tag the driver took out of the frame: the packet belongs to
+	 * a VLAN device above this interface, which only the stack knows.
+	 * Passed untouched, as XDP passes a frame whose tag is in it. */
+	if (!xdp && ((struct __sk_buff *)ctx)->vlan_present)
+		return STAT_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return parse_v4(data, data_end, pkt_len, f);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))

@@ -147,7 +147,30 @@ struct ct_value {
 	__u64 packets;
 	__u64 bytes;
 	__u32 backend_cookie; /* the backend's cookie when it was chosen */
-	__u32 pad;
+	/* What the flow has shown, a byte each, only ever set to 1, so that
+	 * CPUs setting different ones at once lose none. A forward entry's
+	 * are the flow's, from both directions, and with last_seen give its
+	 * expiry (ct_timeout). TCP: opening until the backend answers, then
+	 * established, closing once either side reset it or both sent FIN;
+	 * UDP: a stream once the backend answers. A reply entry's say what
+	 * it has told its forward entry already. */
+	__u8 seen_reply;
+	__u8 fin_forward; /* the client sent FIN */
+	__u8 fin_reply;	  /* the backend sent FIN */
+	__u8 rst;	  /* either side sent RST */
+};
+
+/* ct_stats (per-CPU array of __u64, indexed by enum ct_stat). The
+ * programs count entries they make; user space's garbage collector counts
+ * those it removes, on CPU 0's copy, which nothing else writes. */
+enum ct_stat {
+	CT_STAT_CREATED = 0,  /* entries made (new keys, both directions) */
+	CT_STAT_REOPENED = 1, /* new flows over an entry of the same 5-tuple
+			       * (closed, expired, or its backend left) */
+	CT_STAT_EXPIRED = 2,  /* removed by user space: idle past the timeout */
+	CT_STAT_STALE = 3,    /* removed by user space: the backend left, or the
+			       * reply entry's flow went elsewhere */
+	CT_STAT_MAX = 4,
 };
 
 /* backend_stats (per-CPU array indexed by backend id) and stats (per-CPU

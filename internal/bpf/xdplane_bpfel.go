@@ -89,6 +89,16 @@ type XdplaneCtKey struct {
 	Pad   uint16
 }
 
+type XdplaneCtStat uint32
+
+const (
+	XdplaneCtStatCT_STAT_CREATED  XdplaneCtStat = 0
+	XdplaneCtStatCT_STAT_REOPENED XdplaneCtStat = 1
+	XdplaneCtStatCT_STAT_EXPIRED  XdplaneCtStat = 2
+	XdplaneCtStatCT_STAT_STALE    XdplaneCtStat = 3
+	XdplaneCtStatCT_STAT_MAX      XdplaneCtStat = 4
+)
+
 type XdplaneCtValue struct {
 	_             structs.HostLayout
 	BackendId     uint32
@@ -97,7 +107,10 @@ type XdplaneCtValue struct {
 	Packets       uint64
 	Bytes         uint64
 	BackendCookie uint32
-	Pad           uint32
+	SeenReply     uint8
+	FinForward    uint8
+	FinReply      uint8
+	Rst           uint8
 }
 
 type XdplaneDropEvent struct {
@@ -306,36 +319,42 @@ type XdplaneVipKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdplaneMapAffinity          = "affinity"
-	XdplaneMapBackendSlots      = "backend_slots"
-	XdplaneMapBackendStats      = "backend_stats"
-	XdplaneMapBackends          = "backends"
-	XdplaneMapBandwidth         = "bandwidth"
-	XdplaneMapBwStats           = "bw_stats"
-	XdplaneMapConntrack         = "conntrack"
-	XdplaneMapDropStats         = "drop_stats"
-	XdplaneMapEndpoints         = "endpoints"
-	XdplaneMapEventTick         = "event_tick"
-	XdplaneMapEvents            = "events"
-	XdplaneMapFrags             = "frags"
-	XdplaneMapMaglev            = "maglev"
-	XdplaneMapPolicyCt          = "policy_ct"
-	XdplaneMapPolicyLens        = "policy_lens"
-	XdplaneMapPolicyPeerHash    = "policy_peer_hash"
-	XdplaneMapPolicyPeers       = "policy_peers"
-	XdplaneMapPolicyPortHash    = "policy_port_hash"
-	XdplaneMapPolicyPorts       = "policy_ports"
-	XdplaneMapPolicyStats       = "policy_stats"
-	XdplaneMapPrefilter         = "prefilter"
-	XdplaneMapRevnat            = "revnat"
-	XdplaneMapServices          = "services"
-	XdplaneMapSourceRanges      = "source_ranges"
-	XdplaneMapStats             = "stats"
-	XdplaneMapVips              = "vips"
-	XdplaneProgXdplaneTcEgress  = "xdplane_tc_egress"
-	XdplaneProgXdplaneTcIngress = "xdplane_tc_ingress"
-	XdplaneProgXdplaneXdp       = "xdplane_xdp"
-	XdplaneVarEventSample       = "event_sample"
+	XdplaneMapAffinity                = "affinity"
+	XdplaneMapBackendSlots            = "backend_slots"
+	XdplaneMapBackendStats            = "backend_stats"
+	XdplaneMapBackends                = "backends"
+	XdplaneMapBandwidth               = "bandwidth"
+	XdplaneMapBwStats                 = "bw_stats"
+	XdplaneMapConntrack               = "conntrack"
+	XdplaneMapCtStats                 = "ct_stats"
+	XdplaneMapDropStats               = "drop_stats"
+	XdplaneMapEndpoints               = "endpoints"
+	XdplaneMapEventTick               = "event_tick"
+	XdplaneMapEvents                  = "events"
+	XdplaneMapFrags                   = "frags"
+	XdplaneMapMaglev                  = "maglev"
+	XdplaneMapPolicyCt                = "policy_ct"
+	XdplaneMapPolicyLens              = "policy_lens"
+	XdplaneMapPolicyPeerHash          = "policy_peer_hash"
+	XdplaneMapPolicyPeers             = "policy_peers"
+	XdplaneMapPolicyPortHash          = "policy_port_hash"
+	XdplaneMapPolicyPorts             = "policy_ports"
+	XdplaneMapPolicyStats             = "policy_stats"
+	XdplaneMapPrefilter               = "prefilter"
+	XdplaneMapRevnat                  = "revnat"
+	XdplaneMapServices                = "services"
+	XdplaneMapSourceRanges            = "source_ranges"
+	XdplaneMapStats                   = "stats"
+	XdplaneMapVips                    = "vips"
+	XdplaneProgXdplaneTcEgress        = "xdplane_tc_egress"
+	XdplaneProgXdplaneTcIngress       = "xdplane_tc_ingress"
+	XdplaneProgXdplaneXdp             = "xdplane_xdp"
+	XdplaneVarCtTimeoutTcpClosing     = "ct_timeout_tcp_closing"
+	XdplaneVarCtTimeoutTcpEstablished = "ct_timeout_tcp_established"
+	XdplaneVarCtTimeoutTcpOpening     = "ct_timeout_tcp_opening"
+	XdplaneVarCtTimeoutUdp            = "ct_timeout_udp"
+	XdplaneVarCtTimeoutUdpStream      = "ct_timeout_udp_stream"
+	XdplaneVarEventSample             = "event_sample"
 )
 
 // LoadXdplane returns the embedded CollectionSpec for Xdplane.
@@ -396,6 +415,7 @@ type XdplaneMapSpecs struct {
 	Bandwidth      *ebpf.MapSpec `ebpf:"bandwidth"`
 	BwStats        *ebpf.MapSpec `ebpf:"bw_stats"`
 	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CtStats        *ebpf.MapSpec `ebpf:"ct_stats"`
 	DropStats      *ebpf.MapSpec `ebpf:"drop_stats"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	EventTick      *ebpf.MapSpec `ebpf:"event_tick"`
@@ -421,7 +441,12 @@ type XdplaneMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdplaneVariableSpecs struct {
-	EventSample *ebpf.VariableSpec `ebpf:"event_sample"`
+	CtTimeoutTcpClosing     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_closing"`
+	CtTimeoutTcpEstablished *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_established"`
+	CtTimeoutTcpOpening     *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_opening"`
+	CtTimeoutUdp            *ebpf.VariableSpec `ebpf:"ct_timeout_udp"`
+	CtTimeoutUdpStream      *ebpf.VariableSpec `ebpf:"ct_timeout_udp_stream"`
+	EventSample             *ebpf.VariableSpec `ebpf:"event_sample"`
 }
 
 // XdplaneObjects contains all objects after they have been loaded into the kernel.
@@ -451,6 +476,7 @@ type XdplaneMaps struct {
 	Bandwidth      *ebpf.Map `ebpf:"bandwidth"`
 	BwStats        *ebpf.Map `ebpf:"bw_stats"`
 	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CtStats        *ebpf.Map `ebpf:"ct_stats"`
 	DropStats      *ebpf.Map `ebpf:"drop_stats"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	EventTick      *ebpf.Map `ebpf:"event_tick"`
@@ -481,6 +507,7 @@ func (m *XdplaneMaps) Close() error {
 		m.Bandwidth,
 		m.BwStats,
 		m.Conntrack,
+		m.CtStats,
 		m.DropStats,
 		m.Endpoints,
 		m.EventTick,
@@ -507,7 +534,12 @@ func (m *XdplaneMaps) Close() error {
 //
 // It can be passed to LoadXdplaneObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdplaneVariables struct {
-	EventSample *ebpf.Variable `ebpf:"event_sample"`
+	CtTimeoutTcpClosing     *ebpf.Variable `ebpf:"ct_timeout_tcp_closing"`
+	CtTimeoutTcpEstablished *ebpf.Variable `ebpf:"ct_timeout_tcp_established"`
+	CtTimeoutTcpOpening     *ebpf.Variable `ebpf:"ct_timeout_tcp_opening"`
+	CtTimeoutUdp            *ebpf.Variable `ebpf:"ct_timeout_udp"`
+	CtTimeoutUdpStream      *ebpf.Variable `ebpf:"ct_timeout_udp_stream"`
+	EventSample             *ebpf.Variable `ebpf:"event_sample"`
 }
 
 // XdplanePrograms contains all programs after they have been loaded into the kernel.

@@ -10,6 +10,9 @@ type Handle struct {
 	Maps *bpf.XdplaneMaps
 	// Programs is nil for a datapath opened without programs.
 	Programs *bpf.XdplanePrograms
+	// Timeouts are the conntrack timeouts Programs were loaded with; zero
+	// without programs.
+	Timeouts CTTimeouts
 }
 
 // Set by package datapath, which owns the Handle and the errors, and
