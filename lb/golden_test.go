@@ -106,8 +106,14 @@ func newGolden(t *testing.T, svcs ...lb.Service) *golden {
 
 func newGoldenLimits(t *testing.T, limits datapath.Limits, svcs ...lb.Service) *golden {
 	t.Helper()
+	return newGoldenWith(t, datapath.Options{Limits: limits}, svcs...)
+}
+
+func newGoldenWith(t *testing.T, opts datapath.Options, svcs ...lb.Service) *golden {
+	t.Helper()
 	dir := testutil.BPFFS(t)
-	dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: limits})
+	opts.Dir = dir
+	dp, err := datapath.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
