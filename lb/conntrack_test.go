@@ -141,4 +141,3 @@ func TestCollectConntrackRefuses(t *testing.T) {
 		t.Fatalf("stats without programs: %v", err)
 	}
 }
-
