@@ -25,6 +25,13 @@
 // are translated back so the client sees the frontend's address and port.
 // A flow whose backend is removed is balanced afresh on its next packet.
 //
+// Conntrack entries follow their flow's TCP state and expire when idle
+// (datapath.ConntrackTimeouts): a new connection over a closed or expired
+// entry of the same 5-tuple (a client whose ports wrap) is balanced afresh,
+// while any other packet keeps its backend. CollectConntrack removes
+// expired and stale entries; ReadConntrackStats reports the map's fill,
+// the entries made, reopened, expired and evicted.
+//
 // KubeService expands a Kubernetes Service into one Service per frontend;
 // Simulate tells which backend a flow would reach, through a copy of the
 // datapath's XDP program that changes none of its maps. ReadStatus reads

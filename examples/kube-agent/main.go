@@ -61,6 +61,9 @@ type options struct {
 	debounce, maxDelay                time.Duration
 	cleanup                           bool
 	logLevel                          slog.Level
+	conntrackSize                     uint
+	conntrack                         datapath.ConntrackTimeouts
+	conntrackGC                       time.Duration
 }
 
 func parseFlags(args []string) (options, error) {
@@ -75,6 +78,15 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10249", "address of /metrics; empty: none")
 	fs.DurationVar(&o.debounce, "sync-debounce", 10*time.Millisecond, "sync once changes have stopped for this long")
 	fs.DurationVar(&o.maxDelay, "max-sync-delay", 250*time.Millisecond, "sync at the latest this long after the first of a burst of changes")
+	d := datapath.DefaultConntrackTimeouts
+	fs.UintVar(&o.conntrackSize, "conntrack-size", 0, "conntrack entries, two a flow, fixed when first created (default: what is pinned, else 131072)")
+	// kube-proxy's names, where kube-proxy has the setting.
+	fs.DurationVar(&o.conntrack.TCPEstablished, "conntrack-tcp-timeout-established", d.TCPEstablished, "idle timeout of an established TCP flow")
+	fs.DurationVar(&o.conntrack.UDP, "conntrack-udp-timeout", d.UDP, "idle timeout of a UDP flow the backend has not answered")
+	fs.DurationVar(&o.conntrack.UDPStream, "conntrack-udp-timeout-stream", d.UDPStream, "idle timeout of a UDP flow the backend has answered")
+	fs.DurationVar(&o.conntrack.TCPOpening, "conntrack-tcp-timeout-opening", d.TCPOpening, "idle timeout of a TCP flow the backend has not answered")
+	fs.DurationVar(&o.conntrack.TCPClosing, "conntrack-tcp-timeout-closing", d.TCPClosing, "idle timeout of a TCP flow reset, or closed by both sides")
+	fs.DurationVar(&o.conntrackGC, "conntrack-gc-interval", 30*time.Second, "how often expired and stale conntrack entries are removed")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "detach from every interface, remove the pinned datapath, and exit")
 	v := fs.Int("v", 0, "log verbosity: 0 info, 1 and more debug")
 	if err := fs.Parse(args); err != nil {
@@ -130,7 +142,11 @@ func realMain(args []string) error {
 	}
 
 	hook, _ := datapath.ParseHook(o.hook)
-	dp, err := datapath.Open(datapath.Options{Dir: o.bpffs})
+	if o.conntrackSize > 1<<26 || o.conntrackGC < time.Second {
+		return fmt.Errorf("--conntrack-size %d (at most %d) or --conntrack-gc-interval %s (at least 1s) out of range", o.conntrackSize, 1<<26, o.conntrackGC)
+	}
+	dp, err := datapath.Open(datapath.Options{Dir: o.bpffs, Conntrack: o.conntrack,
+		Limits: datapath.Limits{ConntrackSize: uint32(o.conntrackSize)}})
 	if err != nil {
 		return err
 	}
@@ -184,6 +200,10 @@ func realMain(args []string) error {
 		}()
 	}
 	log.Info("starting", "node", o.hostname, "interfaces", []string(o.interfaces), "hook", o.hook)
+	ctm := newConntrackMetrics(m.registry)
+	gcDone := make(chan struct{})
+	go func() { defer close(gcDone); collectConntrack(ctx, log, dp, o.conntrackGC, ctm) }()
+	defer func() { stop(); <-gcDone }()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.run(ctx) }()
 	select {

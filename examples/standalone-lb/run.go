@@ -26,7 +26,11 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	fs.Var(&ifaces, "interface", "an interface to load-balance on; repeat it for each (required)")
 	hookName := fs.String("hook", "tc", "where to attach: tc (any interface) or xdp (a NIC's receive path)")
 	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory for the pinned state")
+	ct := addConntrackFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := ct.check(); err != nil {
 		return err
 	}
 	if *configPath == "" {
@@ -58,7 +62,8 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	dp, err := datapath.Open(datapath.Options{Dir: *dir})
+	dp, err := datapath.Open(datapath.Options{Dir: *dir, Conntrack: ct.timeouts,
+		Limits: datapath.Limits{ConntrackSize: uint32(ct.size)}})
 	if errors.Is(err, datapath.ErrBPFFS) {
 		// Typically `ip netns exec`, which hides /sys/fs/bpf.
 		return fmt.Errorf("--bpffs %s: %w", *dir, err)
@@ -115,6 +120,10 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 			}()
 		}
 	}
+	stopGC := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() { defer close(gcDone); collectConntrack(log, dp, ct.every, stopGC) }()
+	defer func() { close(stopGC); <-gcDone }()
 	log.Info("running", "services", len(cfg.Services), "prefilter", len(cfg.Prefilter),
 		"interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 

@@ -66,7 +66,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	pf.drops = datapath.Counter{Packets: drops.Packets[datapath.DropPrefilter], Bytes: drops.Bytes[datapath.DropPrefilter]}
 	pf.eventsLost = drops.EventsLost
-	return printStatus(stdout, dp.Dir(), services, known, counters, pf, atts)
+	if err := printStatus(stdout, dp.Dir(), services, known, counters, pf, atts); err != nil {
+		return err
+	}
+	return printConntrack(stdout, dp)
 }
 
 // prefilterStatus is what status shows of the prefilter.
