@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -168,15 +169,31 @@ func limitFields(l *Limits) map[string]*uint32 {
 // place and keep running the programs they had; Attach or Upgrade moves
 // them to the programs this call loaded.
 //
-// Open needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (root): without
-// CAP_PERFMON the verifier refuses the programs' pointer arithmetic on
-// packets. It needs CAP_SYS_ADMIN when it has to mount a bpffs.
-func Open(opts Options) (*Datapath, error) {
+// Open and Attach need CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and
+// nothing else (measured on Linux 6.18; root has them all): CAP_BPF for
+// the bpf() syscall, CAP_PERFMON for the verifier to accept the programs'
+// pointer arithmetic on packets, CAP_NET_ADMIN to load and attach XDP and
+// tc programs. CAP_SYS_ADMIN stands in for any of the three, as the kernel
+// allows, except that a cls_bpf filter (ModeTCLegacy) needs CAP_NET_ADMIN
+// itself. Open also needs CAP_SYS_ADMIN when it has to mount a bpffs.
+// Open checks the capabilities first and fails with an error wrapping
+// ErrPermission that names each one missing.
+//
+// The pin directory must be safe from other users; see ErrUnsafeDir. A
+// bpffs Open mounts has mode 0700.
+//
+// An Open that fails leaves nothing it made: maps it pinned in this call
+// are unpinned again, directories it made are removed and a bpffs it
+// mounted is unmounted. Pins that were there before it stay untouched.
+func Open(opts Options) (_ *Datapath, err error) {
 	if err := opts.Limits.validate(); err != nil {
 		return nil, err
 	}
 	timeouts, err := opts.Conntrack.resolve()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkCaps("Open", openCaps); err != nil {
 		return nil, err
 	}
 	if err := probe(); err != nil {
@@ -186,7 +203,22 @@ func Open(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(dir); err != nil {
+	undo, err := ensureBPFFS(dir)
+	if err != nil {
+		return nil, err
+	}
+	var pinned, fresh map[string]*ebpf.Map // all maps, and those this call pinned
+	defer func() {
+		if err != nil {
+			unpin(dir, fresh)
+			undo()
+		}
+		for _, m := range pinned {
+			m.Close() // the Datapath holds clones
+		}
+	}()
+	// Again: the directory exists now, made by this call or not.
+	if err := checkPinDir(dir); err != nil {
 		return nil, err
 	}
 
@@ -222,25 +254,84 @@ func Open(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 
-	var objs bpf.XdplaneObjects
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: dir},
-	})
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return nil, fmt.Errorf("%w: %w (remove %s to start afresh)", ErrIncompatible, err, dir)
-	}
+	pinned, fresh, err = pinMaps(spec, dir)
 	if err != nil {
-		return nil, fmt.Errorf("load programs and maps: %w", err)
+		return nil, err
+	}
+	var objs bpf.XdplaneObjects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: pinned})
+	if err != nil {
+		return nil, fmt.Errorf("load programs: %w", privilegeError("load the programs", openCaps, err))
 	}
 	d := newDatapath(dir, limits, objs.XdplaneMaps, &objs.XdplanePrograms)
 	d.k.Timeouts = timeouts.kernel()
 	return d, nil
 }
 
+// pinMaps opens every map the object pins by name in dir, creating and
+// pinning those that are not there, and tells which it pinned. Loading
+// the maps before the programs, one by one, lets a failed Open unpin
+// exactly what it made. The caller closes all, fresh included, also on
+// error.
+func pinMaps(spec *ebpf.CollectionSpec, dir string) (all, fresh map[string]*ebpf.Map, err error) {
+	names := make([]string, 0, len(spec.Maps))
+	for name, ms := range spec.Maps {
+		if ms.Pinning == ebpf.PinByName {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	all = make(map[string]*ebpf.Map, len(names))
+	fresh = make(map[string]*ebpf.Map)
+	for _, name := range names {
+		_, statErr := os.Lstat(filepath.Join(dir, name))
+		m, err := ebpf.NewMapWithOptions(spec.Maps[name], ebpf.MapOptions{PinPath: dir})
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return all, fresh, fmt.Errorf("%w: map %s: %w (remove %s to start afresh)", ErrIncompatible, name, err, dir)
+		}
+		if err != nil {
+			return all, fresh, fmt.Errorf("map %s: %w", name, privilegeError("create map "+name, openCaps, err))
+		}
+		all[name] = m
+		if errors.Is(statErr, os.ErrNotExist) {
+			fresh[name] = m
+		}
+	}
+	return all, fresh, nil
+}
+
+// unpin removes the pins of fresh, the maps a failing Open pinned, where
+// the pin still holds that very map.
+func unpin(dir string, fresh map[string]*ebpf.Map) {
+	for name, m := range fresh {
+		path := filepath.Join(dir, name)
+		if samePinnedMap(path, m) {
+			_ = os.Remove(path)
+		}
+	}
+}
+
+func samePinnedMap(path string, m *ebpf.Map) bool {
+	p, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	a, errA := m.Info()
+	b, errB := p.Info()
+	if errA != nil || errB != nil {
+		return false
+	}
+	idA, okA := a.ID()
+	idB, okB := b.ID()
+	return okA && okB && idA == idB
+}
+
 // OpenPinned opens the maps an earlier Open pinned in dir, without loading
 // programs or creating anything: for tools that only read state. Attach and
 // Upgrade return ErrNoPrograms on such a Datapath. An empty dir means
-// DefaultDir.
+// DefaultDir. OpenPinned needs CAP_BPF (or CAP_SYS_ADMIN), and refuses a
+// directory other users could change (ErrUnsafeDir).
 func OpenPinned(dir string) (*Datapath, error) {
 	dir, err := cleanDir(dir)
 	if err != nil {
@@ -265,7 +356,8 @@ func OpenPinned(dir string) (*Datapath, error) {
 			return nil, fmt.Errorf("%w in %s: map %s is missing", ErrNotPinned, dir, name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
+			return nil, fmt.Errorf("open pinned map %s: %w", name,
+				privilegeError("open pinned map "+name, []capability{capBPF}, err))
 		}
 		pinned[name] = m
 		ms.MaxEntries = m.MaxEntries() // the sizes are the pinned datapath's
@@ -303,13 +395,20 @@ func newDatapath(dir string, limits Limits, maps bpf.XdplaneMaps, progs *bpf.Xdp
 	return d
 }
 
+// cleanDir makes dir absolute (DefaultDir if empty) and checks that it is
+// safe from other users (checkPinDir): Open, OpenPinned and Remove all
+// start here, so each refuses an unsafe directory before changing
+// anything.
 func cleanDir(dir string) (string, error) {
 	if dir == "" {
-		return DefaultDir, nil
+		dir = DefaultDir
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("%w: dir %q: %w", ErrInvalid, dir, err)
+	}
+	if err := checkPinDir(abs); err != nil {
+		return "", err
 	}
 	return abs, nil
 }

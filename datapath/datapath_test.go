@@ -147,6 +147,13 @@ func TestOpenMountsBPFFS(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "services")); err != nil {
 		t.Fatalf("no pin after mounting: %v", err)
 	}
+	// Mode 0700: on a bpffs mounted without a mode (1777) any user could
+	// make directories.
+	if fi, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the bpffs Open mounted has mode %v, want 0700", fi.Mode())
+	}
 	if err := datapath.Remove(dir); err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,26 @@
 // their addresses, ports, endpoint, Direction and reason. Attachments
 // lists what is attached where, with each Point's Mode and program.
 //
+// # Privileges and the pin directory
+//
+// Open and Attach need CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and no
+// other capability (root has them all): CAP_PERFMON because the verifier
+// allows the programs' pointer arithmetic on packets only to a loader
+// that has it. CAP_SYS_ADMIN stands in for any of the three, as the
+// kernel allows, except for a cls_bpf filter (ModeTCLegacy), which needs
+// CAP_NET_ADMIN itself; Open needs CAP_SYS_ADMIN to mount a bpffs.
+// OpenPinned needs CAP_BPF. Open checks first and returns ErrPermission
+// naming what is missing; a failed Open unpins the maps it pinned.
+//
+// Whoever can write in the pin directory can take its locks, delete its
+// pins or keep xdplane from starting, so Open, OpenPinned and Remove
+// refuse (ErrUnsafeDir) a pin directory, or one xdplane keeps in it,
+// that is a symbolic link, another user's, or writable by group or
+// others, and a directory above it that another user than root owns or
+// that group or others may write without the sticky bit. Mount the bpffs
+// with -o mode=0700: one mounted without a mode is 1777, where any user
+// can make the pin directory first. A bpffs Open mounts has mode 0700.
+//
 // # Errors
 //
 // The errors below are shared by every package that programs the

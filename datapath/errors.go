@@ -29,6 +29,20 @@ var (
 	// mounted that would outlive the process.
 	ErrBPFFS = errors.New("no usable bpffs")
 
+	// ErrPermission: the process lacks a capability the call needs. The
+	// error names each one missing. Open needs CAP_BPF, CAP_PERFMON and
+	// CAP_NET_ADMIN (CAP_SYS_ADMIN stands in for any of them), and
+	// CAP_SYS_ADMIN to mount a bpffs.
+	ErrPermission = errors.New("insufficient privilege")
+
+	// ErrUnsafeDir: the pin directory, one of the directories xdplane
+	// keeps in it, or a directory above it could be changed by another
+	// user: it is owned by another user, writable by group or others, or
+	// (the pin directory itself) a symbolic link. The error names the
+	// path, its owner and its mode. Open, OpenPinned and Remove refuse
+	// such a directory and change nothing.
+	ErrUnsafeDir = errors.New("unsafe pin directory")
+
 	// ErrNoPrograms: the call needs programs, and this Datapath was opened
 	// with OpenPinned, which opens maps only.
 	ErrNoPrograms = errors.New("datapath opened without programs")

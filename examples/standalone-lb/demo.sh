@@ -155,9 +155,11 @@ fi
 	done
 } >"$config"
 
-# `ip netns exec` hides /sys/fs/bpf: the pins go on a bpffs of our own.
+# `ip netns exec` hides /sys/fs/bpf: the pins go on a bpffs of our own,
+# with mode 0700 (without a mode it is 1777, and any user could make
+# the pin directory before root; xdplane-lb would refuse it).
 mkdir -p "$bpffs"
-mount -t bpf bpf "$bpffs"
+mount -t bpf -o mode=0700 bpf "$bpffs"
 
 if_args=()
 for ifname in "${node_ifs[@]}"; do if_args+=(--interface "$ifname"); done

@@ -4,7 +4,9 @@
 //
 // It is a Go module of its own, so that its YAML parser stays out of the
 // library's go.mod. Build it with `make build` (or, in this directory,
-// `go build -o xdplane-lb .`) and run it as root. `make demo` runs it
+// `go build -o xdplane-lb .`) and run it as root, or with exactly
+// CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (run, status and cleanup alike;
+// CAP_SYS_ADMIN besides if run has to mount a bpffs). `make demo` runs it
 // across network namespaces with real HTTP traffic (see demo.sh).
 //
 // # Configuration
@@ -255,8 +257,10 @@
 // Run every command in the network namespace of the interfaces: attaching
 // and listing attachments work on interfaces by index in the caller's
 // namespace. `ip netns exec` remounts /sys and so hides /sys/fs/bpf; under
-// it, mount a bpffs elsewhere first (mount -t bpf bpf DIR) and pass
-// --bpffs DIR/xdplane. run refuses a --bpffs directory that is not on a
-// bpffs when it finds itself in a mount namespace of its own: a bpffs it
-// mounted there would vanish when it exits, and the load balancer with it.
+// it, mount a bpffs elsewhere first (mount -t bpf -o mode=0700 bpf DIR, so
+// that only root may write in it) and pass --bpffs DIR/xdplane. run
+// refuses a --bpffs directory that is not on a bpffs when it finds itself
+// in a mount namespace of its own: a bpffs it mounted there would vanish
+// when it exits, and the load balancer with it. Every command refuses a
+// --bpffs directory another user owns or could write.
 package main

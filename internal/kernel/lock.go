@@ -10,8 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// locksDir holds one directory per named lock, beside the pins.
-const locksDir = "locks"
+// LocksDir is the directory, in the pin directory, that holds one
+// directory per named lock.
+const LocksDir = "locks"
 
 var lockName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
@@ -27,7 +28,7 @@ func Lock(dir, name string, wait bool) (release func(), err error) {
 	if !lockName.MatchString(name) {
 		return nil, fmt.Errorf("lock name %q: want lower-case letters, digits and dashes", name)
 	}
-	path := filepath.Join(dir, locksDir, name)
+	path := filepath.Join(dir, LocksDir, name)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("make lock %s: %w", path, err)
 	}
@@ -52,7 +53,7 @@ func Lock(dir, name string, wait bool) (release func(), err error) {
 // RemoveLocks deletes the lock directories of the datapath pinned in dir;
 // datapath.Remove calls it.
 func RemoveLocks(dir string) error {
-	ents, err := os.ReadDir(filepath.Join(dir, locksDir))
+	ents, err := os.ReadDir(filepath.Join(dir, LocksDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -60,11 +61,11 @@ func RemoveLocks(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if err := os.Remove(filepath.Join(dir, locksDir, e.Name())); err != nil {
+		if err := os.Remove(filepath.Join(dir, LocksDir, e.Name())); err != nil {
 			return err
 		}
 	}
-	return os.Remove(filepath.Join(dir, locksDir))
+	return os.Remove(filepath.Join(dir, LocksDir))
 }
 
 // Held is a lock a Manager holds from its creation to its Close. Its
