@@ -347,3 +347,19 @@ func tcpInfo(c *net.TCPConn) (*unix.TCPInfo, error) {
 	})
 	return info, errors.Join(err, ierr)
 }
+
+// FloorMargin is how many times a rate a path must carry unshaped, in the
+// same run, before a transfer through it may be held to that rate from
+// below.
+const FloorMargin = 2
+
+// FloorJudged reports whether a floor of want bit/s can be asked of a
+// transfer over a path whose unshaped capacity, measured with the same
+// namespaces, links, generator and duration in the same run, is capacity
+// bit/s: only when want is at most 1/FloorMargin of it. A busy machine
+// may not reach a rate near its capacity, shaped or not, and a rate it
+// cannot reach says nothing about a limit. A ceiling needs no capacity:
+// assert it always.
+func FloorJudged(want, capacity float64) bool {
+	return want > 0 && want*FloorMargin <= capacity
+}
