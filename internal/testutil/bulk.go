@@ -22,7 +22,11 @@ const bulkDialTimeout = 5 * time.Second
 
 // BulkResult is what one bulk transfer measured.
 type BulkResult struct {
-	Bytes    int64         // payload bytes the receiver read in the measured window
+	// Bytes is the payload the receiver's TCP took in during the
+	// measured window (tcpi_bytes_received), whether or not the
+	// receiver had read it yet: what crossed the path then, not when a
+	// receiver a busy machine left unscheduled got round to reading it.
+	Bytes    int64
 	Duration time.Duration // the measured window
 	Goodput  float64       // bits per second = Bytes*8/Duration
 	SegsOut  uint64        // TCP segments the sender sent (tcpi_segs_out), over the whole transfer
@@ -32,7 +36,18 @@ type BulkResult struct {
 	// Start+(i+1)*Interval) and is computed over the time that actually
 	// passed between its two readings. A last, shorter interval is left
 	// out.
-	Samples  []float64
+	Samples []float64
+	// Stalls is, for each sample, how long of its interval the sender
+	// stood still for want of the machine: with nothing left to send
+	// because its writer was not running, or with the receiver's
+	// window closed because its reader was not (TCP_INFO's chrono
+	// statistics: the time neither busy nor limited by the send
+	// buffer). A limit that holds the sender back keeps it busy or
+	// limited by its send buffer, never stalled.
+	Stalls []time.Duration
+	// Stalled is the sum of Stalls over the whole window, the last,
+	// shorter interval included.
+	Stalled  time.Duration
 	Start    time.Time     // start of the measured window (the end of the warm-up)
 	Interval time.Duration // the sampling interval
 
@@ -66,19 +81,27 @@ func (r BulkResult) L2Rate() float64 {
 // c, Mean(c.Add(time.Second), time.Second) is what "takes effect within
 // one second" must hold for.
 func (r BulkResult) Mean(from time.Time, d time.Duration) (float64, int) {
+	mean, _, n := r.Window(from, d)
+	return mean, n
+}
+
+// Window is Mean, with the sender's stalls (Stalls) in the same samples.
+func (r BulkResult) Window(from time.Time, d time.Duration) (mean float64, stalled time.Duration, n int) {
 	var sum float64
-	n := 0
 	for i, s := range r.Samples {
 		st := r.Start.Add(time.Duration(i) * r.Interval)
 		if !st.Before(from) && !st.Add(r.Interval).After(from.Add(d)) {
 			sum += s
+			if i < len(r.Stalls) {
+				stalled += r.Stalls[i]
+			}
 			n++
 		}
 	}
 	if n == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return sum / float64(n), n
+	return sum / float64(n), stalled, n
 }
 
 // BulkTCP sends as fast as it can over one TCP connection from a socket in
@@ -105,12 +128,13 @@ type Bulk struct {
 	interval time.Duration
 	start    time.Time // start of the measured window
 
-	received atomic.Int64 // payload bytes read by the receiver
 	stopping atomic.Bool
-	base     int64 // received at start
+	base     meter // at start
 
 	mu      sync.Mutex
 	samples []float64
+	stalls  []time.Duration
+	last    meter // at the last sample
 	err     error // first failure of the sender or receiver
 
 	quit chan struct{} // closed by Stop to end the sampler
@@ -141,8 +165,12 @@ func StartBulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmu
 	go b.receive()
 
 	time.Sleep(warmup)
-	b.start = time.Now()
-	b.base = b.received.Load()
+	m, err := b.read()
+	if err != nil {
+		_, serr := b.Stop()
+		return nil, errors.Join(err, serr)
+	}
+	b.start, b.base, b.last = m.at, m, m
 	b.wg.Add(1)
 	go b.sample()
 	if err := b.failure(); err != nil {
@@ -223,8 +251,7 @@ func (b *Bulk) receive() {
 	defer b.wg.Done()
 	buf := make([]byte, bulkBufSize)
 	for {
-		n, err := b.rcv.Read(buf)
-		b.received.Add(int64(n))
+		_, err := b.rcv.Read(buf)
 		if err != nil {
 			if !b.stopping.Load() {
 				if err == io.EOF {
@@ -242,7 +269,6 @@ func (b *Bulk) receive() {
 // drops ticks when late) so that sample i stays the i-th interval.
 func (b *Bulk) sample() {
 	defer b.wg.Done()
-	prevT, prevN := b.start, b.base
 	for i := 1; ; i++ {
 		t := time.NewTimer(time.Until(b.start.Add(time.Duration(i) * b.interval)))
 		select {
@@ -251,13 +277,55 @@ func (b *Bulk) sample() {
 			return
 		case <-t.C:
 		}
-		now, n := time.Now(), b.received.Load()
-		rate := float64(n-prevN) * 8 / now.Sub(prevT).Seconds()
+		m, err := b.read()
+		if err != nil {
+			if !b.stopping.Load() {
+				b.fail(err)
+			}
+			return
+		}
 		b.mu.Lock()
+		rate, stalled := m.since(b.last)
 		b.samples = append(b.samples, rate)
+		b.stalls = append(b.stalls, stalled)
+		b.last = m
 		b.mu.Unlock()
-		prevT, prevN = now, n
 	}
+}
+
+// meter is one reading of a transfer's kernel counters.
+type meter struct {
+	at       time.Time
+	received uint64        // receiver's tcpi_bytes_received
+	moving   time.Duration // sender's tcpi_busy_time + tcpi_sndbuf_limited
+}
+
+// read reads the transfer's meter now.
+func (b *Bulk) read() (meter, error) {
+	ri, err := tcpInfo(b.rcv)
+	if err != nil {
+		return meter{}, fmt.Errorf("bulk receiver: read TCP_INFO: %w", err)
+	}
+	si, err := tcpInfo(b.snd)
+	if err != nil {
+		return meter{}, fmt.Errorf("bulk sender: read TCP_INFO: %w", err)
+	}
+	return meter{
+		at:       time.Now(),
+		received: ri.Bytes_received,
+		moving:   time.Duration(si.Busy_time+si.Sndbuf_limited) * time.Microsecond,
+	}, nil
+}
+
+// since is the goodput (bits/s) from p to m, and how long of it the
+// sender stood still.
+func (m meter) since(p meter) (float64, time.Duration) {
+	d := m.at.Sub(p.at)
+	if d <= 0 {
+		return 0, 0
+	}
+	stalled := max(d-(m.moving-p.moving), 0)
+	return float64(m.received-p.received) * 8 / d.Seconds(), stalled
 }
 
 func (b *Bulk) fail(err error) {
@@ -287,7 +355,16 @@ func (b *Bulk) Start() time.Time { return b.start }
 
 // Mean is BulkResult.Mean over the samples so far.
 func (b *Bulk) Mean(from time.Time, d time.Duration) (float64, int) {
-	return BulkResult{Samples: b.Samples(), Start: b.start, Interval: b.interval}.Mean(from, d)
+	mean, _, n := b.Window(from, d)
+	return mean, n
+}
+
+// Window is BulkResult.Window over the samples so far.
+func (b *Bulk) Window(from time.Time, d time.Duration) (float64, time.Duration, int) {
+	b.mu.Lock()
+	r := BulkResult{Samples: append([]float64(nil), b.samples...), Stalls: append([]time.Duration(nil), b.stalls...), Start: b.start, Interval: b.interval}
+	b.mu.Unlock()
+	return r.Window(from, d)
 }
 
 // Stop ends the transfer, tears sender and receiver down and returns what
@@ -300,7 +377,7 @@ func (b *Bulk) Stop() (BulkResult, error) {
 }
 
 func (b *Bulk) stop() (BulkResult, error) {
-	end, n := time.Now(), b.received.Load()
+	end, merr := b.read()
 	b.stopping.Store(true)
 	info, ierr := tcpInfo(b.snd)
 	// An abort (RST) rather than a FIN: nothing left queued behind a
@@ -312,14 +389,17 @@ func (b *Bulk) stop() (BulkResult, error) {
 	b.wg.Wait()
 
 	r := BulkResult{
-		Bytes:    n - b.base,
-		Duration: end.Sub(b.start),
-		Samples:  b.Samples(),
+		Bytes:    int64(end.received - b.base.received),
+		Duration: end.at.Sub(b.start),
 		Start:    b.start,
 		Interval: b.interval,
 	}
-	if r.Duration > 0 {
-		r.Goodput = float64(r.Bytes) * 8 / r.Duration.Seconds()
+	b.mu.Lock()
+	r.Samples = append([]float64(nil), b.samples...)
+	r.Stalls = append([]time.Duration(nil), b.stalls...)
+	b.mu.Unlock()
+	if merr == nil {
+		r.Goodput, r.Stalled = end.since(b.base)
 	}
 	if info != nil {
 		r.SegsOut = uint64(info.Segs_out)
@@ -331,7 +411,7 @@ func (b *Bulk) stop() (BulkResult, error) {
 	if ierr != nil {
 		ierr = fmt.Errorf("bulk sender: read TCP_INFO: %w", ierr)
 	}
-	return r, errors.Join(b.failure(), ierr)
+	return r, errors.Join(b.failure(), merr, ierr)
 }
 
 // tcpInfo reads TCP_INFO from c.
@@ -346,4 +426,20 @@ func tcpInfo(c *net.TCPConn) (*unix.TCPInfo, error) {
 		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	})
 	return info, errors.Join(err, ierr)
+}
+
+// FloorMargin is how many times a rate a path must carry unshaped, in the
+// same run, before a transfer through it may be held to that rate from
+// below.
+const FloorMargin = 2
+
+// FloorJudged reports whether a floor of want bit/s can be asked of a
+// transfer over a path whose unshaped capacity, measured with the same
+// namespaces, links, generator and duration in the same run, is capacity
+// bit/s: only when want is at most 1/FloorMargin of it. A busy machine
+// may not reach a rate near its capacity, shaped or not, and a rate it
+// cannot reach says nothing about a limit. A ceiling needs no capacity:
+// assert it always.
+func FloorJudged(want, capacity float64) bool {
+	return want > 0 && want*FloorMargin <= capacity
 }
