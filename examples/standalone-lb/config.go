@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -627,6 +629,10 @@ func mappingFields(n *yaml.Node, known []string, hints map[string]string) (map[s
 			fe = &fieldError{line: key.Line, field: "key", reason: "want a plain field name, got " + kindName(key)}
 		case !slices.Contains(known, key.Value) && hints[key.Value] != "":
 			fe = &fieldError{line: key.Line, field: key.Value, reason: hints[key.Value]}
+		case !slices.Contains(known, key.Value) && nameProblem(key.Value) != "":
+			// Written as Go would quote it, so that it prints safely.
+			fe = &fieldError{line: key.Line, field: strconv.Quote(key.Value),
+				reason: "unknown field (known: " + strings.Join(known, ", ") + ")"}
 		case !slices.Contains(known, key.Value):
 			fe = &fieldError{line: key.Line, field: key.Value,
 				reason: "unknown field (known: " + strings.Join(known, ", ") + ")"}
@@ -640,6 +646,24 @@ func mappingFields(n *yaml.Node, known []string, hints map[string]string) (map[s
 		}
 	}
 	return out, first
+}
+
+// nameProblem says what makes s unfit for a name (of a service, of a
+// port), or "": names go to logs and to status's tables, where a control
+// character could rewrite the terminal or forge a line.
+func nameProblem(s string) string {
+	if !utf8.ValidString(s) {
+		return "not valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Sprintf("contains the control character %U: write printable characters only", r)
+		case !unicode.IsPrint(r):
+			return fmt.Sprintf("contains the unprintable character %U: write printable characters only (the space is the only blank allowed)", r)
+		}
+	}
+	return ""
 }
 
 // hasKey reports whether the mapping n has the key.

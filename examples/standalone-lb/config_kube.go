@@ -267,6 +267,9 @@ func parsePort(k int, n *yaml.Node) (kubePort, *fieldError) {
 	if p.Name, fe = m.str("name"); fe != nil {
 		return p, fe
 	}
+	if why := nameProblem(p.Name); p.Name != "" && why != "" {
+		return p, m.fail("name", p.Name, why)
+	}
 	proto, fe := m.str("protocol")
 	if fe != nil {
 		return p, fe

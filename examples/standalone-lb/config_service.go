@@ -114,6 +114,11 @@ func parseService(i int, n *yaml.Node, nodeAddrs []listedAddr) (parsed, error) {
 	if name == "" {
 		return parsed{}, c.fail(&fieldError{line: n.Line, field: "name", reason: "missing"})
 	}
+	if why := nameProblem(name); why != "" {
+		// The error quotes it; the name is not put on the service, where
+		// it would be quoted twice.
+		return parsed{}, c.fail(m.fail("name", name, why))
+	}
 	c.name = name
 
 	switch {

@@ -1546,3 +1546,35 @@ func TestReadmeExamples(t *testing.T) {
 		t.Errorf("README.md shows no configuration")
 	}
 }
+
+// Names (of services and ports) are printable: a control character, or a
+// blank other than the space, is refused, and the error quotes the name
+// so that it prints safely. So is an unknown key.
+func TestParseConfigNames(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{`services: [{name: "web\e[2J", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "web\x1b[2J": contains the control character U+001B: write printable characters only`},
+		{`services: [{name: "web\nINFO forged", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "web\nINFO forged": contains the control character U+000A`},
+		{`services: [{name: "a\tb", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\tb": contains the control character U+0009`},
+		{`services: [{name: "a\u202eb", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\u202eb": contains the unprintable character U+202E`},
+		{`services: [{name: "a\u00a0b", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\u00a0b": contains the unprintable character U+00A0`},
+		{`services: [{name: shop, clusterIPs: [10.96.0.2], ports: [{name: "ht\0tp", port: 80}]}]`,
+			`services[0] "shop": ports[0].name "ht\x00tp": contains the control character U+0000`},
+		{`services: [{name: web, frontend: 10.96.0.1:80, "x\e]0;owned\a": 1}]`,
+			`services[0] "web": "x\x1b]0;owned\a": unknown field`},
+	} {
+		_, err := ParseConfig([]byte(tt.yaml + "\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || !errors.Is(err, lb.ErrInvalid) {
+			t.Errorf("%s:\n got %v\nwant %s...", tt.yaml, err, tt.want)
+		}
+	}
+	// Printable text is a name, spaces and letters beyond ASCII included.
+	cfg, err := ParseConfig([]byte("services: [{name: \"café 1\", clusterIPs: [10.96.0.2], ports: [{name: \"ünï\", port: 80}]}]\n"))
+	if err != nil || cfg.Services[0].Label() != "café 1:ünï" {
+		t.Errorf("printable names: %v, %v", cfg.Services, err)
+	}
+}
