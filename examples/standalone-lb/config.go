@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"unicode"
 	"unicode/utf8"
 
@@ -121,35 +123,75 @@ func (e *ConfigError) Error() string {
 		}
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Field)
-	if e.Value != "" {
-		fmt.Fprintf(&b, " %q", e.Value)
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		if e.Value != "" {
+			fmt.Fprintf(&b, " %q", e.Value)
+		}
+		b.WriteString(": ")
 	}
-	b.WriteString(": ")
 	b.WriteString(e.Reason)
 	return b.String()
 }
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// LoadConfig reads and parses the configuration file at path. Errors name
-// the file and line as well as the service and field.
+// DefaultMaxConfigBytes is the largest configuration file run and status
+// read, unless run's --max-config-bytes says otherwise: room for a file
+// that fills the default datapath (65,536 services and 262,144 backends
+// take about 13 MB written as doc.go shows), not for much more. Decoding
+// costs memory: up to about 100 bytes for each byte of YAML.
+const DefaultMaxConfigBytes = 16 << 20
+
+// readLimits bound what reading a configuration file may cost.
+type readLimits struct {
+	// maxBytes is the largest file accepted.
+	maxBytes int64
+	// maxNodes is how many YAML nodes (keys, values, lists, mappings)
+	// the file may have once every alias is counted as the nodes it
+	// stands for: aliases to one long list would otherwise make a small
+	// file take minutes and gigabytes to parse.
+	maxNodes int64
+}
+
+// limitsFor is the limits for files of at most maxBytes: a quarter as
+// many nodes as bytes. A node takes at least 2 bytes of YAML and, written
+// as doc.go shows, about 10; a file without aliases rarely comes near.
+func limitsFor(maxBytes int64) readLimits {
+	return readLimits{maxBytes: maxBytes, maxNodes: max(maxBytes/4, 1)}
+}
+
+// parseHook, when set (by a test build), runs after the file is read and
+// before it is parsed.
+var parseHook func(ctx context.Context, data []byte)
+
+// LoadConfig reads and parses the configuration file at path, within the
+// default limits (DefaultMaxConfigBytes). Errors name the file and line
+// as well as the service and field.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	return loadConfig(context.Background(), path, limitsFor(DefaultMaxConfigBytes))
+}
+
+func loadConfig(ctx context.Context, path string, lim readLimits) (Config, error) {
+	data, err := readConfigFile(path, lim)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, inFile(path, err)
 	}
-	cfg, err := ParseConfig(data)
+	if parseHook != nil {
+		parseHook(ctx, data)
+	}
+	cfg, err := parseConfig(ctx, data, lim)
 	if err != nil {
 		return Config{}, inFile(path, err)
 	}
 	return cfg, nil
 }
 
-// LoadConfigFor is LoadConfig for run with the given hook: it also
-// refuses what the hook cannot do (see checkHook).
-func LoadConfigFor(path string, hook datapath.Hook) (Config, error) {
-	cfg, err := LoadConfig(path)
+// LoadConfigFor is LoadConfig for run with the given hook, within
+// maxBytes (see limitsFor), until ctx is done: it also refuses what the
+// hook cannot do (see checkHook).
+func LoadConfigFor(ctx context.Context, path string, hook datapath.Hook, maxBytes int64) (Config, error) {
+	cfg, err := loadConfig(ctx, path, limitsFor(maxBytes))
 	if err != nil {
 		return Config{}, err
 	}
@@ -157,6 +199,58 @@ func LoadConfigFor(path string, hook datapath.Hook) (Config, error) {
 		return Config{}, inFile(path, err)
 	}
 	return cfg, nil
+}
+
+// readConfigFile reads a configuration file: a regular file of at most
+// lim.maxBytes. It opens without blocking and looks at what it opened
+// before reading, so that a FIFO (which would wait for a writer) or a
+// device such as /dev/zero (which never ends) is refused at once.
+func readConfigFile(path string, lim readLimits) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fileError(0, "", "", fmt.Sprintf("not a regular file but %s: the configuration must be a file "+
+			"(a FIFO would wait for a writer, a device may never end)", fileKind(fi.Mode())))
+	}
+	tooBig := func(size int64) error {
+		return fileError(0, "", "", fmt.Sprintf("%d bytes, more than the limit of %d (run's --max-config-bytes)", size, lim.maxBytes))
+	}
+	if fi.Size() > lim.maxBytes {
+		return nil, tooBig(fi.Size())
+	}
+	// The file may grow while it is read: read no more than the limit.
+	data, err := io.ReadAll(io.LimitReader(f, lim.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if int64(len(data)) > lim.maxBytes {
+		return nil, tooBig(int64(len(data)))
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "of type " + m.Type().String()
 }
 
 // inFile puts the file's name, and the line when known, before err.
@@ -215,8 +309,17 @@ func (c Config) checkHook(hook datapath.Hook) error {
 // *ConfigError. The services key must be present, so that an empty or
 // truncated file is refused rather than read as "remove every service";
 // write `services: []` to mean none. The prefilter key may be absent: an
-// absent or empty prefilter is an empty deny list.
+// absent or empty prefilter is an empty deny list. Names (of services and
+// ports) are printable text.
+//
+// ParseConfig applies the limits of LoadConfig: no more than
+// DefaultMaxConfigBytes/4 nodes, aliases expanded.
 func ParseConfig(data []byte) (Config, error) {
+	return parseConfig(context.Background(), data, limitsFor(DefaultMaxConfigBytes))
+}
+
+// parseConfig is ParseConfig within lim, until ctx is done.
+func parseConfig(ctx context.Context, data []byte, lim readLimits) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -233,6 +336,15 @@ func ParseConfig(data []byte) (Config, error) {
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return Config{}, fileError(extra.Line, "yaml", "", "more than one document in the file")
+	}
+
+	if err := ctx.Err(); err != nil {
+		return Config{}, interrupted(err)
+	}
+	// Every later step visits a node as often as aliases name it: count
+	// them first, each alias as what it stands for.
+	if ce := checkExpansion(&doc, lim); ce != nil {
+		return Config{}, ce
 	}
 
 	root := deref(&doc)
@@ -288,6 +400,9 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	frontends := map[lb.Frontend]owner{}
 	for i, n := range list.Content {
+		if err := ctx.Err(); err != nil {
+			return Config{}, interrupted(err)
+		}
 		e, err := parseService(i, deref(n), nodeAddrs)
 		if err != nil {
 			return Config{}, err
@@ -318,6 +433,68 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
 	}
 	return cfg, nil
+}
+
+// interrupted is the error of a parse that ctx ended.
+func interrupted(err error) error {
+	return fmt.Errorf("reading stopped before the end: %w", err)
+}
+
+// checkExpansion refuses a document of more than max nodes once each
+// alias is counted as the nodes it stands for, or with an alias inside
+// the node it names (which would never end). It visits each node of the
+// file once, and each alias's target once more.
+func checkExpansion(doc *yaml.Node, lim readLimits) *ConfigError {
+	c := expansion{max: lim.maxNodes, maxBytes: lim.maxBytes, sizes: map[*yaml.Node]int64{}, open: map[*yaml.Node]bool{}}
+	c.size(doc)
+	return c.err
+}
+
+type expansion struct {
+	max      int64
+	maxBytes int64                // for the error
+	sizes    map[*yaml.Node]int64 // of each alias's target, once counted
+	open     map[*yaml.Node]bool  // targets being counted
+	err      *ConfigError
+}
+
+// size is the number of nodes n stands for, or more than max.
+func (c *expansion) size(n *yaml.Node) int64 {
+	if c.err != nil {
+		return c.max + 1
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		t := n.Alias
+		if s, ok := c.sizes[t]; ok {
+			return s
+		}
+		if c.open[t] {
+			c.err = fileError(n.Line, "yaml", "*"+n.Value, "the alias is inside the node it names")
+			return c.max + 1
+		}
+		c.open[t] = true
+		s := c.size(t)
+		delete(c.open, t)
+		c.sizes[t] = s
+		return s
+	}
+	total := int64(1)
+	for _, child := range n.Content {
+		total += c.size(child)
+		if total > c.max {
+			if c.err == nil {
+				line := child.Line
+				if line == 0 {
+					line = n.Line
+				}
+				c.err = fileError(line, "yaml", "", fmt.Sprintf(
+					"more than %d nodes (keys, values, lists and mappings), counting each alias as the nodes it names, by here: "+
+						"the limit for files of up to %d bytes (run's --max-config-bytes raises both)", c.max, c.maxBytes))
+			}
+			return c.max + 1
+		}
+	}
+	return total
 }
 
 // unquotedIPv6 finds a frontend or address written [IPv6]:port without
