@@ -38,6 +38,18 @@ type Config struct {
 	Services []NamedService
 
 	prefilterLine int // where the prefilter key is, for checkHook
+	// sources says where each frontend comes from in the file, for
+	// errors found when the services are installed.
+	sources map[lb.Frontend]source
+}
+
+// source is where a frontend comes from in the file.
+type source struct {
+	index        int // in services
+	name         string
+	origin       origin // the field that makes the frontend
+	backends     string // "backends" or "endpoints"
+	backendsLine int
 }
 
 // FrontendType says which field of its service made a frontend; for the
@@ -253,6 +265,32 @@ func fileKind(m os.FileMode) string {
 	return "of type " + m.Type().String()
 }
 
+// installError turns an error of lb.Manager.Sync about one of the
+// configuration's services (a *lb.ValidationError: most often that the
+// datapath is full) into a *ConfigError naming the service, its field and
+// line, as a parsing error does; nil for other errors.
+func (c Config) installError(err error) *ConfigError {
+	var ve *lb.ValidationError
+	if !errors.As(err, &ve) {
+		return nil
+	}
+	src, ok := c.sources[ve.Frontend]
+	if !ok {
+		return nil
+	}
+	ce := &ConfigError{Line: src.origin.line, Index: src.index, Name: src.name, Field: src.origin.field,
+		Value: src.origin.value, Reason: ve.Reason, Err: err}
+	if src.origin.with != "" {
+		// A frontend of the Kubernetes form: say which.
+		ce.Reason = fmt.Sprintf("%s (with %s, frontend %s)", ve.Reason, src.origin.with, ve.Frontend)
+	}
+	if ve.Field == "backends" {
+		ce.Field, ce.Value, ce.Line = src.backends, "", src.backendsLine
+		ce.Reason = fmt.Sprintf("%v of them for %s: %s", ve.Value, ve.Frontend, ve.Reason)
+	}
+	return ce
+}
+
 // inFile puts the file's name, and the line when known, before err.
 func inFile(path string, err error) error {
 	var ce *ConfigError
@@ -426,6 +464,10 @@ func parseConfig(ctx context.Context, data []byte, lim readLimits) (Config, erro
 				return Config{}, ce
 			}
 			frontends[fe] = owner{i, e.name}
+			if cfg.sources == nil {
+				cfg.sources = map[lb.Frontend]source{}
+			}
+			cfg.sources[fe] = source{index: i, name: e.name, origin: e.origins[k], backends: e.backends, backendsLine: e.backendsLine}
 		}
 		cfg.Services = append(cfg.Services, e.services...)
 	}

@@ -190,7 +190,7 @@ func parseKube(c svcCtx, m mapping, cm common, nodeAddrs []listedAddr) (parsed, 
 	if err != nil {
 		return parsed{}, kubeErr(err)
 	}
-	out := parsed{name: c.name}
+	out := parsed{name: c.name, backends: "endpoints", backendsLine: m.line("endpoints")}
 	for _, s := range services {
 		o, ok := origins[s.Frontend]
 		if !ok {

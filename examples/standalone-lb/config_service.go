@@ -63,6 +63,10 @@ type parsed struct {
 	name     string
 	services []NamedService
 	origins  []origin // parallel to services
+	// backends is the field of the service's backends ("backends", or
+	// "endpoints" in the Kubernetes form), backendsLine its line.
+	backends     string
+	backendsLine int
 }
 
 // origin is the field a frontend comes from, as written.
@@ -139,7 +143,7 @@ func parseService(i int, n *yaml.Node, nodeAddrs []listedAddr) (parsed, error) {
 	if err != nil {
 		return parsed{}, err
 	}
-	return parsed{name: name, services: []NamedService{s},
+	return parsed{name: name, backends: "backends", backendsLine: m.line("backends"), services: []NamedService{s},
 		origins: []origin{{field: "frontend", value: m.written("frontend"), line: m.line("frontend")}}}, nil
 }
 

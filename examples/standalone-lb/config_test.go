@@ -1728,3 +1728,56 @@ func TestParseConfigNames(t *testing.T) {
 		t.Errorf("printable names: %v, %v", cfg.Services, err)
 	}
 }
+
+// An error of lb.Manager.Sync about a frontend names the service, the
+// field that made the frontend and its line; for the backends, the line
+// of the backends or endpoints. Other errors are left as they are.
+func TestConfigInstallError(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`nodeAddresses: [192.168.1.10]
+services:
+  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}
+  - name: shop
+    clusterIPs: [10.96.0.20]
+    ports:
+      - {name: http, port: 80, nodePort: 30080}
+    endpoints:
+      - {address: 10.0.1.2}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		err  *lb.ValidationError
+		want string
+	}{
+		{&lb.ValidationError{Frontend: frontend("10.96.0.10:80/tcp"), Field: "frontend", Reason: "the datapath holds at most 1 services"},
+			`services[0] "web": frontend "10.96.0.10:80": the datapath holds at most 1 services`},
+		{&lb.ValidationError{Frontend: frontend("10.96.0.10:80/tcp"), Field: "backends", Value: 1, Reason: "the datapath holds at most 0 backends in all"},
+			`services[0] "web": backends: 1 of them for 10.96.0.10:80/tcp: the datapath holds at most 0 backends in all`},
+		{&lb.ValidationError{Frontend: frontend("10.96.0.20:80/tcp"), Field: "frontend", Reason: "no free service id"},
+			`services[1] "shop": clusterIPs[0] "10.96.0.20": no free service id (with ports[0], frontend 10.96.0.20:80/tcp)`},
+		{&lb.ValidationError{Frontend: frontend("192.168.1.10:30080/tcp"), Field: "frontend", Reason: "no free service id"},
+			`services[1] "shop": ports[0].nodePort "30080": no free service id (with nodeAddresses[0], frontend 192.168.1.10:30080/tcp)`},
+		{&lb.ValidationError{Frontend: frontend("192.168.1.10:30080/tcp"), Field: "backends", Value: 1, Reason: "no free backend id"},
+			`services[1] "shop": endpoints: 1 of them for 192.168.1.10:30080/tcp: no free backend id`},
+	} {
+		ce := cfg.installError(fmt.Errorf("wrapped: %w", tt.err))
+		if ce == nil || ce.Error() != tt.want {
+			t.Errorf("installError(%v) = %v\nwant %s", tt.err, ce, tt.want)
+			continue
+		}
+		if !errors.Is(ce, tt.err) {
+			t.Errorf("%v does not wrap %v", ce, tt.err)
+		}
+		wantLine := map[string]int{"frontend": 3, "backends": 3, "clusterIPs[0]": 5, "ports[0].nodePort": 7, "endpoints": 9}[ce.Field]
+		if ce.Line != wantLine {
+			t.Errorf("%v: line %d, want %d", ce, ce.Line, wantLine)
+		}
+	}
+	for _, err := range []error{errors.New("kernel says no"),
+		&lb.ValidationError{Frontend: frontend("10.96.0.99:80/tcp"), Field: "frontend", Reason: "not ours"}} {
+		if ce := cfg.installError(err); ce != nil {
+			t.Errorf("installError(%v) = %v, want nil", err, ce)
+		}
+	}
+}

@@ -87,7 +87,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	// Services and prefilter before attachments: an interface new to the
 	// load balancer sees the whole configuration from its first packet.
 	names := cfg.Names()
-	res, change, err := apply(dp, mgr, cfg)
+	res, change, err := apply(dp, mgr, *configPath, cfg)
 	if err != nil {
 		return err
 	}
@@ -143,8 +143,9 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 // source the file denies never reaches a service the file adds, then the
 // services. When the services cannot be installed (lb.Manager.Sync then
 // changes none), the prefilter is put back as it was, so that a refused
-// configuration changes nothing.
-func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, prefilter.Change, error) {
+// configuration changes nothing. An error about one of cfg's services
+// names it, and its line in the file at path.
+func apply(dp *datapath.Datapath, mgr *lb.Manager, path string, cfg Config) (lb.SyncResult, prefilter.Change, error) {
 	before, err := prefilter.List(dp)
 	if err != nil {
 		return lb.SyncResult{}, prefilter.Change{}, err
@@ -155,7 +156,11 @@ func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, p
 	}
 	res, err := mgr.Sync(cfg.LBServices())
 	if err != nil {
-		err = fmt.Errorf("install services: %w", err)
+		if ce := cfg.installError(err); ce != nil {
+			err = inFile(path, ce)
+		} else {
+			err = fmt.Errorf("install services: %w", err)
+		}
 		if _, rerr := prefilter.Set(dp, before); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("put the prefilter back: %w", rerr))
 		}
@@ -185,7 +190,7 @@ func reload(log *slog.Logger, dp *datapath.Datapath, mgr *lb.Manager, path strin
 		log.Error(rejected, "error", err)
 		return old, nil
 	}
-	res, change, err := apply(dp, mgr, cfg)
+	res, change, err := apply(dp, mgr, path, cfg)
 	if err != nil {
 		log.Error(rejected, "error", err)
 		return old, nil
