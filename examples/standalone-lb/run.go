@@ -230,29 +230,43 @@ func loadInterruptibly(log *slog.Logger, path string, hook datapath.Hook, maxByt
 	}
 }
 
-// logApplied logs what a configuration changed: the services by name and
-// frontend, and the prefilter's additions, removals and size.
+// maxLoggedNames is how many services logApplied names for each of
+// added, changed and removed; it counts them all. One line per reload
+// stays short with 65,536 services; status lists every one.
+const maxLoggedNames = 10
+
+// logApplied logs what a configuration changed: how many services it
+// added, changed and removed, the first few of each by name and frontend
+// (in the frontends' order), and the prefilter's additions, removals and
+// size.
 func logApplied(log *slog.Logger, res lb.SyncResult, change prefilter.Change, prefilter int,
 	names, old map[lb.Frontend]string) {
-	label := func(fs []lb.Frontend, names map[lb.Frontend]string) []string {
-		out := make([]string, 0, len(fs))
-		for _, f := range fs {
+	group := func(key string, fs []lb.Frontend, names map[lb.Frontend]string) slog.Attr {
+		if len(fs) == 0 {
+			return slog.Group(key, "count", 0)
+		}
+		shown := make([]string, 0, min(len(fs), maxLoggedNames)+1)
+		for _, f := range fs[:min(len(fs), maxLoggedNames)] {
 			if n := names[f]; n != "" {
-				out = append(out, n+"="+f.String())
+				shown = append(shown, n+"="+f.String())
 			} else {
-				out = append(out, f.String())
+				shown = append(shown, f.String())
 			}
 		}
-		return out
+		if more := len(fs) - maxLoggedNames; more > 0 {
+			shown = append(shown, fmt.Sprintf("(and %d more)", more))
+		}
+		return slog.Group(key, "count", len(fs), "names", shown)
 	}
 	if len(res.Added)+len(res.Changed)+len(res.Removed)+change.Added+change.Removed == 0 {
-		log.Info("config applied: no change")
+		log.Info("config applied: no change", "services", len(names))
 		return
 	}
 	log.Info("config applied",
-		"added", label(res.Added, names),
-		"changed", label(res.Changed, names),
-		"removed", label(res.Removed, old),
+		"services", len(names),
+		group("added", res.Added, names),
+		group("changed", res.Changed, names),
+		group("removed", res.Removed, old),
 		slog.Group("prefilter", "added", change.Added, "removed", change.Removed, "size", prefilter))
 }
 
