@@ -72,7 +72,7 @@ func TestRunReloadBounded(t *testing.T) {
 	// file as it is now.
 	e.writeRaw(stalled(e, 0))
 	p.signal(syscall.SIGHUP)
-	p.waitLog("msg=reloading")
+	p.waitLog("xdplanetest: stalled")
 	e.writeConfig(0, 1)
 	p.signal(syscall.SIGHUP)
 	p.waitLog(`msg="SIGHUP during a reload: reading the file again"`)
@@ -84,7 +84,7 @@ func TestRunReloadBounded(t *testing.T) {
 	applied := strings.Count(p.log(), `msg="config applied"`)
 	e.writeRaw(stalled(e, 0))
 	p.signal(syscall.SIGHUP)
-	p.waitLog("msg=reloading")
+	p.waitLog("xdplanetest: stalled")
 	p.stop(syscall.SIGTERM)
 	if !p.logged(`msg="stopping during a reload, which changed nothing;`, "signal=terminated") {
 		t.Errorf("the log does not say the reload was abandoned:\n%s", p.log())
