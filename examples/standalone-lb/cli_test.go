@@ -64,6 +64,22 @@ func TestCLI(t *testing.T) {
 			code: exitError, stderr: "no such file", mustNot: pins,
 		},
 		{
+			name: "run with a device as config", args: []string{"run", "--config", "/dev/zero", "--interface", "lo", "--bpffs", pins},
+			code: exitError, stderr: "/dev/zero: not a regular file but a character device", mustNot: pins,
+		},
+		{
+			name: "run with a config over --max-config-bytes", args: []string{"run", "--config", good, "--interface", "lo", "--bpffs", pins, "--max-config-bytes", "10"},
+			code: exitError, stderr: good + ": 51 bytes, more than the limit of 10 (run's --max-config-bytes)", mustNot: pins,
+		},
+		{
+			name: "run with --max-config-bytes in MiB", args: []string{"run", "--config", good, "--interface", "nosuchif0", "--bpffs", pins, "--max-config-bytes", "1MiB"},
+			code: exitError, stderr: `interface "nosuchif0"`, mustNot: pins,
+		},
+		{
+			name: "run with a bad --max-config-bytes", args: []string{"run", "--config", good, "--interface", "lo", "--max-config-bytes", "16MB"},
+			code: exitUsage, stderr: "want a size in bytes, such as 16777216 or 16MiB",
+		},
+		{
 			name: "run on a missing interface", args: []string{"run", "--config", good, "--interface", "nosuchif0", "--bpffs", pins},
 			code: exitError, stderr: `interface "nosuchif0"`, mustNot: pins,
 		},

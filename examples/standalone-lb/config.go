@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -34,6 +38,18 @@ type Config struct {
 	Services []NamedService
 
 	prefilterLine int // where the prefilter key is, for checkHook
+	// sources says where each frontend comes from in the file, for
+	// errors found when the services are installed.
+	sources map[lb.Frontend]source
+}
+
+// source is where a frontend comes from in the file.
+type source struct {
+	index        int // in services
+	name         string
+	origin       origin // the field that makes the frontend
+	backends     string // "backends" or "endpoints"
+	backendsLine int
 }
 
 // FrontendType says which field of its service made a frontend; for the
@@ -119,35 +135,75 @@ func (e *ConfigError) Error() string {
 		}
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Field)
-	if e.Value != "" {
-		fmt.Fprintf(&b, " %q", e.Value)
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		if e.Value != "" {
+			fmt.Fprintf(&b, " %q", e.Value)
+		}
+		b.WriteString(": ")
 	}
-	b.WriteString(": ")
 	b.WriteString(e.Reason)
 	return b.String()
 }
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// LoadConfig reads and parses the configuration file at path. Errors name
-// the file and line as well as the service and field.
+// DefaultMaxConfigBytes is the largest configuration file run and status
+// read, unless run's --max-config-bytes says otherwise: room for a file
+// that fills the default datapath (65,536 services and 262,144 backends
+// take about 13 MB written as doc.go shows), not for much more. Decoding
+// costs memory: up to about 100 bytes for each byte of YAML.
+const DefaultMaxConfigBytes = 16 << 20
+
+// readLimits bound what reading a configuration file may cost.
+type readLimits struct {
+	// maxBytes is the largest file accepted.
+	maxBytes int64
+	// maxNodes is how many YAML nodes (keys, values, lists, mappings)
+	// the file may have once every alias is counted as the nodes it
+	// stands for: aliases to one long list would otherwise make a small
+	// file take minutes and gigabytes to parse.
+	maxNodes int64
+}
+
+// limitsFor is the limits for files of at most maxBytes: a quarter as
+// many nodes as bytes. A node takes at least 2 bytes of YAML and, written
+// as doc.go shows, about 10; a file without aliases rarely comes near.
+func limitsFor(maxBytes int64) readLimits {
+	return readLimits{maxBytes: maxBytes, maxNodes: max(maxBytes/4, 1)}
+}
+
+// parseHook, when set (by a test build), runs after the file is read and
+// before it is parsed.
+var parseHook func(ctx context.Context, data []byte)
+
+// LoadConfig reads and parses the configuration file at path, within the
+// default limits (DefaultMaxConfigBytes). Errors name the file and line
+// as well as the service and field.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	return loadConfig(context.Background(), path, limitsFor(DefaultMaxConfigBytes))
+}
+
+func loadConfig(ctx context.Context, path string, lim readLimits) (Config, error) {
+	data, err := readConfigFile(path, lim)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, inFile(path, err)
 	}
-	cfg, err := ParseConfig(data)
+	if parseHook != nil {
+		parseHook(ctx, data)
+	}
+	cfg, err := parseConfig(ctx, data, lim)
 	if err != nil {
 		return Config{}, inFile(path, err)
 	}
 	return cfg, nil
 }
 
-// LoadConfigFor is LoadConfig for run with the given hook: it also
-// refuses what the hook cannot do (see checkHook).
-func LoadConfigFor(path string, hook datapath.Hook) (Config, error) {
-	cfg, err := LoadConfig(path)
+// LoadConfigFor is LoadConfig for run with the given hook, within
+// maxBytes (see limitsFor), until ctx is done: it also refuses what the
+// hook cannot do (see checkHook).
+func LoadConfigFor(ctx context.Context, path string, hook datapath.Hook, maxBytes int64) (Config, error) {
+	cfg, err := loadConfig(ctx, path, limitsFor(maxBytes))
 	if err != nil {
 		return Config{}, err
 	}
@@ -155,6 +211,84 @@ func LoadConfigFor(path string, hook datapath.Hook) (Config, error) {
 		return Config{}, inFile(path, err)
 	}
 	return cfg, nil
+}
+
+// readConfigFile reads a configuration file: a regular file of at most
+// lim.maxBytes. It opens without blocking and looks at what it opened
+// before reading, so that a FIFO (which would wait for a writer) or a
+// device such as /dev/zero (which never ends) is refused at once.
+func readConfigFile(path string, lim readLimits) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fileError(0, "", "", fmt.Sprintf("not a regular file but %s: the configuration must be a file "+
+			"(a FIFO would wait for a writer, a device may never end)", fileKind(fi.Mode())))
+	}
+	tooBig := func(size int64) error {
+		return fileError(0, "", "", fmt.Sprintf("%d bytes, more than the limit of %d (run's --max-config-bytes)", size, lim.maxBytes))
+	}
+	if fi.Size() > lim.maxBytes {
+		return nil, tooBig(fi.Size())
+	}
+	// The file may grow while it is read: read no more than the limit.
+	data, err := io.ReadAll(io.LimitReader(f, lim.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if int64(len(data)) > lim.maxBytes {
+		return nil, tooBig(int64(len(data)))
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "of type " + m.Type().String()
+}
+
+// installError turns an error of lb.Manager.Sync about one of the
+// configuration's services (a *lb.ValidationError: most often that the
+// datapath is full) into a *ConfigError naming the service, its field and
+// line, as a parsing error does; nil for other errors.
+func (c Config) installError(err error) *ConfigError {
+	var ve *lb.ValidationError
+	if !errors.As(err, &ve) {
+		return nil
+	}
+	src, ok := c.sources[ve.Frontend]
+	if !ok {
+		return nil
+	}
+	ce := &ConfigError{Line: src.origin.line, Index: src.index, Name: src.name, Field: src.origin.field,
+		Value: src.origin.value, Reason: ve.Reason, Err: err}
+	if src.origin.with != "" {
+		// A frontend of the Kubernetes form: say which.
+		ce.Reason = fmt.Sprintf("%s (with %s, frontend %s)", ve.Reason, src.origin.with, ve.Frontend)
+	}
+	if ve.Field == "backends" {
+		ce.Field, ce.Value, ce.Line = src.backends, "", src.backendsLine
+		ce.Reason = fmt.Sprintf("%v of them for %s: %s", ve.Value, ve.Frontend, ve.Reason)
+	}
+	return ce
 }
 
 // inFile puts the file's name, and the line when known, before err.
@@ -213,8 +347,17 @@ func (c Config) checkHook(hook datapath.Hook) error {
 // *ConfigError. The services key must be present, so that an empty or
 // truncated file is refused rather than read as "remove every service";
 // write `services: []` to mean none. The prefilter key may be absent: an
-// absent or empty prefilter is an empty deny list.
+// absent or empty prefilter is an empty deny list. Names (of services and
+// ports) are printable text.
+//
+// ParseConfig applies the limits of LoadConfig: no more than
+// DefaultMaxConfigBytes/4 nodes, aliases expanded.
 func ParseConfig(data []byte) (Config, error) {
+	return parseConfig(context.Background(), data, limitsFor(DefaultMaxConfigBytes))
+}
+
+// parseConfig is ParseConfig within lim, until ctx is done.
+func parseConfig(ctx context.Context, data []byte, lim readLimits) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -231,6 +374,15 @@ func ParseConfig(data []byte) (Config, error) {
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return Config{}, fileError(extra.Line, "yaml", "", "more than one document in the file")
+	}
+
+	if err := ctx.Err(); err != nil {
+		return Config{}, interrupted(err)
+	}
+	// Every later step visits a node as often as aliases name it: count
+	// them first, each alias as what it stands for.
+	if ce := checkExpansion(&doc, lim); ce != nil {
+		return Config{}, ce
 	}
 
 	root := deref(&doc)
@@ -286,6 +438,9 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	frontends := map[lb.Frontend]owner{}
 	for i, n := range list.Content {
+		if err := ctx.Err(); err != nil {
+			return Config{}, interrupted(err)
+		}
 		e, err := parseService(i, deref(n), nodeAddrs)
 		if err != nil {
 			return Config{}, err
@@ -309,6 +464,10 @@ func ParseConfig(data []byte) (Config, error) {
 				return Config{}, ce
 			}
 			frontends[fe] = owner{i, e.name}
+			if cfg.sources == nil {
+				cfg.sources = map[lb.Frontend]source{}
+			}
+			cfg.sources[fe] = source{index: i, name: e.name, origin: e.origins[k], backends: e.backends, backendsLine: e.backendsLine}
 		}
 		cfg.Services = append(cfg.Services, e.services...)
 	}
@@ -316,6 +475,68 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fileError(fe.line, fe.field, fe.value, fe.reason)
 	}
 	return cfg, nil
+}
+
+// interrupted is the error of a parse that ctx ended.
+func interrupted(err error) error {
+	return fmt.Errorf("reading stopped before the end: %w", err)
+}
+
+// checkExpansion refuses a document of more than max nodes once each
+// alias is counted as the nodes it stands for, or with an alias inside
+// the node it names (which would never end). It visits each node of the
+// file once, and each alias's target once more.
+func checkExpansion(doc *yaml.Node, lim readLimits) *ConfigError {
+	c := expansion{max: lim.maxNodes, maxBytes: lim.maxBytes, sizes: map[*yaml.Node]int64{}, open: map[*yaml.Node]bool{}}
+	c.size(doc)
+	return c.err
+}
+
+type expansion struct {
+	max      int64
+	maxBytes int64                // for the error
+	sizes    map[*yaml.Node]int64 // of each alias's target, once counted
+	open     map[*yaml.Node]bool  // targets being counted
+	err      *ConfigError
+}
+
+// size is the number of nodes n stands for, or more than max.
+func (c *expansion) size(n *yaml.Node) int64 {
+	if c.err != nil {
+		return c.max + 1
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		t := n.Alias
+		if s, ok := c.sizes[t]; ok {
+			return s
+		}
+		if c.open[t] {
+			c.err = fileError(n.Line, "yaml", "*"+n.Value, "the alias is inside the node it names")
+			return c.max + 1
+		}
+		c.open[t] = true
+		s := c.size(t)
+		delete(c.open, t)
+		c.sizes[t] = s
+		return s
+	}
+	total := int64(1)
+	for _, child := range n.Content {
+		total += c.size(child)
+		if total > c.max {
+			if c.err == nil {
+				line := child.Line
+				if line == 0 {
+					line = n.Line
+				}
+				c.err = fileError(line, "yaml", "", fmt.Sprintf(
+					"more than %d nodes (keys, values, lists and mappings), counting each alias as the nodes it names, by here: "+
+						"the limit for files of up to %d bytes (run's --max-config-bytes raises both)", c.max, c.maxBytes))
+			}
+			return c.max + 1
+		}
+	}
+	return total
 }
 
 // unquotedIPv6 finds a frontend or address written [IPv6]:port without
@@ -627,6 +848,10 @@ func mappingFields(n *yaml.Node, known []string, hints map[string]string) (map[s
 			fe = &fieldError{line: key.Line, field: "key", reason: "want a plain field name, got " + kindName(key)}
 		case !slices.Contains(known, key.Value) && hints[key.Value] != "":
 			fe = &fieldError{line: key.Line, field: key.Value, reason: hints[key.Value]}
+		case !slices.Contains(known, key.Value) && nameProblem(key.Value) != "":
+			// Written as Go would quote it, so that it prints safely.
+			fe = &fieldError{line: key.Line, field: strconv.Quote(key.Value),
+				reason: "unknown field (known: " + strings.Join(known, ", ") + ")"}
 		case !slices.Contains(known, key.Value):
 			fe = &fieldError{line: key.Line, field: key.Value,
 				reason: "unknown field (known: " + strings.Join(known, ", ") + ")"}
@@ -640,6 +865,24 @@ func mappingFields(n *yaml.Node, known []string, hints map[string]string) (map[s
 		}
 	}
 	return out, first
+}
+
+// nameProblem says what makes s unfit for a name (of a service, of a
+// port), or "": names go to logs and to status's tables, where a control
+// character could rewrite the terminal or forge a line.
+func nameProblem(s string) string {
+	if !utf8.ValidString(s) {
+		return "not valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Sprintf("contains the control character %U: write printable characters only", r)
+		case !unicode.IsPrint(r):
+			return fmt.Sprintf("contains the unprintable character %U: write printable characters only (the space is the only blank allowed)", r)
+		}
+	}
+	return ""
 }
 
 // hasKey reports whether the mapping n has the key.

@@ -190,7 +190,7 @@ func parseKube(c svcCtx, m mapping, cm common, nodeAddrs []listedAddr) (parsed, 
 	if err != nil {
 		return parsed{}, kubeErr(err)
 	}
-	out := parsed{name: c.name}
+	out := parsed{name: c.name, backends: "endpoints", backendsLine: m.line("endpoints")}
 	for _, s := range services {
 		o, ok := origins[s.Frontend]
 		if !ok {
@@ -266,6 +266,9 @@ func parsePort(k int, n *yaml.Node) (kubePort, *fieldError) {
 	p := kubePort{m: m}
 	if p.Name, fe = m.str("name"); fe != nil {
 		return p, fe
+	}
+	if why := nameProblem(p.Name); p.Name != "" && why != "" {
+		return p, m.fail("name", p.Name, why)
 	}
 	proto, fe := m.str("protocol")
 	if fe != nil {

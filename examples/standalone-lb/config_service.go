@@ -63,6 +63,10 @@ type parsed struct {
 	name     string
 	services []NamedService
 	origins  []origin // parallel to services
+	// backends is the field of the service's backends ("backends", or
+	// "endpoints" in the Kubernetes form), backendsLine its line.
+	backends     string
+	backendsLine int
 }
 
 // origin is the field a frontend comes from, as written.
@@ -114,6 +118,11 @@ func parseService(i int, n *yaml.Node, nodeAddrs []listedAddr) (parsed, error) {
 	if name == "" {
 		return parsed{}, c.fail(&fieldError{line: n.Line, field: "name", reason: "missing"})
 	}
+	if why := nameProblem(name); why != "" {
+		// The error quotes it; the name is not put on the service, where
+		// it would be quoted twice.
+		return parsed{}, c.fail(m.fail("name", name, why))
+	}
 	c.name = name
 
 	switch {
@@ -134,7 +143,7 @@ func parseService(i int, n *yaml.Node, nodeAddrs []listedAddr) (parsed, error) {
 	if err != nil {
 		return parsed{}, err
 	}
-	return parsed{name: name, services: []NamedService{s},
+	return parsed{name: name, backends: "backends", backendsLine: m.line("backends"), services: []NamedService{s},
 		origins: []origin{{field: "frontend", value: m.written("frontend"), line: m.line("frontend")}}}, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -8,7 +9,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
@@ -1511,7 +1514,7 @@ func TestConfigCheckHook(t *testing.T) {
 		if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := LoadConfigFor(path, tt.hook)
+		_, err := LoadConfigFor(context.Background(), path, tt.hook, DefaultMaxConfigBytes)
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%q at %s: %v", tt.yaml, tt.hook, err)
@@ -1544,5 +1547,237 @@ func TestReadmeExamples(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("README.md shows no configuration")
+	}
+}
+
+// loadWithin runs LoadConfig, failing the test if it has not returned
+// within a minute: before reading was bounded, a FIFO blocked it for ever.
+func loadWithin(t *testing.T, path string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := LoadConfig(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatalf("LoadConfig(%s) still reading after a minute", path)
+		return nil
+	}
+}
+
+// Only a regular file of at most DefaultMaxConfigBytes is read: a FIFO is
+// refused without waiting for a writer, a device without reading it, and
+// each error names the file and what was wrong.
+func TestLoadConfigFileLimits(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	// Valid YAML, a comment making it one byte too long.
+	pad := DefaultMaxConfigBytes + 1 - len("services: []\n#\n")
+	if err := os.WriteFile(big, []byte("services: []\n#"+strings.Repeat("x", pad)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{fifo, fifo + ": not a regular file but a FIFO: the configuration must be a file"},
+		{"/dev/null", "/dev/null: not a regular file but a character device"},
+		{"/dev/zero", "/dev/zero: not a regular file but a character device"},
+		{dir, dir + ": not a regular file but a directory"},
+		{big, fmt.Sprintf("%s: %d bytes, more than the limit of %d (run's --max-config-bytes)", big, DefaultMaxConfigBytes+1, DefaultMaxConfigBytes)},
+	} {
+		err := loadWithin(t, tt.path)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("LoadConfig(%s) = %v\nwant %s...", tt.path, err, tt.want)
+		}
+		if !errors.Is(err, lb.ErrInvalid) {
+			t.Errorf("%v does not wrap lb.ErrInvalid", err)
+		}
+	}
+
+	// A file of exactly the limit is read, and so is a regular file
+	// behind a symbolic link.
+	if err := os.WriteFile(big, []byte("services: []\n#"+strings.Repeat("x", pad-1)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(big, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{big, link} {
+		if err := loadWithin(t, path); err != nil {
+			t.Errorf("LoadConfig(%s) of %d bytes: %v", path, DefaultMaxConfigBytes, err)
+		}
+	}
+
+	// run's --max-config-bytes moves the limit.
+	if _, err := loadConfig(context.Background(), big, limitsFor(1000)); err == nil ||
+		err.Error() != fmt.Sprintf("%s: %d bytes, more than the limit of 1000 (run's --max-config-bytes)", big, DefaultMaxConfigBytes) {
+		t.Errorf("LoadConfig within 1000 bytes = %v", err)
+	}
+}
+
+// aliasBomb is a configuration of services that each name, through an
+// alias, one list of n backends: small to write, services*n backends to
+// parse.
+func aliasBomb(n, services int) string {
+	var b strings.Builder
+	b.WriteString("services:\n  - name: s0\n    frontend: 10.96.0.1:80\n    backends: &pool [")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "{address: 10.1.%d.%d:8080}", i/250, i%250+1)
+	}
+	b.WriteString("]\n")
+	for i := 1; i < services; i++ {
+		fmt.Fprintf(&b, "  - {name: s%d, frontend: 10.97.%d.%d:80, backends: *pool}\n", i, i/250, i%250+1)
+	}
+	return b.String()
+}
+
+// Aliases may not expand a file past DefaultMaxConfigBytes/4 nodes: a file
+// of 100 KB naming one list of 2,000 backends 800 times (1.6 million
+// backends) is refused before any service is parsed, at the line where it
+// goes over. An alias inside what it names is refused too.
+func TestParseConfigAliasExpansion(t *testing.T) {
+	bomb := aliasBomb(2000, 800)
+	t.Logf("%d bytes", len(bomb))
+	_, err := ParseConfig([]byte(bomb))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !errors.Is(err, lb.ErrInvalid) {
+		t.Fatalf("ParseConfig of an alias bomb = %v, want a *ConfigError wrapping lb.ErrInvalid", err)
+	}
+	// Each backend is 3 nodes (a mapping, its key and value), so the list
+	// and each alias of it 6,001, and each service 6,007: the 699th,
+	// services[698] on line 702, goes over 4 + 699*6,007 > 4,194,304.
+	want := fmt.Sprintf("yaml: more than %d nodes (keys, values, lists and mappings), counting each alias as the nodes it names, by here: "+
+		"the limit for files of up to %d bytes (run's --max-config-bytes raises both)", DefaultMaxConfigBytes/4, DefaultMaxConfigBytes)
+	if ce.Line != 702 || err.Error() != want {
+		t.Errorf("ParseConfig of an alias bomb = line %d: %v\nwant line 702: %s", ce.Line, err, want)
+	}
+
+	// The limit counts exactly: a document of n nodes passes a limit of
+	// n, not of n-1. This one is the document, the top mapping, its key
+	// and list, and three times (once written, twice through an alias) a
+	// mapping of two keys and values.
+	doc := "services:\n  - &a {name: a, frontend: 10.96.0.1:80}\n  - *a\n  - *a\n"
+	const nodes = 1 + 1 + 2 + 3*(1+2*2)
+	for _, tt := range []struct {
+		max  int64
+		want string
+	}{
+		{nodes, `services[1] "a": name "a": duplicate of services[0]`}, // counted, then parsed
+		{nodes - 1, "yaml: more than 18 nodes"},
+	} {
+		_, err := parseConfig(context.Background(), []byte(doc), readLimits{maxBytes: 1 << 20, maxNodes: tt.max})
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("limit %d: %v, want %s...", tt.max, err, tt.want)
+		}
+	}
+
+	// A list that contains itself.
+	_, err = ParseConfig([]byte("services: &s\n  - {name: a, frontend: 10.96.0.1:80, backends: *s}\n"))
+	if want := `yaml "*s": the alias is inside the node it names`; err == nil || err.Error() != want || !errors.As(err, &ce) || ce.Line != 2 {
+		t.Errorf("ParseConfig of a recursive alias = %v, want line 2: %s", err, want)
+	}
+}
+
+// Parsing stops when its context is done.
+func TestParseConfigInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := parseConfig(ctx, []byte("services: [{name: a, frontend: 10.96.0.1:80}]\n"), limitsFor(DefaultMaxConfigBytes))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("parseConfig with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+// Names (of services and ports) are printable: a control character, or a
+// blank other than the space, is refused, and the error quotes the name
+// so that it prints safely. So is an unknown key.
+func TestParseConfigNames(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{`services: [{name: "web\e[2J", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "web\x1b[2J": contains the control character U+001B: write printable characters only`},
+		{`services: [{name: "web\nINFO forged", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "web\nINFO forged": contains the control character U+000A`},
+		{`services: [{name: "a\tb", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\tb": contains the control character U+0009`},
+		{`services: [{name: "a\u202eb", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\u202eb": contains the unprintable character U+202E`},
+		{`services: [{name: "a\u00a0b", frontend: 10.96.0.1:80}]`,
+			`services[0]: name "a\u00a0b": contains the unprintable character U+00A0`},
+		{`services: [{name: shop, clusterIPs: [10.96.0.2], ports: [{name: "ht\0tp", port: 80}]}]`,
+			`services[0] "shop": ports[0].name "ht\x00tp": contains the control character U+0000`},
+		{`services: [{name: web, frontend: 10.96.0.1:80, "x\e]0;owned\a": 1}]`,
+			`services[0] "web": "x\x1b]0;owned\a": unknown field`},
+	} {
+		_, err := ParseConfig([]byte(tt.yaml + "\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || !errors.Is(err, lb.ErrInvalid) {
+			t.Errorf("%s:\n got %v\nwant %s...", tt.yaml, err, tt.want)
+		}
+	}
+	// Printable text is a name, spaces and letters beyond ASCII included.
+	cfg, err := ParseConfig([]byte("services: [{name: \"café 1\", clusterIPs: [10.96.0.2], ports: [{name: \"ünï\", port: 80}]}]\n"))
+	if err != nil || cfg.Services[0].Label() != "café 1:ünï" {
+		t.Errorf("printable names: %v, %v", cfg.Services, err)
+	}
+}
+
+// An error of lb.Manager.Sync about a frontend names the service, the
+// field that made the frontend and its line; for the backends, the line
+// of the backends or endpoints. Other errors are left as they are.
+func TestConfigInstallError(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`nodeAddresses: [192.168.1.10]
+services:
+  - {name: web, frontend: 10.96.0.10:80, backends: [{address: 10.0.1.2:8080}]}
+  - name: shop
+    clusterIPs: [10.96.0.20]
+    ports:
+      - {name: http, port: 80, nodePort: 30080}
+    endpoints:
+      - {address: 10.0.1.2}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		err  *lb.ValidationError
+		want string
+	}{
+		{&lb.ValidationError{Frontend: frontend("10.96.0.10:80/tcp"), Field: "frontend", Reason: "the datapath holds at most 1 services"},
+			`services[0] "web": frontend "10.96.0.10:80": the datapath holds at most 1 services`},
+		{&lb.ValidationError{Frontend: frontend("10.96.0.10:80/tcp"), Field: "backends", Value: 1, Reason: "the datapath holds at most 0 backends in all"},
+			`services[0] "web": backends: 1 of them for 10.96.0.10:80/tcp: the datapath holds at most 0 backends in all`},
+		{&lb.ValidationError{Frontend: frontend("10.96.0.20:80/tcp"), Field: "frontend", Reason: "no free service id"},
+			`services[1] "shop": clusterIPs[0] "10.96.0.20": no free service id (with ports[0], frontend 10.96.0.20:80/tcp)`},
+		{&lb.ValidationError{Frontend: frontend("192.168.1.10:30080/tcp"), Field: "frontend", Reason: "no free service id"},
+			`services[1] "shop": ports[0].nodePort "30080": no free service id (with nodeAddresses[0], frontend 192.168.1.10:30080/tcp)`},
+		{&lb.ValidationError{Frontend: frontend("192.168.1.10:30080/tcp"), Field: "backends", Value: 1, Reason: "no free backend id"},
+			`services[1] "shop": endpoints: 1 of them for 192.168.1.10:30080/tcp: no free backend id`},
+	} {
+		ce := cfg.installError(fmt.Errorf("wrapped: %w", tt.err))
+		if ce == nil || ce.Error() != tt.want {
+			t.Errorf("installError(%v) = %v\nwant %s", tt.err, ce, tt.want)
+			continue
+		}
+		if !errors.Is(ce, tt.err) {
+			t.Errorf("%v does not wrap %v", ce, tt.err)
+		}
+		wantLine := map[string]int{"frontend": 3, "backends": 3, "clusterIPs[0]": 5, "ports[0].nodePort": 7, "endpoints": 9}[ce.Field]
+		if ce.Line != wantLine {
+			t.Errorf("%v: line %d, want %d", ce, ce.Line, wantLine)
+		}
+	}
+	for _, err := range []error{errors.New("kernel says no"),
+		&lb.ValidationError{Frontend: frontend("10.96.0.99:80/tcp"), Field: "frontend", Reason: "not ours"}} {
+		if ce := cfg.installError(err); ce != nil {
+			t.Errorf("installError(%v) = %v, want nil", err, ce)
+		}
 	}
 }

@@ -101,9 +101,11 @@
 //
 // Fields of both forms:
 //
-//   - name (required): unique in the file. Logs and status call a
-//     frontend by it, and for a Kubernetes-shaped service with named
-//     ports by name:port, as kube-proxy does ("shop:http").
+//   - name (required): unique in the file, printable text (no control
+//     characters or other unprintable runes; the space is the one blank
+//     allowed). Logs and status call a frontend by it, and for a
+//     Kubernetes-shaped service with named ports by name:port, as
+//     kube-proxy does ("shop:http").
 //   - algorithm: how a new flow picks its backend: random (the default),
 //     weighted, or maglev, a consistent hash of the client's address and
 //     port and the protocol, so that every node with the same backends
@@ -172,7 +174,8 @@
 //
 // Fields of a port:
 //
-//   - name: required and unique when there are several.
+//   - name: required and unique when there are several; printable text,
+//     as a service's name.
 //   - protocol: TCP (the default) or UDP.
 //   - port (required): the port on cluster, external and load balancer
 //     IPs.
@@ -202,9 +205,24 @@
 //	lb.yaml:2: prefilter[0] "203.0.113.266": want a prefix such as 192.0.2.0/24 or 2001:db8::/32, or an address
 //	lb.yaml:2: prefilter[1] "10.0.0.0/8": contains 10.0.1.2, a backend of services[0] "web": the prefilter would drop its replies
 //
+// An error found only when the services are installed, such as a
+// datapath too small for them, names the service and line the same way:
+//
+//	lb.yaml:10: services[2] "c": frontend "10.96.0.3:80": the datapath holds at most 2 services
+//
+// The file must be a regular file (a FIFO or a device is refused without
+// being read) of at most --max-config-bytes, 16 MiB by default: room for
+// a file that fills the default datapath, 65,536 services with 262,144
+// backends, written as above. Anchors and aliases (&pool, *pool) may share
+// a list between services, but the file may not have more than a quarter
+// as many YAML nodes (keys, values, lists, mappings) as its size limit
+// has bytes, counting each alias as the nodes it stands for: 4,194,304
+// by default. A handful of aliases to long lists would otherwise take
+// minutes and gigabytes to parse.
+//
 // # Commands
 //
-//	xdplane-lb run --config FILE --interface IF [--interface IF ...] [--hook tc|xdp] [--bpffs DIR]
+//	xdplane-lb run --config FILE --interface IF [--interface IF ...] [--hook tc|xdp] [--bpffs DIR] [--max-config-bytes N]
 //
 // Opens the datapath (pinned in DIR, default /sys/fs/bpf/xdplane), installs
 // the configured services, attaches to every listed interface and stays in
@@ -214,18 +232,26 @@
 // default) suits any interface, veths included; --hook xdp suits a
 // physical NIC's receive path, and is the one that applies a prefilter.
 //
-// SIGHUP re-reads the file and applies only the difference, logging what
-// was added, changed and removed (services by name and frontend, the
-// prefilter as counts); connections to backends that stay keep their
-// backend. On start and on every SIGHUP the prefilter is written before
-// the services, so that a source the file denies never reaches a service
-// it adds; when the services cannot be installed, the prefilter is put
-// back. A file that does not parse or validate on SIGHUP is logged and
-// changes nothing. SIGINT or SIGTERM ends the process with status 0 and
-// leaves the load balancer running in the kernel, conntrack and
-// prefilter included: a new run (of the same or a newer binary) adopts
-// it, replacing the programs in place, and established connections carry
-// on through the restart.
+// --max-config-bytes (a number of bytes, or with KiB, MiB or GiB) sets the
+// largest configuration file read, and with it the limit on aliases (see
+// Configuration).
+//
+// SIGHUP re-reads the file and applies only the difference, logging, in
+// one line, how many services were added, changed and removed, the first
+// ten of each by name and frontend, and the prefilter's changes as
+// counts; connections to backends that stay keep their backend. On start
+// and on every SIGHUP the prefilter is written before the services, so
+// that a source the file denies never reaches a service it adds; when the
+// services cannot be installed, the prefilter is put back. A file that
+// does not parse or validate on SIGHUP is logged and changes nothing.
+// While a reload reads and checks the file, a SIGHUP starts it over on
+// the file as it is then, and SIGINT or SIGTERM abandons it, changing
+// nothing, and ends the process; signals that come while the datapath is
+// written wait until it is done. SIGINT or SIGTERM ends the process with
+// status 0 and leaves the load balancer running in the kernel, conntrack
+// and prefilter included: a new run (of the same or a newer binary)
+// adopts it, replacing the programs in place, and established connections
+// carry on through the restart.
 //
 // With --hook xdp, run logs each packet the datapath drops (the
 // prefilter's: reason, interface, protocol, source, destination, bytes),

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -27,6 +29,9 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	hookName := fs.String("hook", "tc", "where to attach: tc (any interface) or xdp (a NIC's receive path)")
 	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory for the pinned state")
 	ct := addConntrackFlags(fs)
+	maxConfig := byteSize(DefaultMaxConfigBytes)
+	fs.Var(&maxConfig, "max-config-bytes", "the largest configuration file read, in bytes (or KiB, MiB, GiB); "+
+		"with aliases expanded, the file may have a quarter as many YAML nodes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,7 +51,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 
 	// Everything that can be checked without touching the kernel is, so
 	// that a mistake leaves a running datapath as it was.
-	cfg, err := LoadConfigFor(*configPath, hook)
+	cfg, err := LoadConfigFor(context.Background(), *configPath, hook, int64(maxConfig))
 	if err != nil {
 		return err
 	}
@@ -87,7 +92,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	// Services and prefilter before attachments: an interface new to the
 	// load balancer sees the whole configuration from its first packet.
 	names := cfg.Names()
-	res, change, err := apply(dp, mgr, cfg)
+	res, change, err := apply(dp, mgr, *configPath, cfg)
 	if err != nil {
 		return err
 	}
@@ -132,7 +137,13 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 			log.Info("stopping; the datapath keeps forwarding (xdplane-lb cleanup removes it)", "signal", sig.String())
 			return nil
 		}
-		names = reload(log, dp, mgr, *configPath, hook, names)
+		var stop os.Signal
+		names, stop = reload(log, dp, mgr, *configPath, hook, int64(maxConfig), names, sigs)
+		if stop != nil {
+			log.Info("stopping during a reload, which changed nothing; the datapath keeps forwarding (xdplane-lb cleanup removes it)",
+				"signal", stop.String())
+			return nil
+		}
 	}
 	return nil
 }
@@ -141,8 +152,9 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 // source the file denies never reaches a service the file adds, then the
 // services. When the services cannot be installed (lb.Manager.Sync then
 // changes none), the prefilter is put back as it was, so that a refused
-// configuration changes nothing.
-func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, prefilter.Change, error) {
+// configuration changes nothing. An error about one of cfg's services
+// names it, and its line in the file at path.
+func apply(dp *datapath.Datapath, mgr *lb.Manager, path string, cfg Config) (lb.SyncResult, prefilter.Change, error) {
 	before, err := prefilter.List(dp)
 	if err != nil {
 		return lb.SyncResult{}, prefilter.Change{}, err
@@ -153,7 +165,11 @@ func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, p
 	}
 	res, err := mgr.Sync(cfg.LBServices())
 	if err != nil {
-		err = fmt.Errorf("install services: %w", err)
+		if ce := cfg.installError(err); ce != nil {
+			err = inFile(path, ce)
+		} else {
+			err = fmt.Errorf("install services: %w", err)
+		}
 		if _, rerr := prefilter.Set(dp, before); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("put the prefilter back: %w", rerr))
 		}
@@ -165,47 +181,101 @@ func apply(dp *datapath.Datapath, mgr *lb.Manager, cfg Config) (lb.SyncResult, p
 // reload applies the configuration file again and returns the names now
 // in force. An invalid file, or one the datapath cannot hold, changes
 // nothing.
-func reload(log *slog.Logger, dp *datapath.Datapath, mgr *lb.Manager, path string, hook datapath.Hook,
-	old map[lb.Frontend]string) map[lb.Frontend]string {
+//
+// While it reads and checks the file it keeps reading sigs: SIGINT or
+// SIGTERM abandons the reload, which has changed nothing yet, and is
+// returned for the caller to stop; SIGHUP starts it again, on the file as
+// it is now. Once the datapath is being written, signals wait until that
+// is done (lb.Manager.Sync is all or nothing, and quick).
+func reload(log *slog.Logger, dp *datapath.Datapath, mgr *lb.Manager, path string, hook datapath.Hook, maxBytes int64,
+	old map[lb.Frontend]string, sigs <-chan os.Signal) (map[lb.Frontend]string, os.Signal) {
 	const rejected = "config rejected; the running services and prefilter stay as they were"
-	cfg, err := LoadConfigFor(path, hook)
-	if err != nil {
-		log.Error(rejected, "error", err)
-		return old
+	log.Info("reloading", "config", path)
+	cfg, stop, err := loadInterruptibly(log, path, hook, maxBytes, sigs)
+	if stop != nil {
+		return old, stop
 	}
-	res, change, err := apply(dp, mgr, cfg)
 	if err != nil {
 		log.Error(rejected, "error", err)
-		return old
+		return old, nil
+	}
+	res, change, err := apply(dp, mgr, path, cfg)
+	if err != nil {
+		log.Error(rejected, "error", err)
+		return old, nil
 	}
 	names := cfg.Names()
 	logApplied(log, res, change, len(cfg.Prefilter), names, old)
-	return names
+	return names, nil
 }
 
-// logApplied logs what a configuration changed: the services by name and
-// frontend, and the prefilter's additions, removals and size.
+// loadInterruptibly is LoadConfigFor, in a goroutine, while sigs is read:
+// SIGINT and SIGTERM end it (returned as stop: the goroutine's work is
+// cancelled and its result dropped); SIGHUP starts it over.
+func loadInterruptibly(log *slog.Logger, path string, hook datapath.Hook, maxBytes int64,
+	sigs <-chan os.Signal) (Config, os.Signal, error) {
+	type loaded struct {
+		cfg Config
+		err error
+	}
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan loaded, 1)
+		go func() {
+			cfg, err := LoadConfigFor(ctx, path, hook, maxBytes)
+			done <- loaded{cfg, err}
+		}()
+		select {
+		case l := <-done:
+			cancel()
+			return l.cfg, nil, l.err
+		case sig := <-sigs:
+			cancel()
+			if sig != syscall.SIGHUP {
+				return Config{}, sig, nil
+			}
+			log.Info("SIGHUP during a reload: reading the file again", "config", path)
+		}
+	}
+}
+
+// maxLoggedNames is how many services logApplied names for each of
+// added, changed and removed; it counts them all. One line per reload
+// stays short with 65,536 services; status lists every one.
+const maxLoggedNames = 10
+
+// logApplied logs what a configuration changed: how many services it
+// added, changed and removed, the first few of each by name and frontend
+// (in the frontends' order), and the prefilter's additions, removals and
+// size.
 func logApplied(log *slog.Logger, res lb.SyncResult, change prefilter.Change, prefilter int,
 	names, old map[lb.Frontend]string) {
-	label := func(fs []lb.Frontend, names map[lb.Frontend]string) []string {
-		out := make([]string, 0, len(fs))
-		for _, f := range fs {
+	group := func(key string, fs []lb.Frontend, names map[lb.Frontend]string) slog.Attr {
+		if len(fs) == 0 {
+			return slog.Group(key, "count", 0)
+		}
+		shown := make([]string, 0, min(len(fs), maxLoggedNames)+1)
+		for _, f := range fs[:min(len(fs), maxLoggedNames)] {
 			if n := names[f]; n != "" {
-				out = append(out, n+"="+f.String())
+				shown = append(shown, n+"="+f.String())
 			} else {
-				out = append(out, f.String())
+				shown = append(shown, f.String())
 			}
 		}
-		return out
+		if more := len(fs) - maxLoggedNames; more > 0 {
+			shown = append(shown, fmt.Sprintf("(and %d more)", more))
+		}
+		return slog.Group(key, "count", len(fs), "names", shown)
 	}
 	if len(res.Added)+len(res.Changed)+len(res.Removed)+change.Added+change.Removed == 0 {
-		log.Info("config applied: no change")
+		log.Info("config applied: no change", "services", len(names))
 		return
 	}
 	log.Info("config applied",
-		"added", label(res.Added, names),
-		"changed", label(res.Changed, names),
-		"removed", label(res.Removed, old),
+		"services", len(names),
+		group("added", res.Added, names),
+		group("changed", res.Changed, names),
+		group("removed", res.Removed, old),
 		slog.Group("prefilter", "added", change.Added, "removed", change.Removed, "size", prefilter))
 }
 
@@ -341,4 +411,25 @@ func warnStrictRPFilter(log *slog.Logger, ifaces []string) {
 				"interface", name)
 		}
 	}
+}
+
+// byteSize is a flag's size in bytes, written as a whole number, or with
+// a suffix KiB, MiB or GiB.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	num, unit := s, int64(1)
+	for suffix, u := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			num, unit = n, u
+		}
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || v < 1 || v > math.MaxInt64/unit {
+		return errors.New("want a size in bytes, such as 16777216 or 16MiB")
+	}
+	*b = byteSize(v * unit)
+	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/xdplane/xdplane/datapath"
+	"github.com/xdplane/xdplane/lb"
+	"github.com/xdplane/xdplane/prefilter"
 )
 
 // fakeDrops plays a script of reads: an event, or an error, each at its
@@ -78,5 +81,37 @@ func TestLogDrops(t *testing.T) {
 		drop+" dropped_at=2026-01-02T03:04:05Z")
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("logged:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A reload of 65,536 services logs one short line: counts, and the first
+// few services of each kind by name and frontend.
+func TestLogAppliedSummarises(t *testing.T) {
+	var added, removed []lb.Frontend
+	names, old := map[lb.Frontend]string{}, map[lb.Frontend]string{}
+	for i := range 65536 {
+		f := lb.Frontend{Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 80), Protocol: lb.TCP}
+		added = append(added, f)
+		names[f] = fmt.Sprintf("service-%d", i)
+	}
+	gone := lb.Frontend{Address: netip.MustParseAddrPort("10.97.0.1:53"), Protocol: lb.UDP}
+	removed = append(removed, gone)
+	old[gone] = "dns"
+
+	var out bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	logApplied(log, lb.SyncResult{Added: added, Removed: removed}, prefilter.Change{Added: 2}, 2, names, old)
+	line := strings.TrimSuffix(out.String(), "\n")
+	if strings.Count(line, "\n") != 0 || len(line) > 1000 {
+		t.Errorf("logged %d lines, %d bytes; want one line of at most 1000 bytes", strings.Count(line, "\n")+1, len(line))
+	}
+	for _, want := range []string{
+		`msg="config applied" services=65536 added.count=65536 added.names="[service-0=10.96.0.0:80/tcp service-1=10.96.0.1:80/tcp `,
+		` service-9=10.96.0.9:80/tcp (and 65526 more)]" changed.count=0 removed.count=1 removed.names="[dns=10.97.0.1:53/udp]" ` +
+			`prefilter.added=2 prefilter.removed=0 prefilter.size=2`,
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log %.2000q does not contain %q", line, want)
+		}
 	}
 }
