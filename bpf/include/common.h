@@ -54,3 +54,23 @@ static __always_inline void count(__u32 idx, void *map, __u32 len)
 		c->bytes += len;
 	}
 }
+
+/*
+ * quiesce is never read by a program. User space updates it to wait for
+ * the programs running now to end (kernel.Handle.WaitForPrograms): the
+ * kernel runs synchronize_rcu() after every successful update of a map of
+ * maps, and an array's one slot can always be updated.
+ */
+struct quiesce_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct quiesce_inner);
+} quiesce SEC(".maps");

@@ -341,6 +341,7 @@ const (
 	XdplaneMapPolicyPorts             = "policy_ports"
 	XdplaneMapPolicyStats             = "policy_stats"
 	XdplaneMapPrefilter               = "prefilter"
+	XdplaneMapQuiesce                 = "quiesce"
 	XdplaneMapRevnat                  = "revnat"
 	XdplaneMapServices                = "services"
 	XdplaneMapSourceRanges            = "source_ranges"
@@ -430,6 +431,7 @@ type XdplaneMapSpecs struct {
 	PolicyPorts    *ebpf.MapSpec `ebpf:"policy_ports"`
 	PolicyStats    *ebpf.MapSpec `ebpf:"policy_stats"`
 	Prefilter      *ebpf.MapSpec `ebpf:"prefilter"`
+	Quiesce        *ebpf.MapSpec `ebpf:"quiesce"`
 	Revnat         *ebpf.MapSpec `ebpf:"revnat"`
 	Services       *ebpf.MapSpec `ebpf:"services"`
 	SourceRanges   *ebpf.MapSpec `ebpf:"source_ranges"`
@@ -491,6 +493,7 @@ type XdplaneMaps struct {
 	PolicyPorts    *ebpf.Map `ebpf:"policy_ports"`
 	PolicyStats    *ebpf.Map `ebpf:"policy_stats"`
 	Prefilter      *ebpf.Map `ebpf:"prefilter"`
+	Quiesce        *ebpf.Map `ebpf:"quiesce"`
 	Revnat         *ebpf.Map `ebpf:"revnat"`
 	Services       *ebpf.Map `ebpf:"services"`
 	SourceRanges   *ebpf.Map `ebpf:"source_ranges"`
@@ -522,6 +525,7 @@ func (m *XdplaneMaps) Close() error {
 		m.PolicyPorts,
 		m.PolicyStats,
 		m.Prefilter,
+		m.Quiesce,
 		m.Revnat,
 		m.Services,
 		m.SourceRanges,

@@ -1,16 +1,10 @@
 package kernel
 
 import (
-	"errors"
 	"fmt"
-	"math"
 
 	"github.com/cilium/ebpf"
 )
-
-// quiesceKey is a key of the maglev map that no service ever has: service
-// ids are far below it.
-const quiesceKey = uint32(math.MaxUint32)
 
 // WaitForPrograms returns once every run of a datapath program that began
 // before the call has ended. A writer calls it between unpublishing
@@ -19,13 +13,18 @@ const quiesceKey = uint32(math.MaxUint32)
 // half gone.
 //
 // User space has no synchronize_rcu of its own; the kernel calls it after
-// every update or delete of a map of maps, found or not, so that user space
-// knows no program still reads the old inner map. Deleting a key that is
-// never there is a grace period and nothing else.
+// every successful update or delete of a map of maps (only a successful
+// one since Linux 6.8: a delete of a missing key returns at once), so that
+// user space knows no program still reads the old inner map. The quiesce
+// map, which no program reads, has one slot that can always be updated.
 func (h *Handle) WaitForPrograms() error {
-	err := h.Maps.Maglev.Delete(quiesceKey)
-	if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
 	}
-	return fmt.Errorf("wait for running programs: %w", err)
+	defer inner.Close()
+	if err := h.Maps.Quiesce.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
 }
