@@ -118,8 +118,8 @@ func modelServicesFrom(r *fuzzBytes) []Service {
 
 // modelServicesFor makes the services of seed: modelServicesFrom over
 // bytes drawn from a generator seeded with it. Writing services takes
-// time (a Maglev service costs an RCU grace period, some 15 ms, in the
-// kernel's update of the outer map), so a fuzz input names its services
+// time (a new Maglev table costs an RCU grace period, some 10 ms, in the
+// kernel's update of the outer map, once per Sync), so a fuzz input names its services
 // with two bytes that mutations seldom touch (its last two, which the
 // minimizer, cutting bytes out of the middle, keeps), and Manager.Sync,
 // which writes only what changed, leaves them alone while they stay the
@@ -147,9 +147,7 @@ type modelFuzz struct {
 	m     *Manager
 	hooks []modelHook
 	view  *modelView
-	// tables are the Maglev tables read so far, by inner map.
-	tables map[ebpf.MapID][]uint32
-	dirty  bool // the services differ from the last input's
+	dirty bool // the services differ from the last input's
 	// counts are the stats after the last run, as modelCounts reads them.
 	counts [bpf.XdplaneStatSTAT_MAX][2]uint64
 	count  modelCount
@@ -201,7 +199,7 @@ func FuzzModel(f *testing.F) {
 	}
 	f.Cleanup(func() { m.Close() })
 	progs := kernel.Of(dp).Programs
-	mf := &modelFuzz{dp: dp, m: m, dirty: true, tables: map[ebpf.MapID][]uint32{}, hooks: []modelHook{
+	mf := &modelFuzz{dp: dp, m: m, dirty: true, hooks: []modelHook{
 		{"xdp", progs.XdplaneXdp, true, true, true},
 		{"tc ingress", progs.XdplaneTcIngress, true, false, false},
 		{"tc egress", progs.XdplaneTcEgress, false, true, false},
@@ -372,7 +370,7 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 
 // refresh reads the maps the programs read into the model's view.
 func (mf *modelFuzz) refresh(t *testing.T) {
-	v, err := readModelView(kernel.Of(mf.dp).Maps, mf.tables)
+	v, err := readModelView(kernel.Of(mf.dp).Maps)
 	if err != nil {
 		t.Fatal(err)
 	}
