@@ -74,8 +74,9 @@ func (r *fuzzBytes) next() byte {
 // modelServicesFrom makes up to five services from r: every algorithm,
 // family, protocol, weight, state, locality, traffic policy, affinity,
 // source range, virtual IP and backend count (none included) the pools
-// above allow. A frontend or a backend address that comes again is
-// skipped, so any bytes make a valid set. One service in eight is a
+// above allow. A frontend or a backend address that comes again, and a
+// backend equal to its frontend, are skipped, so any bytes make a valid
+// set. One service in eight is a
 // Maglev service.
 func modelServicesFrom(r *fuzzBytes) []Service {
 	var out []Service
@@ -102,7 +103,7 @@ func modelServicesFrom(r *fuzzBytes) []Service {
 			if b>>7 == 1 {
 				be.Weight = modelWeights[r.next()&7]
 			}
-			if !slices.ContainsFunc(s.Backends, func(o Backend) bool { return o.Address == be.Address }) {
+			if be.Address != s.Frontend.Address && !slices.ContainsFunc(s.Backends, func(o Backend) bool { return o.Address == be.Address }) {
 				s.Backends = append(s.Backends, be)
 			}
 		}
