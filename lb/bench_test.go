@@ -148,11 +148,8 @@ func BenchmarkPacket(b *testing.B) {
 			}
 
 			// The algorithm matters only for new flows: the same service
-			// with Maglev, at one service. Installing many Maglev services
-			// is slow today: each table goes into the hash of maps with its
-			// own update, and the kernel waits for an RCU grace period
-			// after each (some milliseconds here), so 10k services take
-			// minutes. Batching those updates is the fix.
+			// with Maglev, at one service. (BenchmarkMaglevSync measures
+			// installing many.)
 			if n > 1 {
 				return
 			}

@@ -41,7 +41,16 @@
 //
 // Packets never see a half-written service: backends and slots are written
 // before the service entry that publishes them, and a shrinking service
-// lowers its count before the entries beyond it are deleted. A call that
+// lowers its count before the entries beyond it are deleted. A Maglev
+// table of unchanged size is rewritten in place, only the entries that
+// differ (none if none does): a packet meanwhile meets an entry either old
+// or new, each naming one of the service's backends (removed backends go
+// only after the switch), so a new flow goes where the old or the new
+// table sends it. New tables go in together, in batches, because the
+// kernel waits for a grace period after each write to a map of maps; each
+// table's file descriptor is closed as soon as the table is in, and a
+// process out of descriptors gets an error wrapping EMFILE that names
+// RLIMIT_NOFILE. A call that
 // fails part-way is rolled back. Manager recovers its state from the maps
 // when created, so a restarted process continues where the last one
 // stopped, and holds the datapath's "lb" lock until Close, so that one

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
@@ -39,6 +38,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
+	drops    map[uint32]*entry // during Sync, the Maglev tables it deletes at its end, by id
 	svcIDs   *idalloc.Alloc
 	beIDs    *idalloc.Alloc
 	slots    int                   // slots in use, over all services
@@ -248,6 +248,8 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 	var t kernel.Txn
 	defer t.Close()
 	before := m.snapshot()
+	m.drops = map[uint32]*entry{}
+	defer func() { m.drops = nil }()
 	for _, f := range res.Removed {
 		if err := m.remove(&t, m.services[f]); err != nil {
 			m.restore(before)
@@ -275,6 +277,10 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 			m.restore(before)
 			return SyncResult{}, m.fail(&t, err)
 		}
+	}
+	if err := m.flushDrops(&t); err != nil {
+		m.restore(before)
+		return SyncResult{}, m.fail(&t, err)
 	}
 	return res, nil
 }
@@ -305,18 +311,18 @@ func slotLayout(s Service, ids map[netip.AddrPort]uint32) []uint32 {
 	return out
 }
 
-// batchable says whether applyNew can write s: Maglev tables (an inner
-// map each) and source ranges (an LPM trie, which has no batch update)
-// take apply's way.
+// batchable says whether applyNew can write s: source ranges (an LPM
+// trie, which has no batch update) take apply's way.
 func batchable(s Service) bool {
-	return s.Algorithm != Maglev && len(s.SourceRanges) == 0
+	return len(s.SourceRanges) == 0
 }
 
 // applyNew writes services that are not installed (and are batchable)
 // in apply's order, with one batch update per map instead of a write per
-// entry: every backend with its counters zeroed, every slot, every
-// reverse NAT entry, then every service entry (each service switches on
-// with its own entry, as in apply), then the virtual IPs. Every key is
+// entry: every backend with its counters zeroed, every Maglev table
+// (maglevBatch at a time, see putNewTables), every slot, every reverse
+// NAT entry, then every service entry (each service switches on with its
+// own entry, as in apply), then the virtual IPs. Every key is
 // new: its ids were free and its frontend absent (the Manager's view is
 // the kernel's, and orphans were removed when it was read), so undoing a
 // batch deletes what it wrote.
@@ -331,6 +337,7 @@ func (m *Manager) applyNew(t *kernel.Txn, ss []Service) error {
 		svcKeys  = make([]bpf.XdplaneSvcKey, 0, len(ss))
 		svcVals  = make([]bpf.XdplaneSvcValue, 0, len(ss))
 		entries  = make([]*entry, 0, len(ss))
+		tables   []*entry
 		vips     = map[netip.Addr]uint32{}
 	)
 	for _, s := range ss {
@@ -363,10 +370,16 @@ func (m *Manager) applyNew(t *kernel.Txn, ss []Service) error {
 		if s.VirtualIP {
 			vips[f.Address.Addr()]++
 		}
+		if s.Algorithm == Maglev {
+			tables = append(tables, e)
+		}
 		entries = append(entries, e)
 	}
 
 	if err := kernel.PutNew(t, m.maps.Backends, beKeys, beVals); err != nil {
+		return err
+	}
+	if err := m.putNewTables(t, tables); err != nil {
 		return err
 	}
 	if err := kernel.PutNew(t, m.maps.BackendSlots, slotKeys, slotVals); err != nil {
@@ -508,7 +521,16 @@ func (m *Manager) restore(s snapshot) {
 //     the service entry with count n, which is the switch; after it, what
 //     the service no longer has (ranges, virtual IP, Maglev table);
 //  4. trimSlots: slots beyond n, which no packet reads any more;
-//  5. dropBackends: backends no slot names any more.
+//  5. dropBackends: backends neither a slot nor the Maglev table names
+//     any more.
+//
+// A Maglev service writes its slots (phase 2) after publish instead: the
+// datapath does not read a Maglev service's slots, and a table rewritten
+// in place (writeMaglev) is then followed by the slots, so that a writer
+// that dies mid-table leaves slots that disagree with the backends, which
+// recovery marks damaged (a later write of the service rewrites the
+// table); the slots do not depend on the table, so the writes that move
+// the table also move them.
 //
 // Only then, with the kernel written, does the Manager's view change
 // (adopt). A failed phase frees the ids it took; what a phase changed of
@@ -539,11 +561,20 @@ func (m *Manager) apply(t *kernel.Txn, old *entry, s Service) (err error) {
 	if taken, err = m.writeBackends(t, old, e); err != nil {
 		return err
 	}
-	if err := m.writeSlots(t, old, e); err != nil {
-		return err
+	e.layOutSlots()
+	maglev := s.Algorithm == Maglev
+	if !maglev {
+		if err := m.writeSlots(t, old, e); err != nil {
+			return err
+		}
 	}
 	if err := m.publish(t, old, e); err != nil {
 		return err
+	}
+	if maglev {
+		if err := m.writeSlots(t, old, e); err != nil {
+			return err
+		}
 	}
 	if err := m.trimSlots(t, old, e); err != nil {
 		return err
@@ -628,10 +659,9 @@ func (m *Manager) writeBackends(t *kernel.Txn, old, e *entry) (taken []uint32, e
 	return taken, nil
 }
 
-// writeSlots is apply's phase 2: it lays out e's slots and writes those
+// writeSlots is apply's phase 2: it writes e's slots (laid out already)
 // that differ from old's.
 func (m *Manager) writeSlots(t *kernel.Txn, old, e *entry) error {
-	e.layOutSlots()
 	for i, id := range e.slots {
 		if old != nil && !old.damaged && i < len(old.slots) && old.slots[i] == id {
 			continue
@@ -659,7 +689,7 @@ func (m *Manager) publish(t *kernel.Txn, old, e *entry) error {
 	s := e.svc
 	f := s.Frontend
 	if s.Algorithm == Maglev {
-		if err := m.writeMaglev(t, e); err != nil {
+		if err := m.writeMaglev(t, old, e); err != nil {
 			return err
 		}
 	}
@@ -700,7 +730,7 @@ func (m *Manager) publish(t *kernel.Txn, old, e *entry) error {
 		}
 	}
 	if old != nil && old.svc.Algorithm == Maglev && s.Algorithm != Maglev {
-		if err := t.DeleteInner(m.maps.Maglev, e.id); err != nil {
+		if err := m.dropTable(t, old); err != nil {
 			return err
 		}
 	}
@@ -756,7 +786,8 @@ func (m *Manager) adopt(old, e *entry) {
 
 // remove deletes a service: its virtual IP count and its service entry
 // first, so no new packet reaches the rest, then its slots, backends,
-// reverse NAT entry, Maglev table and source ranges.
+// reverse NAT entry, source ranges and Maglev table (which, in a Sync,
+// goes at the end with the others: see dropTable).
 func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 	if e.svc.VirtualIP {
 		if err := m.addVIP(t, e.svc.Frontend.Address.Addr(), -1); err != nil {
@@ -779,11 +810,13 @@ func (m *Manager) remove(t *kernel.Txn, e *entry) error {
 	if err := t.Delete(m.maps.Revnat, e.id); err != nil {
 		return err
 	}
-	if err := t.DeleteInner(m.maps.Maglev, e.id); err != nil {
-		return err
-	}
 	for _, p := range e.svc.SourceRanges {
 		if err := t.Delete(m.maps.SourceRanges, rangeKey(e.id, p)); err != nil {
+			return err
+		}
+	}
+	if e.svc.Algorithm == Maglev {
+		if err := m.dropTable(t, e); err != nil {
 			return err
 		}
 	}
@@ -932,37 +965,4 @@ func svcValue(e *entry) bpf.XdplaneSvcValue {
 		v.MaglevSize = e.svc.MaglevTableSize
 	}
 	return v
-}
-
-// writeMaglev builds the service's Maglev table in a fresh inner map and
-// swaps it in with one update: a packet sees the old table or the new one,
-// never a mix.
-func (m *Manager) writeMaglev(t *kernel.Txn, e *entry) error {
-	s := e.svc
-	eligible := s.eligible()
-	idx := maglevTable(eligible, s.MaglevTableSize)
-	ids := make([]uint32, len(idx))
-	keys := make([]uint32, len(idx))
-	for i, b := range idx {
-		keys[i] = uint32(i)
-		if b >= 0 {
-			ids[i] = e.backendIDs[eligible[b].Address]
-		}
-	}
-	inner, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "maglev_table",
-		Type:       ebpf.Array,
-		KeySize:    4,
-		ValueSize:  4,
-		MaxEntries: s.MaglevTableSize,
-		Flags:      unix.BPF_F_INNER_MAP,
-	})
-	if err != nil {
-		return fmt.Errorf("create Maglev table of %s: %w", s.Frontend, err)
-	}
-	t.Hold(inner)
-	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
-		return fmt.Errorf("fill Maglev table of %s: %w", s.Frontend, err)
-	}
-	return t.PutInner(m.maps.Maglev, e.id, inner)
 }

@@ -81,6 +81,23 @@ func dump(t *testing.T, dp *datapath.Datapath) map[string]map[string]string {
 			t.Fatal(err)
 		}
 	}
+	// A Maglev table by its contents: a rollback may rebuild a table in
+	// a new inner map.
+	out["maglev"] = map[string]string{}
+	var id uint32
+	var inner *ebpf.Map
+	it := m.Maglev.Iterate()
+	for it.Next(&id, &inner) {
+		table, err := readTable(inner)
+		inner.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out["maglev"][fmt.Sprint(id)] = fmt.Sprint(table)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
@@ -102,7 +119,7 @@ func checkConsistent(t *testing.T, dp *datapath.Datapath) {
 	if err != nil {
 		t.Fatalf("inconsistent maps: %v", err)
 	}
-	if len(orph.slots)+len(orph.backends)+len(orph.revnat) != 0 {
+	if len(orph.slots)+len(orph.backends)+len(orph.revnat)+len(orph.maglev) != 0 {
 		t.Fatalf("orphans left: %+v", orph)
 	}
 	for f, e := range services {
@@ -112,6 +129,20 @@ func checkConsistent(t *testing.T, dp *datapath.Datapath) {
 		}
 		if addrPortOf(rn.Addr, rn.Port) != f.Address {
 			t.Fatalf("revnat of %s is %s", f, addrPortOf(rn.Addr, rn.Port))
+		}
+		if e.svc.Algorithm == Maglev {
+			in, err := (&Manager{maps: kernel.Of(dp).Maps}).openTable(e.id, e.svc.MaglevTableSize)
+			if in == nil || err != nil {
+				t.Fatalf("service %s has no Maglev table of %d entries: %v", f, e.svc.MaglevTableSize, err)
+			}
+			got, err := readTable(in)
+			in.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, maglevIDs(e)) {
+				t.Fatalf("the Maglev table of %s is not the one its backends make", f)
+			}
 		}
 	}
 }

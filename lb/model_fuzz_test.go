@@ -85,8 +85,9 @@ func (r *fuzzBytes) next() byte {
 // modelServicesFrom makes up to five services from r: every algorithm,
 // family, protocol, weight, state, locality, traffic policy, affinity,
 // source range, virtual IP and backend count (none included) the pools
-// above allow. A frontend or a backend address that comes again is
-// skipped, so any bytes make a valid set. One service in eight is a
+// above allow. A frontend or a backend address that comes again, and a
+// backend equal to its frontend, are skipped, so any bytes make a valid
+// set. One service in eight is a
 // Maglev service.
 func modelServicesFrom(r *fuzzBytes) []Service {
 	var out []Service
@@ -113,7 +114,7 @@ func modelServicesFrom(r *fuzzBytes) []Service {
 			if b>>7 == 1 {
 				be.Weight = modelWeights[r.next()&7]
 			}
-			if !slices.ContainsFunc(s.Backends, func(o Backend) bool { return o.Address == be.Address }) {
+			if be.Address != s.Frontend.Address && !slices.ContainsFunc(s.Backends, func(o Backend) bool { return o.Address == be.Address }) {
 				s.Backends = append(s.Backends, be)
 			}
 		}
@@ -129,8 +130,8 @@ func modelServicesFrom(r *fuzzBytes) []Service {
 
 // modelServicesFor makes the services of seed: modelServicesFrom over
 // bytes drawn from a generator seeded with it. Writing services takes
-// time (a Maglev service costs an RCU grace period, some 15 ms, in the
-// kernel's update of the outer map), so a fuzz input names its services
+// time (a new Maglev table costs an RCU grace period, some 10 ms, in the
+// kernel's update of the outer map, once per Sync), so a fuzz input names its services
 // with two bytes that mutations seldom touch (its last two, which the
 // minimizer, cutting bytes out of the middle, keeps), and Manager.Sync,
 // which writes only what changed, leaves them alone while they stay the
@@ -158,9 +159,7 @@ type modelFuzz struct {
 	m     *Manager
 	hooks []modelHook
 	view  *modelView
-	// tables are the Maglev tables read so far, by inner map.
-	tables map[ebpf.MapID][]uint32
-	dirty  bool // the services differ from the last input's
+	dirty bool // the services differ from the last input's
 	// counts are the stats after the last run, as modelCounts reads them.
 	counts [bpf.XdplaneStatSTAT_MAX][2]uint64
 	count  modelCount
@@ -219,7 +218,7 @@ func FuzzModel(f *testing.F) {
 	}
 	f.Cleanup(func() { m.Close() })
 	progs := kernel.Of(dp).Programs
-	mf := &modelFuzz{dp: dp, m: m, dirty: true, tables: map[ebpf.MapID][]uint32{}, hooks: []modelHook{
+	mf := &modelFuzz{dp: dp, m: m, dirty: true, hooks: []modelHook{
 		{"xdp", progs.XdplaneXdp, true, true, true},
 		{"tc ingress", progs.XdplaneTcIngress, true, false, false},
 		{"tc egress", progs.XdplaneTcEgress, false, true, false},
@@ -485,7 +484,7 @@ func modelCTStats(t *testing.T, dp *datapath.Datapath) [2]uint64 {
 
 // refresh reads the maps the programs read into the model's view.
 func (mf *modelFuzz) refresh(t *testing.T) {
-	v, err := readModelView(kernel.Of(mf.dp).Maps, mf.tables)
+	v, err := readModelView(kernel.Of(mf.dp).Maps)
 	if err != nil {
 		t.Fatal(err)
 	}

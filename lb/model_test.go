@@ -203,9 +203,8 @@ type modelService struct {
 
 // readModelView reads the maps. A slot that names no backend of its
 // service is an error: the Manager never leaves one. Maglev tables are
-// read again only if their inner map changed (tables holds those read
-// before, by map id, and is pruned to the tables in use).
-func readModelView(maps *bpf.XdplaneMaps, tables map[ebpf.MapID][]uint32) (*modelView, error) {
+// read whole every time: the Manager rewrites them in place.
+func readModelView(maps *bpf.XdplaneMaps) (*modelView, error) {
 	services, err := modelReadAll[bpf.XdplaneSvcKey, bpf.XdplaneSvcValue](maps.Services)
 	if err != nil {
 		return nil, err
@@ -233,7 +232,6 @@ func readModelView(maps *bpf.XdplaneMaps, tables map[ebpf.MapID][]uint32) (*mode
 		v.vips[k.Addr] = true
 	}
 
-	inUse := map[ebpf.MapID]bool{}
 	byID := map[uint32]*modelService{}
 	for sk, sv := range services {
 		s := &modelService{XdplaneSvcValue: sv}
@@ -246,14 +244,9 @@ func readModelView(maps *bpf.XdplaneMaps, tables map[ebpf.MapID][]uint32) (*mode
 			s.slots = append(s.slots, id)
 		}
 		if Algorithm(s.Algorithm) == Maglev {
-			if s.maglev, err = readMaglevTable(maps, s.Id, tables, inUse); err != nil {
+			if s.maglev, err = readMaglevTable(maps, s.Id); err != nil {
 				return nil, err
 			}
-		}
-	}
-	for id := range tables {
-		if !inUse[id] {
-			delete(tables, id)
 		}
 	}
 
@@ -296,9 +289,8 @@ func rangeKeyID(k bpf.XdplaneSrcRangeKey) uint32 {
 	return id
 }
 
-// readMaglevTable reads a service's Maglev table, or nil if it has none,
-// from tables if it has been read before.
-func readMaglevTable(maps *bpf.XdplaneMaps, svc uint32, tables map[ebpf.MapID][]uint32, inUse map[ebpf.MapID]bool) ([]uint32, error) {
+// readMaglevTable reads a service's Maglev table, or nil if it has none.
+func readMaglevTable(maps *bpf.XdplaneMaps, svc uint32) ([]uint32, error) {
 	var inner *ebpf.Map
 	if err := maps.Maglev.Lookup(svc, &inner); errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, nil
@@ -306,15 +298,6 @@ func readMaglevTable(maps *bpf.XdplaneMaps, svc uint32, tables map[ebpf.MapID][]
 		return nil, err
 	}
 	defer inner.Close()
-	info, err := inner.Info()
-	if err != nil {
-		return nil, err
-	}
-	id, _ := info.ID()
-	inUse[id] = true
-	if t, ok := tables[id]; ok {
-		return t, nil
-	}
 	keys := make([]uint32, inner.MaxEntries())
 	table := make([]uint32, inner.MaxEntries())
 	var cursor ebpf.MapBatchCursor
@@ -325,7 +308,6 @@ func readMaglevTable(maps *bpf.XdplaneMaps, svc uint32, tables map[ebpf.MapID][]
 	if n != len(table) {
 		return nil, fmt.Errorf("read %d of the %d entries of service %d's Maglev table", n, len(table), svc)
 	}
-	tables[id] = table
 	return table, nil
 }
 

@@ -147,14 +147,28 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		return nil, nil, err
 	}
 
+	// Read as a number, the inner map's id, a Maglev table opens no file
+	// descriptor.
+	tables, err := kernel.Keys(maps.Maglev, func(uint32, uint32) bool { return true })
+	if err != nil {
+		return nil, nil, err
+	}
+	hasTable := make(map[uint32]bool, len(tables))
+	for _, id := range tables {
+		hasTable[id] = true
+	}
+
 	// The slots must be what the backends make of them; a missing or
-	// different one marks a service its writer left half-done.
+	// different one marks a service its writer left half-done, as does a
+	// Maglev service without a table (a rollback that could not rebuild
+	// it).
 	for id, e := range byID {
 		e.svc = e.svc.normalized()
 		want := slotLayout(e.svc, e.backendIDs)
 		hasRanges := flags[id]&svcFlagSourceRanges != 0
 		e.damaged = len(want) != int(counts[id]) || hasRanges != (len(e.svc.SourceRanges) > 0) ||
-			!slices.Equal(slices.Sorted(slices.Values(takesNew[id])), eligibleIDs(e))
+			!slices.Equal(slices.Sorted(slices.Values(takesNew[id])), eligibleIDs(e)) ||
+			e.svc.Algorithm == Maglev && !hasTable[id]
 		for i := range int(counts[id]) {
 			var beID uint32
 			err := maps.BackendSlots.Lookup(slotKey(id, i), &beID)

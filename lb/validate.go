@@ -18,6 +18,11 @@ func (s Service) Validate() error {
 	if err := validAddr(f, "frontend.address", f.Address.Addr()); err != nil {
 		return err
 	}
+	if f.Address.Addr().IsLoopback() {
+		// Packets to a loopback address never cross an interface the
+		// datapath is attached to.
+		return invalid(f, "frontend.address", f.Address.Addr(), "loopback address: the datapath never sees packets to it")
+	}
 	if f.Address.Port() == 0 {
 		return invalid(f, "frontend.port", 0, "port 0 is not allowed")
 	}
@@ -36,6 +41,9 @@ func (s Service) Validate() error {
 		}
 		if b.Address.Port() == 0 {
 			return invalid(f, field+".address", b.Address, "port 0 is not allowed")
+		}
+		if b.Address == f.Address {
+			return invalid(f, field+".address", b.Address, "the frontend itself: its flows would loop")
 		}
 		if !b.State.IsValid() {
 			return invalid(f, field+".state", b.State, "want "+backendStates.Want())

@@ -23,6 +23,12 @@ func TestValidate(t *testing.T) {
 		{"ipv6 multicast frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[ff02::1]:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"ipv6 unspecified frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[::]:80"), TCP}}, "frontend.address", ErrInvalid},
 		{"v4-mapped frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[::ffff:10.0.0.1]:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"loopback frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("127.0.0.1:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"loopback frontend, not 127.0.0.1", Service{Frontend: Frontend{netip.MustParseAddrPort("127.3.2.1:80"), UDP}}, "frontend.address", ErrInvalid},
+		{"ipv6 loopback frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[::1]:80"), TCP}}, "frontend.address", ErrInvalid},
+		{"backend equal to the frontend", Service{Frontend: fe, Backends: []Backend{be("10.0.1.2:8080", 1), be(fe.Address.String(), 1)}}, "backends[1].address", ErrInvalid},
+		{"ipv6 backend equal to the frontend", Service{Frontend: Frontend{netip.MustParseAddrPort("[fd00::10]:80"), TCP},
+			Backends: []Backend{be("[fd00::10]:80", 1)}}, "backends[0].address", ErrInvalid},
 		{"port 0", Service{Frontend: Frontend{netip.MustParseAddrPort("10.96.0.10:0"), TCP}}, "frontend.port", ErrInvalid},
 		{"no protocol", Service{Frontend: Frontend{Address: fe.Address}}, "frontend.protocol", ErrInvalid},
 		{"sctp", Service{Frontend: Frontend{fe.Address, 132}}, "frontend.protocol", ErrInvalid},
@@ -59,6 +65,27 @@ func TestValidate(t *testing.T) {
 	}
 	if err := (Service{Frontend: fe}).Validate(); err != nil {
 		t.Fatalf("a service without backends is valid: %v", err)
+	}
+	// The frontend's address at another port (a host-network backend on
+	// the node whose address is the frontend) is no loop; a link-local
+	// frontend is on the wire like any other.
+	for _, s := range []Service{
+		{Frontend: fe, Backends: []Backend{be("10.96.0.10:8080", 1)}},
+		{Frontend: Frontend{netip.MustParseAddrPort("169.254.20.10:53"), UDP}, Backends: []Backend{be("10.0.1.2:53", 1)}},
+		{Frontend: Frontend{netip.MustParseAddrPort("[fe80::10]:53"), UDP}, Backends: []Backend{be("[fe80::2]:53", 1)}},
+	} {
+		if err := s.Validate(); err != nil {
+			t.Errorf("valid service %s: %v", s.Frontend, err)
+		}
+	}
+	// The errors name the value.
+	for s, want := range map[*Service]string{
+		{Frontend: Frontend{netip.MustParseAddrPort("127.0.0.1:80"), TCP}}: "service 127.0.0.1:80/tcp: frontend.address 127.0.0.1: loopback address: the datapath never sees packets to it",
+		{Frontend: fe, Backends: []Backend{be("10.96.0.10:80", 1)}}:        "service 10.96.0.10:80/tcp: backends[0].address 10.96.0.10:80: the frontend itself: its flows would loop",
+	} {
+		if err := s.Validate(); err == nil || err.Error() != want {
+			t.Errorf("got %v, want %q", err, want)
+		}
 	}
 }
 

@@ -84,44 +84,6 @@ func (t *Txn) Delete(m *ebpf.Map, key any) error {
 	return nil
 }
 
-// PutInner points key of the map of maps outer at inner, remembering the
-// map it pointed at.
-func (t *Txn) PutInner(outer *ebpf.Map, key any, inner *ebpf.Map) error {
-	var prev *ebpf.Map
-	err := outer.Lookup(key, &prev)
-	switch {
-	case err == nil:
-		t.Hold(prev)
-		t.undo = append(t.undo, func() error { return outer.Update(key, prev, ebpf.UpdateAny) })
-	case errors.Is(err, ebpf.ErrKeyNotExist):
-		t.undo = append(t.undo, func() error { return IgnoreMissing(outer.Delete(key)) })
-	default:
-		return fmt.Errorf("read %s: %w", outer, err)
-	}
-	if err := outer.Update(key, inner, ebpf.UpdateAny); err != nil {
-		t.undo = t.undo[:len(t.undo)-1]
-		return fmt.Errorf("write %s: %w", outer, err)
-	}
-	return nil
-}
-
-// DeleteInner deletes key from the map of maps outer, remembering the map
-// it pointed at.
-func (t *Txn) DeleteInner(outer *ebpf.Map, key any) error {
-	var prev *ebpf.Map
-	if err := outer.Lookup(key, &prev); errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("read %s: %w", outer, err)
-	}
-	t.Hold(prev)
-	if err := IgnoreMissing(outer.Delete(key)); err != nil {
-		return fmt.Errorf("delete from %s: %w", outer, err)
-	}
-	t.undo = append(t.undo, func() error { return outer.Update(key, prev, ebpf.UpdateAny) })
-	return nil
-}
-
 // PutNew writes entries whose keys the caller knows to be absent, with
 // one batch update where the kernel has batches (one update each where it
 // has not); undoing it deletes what it wrote. A batch update takes no

@@ -1,0 +1,361 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplane/xdplane/internal/kernel"
+)
+
+// How Maglev tables get into the kernel.
+//
+// Each Maglev service has its table in an inner array map of its own,
+// under the service's id in the maglev map (a hash of maps). The kernel
+// waits for an RCU grace period (synchronize_rcu, about 10 ms here) after
+// every update or delete of a map of maps that succeeds, once per system
+// call: a batch update or delete waits once for the whole batch. Writes to
+// an inner map's entries wait for nothing. So:
+//
+//   - new tables (a new service, a new size) are created and filled, then
+//     put into the maglev map together, maglevBatch at a time: one grace
+//     period per batch, and at most maglevBatch table descriptors open at
+//     once. Each descriptor is closed as soon as its table is in (the maglev
+//     map holds the table from then on);
+//   - a table whose size stays is rewritten in place: the entries that
+//     differ, and none if none does; no grace period;
+//   - the tables of the services a Sync removes (or moves to Random) go in
+//     one batch delete at its end, once nothing else can fail.
+//
+// A rollback that must bring back a deleted or replaced table (a failed
+// Upsert or Delete, a table that changed size) builds it again from the
+// service it belonged to (the Manager's entry, which a failed call
+// restores), rather than holding the old table's descriptor until the
+// call ends: a call that replaces 20,000 tables would otherwise hold
+// 20,000 descriptors.
+//
+// An in-place rewrite lets a packet meet a table half old and half new.
+// That is safe: a lookup reads one entry, which names either the backend
+// the old table gave that entry or the one the new table gives it, and
+// both are the service's backends while the rewrite runs (apply deletes a
+// removed backend only after the service entry has switched, and the
+// datapath checks that the backend it picked still belongs to the
+// service, falling back to no backend, not a wrong one). A new flow so
+// lands where either the old or the new table sends it, which is all an
+// atomic swap promises too; only the instant of the switch differs from
+// entry to entry.
+//
+// Key 0xFFFFFFFF of the maglev map is kernel.WaitForPrograms's: service
+// ids never reach it.
+
+// maglevBatch is how many new tables are put into the maglev map with one
+// batch update.
+const maglevBatch = 256
+
+// maglevIDs is e's table as the datapath holds it: entry i names the
+// backend id that flows hashing to i go to, 0 for none.
+func maglevIDs(e *entry) []uint32 {
+	s := e.svc
+	eligible := s.eligible()
+	idx := maglevTable(eligible, s.MaglevTableSize)
+	ids := make([]uint32, len(idx))
+	for i, b := range idx {
+		if b >= 0 {
+			ids[i] = e.backendIDs[eligible[b].Address]
+		}
+	}
+	return ids
+}
+
+// newMaglevMap creates the inner map of a table of e, filled.
+func newMaglevMap(e *entry) (*ebpf.Map, error) {
+	s := e.svc
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "maglev_table",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  4,
+		MaxEntries: s.MaglevTableSize,
+		Flags:      unix.BPF_F_INNER_MAP,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create the Maglev table of %s: %w", s.Frontend, openFilesError(err))
+	}
+	ids := maglevIDs(e)
+	keys := make([]uint32, len(ids))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
+		inner.Close()
+		return nil, fmt.Errorf("fill the Maglev table of %s: %w", s.Frontend, err)
+	}
+	return inner, nil
+}
+
+// openFilesError makes an error of a call that opens a descriptor say so
+// when the process has run out of them. cilium/ebpf answers a failed
+// BPF_F_INNER_MAP creation with a feature probe, which fails the same way
+// and then claims that inner maps are not supported (and remembers it, for
+// the error of every later failure); the process being at its limit is
+// the truth, which EMFILE and the limit tell instead.
+func openFilesError(err error) error {
+	emfile := errors.Is(err, unix.EMFILE)
+	if !emfile && !(errors.Is(err, ebpf.ErrNotSupported) && outOfFiles()) {
+		return err
+	}
+	limit := "unknown"
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		limit = fmt.Sprint(lim.Cur)
+	}
+	if !emfile {
+		err = unix.EMFILE
+	}
+	return fmt.Errorf("%w: the process has as many files open as RLIMIT_NOFILE allows (%s); raise the limit (ulimit -n) or close files",
+		err, limit)
+}
+
+// outOfFiles reports whether the process cannot open one more file.
+func outOfFiles() bool {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return errors.Is(err, unix.EMFILE)
+}
+
+// putNewTables writes the tables of es, whose keys in the maglev map hold
+// nothing, maglevBatch at a time, or fewer when the process runs out of
+// descriptors with some tables still open: those go in, their
+// descriptors are closed, and the next table is tried again. Only a table
+// that cannot be opened with no other open is an error. Undoing it
+// deletes the tables.
+func (m *Manager) putNewTables(t *kernel.Txn, es []*entry) error {
+	var (
+		inners []*ebpf.Map
+		keys   []uint32
+		fds    []uint32
+	)
+	closeAll := func() {
+		for _, in := range inners {
+			in.Close()
+		}
+		inners, keys, fds = inners[:0], keys[:0], fds[:0]
+	}
+	defer closeAll()
+	flush := func() error {
+		defer closeAll()
+		m.reuse(t, keys...)
+		// A map of maps takes an inner map's descriptor as the value.
+		return kernel.PutNew(t, m.maps.Maglev, slices.Clone(keys), fds)
+	}
+	for i := 0; i < len(es); {
+		e := es[i]
+		in, err := newMaglevMap(e)
+		if errors.Is(err, unix.EMFILE) && len(inners) > 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		inners, keys, fds = append(inners, in), append(keys, e.id), append(fds, uint32(in.FD()))
+		if len(inners) == maglevBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		i++
+	}
+	return flush()
+}
+
+// restoreTables puts back the tables of es, after a rollback has put es
+// back as the services they were: built again, maglevBatch at a time.
+func (m *Manager) restoreTables(es []*entry) error {
+	var t kernel.Txn
+	defer t.Close()
+	return m.putNewTables(&t, es)
+}
+
+// dropTable deletes e's table, e having left the Maglev algorithm or the
+// datapath. During a Sync the table stays until the Sync's end
+// (flushDrops): no packet reads a table whose service entry no longer
+// names it, and a Sync that fails later then has nothing to rebuild,
+// which would take descriptors that may be what it ran out of.
+func (m *Manager) dropTable(t *kernel.Txn, e *entry) error {
+	if m.drops != nil {
+		m.drops[e.id] = e
+		return nil
+	}
+	return m.dropTables(t, []*entry{e})
+}
+
+// flushDrops deletes the tables dropTable kept for the end of a Sync,
+// with one batch delete.
+func (m *Manager) flushDrops(t *kernel.Txn) error {
+	es := slices.Collect(maps.Values(m.drops))
+	clear(m.drops)
+	return m.dropTables(t, es)
+}
+
+// reuse is called before a new table is written under id: if a table this
+// Sync drops is there (a removed service's id went to a new service), the
+// new one replaces it, and undoing the write must bring it back.
+func (m *Manager) reuse(t *kernel.Txn, ids ...uint32) {
+	var back []*entry
+	for _, id := range ids {
+		if e := m.drops[id]; e != nil {
+			back = append(back, e)
+			delete(m.drops, id)
+		}
+	}
+	if len(back) > 0 {
+		t.OnRollback(func() error { return m.restoreTables(back) })
+	}
+}
+
+// dropTables deletes the tables of es with one batch delete. Undoing it
+// builds them again.
+func (m *Manager) dropTables(t *kernel.Txn, es []*entry) error {
+	if len(es) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(es))
+	for i, e := range es {
+		keys[i] = e.id
+	}
+	t.OnRollback(func() error { return m.restoreTables(es) })
+	return kernel.DeleteAll(m.maps.Maglev, keys)
+}
+
+// writeMaglev gives e its table, old being what the service was (nil if
+// new): rewritten in place when old had a table of the same size, else a
+// new one.
+func (m *Manager) writeMaglev(t *kernel.Txn, old, e *entry) error {
+	if old != nil && old.svc.Algorithm == Maglev && old.svc.MaglevTableSize == e.svc.MaglevTableSize {
+		done, err := m.rewriteTable(t, e)
+		if err != nil || done {
+			return err
+		}
+	}
+	return m.replaceTable(t, old, e)
+}
+
+// replaceTable puts a new table for e into the maglev map, over the one
+// old had if any.
+func (m *Manager) replaceTable(t *kernel.Txn, old, e *entry) error {
+	in, err := newMaglevMap(e)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if old == nil || old.svc.Algorithm != Maglev {
+		m.reuse(t, e.id)
+	}
+	if err := m.maps.Maglev.Update(e.id, uint32(in.FD()), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("put the Maglev table of %s: %w", e.svc.Frontend, err)
+	}
+	if old != nil && old.svc.Algorithm == Maglev {
+		t.OnRollback(func() error { return m.restoreTables([]*entry{old}) })
+	} else {
+		id := e.id
+		t.OnRollback(func() error { return kernel.IgnoreMissing(m.maps.Maglev.Delete(id)) })
+	}
+	return nil
+}
+
+// rewriteTable writes e's table over the one the datapath holds for e's
+// id, entry by entry, changing only the entries that differ. It reports
+// false, having written nothing, when there is no table of e's size to
+// rewrite.
+func (m *Manager) rewriteTable(t *kernel.Txn, e *entry) (bool, error) {
+	f := e.svc.Frontend
+	in, err := m.openTable(e.id, e.svc.MaglevTableSize)
+	if in == nil || err != nil {
+		return false, err
+	}
+	defer in.Close()
+	cur, err := readTable(in)
+	if err != nil {
+		return false, fmt.Errorf("read the Maglev table of %s: %w", f, err)
+	}
+	var keys, vals, prev []uint32
+	for i, id := range maglevIDs(e) {
+		if cur[i] != id {
+			keys = append(keys, uint32(i))
+			vals = append(vals, id)
+			prev = append(prev, cur[i])
+		}
+	}
+	if len(keys) == 0 {
+		return true, nil
+	}
+	id, size := e.id, e.svc.MaglevTableSize
+	t.OnRollback(func() error {
+		in, err := m.openTable(id, size)
+		if in == nil || err != nil {
+			return err
+		}
+		defer in.Close()
+		_, err = in.BatchUpdate(keys, prev, nil)
+		return err
+	})
+	if _, err := in.BatchUpdate(keys, vals, nil); err != nil {
+		return false, fmt.Errorf("rewrite %d entries of the Maglev table of %s: %w", len(keys), f, err)
+	}
+	return true, nil
+}
+
+// openTable opens the table of service id, if there is one of size
+// entries; nil otherwise.
+func (m *Manager) openTable(id, size uint32) (*ebpf.Map, error) {
+	var in *ebpf.Map
+	err := m.maps.Maglev.Lookup(id, &in)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the Maglev table of service %d: %w", id, openFilesError(err))
+	}
+	if in.MaxEntries() != size {
+		in.Close()
+		return nil, nil
+	}
+	return in, nil
+}
+
+// readTable reads every entry of a table.
+func readTable(in *ebpf.Map) ([]uint32, error) {
+	n := in.MaxEntries()
+	out := make([]uint32, n)
+	keys := make([]uint32, n)
+	vals := make([]uint32, n)
+	var cursor ebpf.MapBatchCursor
+	for read := uint32(0); read < n; {
+		c, err := in.BatchLookup(&cursor, keys, vals, nil)
+		for i := range c {
+			if keys[i] < n {
+				out[keys[i]] = vals[i]
+			}
+		}
+		read += uint32(c)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c == 0 {
+			break
+		}
+	}
+	return out, nil
+}
