@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -691,6 +692,18 @@ func (d *Datapath) Upgrade() error {
 	return errors.Join(errs...)
 }
 
+// RemoveOptions configure RemoveWithOptions. The zero value is what
+// Remove does.
+type RemoveOptions struct {
+	// Force removes the datapath even while a writer holds one of its
+	// locks: a process with an lb, policy or bandwidth Manager open on it,
+	// such as a running xdplane-lb. That process is left writing maps
+	// that nothing reads any more (Datapath.Verify tells it so), and
+	// whatever it attached is detached. Optional. Default: false, and
+	// Remove fails with ErrBusy.
+	Force bool
+}
+
 // Remove tears down the datapath pinned in dir (DefaultDir if empty):
 // detaches every program it attached, then removes the pinned links and
 // maps, and the directory. If dir is itself the mount point of a bpffs (as
@@ -699,10 +712,33 @@ func (d *Datapath) Upgrade() error {
 // they are; cls_bpf filters only in the calling thread's, so a datapath
 // with filters elsewhere must be removed from there. A directory that
 // holds nothing is not an error.
-func Remove(dir string) error {
+//
+// While a writer (a Manager of package lb, policy or bandwidth, in this
+// process or another, or a change to endpoints or the prefilter) holds
+// one of the datapath's locks, Remove changes nothing and fails with an
+// error wrapping ErrBusy that names the lock and the process holding
+// it: close the Manager, or stop the process, first. RemoveWithOptions
+// can force it.
+func Remove(dir string) error { return RemoveWithOptions(dir, RemoveOptions{}) }
+
+// RemoveWithOptions is Remove with options.
+func RemoveWithOptions(dir string, opts RemoveOptions) error {
 	dir, err := cleanDir(dir)
 	if err != nil {
 		return err
+	}
+	unlock := func() {}
+	if !opts.Force {
+		// Held until the locks are deleted, so that no writer starts in
+		// between, and released before the bpffs is unmounted, which an
+		// open lock directory would keep busy.
+		release, err := kernel.LockAll(dir)
+		if err != nil {
+			return fmt.Errorf("remove the datapath in %s: %w", dir, err)
+		}
+		var once sync.Once
+		unlock = func() { once.Do(release) }
+		defer unlock()
 	}
 	keys, err := pins(dir)
 	if err != nil {
@@ -725,6 +761,7 @@ func Remove(dir string) error {
 	if err := kernel.RemoveLocks(dir); err != nil {
 		return fmt.Errorf("remove locks: %w", err)
 	}
+	unlock()
 	names, err := mapNames()
 	if err != nil {
 		return err

@@ -118,14 +118,38 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	log.Info("running", "services", len(cfg.Services), "prefilter", len(cfg.Prefilter),
 		"interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 
-	for sig := range sigs {
-		if sig != syscall.SIGHUP {
+	verify := time.NewTicker(verifyEvery)
+	defer verify.Stop()
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case <-verify.C:
+		}
+		if sig != nil && sig != syscall.SIGHUP {
 			log.Info("stopping; the datapath keeps forwarding (xdplane-lb cleanup removes it)", "signal", sig.String())
 			return nil
 		}
-		names = reload(log, dp, mgr, *configPath, hook, names)
+		if err := dp.Verify(); err != nil {
+			return orphaned(log, dp, err)
+		}
+		if sig == syscall.SIGHUP {
+			names = reload(log, dp, mgr, *configPath, hook, names)
+		}
 	}
-	return nil
+}
+
+// verifyEvery is how often run checks that its datapath is still pinned.
+const verifyEvery = 5 * time.Second
+
+// orphaned reports that the datapath run manages was removed under it: by
+// a forced cleanup, or by unmounting its bpffs. Whatever run writes then
+// reaches nothing a packet sees, and a new run would start a second
+// datapath: exit, and say why.
+func orphaned(log *slog.Logger, dp *datapath.Datapath, err error) error {
+	log.Error("the datapath was removed under this process (xdplane-lb cleanup --force, or its bpffs unmounted); "+
+		"exiting without applying anything more", "bpffs", dp.Dir(), "error", err)
+	return fmt.Errorf("datapath in %s removed under xdplane-lb run: %w", dp.Dir(), err)
 }
 
 // apply makes the datapath hold cfg: the prefilter first, so that a

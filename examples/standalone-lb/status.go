@@ -219,6 +219,7 @@ func plural(n int, one, many string) string {
 func cmdCleanup(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("cleanup", stderr)
 	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory run pinned its state in")
+	force := fs.Bool("force", false, "remove the datapath even while xdplane-lb run (or another writer) holds it; that run then exits")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -230,7 +231,11 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "Nothing to remove: %s does not exist.\n", abs)
 		return nil
 	}
-	if err := datapath.Remove(abs); err != nil {
+	err = datapath.RemoveWithOptions(abs, datapath.RemoveOptions{Force: *force})
+	if errors.Is(err, datapath.ErrBusy) {
+		return fmt.Errorf("%w\nnothing was removed: stop xdplane-lb run first (SIGTERM), or pass --force to remove the datapath under it", err)
+	}
+	if err != nil {
 		return fmt.Errorf("remove the datapath in %s: %w", abs, err)
 	}
 	fmt.Fprintf(stdout, "Detached from every interface and removed %s.\n", abs)
