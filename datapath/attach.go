@@ -209,6 +209,7 @@ func (d *Datapath) program(point Point) *ebpf.Program {
 // other hook, that attachment is removed once the new one is in place. If
 // Attach fails, what it attached is detached again. A kernel that lacks
 // what the hook and mode need gives an error wrapping ErrNotSupported.
+
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.k.Programs == nil {
 		return ErrNoPrograms
@@ -216,10 +217,11 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := checkMode(opts); err != nil {
 		return err
 	}
-	ifindex, err := attachableIfindex(ifname)
+	iface, err := attachableLink(ifname)
 	if err != nil {
 		return err
 	}
+	ifindex := iface.Attrs().Index
 	ns, err := currentNetNS()
 	if err != nil {
 		return err
@@ -229,20 +231,27 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := os.MkdirAll(filepath.Join(d.k.Dir, linksDir), 0o700); err != nil {
 		return err
 	}
+	// Pins of interfaces that are gone hold their programs loaded, and
+	// one may carry the index ifname has now. Best effort: a pin that
+	// cannot be pruned here is left out of Attachments all the same.
+	_ = prune(d.k.Dir, ns)
 
 	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {
 		points, others = others, points
 	}
 	var created []pinKey
+	undo := func(err error) error {
+		for _, c := range created {
+			err = errors.Join(err, detachPin(d.k.Dir, c, ns))
+		}
+		return err
+	}
 	for _, p := range points {
 		k := pinKey{netns: ns, ifindex: ifindex, point: p}
 		fresh, err := d.attachPoint(k, opts.Mode, true)
 		if err != nil {
-			for _, c := range created {
-				err = errors.Join(err, detachPin(d.k.Dir, c, ns))
-			}
-			return fmt.Errorf("attach %s to %s: %w", p, ifname, err)
+			return fmt.Errorf("attach %s to %s: %w", p, ifname, undo(err))
 		}
 		if fresh {
 			created = append(created, k)
@@ -286,18 +295,18 @@ func ifindexOf(ifname string) (int, error) {
 	return l.Attrs().Index, nil
 }
 
-// attachableIfindex is ifindexOf for Attach: the programs parse Ethernet
+// attachableLink is linkByName for Attach: the programs parse Ethernet
 // frames, so an interface without an Ethernet header (tun, wireguard,
 // loopback) is refused rather than misparsed.
-func attachableIfindex(ifname string) (int, error) {
+func attachableLink(ifname string) (netlink.Link, error) {
 	l, err := linkByName(ifname)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if enc := l.Attrs().EncapType; enc != "ether" {
-		return 0, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
+		return nil, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
 	}
-	return l.Attrs().Index, nil
+	return l, nil
 }
 
 // errSevered: a pinned link whose interface has gone.
@@ -557,7 +566,8 @@ func (d *Datapath) Detach(ifname string) error {
 
 // AttachedHook reports whether xdplane is attached to the interface named
 // ifname, in the network namespace of the calling OS thread, and at which
-// hook.
+// hook. A pin left by an interface that had the same index before is not
+// an attachment.
 func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err error) {
 	ifindex, err := ifindexOf(ifname)
 	if err != nil {
@@ -570,19 +580,15 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range []Point{PointTCIngress, PointXDP} {
-		path := pinPath(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p})
-		_, err := os.Lstat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			_, err = os.Lstat(path + legacySuffix)
+		st, ok, err := inspectPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns)
+		if err != nil {
+			return 0, false, err
 		}
-		if err == nil {
+		if ok && !st.stale {
 			if p == PointXDP {
 				return HookXDP, true, nil
 			}
 			return HookTC, true, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return 0, false, err
 		}
 	}
 	return 0, false, nil
@@ -590,51 +596,49 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 
 // Attachments lists what this datapath has attached, in every network
 // namespace, from its pins, sorted by namespace, interface index and
-// point.
+// point. Pins of attachments that are gone are left out, and removed: a
+// link whose interface was deleted (even if a new interface took its
+// index), and, in the calling thread's network namespace, the record of
+// a cls_bpf filter that is gone.
 func (d *Datapath) Attachments() ([]Attachment, error) {
-	keys, err := pins(d.k.Dir)
+	here, err := currentNetNS()
 	if err != nil {
 		return nil, err
 	}
-	here, err := currentNetNS()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys, err := pins(d.k.Dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []Attachment
 	for _, k := range keys {
-		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: k.point}
+		st, ok, err := inspectPin(d.k.Dir, k, here)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if st.stale {
+			// Best effort: a reader without the right to unpin
+			// leaves the pin out all the same.
+			_ = removeStale(d.k.Dir, k, st)
+			continue
+		}
+		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: k.point, Mode: st.mode, ProgramID: st.prog}
 		if k.netns == here {
 			if l, err := netlink.LinkByIndex(k.ifindex); err == nil {
 				a.Interface = l.Attrs().Name
 			}
 		}
-		path := pinPath(d.k.Dir, k)
-		if _, err := os.Stat(path + legacySuffix); err == nil {
-			a.Mode = ModeTCLegacy
-			if p, err := ebpf.LoadPinnedProgram(path+legacySuffix, nil); err == nil {
-				if info, err := p.Info(); err == nil {
-					a.ProgramID, _ = info.ID()
-				}
-				p.Close()
-			}
-		} else {
-			l, err := link.LoadPinnedLink(path, nil)
-			if err != nil {
-				return nil, fmt.Errorf("open pinned link %s: %w", k.name(), err)
-			}
-			if info, err := l.Info(); err == nil {
-				a.ProgramID = info.Program
-				switch {
-				case k.point != PointXDP:
-					a.Mode = ModeTCX
-				case k.netns == here:
-					a.Mode = xdpMode(k.ifindex)
-				}
-			}
-			l.Close()
-		}
 		out = append(out, a)
 	}
+	sortAttachments(out)
+	return out, nil
+}
+
+func sortAttachments(out []Attachment) {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].NetNS != out[j].NetNS {
 			return out[i].NetNS < out[j].NetNS
@@ -644,7 +648,6 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 		}
 		return out[i].Point < out[j].Point
 	})
-	return out, nil
 }
 
 // xdpMode tells native from generic XDP by asking netlink.
@@ -757,6 +760,7 @@ func RemoveWithOptions(dir string, opts RemoveOptions) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	removeAside(dir)
 	_ = os.Remove(filepath.Join(dir, linksDir))
 	if err := kernel.RemoveLocks(dir); err != nil {
 		return fmt.Errorf("remove locks: %w", err)

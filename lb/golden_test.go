@@ -123,6 +123,7 @@ func newGoldenLimits(t *testing.T, limits datapath.Limits, svcs ...lb.Service) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { mgr.Close() }) // before Remove, which refuses while it is open
 	g := &golden{dp: dp, mgr: mgr}
 	arp, err := packets.ARPRequest(goldenIPv4.client.Addr(), goldenIPv4.vipTCP.Addr())
 	if err != nil {
