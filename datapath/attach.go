@@ -209,7 +209,15 @@ func (d *Datapath) program(point Point) *ebpf.Program {
 // other hook, that attachment is removed once the new one is in place. If
 // Attach fails, what it attached is detached again. A kernel that lacks
 // what the hook and mode need gives an error wrapping ErrNotSupported.
-
+//
+// xdplane programs on the interface that this datapath did not attach
+// (see ForeignAttachments: another datapath's, typically one whose
+// bpffs was unmounted, so that its pins are out of sight) are detached:
+// at tc once this datapath's programs are in place, so that no packet
+// meets an interface without a load balancer; at XDP, which holds one
+// program, just before this datapath's is attached. Without the
+// privilege to read programs by ID (CAP_SYS_ADMIN) Attach cannot tell
+// them from other programs, and leaves them.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.k.Programs == nil {
 		return ErrNoPrograms
@@ -239,6 +247,9 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {
 		points, others = others, points
+		if err := takeOver(d.k.Dir, ns, iface, PointXDP); err != nil {
+			return fmt.Errorf("attach to %s: %w", ifname, err)
+		}
 	}
 	var created []pinKey
 	undo := func(err error) error {
@@ -261,6 +272,13 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		if err := detachPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
+	}
+	// Read the interface again: its XDP state has changed.
+	if iface, err = netlink.LinkByIndex(ifindex); err != nil {
+		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
+	}
+	if err := takeOver(d.k.Dir, ns, iface, PointTCIngress, PointTCEgress, PointXDP); err != nil {
+		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
 	}
 	return nil
 }

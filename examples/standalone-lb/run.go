@@ -90,6 +90,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 
 	// Attach replaces the programs in place where an earlier run attached
 	// them, so a restart with a new binary is also an upgrade.
+	logForeign(log, dp, ifaces)
 	for _, name := range ifaces {
 		if err := dp.Attach(name, datapath.AttachOptions{Hook: hook}); err != nil {
 			return fmt.Errorf("attach to %s: %w", name, err)
@@ -329,6 +330,25 @@ func logAttachments(log *slog.Logger, dp *datapath.Datapath, ifaces []string) {
 			continue
 		}
 		log.Info("attached", "interface", name, "point", a.Point, "mode", a.Mode.String(), "program", uint32(a.ProgramID))
+	}
+}
+
+// logForeign warns about xdplane programs that another datapath attached
+// to this namespace's interfaces (typically a run whose bpffs was
+// unmounted): on the interfaces given, Attach detaches them; elsewhere
+// they keep running with maps that nothing updates.
+func logForeign(log *slog.Logger, dp *datapath.Datapath, ifaces []string) {
+	foreign, err := dp.ForeignAttachments()
+	if err != nil {
+		log.Warn("cannot look for every program of another datapath", "error", err)
+	}
+	for _, f := range foreign {
+		attrs := []any{"interface", f.Interface, "point", f.Point.String(), "mode", f.Mode.String(), "program", uint32(f.ProgramID)}
+		if slices.Contains(ifaces, f.Interface) {
+			log.Warn("detaching an xdplane program of another datapath (another bpffs, or its pins lost)", attrs...)
+		} else {
+			log.Warn("an xdplane program of another datapath runs on an interface not given to run; it is left alone", attrs...)
+		}
 	}
 }
 

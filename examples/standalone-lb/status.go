@@ -52,10 +52,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read counters: %w", err)
 	}
-	atts, err := dp.Attachments()
-	if err != nil {
+	var atts attachStatus
+	if atts.own, err = dp.Attachments(); err != nil {
 		return fmt.Errorf("list attachments: %w", err)
 	}
+	atts.foreign, atts.foreignErr = dp.ForeignAttachments()
 	var pf prefilterStatus
 	if pf.prefixes, err = prefilter.List(dp); err != nil {
 		return err
@@ -76,6 +77,15 @@ type prefilterStatus struct {
 	eventsLost uint64 // drop events the ring buffer had no room for
 }
 
+// attachStatus is what status shows of attachments: the datapath's own,
+// and xdplane programs of another datapath on this namespace's
+// interfaces.
+type attachStatus struct {
+	own        []datapath.Attachment
+	foreign    []datapath.Attachment
+	foreignErr error // why the foreign ones could not all be listed
+}
+
 // maxPrefixesShown is how many prefixes of the prefilter status lists.
 const maxPrefixesShown = 10
 
@@ -83,16 +93,16 @@ const maxPrefixesShown = 10
 // what the datapath's status does not report: names, frontend types,
 // traffic policies and source ranges; nil without --config.
 func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map[lb.Frontend]NamedService,
-	c datapath.Counters, pf prefilterStatus, atts []datapath.Attachment) error {
+	c datapath.Counters, pf prefilterStatus, atts attachStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 
 	fmt.Fprintf(tw, "Datapath pinned in %s\n\n", dir)
 
-	if len(atts) == 0 {
+	if len(atts.own) == 0 {
 		fmt.Fprintln(tw, "Attached to no interface.")
 	} else {
 		fmt.Fprintln(tw, "INTERFACE\tPOINT\tMODE\tPROGRAM")
-		for _, a := range atts {
+		for _, a := range atts.own {
 			name := a.Interface
 			if name == "" {
 				name = fmt.Sprintf("(ifindex %d, not here)", a.Ifindex)
@@ -101,6 +111,22 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		}
 	}
 	fmt.Fprintln(tw)
+	if len(atts.foreign) > 0 {
+		// Typically left by a run whose bpffs was unmounted: they run
+		// before or instead of this datapath's, with maps nothing
+		// updates.
+		fmt.Fprintf(tw, "NOT THIS DATAPATH'S: %d xdplane %s of another datapath (another bpffs, or pins lost); "+
+			"xdplane-lb run detaches them from the interfaces it runs on:\n",
+			len(atts.foreign), plural(len(atts.foreign), "program", "programs"))
+		fmt.Fprintln(tw, "INTERFACE\tPOINT\tMODE\tPROGRAM")
+		for _, a := range atts.foreign {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", a.Interface, a.Point, a.Mode, a.ProgramID)
+		}
+		fmt.Fprintln(tw)
+	}
+	if atts.foreignErr != nil {
+		fmt.Fprintf(tw, "Other datapaths' programs: not all could be looked for: %v\n\n", atts.foreignErr)
+	}
 
 	if len(services) == 0 {
 		fmt.Fprintln(tw, "No services.")
@@ -179,7 +205,7 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		if n > len(shown) {
 			fmt.Fprintf(tw, "  and %d more\n", n-len(shown))
 		}
-		if !slices.ContainsFunc(atts, func(a datapath.Attachment) bool { return a.Point == datapath.PointXDP }) {
+		if !slices.ContainsFunc(atts.own, func(a datapath.Attachment) bool { return a.Point == datapath.PointXDP }) {
 			fmt.Fprintln(tw, "  (attached at XDP on no interface: the prefilter drops nothing)")
 		}
 	}
