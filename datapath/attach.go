@@ -239,10 +239,10 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := os.MkdirAll(filepath.Join(d.k.Dir, linksDir), 0o700); err != nil {
 		return err
 	}
-	// Pins of interfaces that are gone hold their programs loaded, and
-	// one may carry the index ifname has now. Best effort: a pin that
-	// cannot be pruned here is left out of Attachments all the same.
-	_ = prune(d.k.Dir, ns)
+	// A pin of an interface that had this index before is not an
+	// attachment to this one. (Attachments prunes the others.) Best
+	// effort: attachPoint replaces a severed link all the same.
+	_ = prune(d.k.Dir, ns, ns, ifindex)
 
 	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {

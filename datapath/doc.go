@@ -22,10 +22,10 @@
 // A pin is believed only while the kernel agrees: a link severed by the
 // deletion of its interface, or a cls_bpf record whose filter is gone, is
 // not an attachment (whatever interface took the index since), and is
-// removed by Attachments, Attach and Upgrade. xdplane programs on an
-// interface that this datapath's pins do not hold (another datapath's,
-// or one whose bpffs was unmounted under it) are listed by
-// ForeignAttachments and detached by Attach.
+// removed by Attachments (every such pin), Attach (the interface's) and
+// Upgrade. xdplane programs on an interface that this datapath's pins do
+// not hold (another datapath's, or one whose bpffs was unmounted under
+// it) are listed by ForeignAttachments and detached by Attach.
 //
 //	Open ──► Attach ──► Close       (datapath keeps forwarding)
 //	Open ──► Attach/Upgrade         (new programs, same maps, no gap)

@@ -55,12 +55,21 @@ func programName(id ebpf.ProgramID) (string, error) {
 	return info.Name, nil
 }
 
+// programNamer reads programs' names, each once: every interface runs
+// the same few programs, and reading a name whose kernel copy is cut
+// short loads the program's BTF.
+type programNamer map[ebpf.ProgramID]string
+
 // isXdplane reports whether program id is one of xdplane's programs for
 // point, by its name.
-func isXdplane(id ebpf.ProgramID, point Point) (bool, error) {
-	name, err := programName(id)
-	if err != nil {
-		return false, err
+func (n programNamer) isXdplane(id ebpf.ProgramID, point Point) (bool, error) {
+	name, ok := n[id]
+	if !ok {
+		var err error
+		if name, err = programName(id); err != nil {
+			return false, err
+		}
+		n[id] = name
 	}
 	p, ok := programNames[name]
 	return ok && p == point, nil
@@ -72,20 +81,17 @@ func isXdplane(id ebpf.ProgramID, point Point) (bool, error) {
 // may not read (without CAP_SYS_ADMIN) are left out, and the error is
 // then errNoPrivilege, with the others returned all the same; cls_bpf
 // filters need no such privilege, their names come with them.
-func xdplanePrograms(l netlink.Link) ([]onInterface, error) {
+func xdplanePrograms(l netlink.Link, names programNamer) ([]onInterface, error) {
 	var (
 		out        []onInterface
 		unreadable bool
 	)
 	ifindex := l.Attrs().Index
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		const xdpAttachedMulti = 4 // XDP_ATTACHED_MULTI, linux/if_link.h
-		if x.AttachMode == xdpAttachedMulti {
-			return nil, fmt.Errorf("%w: interface %s has XDP programs in both driver and generic mode; "+
-				"xdplane cannot tell them apart: remove them (ip link set dev %s xdpdrv off xdpgeneric off)",
-				ErrInvalid, l.Attrs().Name, l.Attrs().Name)
-		}
-		ok, err := isXdplane(ebpf.ProgramID(x.ProgId), PointXDP)
+	const xdpAttachedMulti = 4 // XDP_ATTACHED_MULTI, linux/if_link.h
+	// With programs in both driver and generic mode, netlink names
+	// neither (and xdplane never attaches both): they are not looked at.
+	if x := l.Attrs().Xdp; x != nil && x.Attached && x.AttachMode != xdpAttachedMulti {
+		ok, err := names.isXdplane(ebpf.ProgramID(x.ProgId), PointXDP)
 		switch {
 		case errors.Is(err, errNoPrivilege):
 			unreadable = true
@@ -108,7 +114,7 @@ func xdplanePrograms(l netlink.Link) ([]onInterface, error) {
 			return nil, fmt.Errorf("query TCX programs of %s: %w", l.Attrs().Name, err)
 		default:
 			for _, ap := range res.Programs {
-				ok, err := isXdplane(ap.ID, point)
+				ok, err := names.isXdplane(ap.ID, point)
 				switch {
 				case errors.Is(err, errNoPrivilege):
 					unreadable = true
@@ -151,8 +157,8 @@ func xdplanePrograms(l netlink.Link) ([]onInterface, error) {
 // not attach: another datapath's, on another bpffs or one whose pins are
 // lost, or ones a crashed Attach left unpinned. Like xdplanePrograms, it
 // returns what it found with errNoPrivilege.
-func foreignOn(dir string, here uint64, l netlink.Link) ([]onInterface, error) {
-	all, perr := xdplanePrograms(l)
+func foreignOn(dir string, here uint64, l netlink.Link, names programNamer) ([]onInterface, error) {
+	all, perr := xdplanePrograms(l, names)
 	if perr != nil && !errors.Is(perr, errNoPrivilege) {
 		return nil, perr
 	}
@@ -252,7 +258,7 @@ func detachXDPProgram(l netlink.Link, id ebpf.ProgramID, x *netlink.LinkXdp) err
 // other programs without the privilege to read them by ID
 // (CAP_SYS_ADMIN), and then leaves them alone.
 func takeOver(dir string, here uint64, l netlink.Link, points ...Point) error {
-	foreign, err := foreignOn(dir, here, l)
+	foreign, err := foreignOn(dir, here, l, programNamer{})
 	if err != nil && !errors.Is(err, errNoPrivilege) {
 		return err
 	}
@@ -295,9 +301,10 @@ func (d *Datapath) ForeignAttachments() ([]Attachment, error) {
 	var (
 		out        []Attachment
 		unreadable error
+		names      = programNamer{}
 	)
 	for _, l := range links {
-		foreign, err := foreignOn(d.k.Dir, here, l)
+		foreign, err := foreignOn(d.k.Dir, here, l, names)
 		if errors.Is(err, errNoPrivilege) {
 			unreadable = err
 		} else if err != nil {

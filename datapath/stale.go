@@ -171,15 +171,13 @@ func removeStale(dir string, k pinKey, st pinState) error {
 	return os.Remove(aside)
 }
 
-// prune removes the stale pins of the datapath in dir. Errors are
-// collected, not fatal: one bad pin must not stop the others.
-func prune(dir string, here uint64) error {
-	keys, err := pins(dir)
-	if err != nil {
-		return err
-	}
+// prune removes the stale pins of the datapath in dir for interface
+// ifindex of network namespace ns. Errors are collected, not fatal: one
+// bad pin must not stop the others.
+func prune(dir string, here, ns uint64, ifindex int) error {
 	var errs []error
-	for _, k := range keys {
+	for _, p := range []Point{PointTCIngress, PointTCEgress, PointXDP} {
+		k := pinKey{netns: ns, ifindex: ifindex, point: p}
 		st, ok, err := inspectPin(dir, k, here)
 		if err != nil {
 			errs = append(errs, err)
