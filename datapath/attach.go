@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -208,6 +209,15 @@ func (d *Datapath) program(point Point) *ebpf.Program {
 // other hook, that attachment is removed once the new one is in place. If
 // Attach fails, what it attached is detached again. A kernel that lacks
 // what the hook and mode need gives an error wrapping ErrNotSupported.
+//
+// xdplane programs on the interface that this datapath did not attach
+// (see ForeignAttachments: another datapath's, typically one whose
+// bpffs was unmounted, so that its pins are out of sight) are detached:
+// at tc once this datapath's programs are in place, so that no packet
+// meets an interface without a load balancer; at XDP, which holds one
+// program, just before this datapath's is attached. Without the
+// privilege to read programs by ID (CAP_SYS_ADMIN) Attach cannot tell
+// them from other programs, and leaves them.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if d.k.Programs == nil {
 		return ErrNoPrograms
@@ -215,10 +225,11 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := checkMode(opts); err != nil {
 		return err
 	}
-	ifindex, err := attachableIfindex(ifname)
+	iface, err := attachableLink(ifname)
 	if err != nil {
 		return err
 	}
+	ifindex := iface.Attrs().Index
 	ns, err := currentNetNS()
 	if err != nil {
 		return err
@@ -228,20 +239,30 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if err := os.MkdirAll(filepath.Join(d.k.Dir, linksDir), 0o700); err != nil {
 		return err
 	}
+	// A pin of an interface that had this index before is not an
+	// attachment to this one. (Attachments prunes the others.) Best
+	// effort: attachPoint replaces a severed link all the same.
+	_ = prune(d.k.Dir, ns, ns, ifindex)
 
 	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {
 		points, others = others, points
+		if err := takeOver(d.k.Dir, ns, iface, PointXDP); err != nil {
+			return fmt.Errorf("attach to %s: %w", ifname, err)
+		}
 	}
 	var created []pinKey
+	undo := func(err error) error {
+		for _, c := range created {
+			err = errors.Join(err, detachPin(d.k.Dir, c, ns))
+		}
+		return err
+	}
 	for _, p := range points {
 		k := pinKey{netns: ns, ifindex: ifindex, point: p}
 		fresh, err := d.attachPoint(k, opts.Mode, true)
 		if err != nil {
-			for _, c := range created {
-				err = errors.Join(err, detachPin(d.k.Dir, c, ns))
-			}
-			return fmt.Errorf("attach %s to %s: %w", p, ifname, err)
+			return fmt.Errorf("attach %s to %s: %w", p, ifname, undo(err))
 		}
 		if fresh {
 			created = append(created, k)
@@ -251,6 +272,13 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 		if err := detachPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns); err != nil {
 			return fmt.Errorf("detach %s from %s: %w", p, ifname, err)
 		}
+	}
+	// Read the interface again: its XDP state has changed.
+	if iface, err = netlink.LinkByIndex(ifindex); err != nil {
+		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
+	}
+	if err := takeOver(d.k.Dir, ns, iface, PointTCIngress, PointTCEgress, PointXDP); err != nil {
+		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
 	}
 	return nil
 }
@@ -285,18 +313,18 @@ func ifindexOf(ifname string) (int, error) {
 	return l.Attrs().Index, nil
 }
 
-// attachableIfindex is ifindexOf for Attach: the programs parse Ethernet
+// attachableLink is linkByName for Attach: the programs parse Ethernet
 // frames, so an interface without an Ethernet header (tun, wireguard,
 // loopback) is refused rather than misparsed.
-func attachableIfindex(ifname string) (int, error) {
+func attachableLink(ifname string) (netlink.Link, error) {
 	l, err := linkByName(ifname)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if enc := l.Attrs().EncapType; enc != "ether" {
-		return 0, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
+		return nil, fmt.Errorf("%w: interface %q has link type %q; xdplane attaches to Ethernet interfaces only", ErrInvalid, ifname, enc)
 	}
-	return l.Attrs().Index, nil
+	return l, nil
 }
 
 // errSevered: a pinned link whose interface has gone.
@@ -556,7 +584,8 @@ func (d *Datapath) Detach(ifname string) error {
 
 // AttachedHook reports whether xdplane is attached to the interface named
 // ifname, in the network namespace of the calling OS thread, and at which
-// hook.
+// hook. A pin left by an interface that had the same index before is not
+// an attachment.
 func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err error) {
 	ifindex, err := ifindexOf(ifname)
 	if err != nil {
@@ -569,19 +598,15 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range []Point{PointTCIngress, PointXDP} {
-		path := pinPath(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p})
-		_, err := os.Lstat(path)
-		if errors.Is(err, os.ErrNotExist) {
-			_, err = os.Lstat(path + legacySuffix)
+		st, ok, err := inspectPin(d.k.Dir, pinKey{netns: ns, ifindex: ifindex, point: p}, ns)
+		if err != nil {
+			return 0, false, err
 		}
-		if err == nil {
+		if ok && !st.stale {
 			if p == PointXDP {
 				return HookXDP, true, nil
 			}
 			return HookTC, true, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return 0, false, err
 		}
 	}
 	return 0, false, nil
@@ -589,51 +614,49 @@ func (d *Datapath) AttachedHook(ifname string) (hook Hook, attached bool, err er
 
 // Attachments lists what this datapath has attached, in every network
 // namespace, from its pins, sorted by namespace, interface index and
-// point.
+// point. Pins of attachments that are gone are left out, and removed: a
+// link whose interface was deleted (even if a new interface took its
+// index), and, in the calling thread's network namespace, the record of
+// a cls_bpf filter that is gone.
 func (d *Datapath) Attachments() ([]Attachment, error) {
-	keys, err := pins(d.k.Dir)
+	here, err := currentNetNS()
 	if err != nil {
 		return nil, err
 	}
-	here, err := currentNetNS()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys, err := pins(d.k.Dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []Attachment
 	for _, k := range keys {
-		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: k.point}
+		st, ok, err := inspectPin(d.k.Dir, k, here)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if st.stale {
+			// Best effort: a reader without the right to unpin
+			// leaves the pin out all the same.
+			_ = removeStale(d.k.Dir, k, st)
+			continue
+		}
+		a := Attachment{NetNS: k.netns, Ifindex: k.ifindex, Point: k.point, Mode: st.mode, ProgramID: st.prog}
 		if k.netns == here {
 			if l, err := netlink.LinkByIndex(k.ifindex); err == nil {
 				a.Interface = l.Attrs().Name
 			}
 		}
-		path := pinPath(d.k.Dir, k)
-		if _, err := os.Stat(path + legacySuffix); err == nil {
-			a.Mode = ModeTCLegacy
-			if p, err := ebpf.LoadPinnedProgram(path+legacySuffix, nil); err == nil {
-				if info, err := p.Info(); err == nil {
-					a.ProgramID, _ = info.ID()
-				}
-				p.Close()
-			}
-		} else {
-			l, err := link.LoadPinnedLink(path, nil)
-			if err != nil {
-				return nil, fmt.Errorf("open pinned link %s: %w", k.name(), err)
-			}
-			if info, err := l.Info(); err == nil {
-				a.ProgramID = info.Program
-				switch {
-				case k.point != PointXDP:
-					a.Mode = ModeTCX
-				case k.netns == here:
-					a.Mode = xdpMode(k.ifindex)
-				}
-			}
-			l.Close()
-		}
 		out = append(out, a)
 	}
+	sortAttachments(out)
+	return out, nil
+}
+
+func sortAttachments(out []Attachment) {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].NetNS != out[j].NetNS {
 			return out[i].NetNS < out[j].NetNS
@@ -643,7 +666,6 @@ func (d *Datapath) Attachments() ([]Attachment, error) {
 		}
 		return out[i].Point < out[j].Point
 	})
-	return out, nil
 }
 
 // xdpMode tells native from generic XDP by asking netlink.
@@ -691,6 +713,18 @@ func (d *Datapath) Upgrade() error {
 	return errors.Join(errs...)
 }
 
+// RemoveOptions configure RemoveWithOptions. The zero value is what
+// Remove does.
+type RemoveOptions struct {
+	// Force removes the datapath even while a writer holds one of its
+	// locks: a process with an lb, policy or bandwidth Manager open on it,
+	// such as a running xdplane-lb. That process is left writing maps
+	// that nothing reads any more (Datapath.Verify tells it so), and
+	// whatever it attached is detached. Optional. Default: false, and
+	// Remove fails with ErrBusy.
+	Force bool
+}
+
 // Remove tears down the datapath pinned in dir (DefaultDir if empty):
 // detaches every program it attached, then removes the pinned links and
 // maps, and the directory. If dir is itself the mount point of a bpffs (as
@@ -699,10 +733,33 @@ func (d *Datapath) Upgrade() error {
 // they are; cls_bpf filters only in the calling thread's, so a datapath
 // with filters elsewhere must be removed from there. A directory that
 // holds nothing is not an error.
-func Remove(dir string) error {
+//
+// While a writer (a Manager of package lb, policy or bandwidth, in this
+// process or another, or a change to endpoints or the prefilter) holds
+// one of the datapath's locks, Remove changes nothing and fails with an
+// error wrapping ErrBusy that names the lock and the process holding
+// it: close the Manager, or stop the process, first. RemoveWithOptions
+// can force it.
+func Remove(dir string) error { return RemoveWithOptions(dir, RemoveOptions{}) }
+
+// RemoveWithOptions is Remove with options.
+func RemoveWithOptions(dir string, opts RemoveOptions) error {
 	dir, err := cleanDir(dir)
 	if err != nil {
 		return err
+	}
+	unlock := func() {}
+	if !opts.Force {
+		// Held until the locks are deleted, so that no writer starts in
+		// between, and released before the bpffs is unmounted, which an
+		// open lock directory would keep busy.
+		release, err := kernel.LockAll(dir)
+		if err != nil {
+			return fmt.Errorf("remove the datapath in %s: %w", dir, err)
+		}
+		var once sync.Once
+		unlock = func() { once.Do(release) }
+		defer unlock()
 	}
 	keys, err := pins(dir)
 	if err != nil {
@@ -721,10 +778,12 @@ func Remove(dir string) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	removeAside(dir)
 	_ = os.Remove(filepath.Join(dir, linksDir))
 	if err := kernel.RemoveLocks(dir); err != nil {
 		return fmt.Errorf("remove locks: %w", err)
 	}
+	unlock()
 	names, err := mapNames()
 	if err != nil {
 		return err

@@ -14,7 +14,18 @@
 // links beside the maps, so attachments survive too. Close releases the
 // handle's file descriptors and leaves everything running. Remove detaches
 // every program and deletes the pins: the one call that stops the
-// datapath.
+// datapath. It refuses (ErrBusy, naming the process) while a writer holds
+// the datapath, such as an open lb, policy or bandwidth Manager in any
+// process; RemoveWithOptions with Force set overrides, and Verify tells
+// the writer its pins are gone.
+//
+// A pin is believed only while the kernel agrees: a link severed by the
+// deletion of its interface, or a cls_bpf record whose filter is gone, is
+// not an attachment (whatever interface took the index since), and is
+// removed by Attachments (every such pin), Attach (the interface's) and
+// Upgrade. xdplane programs on an interface that this datapath's pins do
+// not hold (another datapath's, or one whose bpffs was unmounted under
+// it) are listed by ForeignAttachments and detached by Attach.
 //
 //	Open ──► Attach ──► Close       (datapath keeps forwarding)
 //	Open ──► Attach/Upgrade         (new programs, same maps, no gap)

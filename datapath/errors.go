@@ -18,7 +18,8 @@ var (
 	// ModeTCX forces it).
 	ErrNotSupported = errors.New("kernel feature not supported")
 
-	// ErrNotPinned: OpenPinned found no datapath in the directory.
+	// ErrNotPinned: OpenPinned found no datapath in the directory, or
+	// Verify found this Datapath's pins gone or replaced.
 	ErrNotPinned = errors.New("no datapath pinned")
 
 	// ErrIncompatible: state pinned by another xdplane version has a
@@ -59,8 +60,10 @@ var (
 	ErrNotFound = errors.New("not found")
 
 	// ErrBusy: another writer, in this process or another, holds what
-	// the call needs: a second Manager of the same kind on one datapath.
-	// Close the first.
+	// the call needs: a second Manager of the same kind on one datapath
+	// (close the first), or Remove while a writer is at work (stop it, or
+	// force the removal with RemoveOptions.Force). The error names the
+	// lock and, where the kernel tells, the process that holds it.
 	ErrBusy = errors.New("datapath has another writer")
 
 	// ErrClosed: the Manager was closed.

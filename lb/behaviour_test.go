@@ -109,10 +109,12 @@ func newLBNode(t *testing.T, backends int, v variant) *lbNode {
 		// reliably only with an XDP program of its own.
 		n.tp.Client.AttachXDPPass("eth0")
 	}
-	n.open(t)
+	// Removed after the manager is closed (cleanups run last-registered
+	// first): Remove refuses while a writer holds the datapath.
 	t.Cleanup(func() {
 		n.tp.Node.MustDo(func() error { return datapath.Remove(n.dir) })
 	})
+	n.open(t)
 	n.attach(t, opts)
 	for i, be := range n.tp.Backends {
 		for _, addr := range []netip.Addr{n.tp.BackendAddrs[i], n.tp.BackendAddrs6[i]} {

@@ -304,6 +304,7 @@ func newBenchEnv(b *testing.B, n int, alg lb.Algorithm) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { mgr.Close() }) // before Remove, which refuses while it is open
 	services := make([]lb.Service, n)
 	for i := range services {
 		services[i] = lb.Service{

@@ -98,6 +98,7 @@ func FuzzPrograms(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(func() { m.Close() }) // before Remove, which refuses while it is open
 	if _, err := m.Sync([]lb.Service{
 		{Frontend: lb.Frontend{Address: fuzzVIPTCP, Protocol: lb.TCP}, Backends: []lb.Backend{{Address: fuzzBackendTCP}}},
 		{Frontend: lb.Frontend{Address: fuzzVIPUDP, Protocol: lb.UDP}, Backends: []lb.Backend{{Address: fuzzBackendUDP}}},

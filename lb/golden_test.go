@@ -129,6 +129,7 @@ func newGoldenWith(t *testing.T, opts datapath.Options, svcs ...lb.Service) *gol
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { mgr.Close() }) // before Remove, which refuses while it is open
 	g := &golden{dp: dp, mgr: mgr}
 	arp, err := packets.ARPRequest(goldenIPv4.client.Addr(), goldenIPv4.vipTCP.Addr())
 	if err != nil {

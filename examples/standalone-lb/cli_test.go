@@ -143,10 +143,10 @@ func TestPrintStatus(t *testing.T) {
 		shop: {Name: "shop", Port: "https", Type: TypeLoadBalancer, Service: lb.Service{Frontend: shop, TrafficPolicy: lb.Local,
 			SourceRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("10.1.2.3/8")}}},
 	}
-	atts := []datapath.Attachment{
+	atts := attachStatus{own: []datapath.Attachment{
 		{Ifindex: 2, Interface: "eth0", Point: datapath.PointXDP, Mode: datapath.ModeXDPNative, ProgramID: 7},
 		{Ifindex: 9, Point: datapath.PointTCIngress, Mode: datapath.ModeTCX, ProgramID: 8},
-	}
+	}}
 	pf := prefilterStatus{
 		prefixes:   []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("203.0.113.66/32"), netip.MustParsePrefix("2001:db8:bad::/48")},
 		drops:      datapath.Counter{Packets: 7, Bytes: 518},
@@ -200,7 +200,7 @@ drop events lost             1        -
 
 	// Without a configuration: what only the configuration knows is "?".
 	out.Reset()
-	if err := printStatus(&out, "/x", services[:1], nil, datapath.Counters{}, prefilterStatus{}, nil); err != nil {
+	if err := printStatus(&out, "/x", services[:1], nil, datapath.Counters{}, prefilterStatus{}, attachStatus{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{
@@ -213,7 +213,7 @@ drop events lost             1        -
 	}
 
 	out.Reset()
-	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, prefilterStatus{}, nil); err != nil {
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, prefilterStatus{}, attachStatus{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"Attached to no interface.", "No services.", "Prefilter: empty."} {
@@ -222,13 +222,34 @@ drop events lost             1        -
 		}
 	}
 
+	// Another datapath's programs are shown apart from this one's.
+	out.Reset()
+	two := attachStatus{own: atts.own[:1], foreign: []datapath.Attachment{
+		{Ifindex: 2, Interface: "eth0", Point: datapath.PointTCIngress, Mode: datapath.ModeTCX, ProgramID: 11},
+		{Ifindex: 3, Interface: "eth1", Point: datapath.PointTCEgress, Mode: datapath.ModeTCLegacy, ProgramID: 12},
+	}}
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, prefilterStatus{}, two); err != nil {
+		t.Fatal(err)
+	}
+	wantForeign := "NOT THIS DATAPATH'S: 2 xdplane programs of another datapath (another bpffs, or pins lost); " +
+		"xdplane-lb run detaches them from the interfaces it runs on:\n" +
+		"INTERFACE  POINT       MODE       PROGRAM\n" +
+		"eth0       tc-ingress  tcx        11\n" +
+		"eth1       tc-egress   tc-legacy  12\n\n"
+	if !strings.Contains(out.String(), wantForeign) {
+		t.Errorf("status with another datapath's programs:\n%s\nwant it to contain:\n%s", &out, wantForeign)
+	}
+	if strings.Count(out.String(), "INTERFACE") != 2 {
+		t.Errorf("status does not show the foreign programs in a table of their own:\n%s", &out)
+	}
+
 	// A long prefilter is cut short; one that nothing consults says so.
 	var long prefilterStatus
 	for i := range maxPrefixesShown + 3 {
 		long.prefixes = append(long.prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32))
 	}
 	out.Reset()
-	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, long, atts[1:]); err != nil {
+	if err := printStatus(&out, "/x", nil, nil, datapath.Counters{}, long, attachStatus{own: atts.own[1:]}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{

@@ -262,7 +262,10 @@
 //
 //	xdplane-lb status [--bpffs DIR] [--config FILE]
 //
-// Prints the attachments; the services, one row per frontend, with their
+// Prints the attachments; xdplane programs of another datapath attached
+// to this namespace's interfaces (on another bpffs, or one whose bpffs
+// was unmounted while other mount namespaces kept it), in a table of
+// their own, under NOT THIS DATAPATH'S; the services, one row per frontend, with their
 // algorithm (maglev with its table size), session affinity, traffic
 // policy and source ranges; their backends with weight, state, locality
 // and per-backend packet counters; the prefilter's size and first
@@ -273,10 +276,18 @@
 // gives each, and the policy and source ranges, which the datapath's
 // status does not report: without it, those show as ?.
 //
-//	xdplane-lb cleanup [--bpffs DIR]
+//	xdplane-lb cleanup [--bpffs DIR] [--force]
 //
-// Detaches from every interface and removes the pinned maps. Stop run
-// first.
+// Detaches from every interface and removes the pinned maps. While run
+// runs on the same --bpffs, cleanup changes nothing and fails, naming
+// run's pid: stop run first (SIGTERM). --force removes the datapath all
+// the same; run notices within 5 s, or at its next SIGHUP, logs an error
+// and exits with status 1, rather than apply configurations to maps that
+// nothing reads.
+//
+// run detaches xdplane programs of another datapath from the interfaces
+// it is given, and logs each (see status); run checks every 5 s that its
+// pins are still in place, and exits with status 1 if they are gone.
 //
 // # Network namespaces
 //

@@ -17,15 +17,16 @@ const usage = `xdplane-lb: a standalone L4 load balancer on xdplane's eBPF datap
 Usage:
   xdplane-lb run --config FILE --interface IF [--interface IF ...] [--hook tc|xdp] [--bpffs DIR]
   xdplane-lb status [--bpffs DIR] [--config FILE]
-  xdplane-lb cleanup [--bpffs DIR]
+  xdplane-lb cleanup [--bpffs DIR] [--force]
 
 run      attach to the interfaces, install the configured services and stay
          in the foreground: SIGHUP reloads the configuration, SIGINT and
          SIGTERM exit and leave the load balancer running in the kernel.
 status   print the services, backends, prefilter, counters and attachments
          pinned in the bpffs directory, whether or not run is running.
-cleanup  detach from every interface and remove the pinned state; stop run
-         first.
+cleanup  detach from every interface and remove the pinned state. Refused
+         while run runs on the same --bpffs: stop run first, or pass --force
+         (run then notices and exits with an error).
 
 Run each command in the network namespace of the interfaces. --bpffs
 defaults to ` + datapath.DefaultDir + `.

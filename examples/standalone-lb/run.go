@@ -100,6 +100,7 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 
 	// Attach replaces the programs in place where an earlier run attached
 	// them, so a restart with a new binary is also an upgrade.
+	logForeign(log, dp, ifaces)
 	for _, name := range ifaces {
 		if err := dp.Attach(name, datapath.AttachOptions{Hook: hook}); err != nil {
 			return fmt.Errorf("attach to %s: %w", name, err)
@@ -132,20 +133,44 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	log.Info("running", "services", len(cfg.Services), "prefilter", len(cfg.Prefilter),
 		"interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 
-	for sig := range sigs {
-		if sig != syscall.SIGHUP {
+	verify := time.NewTicker(verifyEvery)
+	defer verify.Stop()
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case <-verify.C:
+		}
+		if sig != nil && sig != syscall.SIGHUP {
 			log.Info("stopping; the datapath keeps forwarding (xdplane-lb cleanup removes it)", "signal", sig.String())
 			return nil
 		}
-		var stop os.Signal
-		names, stop = reload(log, dp, mgr, *configPath, hook, int64(maxConfig), names, sigs)
-		if stop != nil {
-			log.Info("stopping during a reload, which changed nothing; the datapath keeps forwarding (xdplane-lb cleanup removes it)",
-				"signal", stop.String())
-			return nil
+		if err := dp.Verify(); err != nil {
+			return orphaned(log, dp, err)
+		}
+		if sig == syscall.SIGHUP {
+			var stop os.Signal
+			names, stop = reload(log, dp, mgr, *configPath, hook, int64(maxConfig), names, sigs)
+			if stop != nil {
+				log.Info("stopping during a reload, which changed nothing; the datapath keeps forwarding (xdplane-lb cleanup removes it)",
+					"signal", stop.String())
+				return nil
+			}
 		}
 	}
-	return nil
+}
+
+// verifyEvery is how often run checks that its datapath is still pinned.
+const verifyEvery = 5 * time.Second
+
+// orphaned reports that the datapath run manages was removed under it: by
+// a forced cleanup, or by unmounting its bpffs. Whatever run writes then
+// reaches nothing a packet sees, and a new run would start a second
+// datapath: exit, and say why.
+func orphaned(log *slog.Logger, dp *datapath.Datapath, err error) error {
+	log.Error("the datapath was removed under this process (xdplane-lb cleanup --force, or its bpffs unmounted); "+
+		"exiting without applying anything more", "bpffs", dp.Dir(), "error", err)
+	return fmt.Errorf("datapath in %s removed under xdplane-lb run: %w", dp.Dir(), err)
 }
 
 // apply makes the datapath hold cfg: the prefilter first, so that a
@@ -384,6 +409,25 @@ func logAttachments(log *slog.Logger, dp *datapath.Datapath, ifaces []string) {
 			continue
 		}
 		log.Info("attached", "interface", name, "point", a.Point, "mode", a.Mode.String(), "program", uint32(a.ProgramID))
+	}
+}
+
+// logForeign warns about xdplane programs that another datapath attached
+// to this namespace's interfaces (typically a run whose bpffs was
+// unmounted): on the interfaces given, Attach detaches them; elsewhere
+// they keep running with maps that nothing updates.
+func logForeign(log *slog.Logger, dp *datapath.Datapath, ifaces []string) {
+	foreign, err := dp.ForeignAttachments()
+	if err != nil {
+		log.Warn("cannot look for every program of another datapath", "error", err)
+	}
+	for _, f := range foreign {
+		attrs := []any{"interface", f.Interface, "point", f.Point.String(), "mode", f.Mode.String(), "program", uint32(f.ProgramID)}
+		if slices.Contains(ifaces, f.Interface) {
+			log.Warn("detaching an xdplane program of another datapath (another bpffs, or its pins lost)", attrs...)
+		} else {
+			log.Warn("an xdplane program of another datapath runs on an interface not given to run; it is left alone", attrs...)
+		}
 	}
 }
 

@@ -52,10 +52,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read counters: %w", err)
 	}
-	atts, err := dp.Attachments()
-	if err != nil {
+	var atts attachStatus
+	if atts.own, err = dp.Attachments(); err != nil {
 		return fmt.Errorf("list attachments: %w", err)
 	}
+	atts.foreign, atts.foreignErr = dp.ForeignAttachments()
 	var pf prefilterStatus
 	if pf.prefixes, err = prefilter.List(dp); err != nil {
 		return err
@@ -79,6 +80,15 @@ type prefilterStatus struct {
 	eventsLost uint64 // drop events the ring buffer had no room for
 }
 
+// attachStatus is what status shows of attachments: the datapath's own,
+// and xdplane programs of another datapath on this namespace's
+// interfaces.
+type attachStatus struct {
+	own        []datapath.Attachment
+	foreign    []datapath.Attachment
+	foreignErr error // why the foreign ones could not all be listed
+}
+
 // maxPrefixesShown is how many prefixes of the prefilter status lists.
 const maxPrefixesShown = 10
 
@@ -86,16 +96,16 @@ const maxPrefixesShown = 10
 // what the datapath's status does not report: names, frontend types,
 // traffic policies and source ranges; nil without --config.
 func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map[lb.Frontend]NamedService,
-	c datapath.Counters, pf prefilterStatus, atts []datapath.Attachment) error {
+	c datapath.Counters, pf prefilterStatus, atts attachStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 
 	fmt.Fprintf(tw, "Datapath pinned in %s\n\n", dir)
 
-	if len(atts) == 0 {
+	if len(atts.own) == 0 {
 		fmt.Fprintln(tw, "Attached to no interface.")
 	} else {
 		fmt.Fprintln(tw, "INTERFACE\tPOINT\tMODE\tPROGRAM")
-		for _, a := range atts {
+		for _, a := range atts.own {
 			name := a.Interface
 			if name == "" {
 				name = fmt.Sprintf("(ifindex %d, not here)", a.Ifindex)
@@ -104,6 +114,22 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		}
 	}
 	fmt.Fprintln(tw)
+	if len(atts.foreign) > 0 {
+		// Typically left by a run whose bpffs was unmounted: they run
+		// before or instead of this datapath's, with maps nothing
+		// updates.
+		fmt.Fprintf(tw, "NOT THIS DATAPATH'S: %d xdplane %s of another datapath (another bpffs, or pins lost); "+
+			"xdplane-lb run detaches them from the interfaces it runs on:\n",
+			len(atts.foreign), plural(len(atts.foreign), "program", "programs"))
+		fmt.Fprintln(tw, "INTERFACE\tPOINT\tMODE\tPROGRAM")
+		for _, a := range atts.foreign {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", a.Interface, a.Point, a.Mode, a.ProgramID)
+		}
+		fmt.Fprintln(tw)
+	}
+	if atts.foreignErr != nil {
+		fmt.Fprintf(tw, "Other datapaths' programs: not all could be looked for: %v\n\n", atts.foreignErr)
+	}
 
 	if len(services) == 0 {
 		fmt.Fprintln(tw, "No services.")
@@ -182,7 +208,7 @@ func printStatus(w io.Writer, dir string, services []lb.ServiceStatus, known map
 		if n > len(shown) {
 			fmt.Fprintf(tw, "  and %d more\n", n-len(shown))
 		}
-		if !slices.ContainsFunc(atts, func(a datapath.Attachment) bool { return a.Point == datapath.PointXDP }) {
+		if !slices.ContainsFunc(atts.own, func(a datapath.Attachment) bool { return a.Point == datapath.PointXDP }) {
 			fmt.Fprintln(tw, "  (attached at XDP on no interface: the prefilter drops nothing)")
 		}
 	}
@@ -222,6 +248,7 @@ func plural(n int, one, many string) string {
 func cmdCleanup(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("cleanup", stderr)
 	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory run pinned its state in")
+	force := fs.Bool("force", false, "remove the datapath even while xdplane-lb run (or another writer) holds it; that run then exits")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -233,7 +260,11 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "Nothing to remove: %s does not exist.\n", abs)
 		return nil
 	}
-	if err := datapath.Remove(abs); err != nil {
+	err = datapath.RemoveWithOptions(abs, datapath.RemoveOptions{Force: *force})
+	if errors.Is(err, datapath.ErrBusy) {
+		return fmt.Errorf("%w\nnothing was removed: stop xdplane-lb run first (SIGTERM), or pass --force to remove the datapath under it", err)
+	}
+	if err != nil {
 		return fmt.Errorf("remove the datapath in %s: %w", abs, err)
 	}
 	fmt.Fprintf(stdout, "Detached from every interface and removed %s.\n", abs)

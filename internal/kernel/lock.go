@@ -1,11 +1,14 @@
 package kernel
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,11 +46,97 @@ func Lock(dir, name string, wait bool) (release func(), err error) {
 	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s is locked", errBusy, path)
+			return nil, fmt.Errorf("%w: %s is locked%s", errBusy, path, holder(path))
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// LockAll takes, without waiting, every lock of the datapath pinned in
+// dir that a writer has made, so that no writer holds one while the
+// caller tears the datapath down. If one is held it releases what it
+// took and fails with an error wrapping datapath.ErrBusy that names the
+// lock and, where /proc/locks tells, the process holding it.
+func LockAll(dir string) (release func(), err error) {
+	ents, err := os.ReadDir(filepath.Join(dir, LocksDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	for _, e := range ents {
+		if !lockName.MatchString(e.Name()) {
+			continue
+		}
+		r, err := Lock(dir, e.Name(), false)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		releases = append(releases, r)
+	}
+	return release, nil
+}
+
+// holder describes the process holding the flock on path, as
+// " by pid N (command)", from /proc/locks; empty if it cannot tell.
+func holder(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	// "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF": the holder's pid,
+	// then the device (major and minor in hex) and inode of the file.
+	// Waiters' lines have a "->" after the number, and are skipped.
+	want := fmt.Sprintf("%x:%x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[1] != "FLOCK" {
+			continue
+		}
+		if normalDevIno(fields[5]) != want {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[4])
+		if err != nil || pid <= 0 {
+			return ""
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			return fmt.Sprintf(" by pid %d", pid)
+		}
+		return fmt.Sprintf(" by pid %d (%s)", pid, strings.TrimSpace(string(comm)))
+	}
+	return ""
+}
+
+// normalDevIno rewrites /proc/locks' "fe:00:1234" without leading zeros,
+// as "fe:0:1234".
+func normalDevIno(s string) string {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return ""
+	}
+	major, err1 := strconv.ParseUint(parts[0], 16, 32)
+	minor, err2 := strconv.ParseUint(parts[1], 16, 32)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	return fmt.Sprintf("%x:%x:%s", major, minor, parts[2])
 }
 
 // RemoveLocks deletes the lock directories of the datapath pinned in dir;

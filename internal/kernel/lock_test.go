@@ -2,8 +2,10 @@ package kernel_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/xdplane/xdplane/datapath"
@@ -74,4 +76,50 @@ func TestHold(t *testing.T) {
 		t.Fatalf("Hold after Release: %v", err)
 	}
 	h2.Release()
+}
+
+// LockAll takes every lock a writer made, and refuses, naming the lock
+// and its holder, while one is held.
+func TestLockAll(t *testing.T) {
+	dir := t.TempDir()
+	release, err := kernel.LockAll(dir)
+	if err != nil {
+		t.Fatalf("LockAll with no locks: %v", err)
+	}
+	release()
+	for _, name := range []string{"lb", "policy"} {
+		r, err := kernel.Lock(dir, name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r()
+	}
+	h, err := kernel.Hold(dir, "policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = kernel.LockAll(dir)
+	if !errors.Is(err, datapath.ErrBusy) {
+		t.Fatalf("LockAll while policy is held: %v, want ErrBusy", err)
+	}
+	want := fmt.Sprintf("%s is locked by pid %d (", filepath.Join(dir, "locks", "policy"), os.Getpid())
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("LockAll's error %q does not say %q", err, want)
+	}
+	// What it took before the held one is released again.
+	if r, err := kernel.Lock(dir, "lb", false); err != nil {
+		t.Fatalf("lb after a refused LockAll: %v", err)
+	} else {
+		r()
+	}
+	h.Release()
+
+	release, err = kernel.LockAll(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kernel.Lock(dir, "lb", false); !errors.Is(err, datapath.ErrBusy) {
+		t.Errorf("Lock while LockAll holds every lock: %v, want ErrBusy", err)
+	}
+	release()
 }
