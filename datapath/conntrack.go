@@ -81,15 +81,10 @@ func (t ConntrackTimeouts) resolve() (ConntrackTimeouts, error) {
 	return t, nil
 }
 
-func (t ConntrackTimeouts) kernel() kernel.CTTimeouts {
-	return kernel.CTTimeouts{TCPEstablished: t.TCPEstablished, TCPOpening: t.TCPOpening,
-		TCPClosing: t.TCPClosing, UDP: t.UDP, UDPStream: t.UDPStream}
-}
+// kernel is t as the kernel handle keeps it: the same fields, which
+// package kernel cannot import from here.
+func (t ConntrackTimeouts) kernel() kernel.CTTimeouts { return kernel.CTTimeouts(t) }
 
 // ConntrackTimeouts returns the timeouts the programs were loaded with;
 // zero for a Datapath opened with OpenPinned.
-func (d *Datapath) ConntrackTimeouts() ConntrackTimeouts {
-	t := d.k.Timeouts
-	return ConntrackTimeouts{TCPEstablished: t.TCPEstablished, TCPOpening: t.TCPOpening,
-		TCPClosing: t.TCPClosing, UDP: t.UDP, UDPStream: t.UDPStream}
-}
+func (d *Datapath) ConntrackTimeouts() ConntrackTimeouts { return ConntrackTimeouts(d.k.Timeouts) }

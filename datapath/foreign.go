@@ -87,17 +87,25 @@ func xdplanePrograms(l netlink.Link, names programNamer) ([]onInterface, error) 
 		unreadable bool
 	)
 	ifindex := l.Attrs().Index
+	// ours says whether program id at point is xdplane's, noting the
+	// programs it may not read.
+	ours := func(id ebpf.ProgramID, point Point) (bool, error) {
+		ok, err := names.isXdplane(id, point)
+		if errors.Is(err, errNoPrivilege) {
+			unreadable = true
+			return false, nil
+		}
+		return ok, err
+	}
 	const xdpAttachedMulti = 4 // XDP_ATTACHED_MULTI, linux/if_link.h
 	// With programs in both driver and generic mode, netlink names
 	// neither (and xdplane never attaches both): they are not looked at.
 	if x := l.Attrs().Xdp; x != nil && x.Attached && x.AttachMode != xdpAttachedMulti {
-		ok, err := names.isXdplane(ebpf.ProgramID(x.ProgId), PointXDP)
-		switch {
-		case errors.Is(err, errNoPrivilege):
-			unreadable = true
-		case err != nil:
+		ok, err := ours(ebpf.ProgramID(x.ProgId), PointXDP)
+		if err != nil {
 			return nil, err
-		case ok:
+		}
+		if ok {
 			out = append(out, onInterface{point: PointXDP, mode: xdpMode(ifindex), prog: ebpf.ProgramID(x.ProgId), xdp: x, iface: l})
 		}
 	}
@@ -114,13 +122,11 @@ func xdplanePrograms(l netlink.Link, names programNamer) ([]onInterface, error) 
 			return nil, fmt.Errorf("query TCX programs of %s: %w", l.Attrs().Name, err)
 		default:
 			for _, ap := range res.Programs {
-				ok, err := names.isXdplane(ap.ID, point)
-				switch {
-				case errors.Is(err, errNoPrivilege):
-					unreadable = true
-				case err != nil:
+				ok, err := ours(ap.ID, point)
+				if err != nil {
 					return nil, err
-				case ok:
+				}
+				if ok {
 					id, _ := ap.LinkID()
 					out = append(out, onInterface{point: point, mode: ModeTCX, prog: ap.ID, link: id, iface: l, attach: attach})
 				}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,34 +15,14 @@ import (
 )
 
 // The port at which every backend serves a connection its name and then
-// closes it first, so that the client's end closes passively and leaves
-// no TIME_WAIT: its port can connect again at once, after a FIN each way.
+// closes it first (testutil.ServeTCPClosing).
 const closingPort = 8081
 
 // serveAndClose serves closingPort in the backends of n.
 func serveAndClose(t *testing.T, n *lbNode) {
 	t.Helper()
 	for i, be := range n.tp.Backends {
-		var ln net.Listener
-		addr := netip.AddrPortFrom(n.tp.BackendAddrs[i], closingPort)
-		be.MustDo(func() (err error) {
-			ln, err = net.Listen("tcp4", addr.String())
-			return err
-		})
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				io.WriteString(c, backendName(i, false)+"\n")
-				c.Close()
-			}
-		}()
+		testutil.ServeTCPClosing(t, be, netip.AddrPortFrom(n.tp.BackendAddrs[i], closingPort), backendName(i, false))
 	}
 }
 

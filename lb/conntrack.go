@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -69,8 +70,7 @@ func orphanGrace(t kernel.CTTimeouts, proto uint8) time.Duration {
 // such entries take free for live flows.
 //
 // An entry the datapath refreshed since the pass read it is kept. Run it
-// every few seconds to minutes; both example binaries run it every
-// 30 seconds. It needs a datapath opened with programs (for their
+// every few seconds to minutes (RunConntrackCollector). It needs a datapath opened with programs (for their
 // timeouts), and returns an error wrapping ErrBusy while another process
 // runs a pass.
 func CollectConntrack(dp *datapath.Datapath) (CollectResult, error) {
@@ -99,7 +99,9 @@ func CollectConntrack(dp *datapath.Datapath) (CollectResult, error) {
 	}); err != nil {
 		return res, err
 	}
-	res.Stats, err = ReadConntrackStats(dp)
+	// The entries the pass read, less those it removed: the datapath
+	// adds and the LRU evicts meanwhile, as they do during any count.
+	res.Stats, err = conntrackStats(k.Maps, len(c.entries)-res.Expired-res.Stale)
 	return res, err
 }
 
@@ -107,30 +109,56 @@ func CollectConntrack(dp *datapath.Datapath) (CollectResult, error) {
 // entries in use, which takes a pass over the map.
 func ReadConntrackStats(dp *datapath.Datapath) (ConntrackStats, error) {
 	maps := kernel.Of(dp).Maps
-	st := ConntrackStats{Limit: int(maps.Conntrack.MaxEntries())}
+	entries := 0
+	keys := make([]bpf.XdplaneCtKey, 4096)
+	vals := make([]bpf.XdplaneCtValue, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := maps.Conntrack.BatchLookup(&cursor, keys, vals, nil)
+		entries += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return ConntrackStats{}, fmt.Errorf("count conntrack entries: %w", err)
+		}
+	}
+	return conntrackStats(maps, entries)
+}
+
+// conntrackStats completes the statistics of a map holding entries.
+func conntrackStats(maps *bpf.XdplaneMaps, entries int) (ConntrackStats, error) {
+	st := ConntrackStats{Entries: entries, Limit: int(maps.Conntrack.MaxEntries())}
 	counts, err := readCTStats(maps.CtStats)
 	if err != nil {
 		return st, err
 	}
 	st.Created, st.Reopened = counts[bpf.XdplaneCtStatCT_STAT_CREATED], counts[bpf.XdplaneCtStatCT_STAT_REOPENED]
 	st.Expired, st.Stale = counts[bpf.XdplaneCtStatCT_STAT_EXPIRED], counts[bpf.XdplaneCtStatCT_STAT_STALE]
-	keys := make([]bpf.XdplaneCtKey, 4096)
-	vals := make([]bpf.XdplaneCtValue, 4096)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := maps.Conntrack.BatchLookup(&cursor, keys, vals, nil)
-		st.Entries += n
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return st, fmt.Errorf("count conntrack entries: %w", err)
-		}
-	}
 	if gone := st.Expired + st.Stale + uint64(st.Entries); st.Created > gone {
 		st.Evicted = st.Created - gone
 	}
 	return st, nil
+}
+
+// RunConntrackCollector calls CollectConntrack every interval until ctx
+// ends, and report with each pass's result; a pass another process runs
+// meanwhile (ErrBusy) is skipped without a report. Both example binaries
+// run it, every 30 seconds.
+func RunConntrackCollector(ctx context.Context, dp *datapath.Datapath, every time.Duration, report func(CollectResult, error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := CollectConntrack(dp)
+		if !errors.Is(err, ErrBusy) {
+			report(res, err)
+		}
+	}
 }
 
 // collector is one pass: what it read, and what it judged removable.
@@ -153,13 +181,13 @@ type verdict struct {
 }
 
 func (c *collector) read() (err error) {
-	if c.entries, err = readAll[bpf.XdplaneCtKey, bpf.XdplaneCtValue](c.maps.Conntrack); err != nil {
+	if c.entries, err = kernel.ReadAll[bpf.XdplaneCtKey, bpf.XdplaneCtValue](c.maps.Conntrack); err != nil {
 		return err
 	}
-	if c.backends, err = readAll[uint32, bpf.XdplaneBackend](c.maps.Backends); err != nil {
+	if c.backends, err = kernel.ReadAll[uint32, bpf.XdplaneBackend](c.maps.Backends); err != nil {
 		return err
 	}
-	c.revnat, err = readAll[uint32, bpf.XdplaneRevnatValue](c.maps.Revnat)
+	c.revnat, err = kernel.ReadAll[uint32, bpf.XdplaneRevnatValue](c.maps.Revnat)
 	return err
 }
 
@@ -279,25 +307,6 @@ func monotonicNow() uint64 {
 		panic(fmt.Sprintf("CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
 	}
 	return uint64(ts.Nano())
-}
-
-// readAll reads a hash map whole, in batches.
-func readAll[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
-	out := map[K]V{}
-	keys, vals := make([]K, 4096), make([]V, 4096)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			out[keys[i]] = vals[i]
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", m, err)
-		}
-	}
 }
 
 // readCTStats sums ct_stats over the CPUs.

@@ -1,6 +1,7 @@
 package lb_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -139,5 +140,37 @@ func TestCollectConntrackRefuses(t *testing.T) {
 	}
 	if _, err := lb.ReadConntrackStats(ro); err != nil {
 		t.Fatalf("stats without programs: %v", err)
+	}
+}
+
+// RunConntrackCollector collects on its interval, reports each pass, and
+// returns when its context ends.
+func TestRunConntrackCollector(t *testing.T) {
+	fam := goldenIPv4
+	g := newGoldenWith(t, datapath.Options{Conntrack: goldenTimeouts}, goldenService(lb.TCP, fam.vipTCP, fam.backends[0]))
+	g.pass(t, goldenXDP, tcpFrame(t, fam.client, fam.vipTCP, packets.TCPFlags{SYN: true}))
+	g.age(t, 25*time.Second) // past TCPOpening
+	ctx, cancel := context.WithCancel(context.Background())
+	reports := make(chan lb.CollectResult, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lb.RunConntrackCollector(ctx, g.dp, 10*time.Millisecond, func(res lb.CollectResult, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			select {
+			case reports <- res:
+			default: // the test reads the first few
+			}
+		})
+	}()
+	if res := <-reports; res.Expired != 2 || res.Stats.Entries != 0 {
+		t.Errorf("first pass %+v, want the flow's 2 entries removed and none left", res)
+	}
+	cancel()
+	<-done
+	if n := len(g.conntrack(t)); n != 0 {
+		t.Fatalf("%d entries left", n)
 	}
 }

@@ -5,12 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
-
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
-	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/lb"
 )
@@ -22,29 +19,10 @@ var goldenTimeouts = datapath.ConntrackTimeouts{
 	UDPStream: 30 * time.Second, TCPEstablished: 40 * time.Second,
 }
 
-// age makes every conntrack entry d older, as if the flows had been idle
-// that long, waiting first for the clock to pass d if the machine has
-// just started.
+// age makes every conntrack entry d older.
 func (g *golden) age(t *testing.T, d time.Duration) {
 	t.Helper()
-	for {
-		var ts unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-			t.Fatal(err)
-		}
-		if time.Duration(ts.Nano()) > d+time.Second {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	ct := kernel.Of(g.dp).Maps.Conntrack
-	err := kernel.Scan(ct, func(k bpf.XdplaneCtKey, v bpf.XdplaneCtValue) error {
-		v.LastSeen -= uint64(d)
-		return ct.Update(k, v, ebpf.UpdateExist)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dptest.AgeConntrack(t, g.dp, d)
 }
 
 // ctFlags are a conntrack entry's flags, in the order of the C struct.

@@ -14,10 +14,10 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
+	"github.com/xdplane/xdplane/internal/dptest"
 	"github.com/xdplane/xdplane/internal/kernel"
 	"github.com/xdplane/xdplane/internal/packets"
 	"github.com/xdplane/xdplane/internal/testutil"
@@ -444,23 +444,8 @@ func (mf *modelFuzz) input(t *testing.T, in []byte) {
 }
 
 // pass makes every conntrack entry d older, in the maps and in the model.
-// On a machine up for less than d and a minute, nothing changes.
 func (mf *modelFuzz) pass(t *testing.T, st *modelState, d time.Duration) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		t.Fatal(err)
-	}
-	if time.Duration(ts.Nano()) < d+time.Minute {
-		return
-	}
-	ct := kernel.Of(mf.dp).Maps.Conntrack
-	err := kernel.Scan(ct, func(k bpf.XdplaneCtKey, v bpf.XdplaneCtValue) error {
-		v.LastSeen -= uint64(d)
-		return ct.Update(k, v, ebpf.UpdateExist)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dptest.AgeConntrack(t, mf.dp, d)
 	for k := range st.idle {
 		st.idle[k] += d
 	}
@@ -469,17 +454,11 @@ func (mf *modelFuzz) pass(t *testing.T, st *modelState, d time.Duration) {
 // modelCTStats reads ct_stats' made and reopened counts, summed over CPUs.
 func modelCTStats(t *testing.T, dp *datapath.Datapath) [2]uint64 {
 	t.Helper()
-	var out [2]uint64
-	for i, k := range []bpf.XdplaneCtStat{bpf.XdplaneCtStatCT_STAT_CREATED, bpf.XdplaneCtStatCT_STAT_REOPENED} {
-		var per []uint64
-		if err := kernel.Of(dp).Maps.CtStats.Lookup(k, &per); err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range per {
-			out[i] += n
-		}
+	c, err := readCTStats(kernel.Of(dp).Maps.CtStats)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return [2]uint64{c[bpf.XdplaneCtStatCT_STAT_CREATED], c[bpf.XdplaneCtStatCT_STAT_REOPENED]}
 }
 
 // refresh reads the maps the programs read into the model's view.
@@ -745,7 +724,7 @@ func modelCompareState(t *testing.T, dp *datapath.Datapath, st *modelState) {
 // modelCompareMap requires m to hold exactly want, once untime has zeroed
 // the time in each value; untime says whether it was set.
 func modelCompareMap[K, V comparable](m *ebpf.Map, want map[K]V, untime func(*V) bool) error {
-	got, err := modelReadAll[K, V](m)
+	got, err := kernel.ReadAll[K, V](m)
 	if err != nil {
 		return err
 	}

@@ -205,26 +205,26 @@ type modelService struct {
 // service is an error: the Manager never leaves one. Maglev tables are
 // read whole every time: the Manager rewrites them in place.
 func readModelView(maps *bpf.XdplaneMaps) (*modelView, error) {
-	services, err := modelReadAll[bpf.XdplaneSvcKey, bpf.XdplaneSvcValue](maps.Services)
+	services, err := kernel.ReadAll[bpf.XdplaneSvcKey, bpf.XdplaneSvcValue](maps.Services)
 	if err != nil {
 		return nil, err
 	}
-	slots, err := modelReadAll[bpf.XdplaneSlotKey, uint32](maps.BackendSlots)
+	slots, err := kernel.ReadAll[bpf.XdplaneSlotKey, uint32](maps.BackendSlots)
 	if err != nil {
 		return nil, err
 	}
 	v := &modelView{services: map[bpf.XdplaneSvcKey]*modelService{}, revnat: map[uint32]netip.AddrPort{}, vips: map[[16]byte]bool{}}
-	if v.backends, err = modelReadAll[uint32, bpf.XdplaneBackend](maps.Backends); err != nil {
+	if v.backends, err = kernel.ReadAll[uint32, bpf.XdplaneBackend](maps.Backends); err != nil {
 		return nil, err
 	}
-	revnat, err := modelReadAll[uint32, bpf.XdplaneRevnatValue](maps.Revnat)
+	revnat, err := kernel.ReadAll[uint32, bpf.XdplaneRevnatValue](maps.Revnat)
 	if err != nil {
 		return nil, err
 	}
 	for id, rn := range revnat {
 		v.revnat[id] = addrPortOf(rn.Addr, rn.Port)
 	}
-	vips, err := modelReadAll[bpf.XdplaneVipKey, uint32](maps.Vips)
+	vips, err := kernel.ReadAll[bpf.XdplaneVipKey, uint32](maps.Vips)
 	if err != nil {
 		return nil, err
 	}
@@ -262,25 +262,6 @@ func readModelView(maps *bpf.XdplaneMaps) (*modelView, error) {
 		}
 	}
 	return v, it.Err()
-}
-
-// modelReadAll reads a hash map whole, in batches.
-func modelReadAll[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
-	out := map[K]V{}
-	keys, vals := make([]K, 1024), make([]V, 1024)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			out[keys[i]] = vals[i]
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", m, err)
-		}
-	}
 }
 
 // rangeKeyID is the service id of a source range key.

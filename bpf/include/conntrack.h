@@ -87,13 +87,13 @@ static __always_inline void ct_set(__u8 *flag)
  */
 static __always_inline bool ct_reusable(const struct ct_value *ct, const struct flow *f, __u64 now)
 {
-	bool expired = now - ct->last_seen > ct_timeout(ct, f->proto);
-
-	if (f->proto == IPPROTO_UDP)
-		return !expired;
-	if ((f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
-		return !expired && !ct_closing(ct);
-	return true;
+	/* The common case, a TCP packet of a connection in progress, needs
+	 * no timeout. */
+	if (f->proto == IPPROTO_TCP && (f->tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
+		return true;
+	if (f->proto == IPPROTO_TCP && ct_closing(ct))
+		return false;
+	return now - ct->last_seen <= ct_timeout(ct, f->proto);
 }
 
 /* flow_key is the conntrack key of a packet as it arrives. */

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/lb"
 )
 
@@ -34,24 +30,12 @@ func newConntrackMetrics(r *prometheus.Registry) *conntrackMetrics {
 	return m
 }
 
-// collectConntrack runs the conntrack garbage collector every interval
-// until ctx ends.
-func collectConntrack(ctx context.Context, log *slog.Logger, dp *datapath.Datapath, every time.Duration, m *conntrackMetrics) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		res, err := lb.CollectConntrack(dp)
-		if errors.Is(err, lb.ErrBusy) {
-			continue // another process collects
-		}
+// report sets the gauges from a collection, and logs a failure.
+func (m *conntrackMetrics) report(log *slog.Logger) func(lb.CollectResult, error) {
+	return func(res lb.CollectResult, err error) {
 		if err != nil {
 			log.Warn("conntrack collection failed", "error", err)
-			continue
+			return
 		}
 		s := res.Stats
 		m.entries.Set(float64(s.Entries))

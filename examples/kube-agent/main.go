@@ -202,7 +202,7 @@ func realMain(args []string) error {
 	log.Info("starting", "node", o.hostname, "interfaces", []string(o.interfaces), "hook", o.hook)
 	ctm := newConntrackMetrics(m.registry)
 	gcDone := make(chan struct{})
-	go func() { defer close(gcDone); collectConntrack(ctx, log, dp, o.conntrackGC, ctm) }()
+	go func() { defer close(gcDone); lb.RunConntrackCollector(ctx, dp, o.conntrackGC, ctm.report(log)) }()
 	defer func() { stop(); <-gcDone }()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.run(ctx) }()

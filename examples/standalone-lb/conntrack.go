@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,26 +42,14 @@ func (f *conntrackFlags) check() error {
 	return nil
 }
 
-// collectConntrack runs the garbage collector every f.every until stop is
-// closed, logging what each pass removed, and a warning while the map
-// evicts live flows.
-func collectConntrack(log *slog.Logger, dp *datapath.Datapath, every time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+// conntrackReporter logs what each collection removed, and a warning
+// while the map evicts live flows.
+func conntrackReporter(log *slog.Logger) func(lb.CollectResult, error) {
 	var evicted uint64
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		res, err := lb.CollectConntrack(dp)
-		if errors.Is(err, lb.ErrBusy) {
-			continue // another process collects
-		}
+	return func(res lb.CollectResult, err error) {
 		if err != nil {
 			log.Warn("conntrack collection failed", "error", err)
-			continue
+			return
 		}
 		s := res.Stats
 		if res.Expired+res.Stale > 0 {

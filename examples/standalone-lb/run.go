@@ -126,10 +126,10 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 			}()
 		}
 	}
-	stopGC := make(chan struct{})
+	gcCtx, stopGC := context.WithCancel(context.Background())
 	gcDone := make(chan struct{})
-	go func() { defer close(gcDone); collectConntrack(log, dp, ct.every, stopGC) }()
-	defer func() { close(stopGC); <-gcDone }()
+	go func() { defer close(gcDone); lb.RunConntrackCollector(gcCtx, dp, ct.every, conntrackReporter(log)) }()
+	defer func() { stopGC(); <-gcDone }()
 	log.Info("running", "services", len(cfg.Services), "prefilter", len(cfg.Prefilter),
 		"interfaces", []string(ifaces), "hook", hook.String(), "bpffs", dp.Dir())
 

@@ -10,7 +10,8 @@ import (
 )
 
 // CTTimeouts are the conntrack idle timeouts the programs were loaded
-// with; datapath.ConntrackTimeouts documents them.
+// with; datapath.ConntrackTimeouts documents them, and converts to and
+// from this type: the fields must stay the same, in the same order.
 type CTTimeouts struct {
 	TCPEstablished, TCPOpening, TCPClosing, UDP, UDPStream time.Duration
 }

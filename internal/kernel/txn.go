@@ -187,3 +187,24 @@ func Keys[K, V any](m *ebpf.Map, keep func(K, V) bool) ([]K, error) {
 	})
 	return out, err
 }
+
+// ReadAll reads a hash map whole, in batches: one syscall per batch
+// rather than two per entry, and no restart when entries come and go
+// meanwhile, as they do in conntrack.
+func ReadAll[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	out := map[K]V{}
+	keys, vals := make([]K, 4096), make([]V, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", m, err)
+		}
+	}
+}

@@ -30,6 +30,27 @@ func network(base string, addr netip.AddrPort) string {
 // byte it sends.
 func ServeTCP(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
 	t.Helper()
+	serveTCP(t, ns, addr, func(c net.Conn) {
+		if _, err := io.WriteString(c, name+"\n"); err != nil {
+			return
+		}
+		io.Copy(c, c)
+	})
+}
+
+// ServeTCPClosing is ServeTCP for connections the server closes first:
+// each receives name and a newline, then the server's FIN. The client's
+// end then closes passively and leaves no TIME_WAIT, so its port can
+// connect again at once, after a FIN each way.
+func ServeTCPClosing(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
+	t.Helper()
+	serveTCP(t, ns, addr, func(c net.Conn) { io.WriteString(c, name+"\n") })
+}
+
+// serveTCP listens on addr inside ns until the test ends and calls handle
+// with each connection, which it closes when handle returns.
+func serveTCP(t testing.TB, ns *NS, addr netip.AddrPort, handle func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	ns.MustDo(func() (err error) {
 		ln, err = net.Listen(network("tcp", addr), addr.String())
@@ -62,10 +83,7 @@ func ServeTCP(t testing.TB, ns *NS, addr netip.AddrPort, name string) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				if _, err := io.WriteString(c, name+"\n"); err != nil {
-					return
-				}
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
