@@ -347,10 +347,14 @@ static __always_inline int parse(void *ctx, const bool xdp, void *data, void *da
 
 	if ((void *)(eth + 1) > data_end)
 		return STAT_MALFORMED;
-	/* A VLAN tag the driver took out of the frame: the packet belongs to
-	 * a VLAN device above this interface, which only the stack knows.
-	 * Passed untouched, as XDP passes a frame whose tag is in it. */
-	if (!xdp && ((struct __sk_buff *)ctx)->vlan_present)
+	/* A VLAN tag taken out of the frame (by the driver, or by the stack
+	 * before tc ingress) with a VLAN id: the packet belongs to the VLAN
+	 * device above this interface, which only the stack knows, and is
+	 * passed untouched, as XDP passes a frame whose tag is in it. A
+	 * priority tag (id 0) the stack drops and delivers the packet here:
+	 * it is balanced. */
+	if (!xdp && ((struct __sk_buff *)ctx)->vlan_present &&
+	    (((struct __sk_buff *)ctx)->vlan_tci & 0x0fff))
 		return STAT_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return parse_v4(data, data_end, pkt_len, f);

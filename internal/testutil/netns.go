@@ -287,3 +287,21 @@ func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 
 // Path is the namespace's file, as a CNI plugin's CNI_NETNS names a pod's.
 func (ns *NS) Path() string { return "/var/run/netns/" + ns.Name }
+
+// SendFrame sends frame, a whole Ethernet frame, out of ifname inside ns
+// through a packet socket, as it is: for frames no socket of the stack
+// would make, such as VLAN-tagged ones on a kernel without VLAN devices.
+func (ns *NS) SendFrame(ifname string, frame []byte) error {
+	return ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0) // protocol 0: sends only
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6})
+	})
+}
