@@ -10,7 +10,13 @@
 //	xdplane-kube-agent --kubeconfig FILE --interface eth0 [--interface eth1 ...]
 //	    [--hostname-override NAME] [--bpffs DIR] [--hook tc|xdp]
 //	    [--healthz-bind-address 0.0.0.0:10256] [--metrics-bind-address 127.0.0.1:10249]
+//	    [--conntrack-size N] [--conntrack-tcp-timeout-established D] [--conntrack-udp-timeout D]
+//	    [--conntrack-udp-timeout-stream D] [--conntrack-tcp-timeout-opening D]
+//	    [--conntrack-tcp-timeout-closing D] [--conntrack-gc-interval D]
 //	xdplane-kube-agent --cleanup [--bpffs DIR]
+//
+// --cleanup fails, changing nothing, while an agent (or any other writer)
+// runs on the same --bpffs: stop the agent first.
 //
 // The datapath is pinned in --bpffs and outlives the agent: a restart
 // adopts it, keeps every established connection, and prunes services only

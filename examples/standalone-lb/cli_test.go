@@ -69,7 +69,11 @@ func TestCLI(t *testing.T) {
 		},
 		{
 			name: "run with a config over --max-config-bytes", args: []string{"run", "--config", good, "--interface", "lo", "--bpffs", pins, "--max-config-bytes", "10"},
-			code: exitError, stderr: good + ": 51 bytes, more than the limit of 10 (run's --max-config-bytes)", mustNot: pins,
+			code: exitError, stderr: good + ": 51 bytes, more than the limit of 10 (--max-config-bytes)", mustNot: pins,
+		},
+		{
+			name: "status with a config over --max-config-bytes", args: []string{"status", "--config", good, "--bpffs", pins, "--max-config-bytes", "10"},
+			code: exitError, stderr: good + ": 51 bytes, more than the limit of 10 (--max-config-bytes)", mustNot: pins,
 		},
 		{
 			name: "run with --max-config-bytes in MiB", args: []string{"run", "--config", good, "--interface", "nosuchif0", "--bpffs", pins, "--max-config-bytes", "1MiB"},

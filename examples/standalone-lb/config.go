@@ -232,7 +232,7 @@ func readConfigFile(path string, lim readLimits) ([]byte, error) {
 			"(a FIFO would wait for a writer, a device may never end)", fileKind(fi.Mode())))
 	}
 	tooBig := func(size int64) error {
-		return fileError(0, "", "", fmt.Sprintf("%d bytes, more than the limit of %d (run's --max-config-bytes)", size, lim.maxBytes))
+		return fileError(0, "", "", fmt.Sprintf("%d bytes, more than the limit of %d (--max-config-bytes)", size, lim.maxBytes))
 	}
 	if fi.Size() > lim.maxBytes {
 		return nil, tooBig(fi.Size())
@@ -531,7 +531,7 @@ func (c *expansion) size(n *yaml.Node) int64 {
 				}
 				c.err = fileError(line, "yaml", "", fmt.Sprintf(
 					"more than %d nodes (keys, values, lists and mappings), counting each alias as the nodes it names, by here: "+
-						"the limit for files of up to %d bytes (run's --max-config-bytes raises both)", c.max, c.maxBytes))
+						"the limit for files of up to %d bytes (--max-config-bytes raises both)", c.max, c.maxBytes))
 			}
 			return c.max + 1
 		}

@@ -1588,7 +1588,7 @@ func TestLoadConfigFileLimits(t *testing.T) {
 		{"/dev/null", "/dev/null: not a regular file but a character device"},
 		{"/dev/zero", "/dev/zero: not a regular file but a character device"},
 		{dir, dir + ": not a regular file but a directory"},
-		{big, fmt.Sprintf("%s: %d bytes, more than the limit of %d (run's --max-config-bytes)", big, DefaultMaxConfigBytes+1, DefaultMaxConfigBytes)},
+		{big, fmt.Sprintf("%s: %d bytes, more than the limit of %d (--max-config-bytes)", big, DefaultMaxConfigBytes+1, DefaultMaxConfigBytes)},
 	} {
 		err := loadWithin(t, tt.path)
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
@@ -1616,7 +1616,7 @@ func TestLoadConfigFileLimits(t *testing.T) {
 
 	// run's --max-config-bytes moves the limit.
 	if _, err := loadConfig(context.Background(), big, limitsFor(1000)); err == nil ||
-		err.Error() != fmt.Sprintf("%s: %d bytes, more than the limit of 1000 (run's --max-config-bytes)", big, DefaultMaxConfigBytes) {
+		err.Error() != fmt.Sprintf("%s: %d bytes, more than the limit of 1000 (--max-config-bytes)", big, DefaultMaxConfigBytes) {
 		t.Errorf("LoadConfig within 1000 bytes = %v", err)
 	}
 }
@@ -1656,7 +1656,7 @@ func TestParseConfigAliasExpansion(t *testing.T) {
 	// and each alias of it 6,001, and each service 6,007: the 699th,
 	// services[698] on line 702, goes over 4 + 699*6,007 > 4,194,304.
 	want := fmt.Sprintf("yaml: more than %d nodes (keys, values, lists and mappings), counting each alias as the nodes it names, by here: "+
-		"the limit for files of up to %d bytes (run's --max-config-bytes raises both)", DefaultMaxConfigBytes/4, DefaultMaxConfigBytes)
+		"the limit for files of up to %d bytes (--max-config-bytes raises both)", DefaultMaxConfigBytes/4, DefaultMaxConfigBytes)
 	if ce.Line != 702 || err.Error() != want {
 		t.Errorf("ParseConfig of an alias bomb = line %d: %v\nwant line 702: %s", ce.Line, err, want)
 	}

@@ -223,6 +223,8 @@
 // # Commands
 //
 //	xdplane-lb run --config FILE --interface IF [--interface IF ...] [--hook tc|xdp] [--bpffs DIR] [--max-config-bytes N]
+//	    [--conntrack-size N] [--conntrack-tcp-established D] [--conntrack-tcp-opening D] [--conntrack-tcp-closing D]
+//	    [--conntrack-udp D] [--conntrack-udp-stream D] [--conntrack-gc-interval D]
 //
 // Opens the datapath (pinned in DIR, default /sys/fs/bpf/xdplane), installs
 // the configured services, attaches to every listed interface and stays in
@@ -235,6 +237,13 @@
 // --max-config-bytes (a number of bytes, or with KiB, MiB or GiB) sets the
 // largest configuration file read, and with it the limit on aliases (see
 // Configuration).
+//
+// The --conntrack flags size the load balancer's conntrack (two entries a
+// flow; fixed when the maps are first made) and set its idle timeouts
+// (datapath.ConntrackTimeouts: 24h, 60s, 10s, 30s and 120s by default).
+// Every --conntrack-gc-interval (30s) run removes expired and stale
+// entries (lb.CollectConntrack), and logs a warning when the kernel had
+// to evict live flows for want of room.
 //
 // SIGHUP re-reads the file and applies only the difference, logging, in
 // one line, how many services were added, changed and removed, the first
@@ -260,7 +269,7 @@
 // wait in a ring buffer, and once it is full the newest are lost
 // (counted in status).
 //
-//	xdplane-lb status [--bpffs DIR] [--config FILE]
+//	xdplane-lb status [--bpffs DIR] [--config FILE [--max-config-bytes N]]
 //
 // Prints the attachments; xdplane programs of another datapath attached
 // to this namespace's interfaces (on another bpffs, or one whose bpffs
@@ -270,7 +279,9 @@
 // policy and source ranges; their backends with weight, state, locality
 // and per-backend packet counters; the prefilter's size and first
 // prefixes; and the datapath's global counters, the prefilter's drops and
-// the lost drop events included, read from the pinned maps: it works
+// the lost drop events included, and conntrack's fill with its counts of
+// entries made, reopened, expired, stale and evicted, read from the
+// pinned maps: it works
 // whether or not run is running. Services are known by frontend; --config adds the name and type (the
 // Kubernetes service type, or - for a plain service) a configuration
 // gives each, and the policy and source ranges, which the datapath's
@@ -287,7 +298,9 @@
 //
 // run detaches xdplane programs of another datapath from the interfaces
 // it is given, and logs each (see status); run checks every 5 s that its
-// pins are still in place, and exits with status 1 if they are gone.
+// pins are still in place and that its interfaces still run its
+// programs, and exits with status 1 if not (another run taking the
+// interfaces over, say).
 //
 // # Network namespaces
 //

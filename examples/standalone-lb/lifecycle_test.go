@@ -85,14 +85,14 @@ func TestCleanupWhileRunning(t *testing.T) {
 // A run on a second bpffs, as after the first's bpffs was unmounted under
 // it (other mount namespaces keeping its pins, and its programs,
 // alive): the new run says it detaches the first's programs, new
-// connections follow its configuration only, and status of either
+// connections follow its configuration only, the first run (still
+// running) notices and exits, and status of either
 // datapath shows the other's programs apart from its own.
 func TestRunTakesOverAnotherDatapath(t *testing.T) {
 	e := newLBEnv(t, datapath.HookTC)
 	e.writeConfig(0, 1)
 	first := e.run(datapath.HookTC)
 	e.reach(0, 1)
-	first.stop(syscall.SIGTERM)
 
 	// The second datapath, on a bpffs of its own, sends every service to
 	// backend 2.
@@ -122,6 +122,13 @@ func TestRunTakesOverAnotherDatapath(t *testing.T) {
 	e.reach(2)
 	e.notReached(0, 10)
 	e.notReached(1, 10)
+	// The first run, still running, notices that its interfaces are
+	// another's and exits rather than apply configurations that reach
+	// nothing.
+	first.waitLog(`level=ERROR`, `no longer runs this datapath's programs`)
+	if code := first.waitExit(); code != exitError {
+		t.Errorf("the first run exited %d once taken over, want %d", code, exitError)
+	}
 
 	out, code := e.cli("status", "--bpffs", e.dir)
 	if code != exitOK || !strings.Contains(out, "Attached to no interface.") ||

@@ -148,6 +148,11 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 		if err := dp.Verify(); err != nil {
 			return orphaned(log, dp, err)
 		}
+		if err := stillAttached(dp, ifaces); err != nil {
+			log.Error("an interface no longer runs this datapath's programs (another xdplane took it over, or they were detached); "+
+				"exiting without applying anything more", "error", err)
+			return err
+		}
 		if sig == syscall.SIGHUP {
 			var stop os.Signal
 			names, stop = reload(log, dp, mgr, *configPath, hook, int64(maxConfig), names, sigs)
@@ -160,8 +165,23 @@ func cmdRun(args []string, log *slog.Logger, stderr io.Writer) error {
 	}
 }
 
-// verifyEvery is how often run checks that its datapath is still pinned.
+// verifyEvery is how often run checks that its datapath is still pinned,
+// and still attached to its interfaces.
 const verifyEvery = 5 * time.Second
+
+// stillAttached checks that each of ifaces still runs dp's programs.
+func stillAttached(dp *datapath.Datapath, ifaces []string) error {
+	for _, name := range ifaces {
+		_, ok, err := dp.AttachedHook(name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if !ok {
+			return fmt.Errorf("%s: not attached to the datapath in %s any more", name, dp.Dir())
+		}
+	}
+	return nil
+}
 
 // orphaned reports that the datapath run manages was removed under it: by
 // a forced cleanup, or by unmounting its bpffs. Whatever run writes then

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,12 +21,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	dir := fs.String("bpffs", datapath.DefaultDir, "the bpffs directory run pinned its state in")
 	configPath := fs.String("config", "", "a configuration to take service names from (optional)")
+	maxConfig := byteSize(DefaultMaxConfigBytes)
+	fs.Var(&maxConfig, "max-config-bytes", "the largest configuration file read, as for run")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var known map[lb.Frontend]NamedService
 	if *configPath != "" {
-		cfg, err := LoadConfig(*configPath)
+		cfg, err := loadConfig(context.Background(), *configPath, limitsFor(int64(maxConfig)))
 		if err != nil {
 			return err
 		}
