@@ -75,7 +75,7 @@ type entry struct {
 // interfaces, and fails with ErrNetNS elsewhere. Close releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	held, err := kernel.Hold(k.Dir, "bandwidth")
+	held, err := kernel.Hold(k.Dir, kernel.LockBandwidth)
 	if err != nil {
 		return nil, fmt.Errorf("bandwidth.Manager: %w", err)
 	}

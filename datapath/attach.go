@@ -215,7 +215,10 @@ func (d *Datapath) program(point Point) *ebpf.Program {
 // bpffs was unmounted, so that its pins are out of sight) are detached:
 // at tc once this datapath's programs are in place, so that no packet
 // meets an interface without a load balancer; at XDP, which holds one
-// program, just before this datapath's is attached. Without the
+// program, when the kernel refuses this datapath's because another holds
+// the hook, and this datapath's is attached at once in its place. A
+// failure to detach another's leaves this datapath's programs in place.
+// Without the
 // privilege to read programs by ID (CAP_SYS_ADMIN) Attach cannot tell
 // them from other programs, and leaves them.
 func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
@@ -244,12 +247,10 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	// effort: attachPoint replaces a severed link all the same.
 	_ = prune(d.k.Dir, ns, ns, ifindex)
 
+	names := d.ownNames()
 	points, others := []Point{PointTCIngress, PointTCEgress}, []Point{PointXDP}
 	if opts.Hook == HookXDP {
 		points, others = others, points
-		if err := takeOver(d.k.Dir, ns, iface, PointXDP); err != nil {
-			return fmt.Errorf("attach to %s: %w", ifname, err)
-		}
 	}
 	var created []pinKey
 	undo := func(err error) error {
@@ -261,6 +262,16 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	for _, p := range points {
 		k := pinKey{netns: ns, ifindex: ifindex, point: p}
 		fresh, err := d.attachPoint(k, opts.Mode, true)
+		if p == PointXDP && errors.Is(err, unix.EBUSY) {
+			// XDP holds one program, and another has it: if another
+			// datapath's, it is detached and this one attached in its
+			// place; until then the interface keeps it.
+			if terr := takeOver(d.k.Dir, ns, iface, names, PointXDP); terr != nil {
+				err = errors.Join(err, terr)
+			} else {
+				fresh, err = d.attachPoint(k, opts.Mode, true)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("attach %s to %s: %w", p, ifname, undo(err))
 		}
@@ -277,8 +288,10 @@ func (d *Datapath) Attach(ifname string, opts AttachOptions) error {
 	if iface, err = netlink.LinkByIndex(ifindex); err != nil {
 		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
 	}
-	if err := takeOver(d.k.Dir, ns, iface, PointTCIngress, PointTCEgress, PointXDP); err != nil {
-		return fmt.Errorf("attach to %s: %w", ifname, undo(err))
+	// This datapath's programs are in place and stay, whatever happens to
+	// another's.
+	if err := takeOver(d.k.Dir, ns, iface, names, PointTCIngress, PointTCEgress, PointXDP); err != nil {
+		return fmt.Errorf("attach to %s: %w", ifname, err)
 	}
 	return nil
 }

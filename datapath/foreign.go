@@ -60,6 +60,27 @@ func programName(id ebpf.ProgramID) (string, error) {
 // short loads the program's BTF.
 type programNamer map[ebpf.ProgramID]string
 
+// ownNames is a programNamer that knows d's own programs already: the
+// usual interface, which runs only those, needs no program read by ID
+// (nor the privilege that takes).
+func (d *Datapath) ownNames() programNamer {
+	n := programNamer{}
+	if d.k.Programs == nil {
+		return n // OpenPinned: the attached programs are another process's
+	}
+	for name, prog := range map[string]*ebpf.Program{
+		"xdplane_xdp": d.k.Programs.XdplaneXdp, "xdplane_tc_ingress": d.k.Programs.XdplaneTcIngress,
+		"xdplane_tc_egress": d.k.Programs.XdplaneTcEgress,
+	} {
+		if info, err := prog.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				n[id] = name
+			}
+		}
+	}
+	return n
+}
+
 // isXdplane reports whether program id is one of xdplane's programs for
 // point, by its name.
 func (n programNamer) isXdplane(id ebpf.ProgramID, point Point) (bool, error) {
@@ -263,8 +284,8 @@ func detachXDPProgram(l netlink.Link, id ebpf.ProgramID, x *netlink.LinkXdp) err
 // this datapath did not attach, at points. It cannot tell xdplane's from
 // other programs without the privilege to read them by ID
 // (CAP_SYS_ADMIN), and then leaves them alone.
-func takeOver(dir string, here uint64, l netlink.Link, points ...Point) error {
-	foreign, err := foreignOn(dir, here, l, programNamer{})
+func takeOver(dir string, here uint64, l netlink.Link, names programNamer, points ...Point) error {
+	foreign, err := foreignOn(dir, here, l, names)
 	if err != nil && !errors.Is(err, errNoPrivilege) {
 		return err
 	}
@@ -307,7 +328,7 @@ func (d *Datapath) ForeignAttachments() ([]Attachment, error) {
 	var (
 		out        []Attachment
 		unreadable error
-		names      = programNamer{}
+		names      = d.ownNames()
 	)
 	for _, l := range links {
 		foreign, err := foreignOn(d.k.Dir, here, l, names)

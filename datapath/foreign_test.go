@@ -12,18 +12,27 @@ import (
 )
 
 // The names the programs have in the kernel are the ones Attach and
-// ForeignAttachments look for.
+// ForeignAttachments look for: a datapath's own programs are not
+// foreign to it, and are to another datapath, exactly one at XDP and two
+// at tc.
 func TestProgramNames(t *testing.T) {
-	dir := testutil.BPFFS(t)
-	t.Cleanup(func() { datapath.Remove(dir) })
+	dir, other := testutil.BPFFS(t), testutil.BPFFS(t)
+	t.Cleanup(func() { datapath.Remove(dir); datapath.Remove(other) })
 	ns := vethNS(t)
-	dp := open(t, datapath.Options{Dir: dir})
-	for _, opts := range []datapath.AttachOptions{{Hook: datapath.HookXDP}, {Hook: datapath.HookTC}} {
-		ns.MustDo(func() error { return dp.Attach("a", opts) })
+	dp, dp2 := open(t, datapath.Options{Dir: dir}), open(t, datapath.Options{Dir: other})
+	for _, c := range []struct {
+		opts datapath.AttachOptions
+		n    int
+	}{{datapath.AttachOptions{Hook: datapath.HookXDP}, 1}, {datapath.AttachOptions{Hook: datapath.HookTC}, 2}} {
+		ns.MustDo(func() error { return dp.Attach("a", c.opts) })
 		ns.MustDo(func() error {
 			foreign, err := dp.ForeignAttachments()
 			if err != nil || len(foreign) != 0 {
-				t.Errorf("%s: the datapath's own programs reported as foreign: %+v, %v", opts.Hook, foreign, err)
+				t.Errorf("%s: the datapath's own programs reported as foreign: %+v, %v", c.opts.Hook, foreign, err)
+			}
+			foreign, err = dp2.ForeignAttachments()
+			if err != nil || len(foreign) != c.n {
+				t.Errorf("%s: another datapath sees %+v (%v), want the first's %d programs", c.opts.Hook, foreign, err, c.n)
 			}
 			return nil
 		})

@@ -48,7 +48,7 @@ type CollectResult struct {
 
 // gcLock is the named lock CollectConntrack holds for a pass: one
 // collector at a time counts its removals.
-const gcLock = "conntrack-gc"
+const gcLock = kernel.LockConntrack
 
 // orphanGrace is how long a reply entry whose flow has no forward entry
 // naming its backend is kept: long enough for the datapath to put back a

@@ -58,7 +58,7 @@ type SyncResult struct {
 // it. Close releases the Manager's lock on the datapath.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	held, err := kernel.Hold(k.Dir, "lb")
+	held, err := kernel.Hold(k.Dir, kernel.LockLB)
 	if err != nil {
 		return nil, fmt.Errorf("lb.Manager: %w", err)
 	}

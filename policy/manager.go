@@ -124,7 +124,7 @@ type EndpointCounters struct {
 // releases the lock.
 func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	k := kernel.Of(dp)
-	held, err := kernel.Hold(k.Dir, "policy")
+	held, err := kernel.Hold(k.Dir, kernel.LockPolicy)
 	if err != nil {
 		return nil, fmt.Errorf("policy.Manager: %w", err)
 	}

@@ -71,7 +71,7 @@ func Set(dp *datapath.Datapath, prefixes []netip.Prefix) (Change, error) {
 
 	// One writer at a time, across processes: the diff below must not
 	// interleave with another's.
-	unlock, err := kernel.Lock(dp.Dir(), "prefilter", true)
+	unlock, err := kernel.Lock(dp.Dir(), kernel.LockPrefilter, true)
 	if err != nil {
 		return Change{}, err
 	}

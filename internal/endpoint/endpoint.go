@@ -47,7 +47,7 @@ const (
 // Afterwards the entry is written, or deleted if it has neither an id nor
 // flags. The datapath's "endpoints" lock is held throughout.
 func Update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) error {
-	unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+	unlock, err := kernel.Lock(k.Dir, kernel.LockEndpoints, true)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func update(k *kernel.Handle, ifindex uint32, f func(e *bpf.XdplaneEndpoint)) er
 // Both hold the "endpoints" lock, as Join does: a Manager's undo never
 // takes the programs from under another's endpoint.
 func Attach(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint32, what string) (undo func() error, err error) {
-	unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+	unlock, err := kernel.Lock(k.Dir, kernel.LockEndpoints, true)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func Attach(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint
 		return func() error { return nil }, err
 	}
 	return func() error {
-		unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+		unlock, err := kernel.Lock(k.Dir, kernel.LockEndpoints, true)
 		if err != nil {
 			return err
 		}
@@ -123,7 +123,7 @@ func Attach(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint
 // entry with f as Update does, in one step under the "endpoints" lock. If
 // the entry cannot be written, what Join attached is detached again.
 func Join(k *kernel.Handle, dp *datapath.Datapath, ifname string, ifindex uint32, what string, f func(e *bpf.XdplaneEndpoint)) error {
-	unlock, err := kernel.Lock(k.Dir, "endpoints", true)
+	unlock, err := kernel.Lock(k.Dir, kernel.LockEndpoints, true)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,19 +17,30 @@ import (
 // directory per named lock.
 const LocksDir = "locks"
 
-var lockName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+// The names of the locks, one per writer of the maps: every Lock names
+// one of them, so that LockAll, taking them all, leaves no writer out,
+// even one whose lock directory does not exist yet.
+const (
+	LockLB        = "lb"           // an lb.Manager, for its lifetime
+	LockPolicy    = "policy"       // a policy.Manager, for its lifetime
+	LockBandwidth = "bandwidth"    // a bandwidth.Manager, for its lifetime
+	LockEndpoints = "endpoints"    // one change of the shared endpoints entries
+	LockPrefilter = "prefilter"    // one change of the prefilter
+	LockConntrack = "conntrack-gc" // one pass of the conntrack collector
+)
 
-// Lock takes the lock called name of the datapath pinned in dir,
-// exclusive across every process that opens the directory. Every writer
-// of the maps takes one: a Manager holds its own ("lb", "policy",
-// "bandwidth") for its lifetime, so that two never write the same maps;
-// writers of state that several share ("endpoints", "prefilter") hold
-// theirs for one change. With wait, Lock waits for the holder to release
-// it; without, it fails with an error wrapping datapath.ErrBusy. The lock is
+var lockNames = []string{LockLB, LockPolicy, LockBandwidth, LockEndpoints, LockPrefilter, LockConntrack}
+
+// Lock takes the lock called name (one of the Lock constants) of the
+// datapath pinned in dir, exclusive across every process that opens the
+// directory. A Manager holds its own for its lifetime, so that two never
+// write the same maps; writers of state that several share hold theirs
+// for one change. With wait, Lock waits for the holder to release it;
+// without, it fails with an error wrapping datapath.ErrBusy. The lock is
 // released by calling the returned function, or when the process ends.
 func Lock(dir, name string, wait bool) (release func(), err error) {
-	if !lockName.MatchString(name) {
-		return nil, fmt.Errorf("lock name %q: want lower-case letters, digits and dashes", name)
+	if !slices.Contains(lockNames, name) {
+		return nil, fmt.Errorf("lock name %q: not one of %v", name, lockNames)
 	}
 	path := filepath.Join(dir, LocksDir, name)
 	if err := os.MkdirAll(path, 0o700); err != nil {
@@ -54,29 +65,20 @@ func Lock(dir, name string, wait bool) (release func(), err error) {
 }
 
 // LockAll takes, without waiting, every lock of the datapath pinned in
-// dir that a writer has made, so that no writer holds one while the
-// caller tears the datapath down. If one is held it releases what it
-// took and fails with an error wrapping datapath.ErrBusy that names the
-// lock and, where /proc/locks tells, the process holding it.
+// dir (making those no writer has made yet), so that no writer holds one,
+// or starts, while the caller tears the datapath down. If one is held it
+// releases what it took and fails with an error wrapping datapath.ErrBusy
+// that names the lock and, where /proc/locks tells, the process holding
+// it.
 func LockAll(dir string) (release func(), err error) {
-	ents, err := os.ReadDir(filepath.Join(dir, LocksDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return func() {}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var releases []func()
 	release = func() {
 		for _, r := range releases {
 			r()
 		}
 	}
-	for _, e := range ents {
-		if !lockName.MatchString(e.Name()) {
-			continue
-		}
-		r, err := Lock(dir, e.Name(), false)
+	for _, name := range lockNames {
+		r, err := Lock(dir, name, false)
 		if err != nil {
 			release()
 			return nil, err

@@ -86,6 +86,11 @@ func TestLockAll(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LockAll with no locks: %v", err)
 	}
+	// It holds even the locks no writer had made: a writer that starts
+	// now waits, or is refused.
+	if _, err := kernel.Lock(dir, kernel.LockBandwidth, false); !errors.Is(err, datapath.ErrBusy) {
+		t.Errorf("a writer's first Lock while LockAll holds every lock: %v, want ErrBusy", err)
+	}
 	release()
 	for _, name := range []string{"lb", "policy"} {
 		r, err := kernel.Lock(dir, name, false)
