@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/testutil"
+	"github.com/xdplane/xdplane/lb"
 )
 
 // capsHelperEnv, when set to "DIR [TC XDP]", makes the test binary a
@@ -64,8 +66,38 @@ func capsHelper(arg string) int {
 	if err != nil {
 		return fail(err)
 	}
-	fmt.Println("ok" + attachedPoints(as))
+	if err := lbChanges(dp); err != nil {
+		return fail(fmt.Errorf("lb: %w", err))
+	}
+	fmt.Println("ok" + attachedPoints(as) + " lb")
 	return 0
+}
+
+// lbChanges makes the load balancer's kinds of change: a Random and a
+// Maglev service added, each changed (the Maglev table rewritten in
+// place), and removed.
+func lbChanges(dp *datapath.Datapath) error {
+	m, err := lb.NewManager(dp)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	be := func(addr string) lb.Backend { return lb.Backend{Address: netip.MustParseAddrPort(addr)} }
+	random := lb.Service{Frontend: lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.1:80"), Protocol: lb.TCP},
+		Backends: []lb.Backend{be("10.0.1.2:8080"), be("10.0.1.3:8080")}}
+	maglev := lb.Service{Frontend: lb.Frontend{Address: netip.MustParseAddrPort("10.96.0.2:80"), Protocol: lb.TCP},
+		Algorithm: lb.Maglev, Backends: []lb.Backend{be("10.0.1.2:8080"), be("10.0.1.3:8080")}}
+	if _, err := m.Sync([]lb.Service{random, maglev}); err != nil {
+		return fmt.Errorf("add: %w", err)
+	}
+	random.Backends[1].State, maglev.Backends[1].State = lb.Maintenance, lb.Maintenance
+	if _, err := m.Sync([]lb.Service{random, maglev}); err != nil {
+		return fmt.Errorf("change: %w", err)
+	}
+	if _, err := m.Sync(nil); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	return nil
 }
 
 // attachedPoints lists " interface:point" for each attachment.
@@ -78,8 +110,12 @@ func attachedPoints(as []datapath.Attachment) string {
 	return strings.Join(out, "")
 }
 
-// attachedOK is what the helper prints when it attached to a and b.
-const attachedOK = "ok a:tc-egress a:tc-ingress b:xdp"
+// attachedOK is what the helper prints when it attached to a and b and
+// made the load balancer's changes.
+const attachedOK = "ok" + attachedAB + " lb"
+
+// attachedAB are the attachments to a and b, as attachedPoints lists them.
+const attachedAB = " a:tc-egress a:tc-ingress b:xdp"
 
 // helperBinary copies this test binary where any user may run it (the
 // go tool's build directory is root's alone).
@@ -273,8 +309,8 @@ func checkAttached(t *testing.T, ns *testutil.NS, dir string) {
 		t.Fatal(err)
 	}
 	defer dp.Close()
-	if got := "ok" + attachedPoints(attachments(t, ns, dp)); got != attachedOK {
-		t.Fatalf("attached: %s, want %s", got, attachedOK)
+	if got := attachedPoints(attachments(t, ns, dp)); got != attachedAB {
+		t.Fatalf("attached:%s, want%s", got, attachedAB)
 	}
 }
 

@@ -48,9 +48,6 @@ import (
 // lands where either the old or the new table sends it, which is all an
 // atomic swap promises too; only the instant of the switch differs from
 // entry to entry.
-//
-// Key 0xFFFFFFFF of the maglev map is kernel.WaitForPrograms's: service
-// ids never reach it.
 
 // maglevBatch is how many new tables are put into the maglev map with one
 // batch update.
@@ -315,11 +312,14 @@ func (m *Manager) rewriteTable(t *kernel.Txn, e *entry) (bool, error) {
 }
 
 // openTable opens the table of service id, if there is one of size
-// entries; nil otherwise.
+// entries; nil otherwise. The lookup gives the inner map's ID, and
+// opening a map by ID needs CAP_SYS_ADMIN: without it, also nil, and the
+// caller replaces the table instead of rewriting it (one grace period
+// more, the same result).
 func (m *Manager) openTable(id, size uint32) (*ebpf.Map, error) {
 	var in *ebpf.Map
 	err := m.maps.Maglev.Lookup(id, &in)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
+	if errors.Is(err, ebpf.ErrKeyNotExist) || errors.Is(err, unix.EPERM) {
 		return nil, nil
 	}
 	if err != nil {
