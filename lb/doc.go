@@ -47,8 +47,9 @@
 // or new, each naming one of the service's backends (removed backends go
 // only after the switch), so a new flow goes where the old or the new
 // table sends it. New tables go in together, in batches, because the
-// kernel waits for a grace period after each write to a map of maps; each
-// table's file descriptor is closed as soon as the table is in, and a
+// kernel waits for a grace period after each write to a map of maps; they
+// are built on GOMAXPROCS goroutines while the previous batch goes in;
+// each table's file descriptor is closed as soon as the table is in, and a
 // process out of descriptors gets an error wrapping EMFILE that names
 // RLIMIT_NOFILE. A call that
 // fails part-way is rolled back. Manager recovers its state from the maps

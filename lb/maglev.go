@@ -76,30 +76,39 @@ func maglevTable(backends []Backend, m uint32) []int32 {
 	if n == 0 {
 		return table
 	}
-	offset := make([]uint64, n)
-	skip := make([]uint64, n)
-	next := make([]uint64, n)
-	credit := make([]int, n)
+	// A backend's next candidate is (offset + k*skip) mod m, k counting
+	// its steps; it is kept as pos and moved by one skip at a time, which
+	// gives the same entries without a division per step.
+	type walker struct {
+		pos, skip uint32
+		weight    int
+		credit    int
+	}
+	ws := make([]walker, n)
 	share := 0
 	for i, b := range backends {
 		h1, h2 := maglevHashes(b.Address.Addr().As16(), b.Address.Port())
-		offset[i] = h1 % uint64(m)
-		skip[i] = h2%uint64(m-1) + 1
-		share = max(share, int(b.weight()))
+		ws[i] = walker{pos: uint32(h1 % uint64(m)), skip: uint32(h2%uint64(m-1) + 1), weight: int(b.weight())}
+		share = max(share, ws[i].weight)
 	}
 
 	for filled := uint32(0); filled < m; {
-		for i, b := range backends {
-			credit[i] += int(b.weight())
-			for credit[i] >= share && filled < m {
-				credit[i] -= share
-				c := (offset[i] + next[i]*skip[i]) % uint64(m)
+		for i := range ws {
+			w := &ws[i]
+			w.credit += w.weight
+			for w.credit >= share && filled < m {
+				w.credit -= share
+				c := w.pos
 				for table[c] >= 0 {
-					next[i]++
-					c = (offset[i] + next[i]*skip[i]) % uint64(m)
+					if c += w.skip; c >= m {
+						c -= m
+					}
 				}
 				table[c] = int32(i)
-				next[i]++
+				if c += w.skip; c >= m {
+					c -= m
+				}
+				w.pos = c
 				filled++
 			}
 		}

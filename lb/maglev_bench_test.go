@@ -22,6 +22,11 @@ var benchMaglev = flag.Int("xdplane.bench-maglev", 0,
 // removes all N. It reports milliseconds per Sync, microseconds per
 // service and per change, and the Maglev Sync as a multiple of the
 // Random one; ns/op means nothing (0).
+//
+// Two shapes: every service with backends of its own ("distinct"), and
+// Kubernetes-shaped services ("kube"), where every three frontends (a
+// Service's cluster IP, node port and load balancer IP) share one backend
+// set, and so one table layout.
 func BenchmarkMaglevSync(b *testing.B) {
 	testutil.RequireRoot(b)
 	n := *benchMaglev
@@ -31,8 +36,12 @@ func BenchmarkMaglevSync(b *testing.B) {
 			n = 1000
 		}
 	}
-	for _, size := range []uint32{lb.MinMaglevTableSize, lb.DefaultMaglevTableSize} {
-		b.Run(fmt.Sprintf("services=%d/table=%d", n, size), func(b *testing.B) {
+	for _, c := range []struct {
+		size  uint32
+		shape string
+	}{{lb.MinMaglevTableSize, "distinct"}, {lb.DefaultMaglevTableSize, "distinct"}, {lb.DefaultMaglevTableSize, "kube"}} {
+		size := c.size
+		b.Run(fmt.Sprintf("services=%d/table=%d/shape=%s", n, size, c.shape), func(b *testing.B) {
 			dir := testutil.BPFFS(b)
 			dp, err := datapath.Open(datapath.Options{Dir: dir, Limits: datapath.Limits{
 				MaxServices: uint32(n), MaxBackends: uint32(4 * n), MaxBackendSlots: uint32(4 * n),
@@ -54,9 +63,13 @@ func BenchmarkMaglevSync(b *testing.B) {
 			random, maglev := make([]lb.Service, n), make([]lb.Service, n)
 			for i := range n {
 				fe := lb.Frontend{Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 80), Protocol: lb.TCP}
+				set := i
+				if c.shape == "kube" {
+					set = i / 3
+				}
 				var bes []lb.Backend
 				for j := range 3 {
-					bes = append(bes, lb.Backend{Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, byte(64 + j), byte(i >> 8), byte(i)}), 8080)})
+					bes = append(bes, lb.Backend{Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, byte(64 + j), byte(set >> 8), byte(set)}), 8080)})
 				}
 				random[i] = lb.Service{Frontend: fe, Backends: bes}
 				maglev[i] = lb.Service{Frontend: fe, Backends: bes, Algorithm: lb.Maglev, MaglevTableSize: size}

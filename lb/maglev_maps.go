@@ -1,10 +1,16 @@
 package lb
 
 import (
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -53,23 +59,63 @@ import (
 // batch update.
 const maglevBatch = 256
 
+// maglevRun is the most tables of one layout a worker of buildTables
+// builds in a row, so that many services with the same backends still
+// spread over the workers.
+const maglevRun = 16
+
 // maglevIDs is e's table as the datapath holds it: entry i names the
 // backend id that flows hashing to i go to, 0 for none.
 func maglevIDs(e *entry) []uint32 {
-	s := e.svc
-	eligible := s.eligible()
-	idx := maglevTable(eligible, s.MaglevTableSize)
-	ids := make([]uint32, len(idx))
-	for i, b := range idx {
+	return maglevIDsOf(e, maglevTable(e.svc.eligible(), e.svc.MaglevTableSize))
+}
+
+// maglevIDsOf is e's table as the datapath holds it, given its layout
+// (maglevTable of e's eligible backends).
+func maglevIDsOf(e *entry, layout []int32) []uint32 {
+	eligible := e.svc.eligible()
+	byIndex := make([]uint32, len(eligible))
+	for i, b := range eligible {
+		byIndex[i] = e.backendIDs[b.Address]
+	}
+	ids := make([]uint32, len(layout))
+	for i, b := range layout {
 		if b >= 0 {
-			ids[i] = e.backendIDs[eligible[b].Address]
+			ids[i] = byIndex[b]
 		}
 	}
 	return ids
 }
 
-// newMaglevMap creates the inner map of a table of e, filled.
-func newMaglevMap(e *entry) (*ebpf.Map, error) {
+// layoutKey is what e's table layout depends on: its size and the
+// addresses and weights of the backends that take new flows, in order.
+// Services with the same key have the same layout; their tables still
+// differ, each naming its own service's backend ids.
+func layoutKey(e *entry) string {
+	eligible := e.svc.eligible()
+	b := make([]byte, 4, 4+20*len(eligible))
+	binary.LittleEndian.PutUint32(b, e.svc.MaglevTableSize)
+	for _, be := range eligible {
+		b = be.Address.Addr().AppendTo(b) // AppendTo never fails
+		b = binary.LittleEndian.AppendUint16(b, be.Address.Port())
+		b = binary.LittleEndian.AppendUint16(b, be.weight())
+	}
+	return string(b)
+}
+
+// tableKeys is the keys of a table of m entries, 0 to m-1.
+func tableKeys(m uint32) []uint32 {
+	keys := make([]uint32, m)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	return keys
+}
+
+// newMaglevMap creates the inner map of a table of e, filled with ids
+// (maglevIDs of e) at keys (tableKeys of its size, which the kernel only
+// reads).
+func newMaglevMap(e *entry, ids, keys []uint32) (*ebpf.Map, error) {
 	s := e.svc
 	inner, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "maglev_table",
@@ -82,16 +128,49 @@ func newMaglevMap(e *entry) (*ebpf.Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create the Maglev table of %s: %w", s.Frontend, openFilesError(err))
 	}
-	ids := maglevIDs(e)
-	keys := make([]uint32, len(ids))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
 	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
 		inner.Close()
 		return nil, fmt.Errorf("fill the Maglev table of %s: %w", s.Frontend, err)
 	}
 	return inner, nil
+}
+
+// buildTables computes, creates and fills the tables of es on up to
+// workers goroutines: ins[i] is es[i]'s, or nil and errs[i] says why.
+// A goroutine takes a run of up to maglevRun tables of one layout (es
+// sorted by layout brings them together: a Kubernetes service's cluster
+// IP, node port and external addresses have the same backends) and
+// computes the layout once for the run. keys holds tableKeys for every
+// size in es.
+func buildTables(es []*entry, layouts []string, keys map[uint32][]uint32, workers int) (ins []*ebpf.Map, errs []error) {
+	ins, errs = make([]*ebpf.Map, len(es)), make([]error, len(es))
+	var runs []int // start of each run, then len(es)
+	for i := range es {
+		if i == 0 || layouts[i] != layouts[i-1] || i-runs[len(runs)-1] == maglevRun {
+			runs = append(runs, i)
+		}
+	}
+	runs = append(runs, len(es))
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range min(workers, len(runs)-1) {
+		wg.Go(func() {
+			for r := int(next.Add(1)) - 1; r < len(runs)-1; r = int(next.Add(1)) - 1 {
+				var layout []int32
+				for i := runs[r]; i < runs[r+1]; i++ {
+					e := es[i]
+					if layout == nil {
+						layout = maglevTable(e.svc.eligible(), e.svc.MaglevTableSize)
+					}
+					ins[i], errs[i] = newMaglevMap(e, maglevIDsOf(e, layout), keys[e.svc.MaglevTableSize])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ins, errs
 }
 
 // openFilesError makes an error of a call that opens a descriptor say so
@@ -127,51 +206,105 @@ func outOfFiles() bool {
 }
 
 // putNewTables writes the tables of es, whose keys in the maglev map hold
-// nothing, maglevBatch at a time, or fewer when the process runs out of
-// descriptors with some tables still open: those go in, their
-// descriptors are closed, and the next table is tried again. Only a table
-// that cannot be opened with no other open is an error. Undoing it
-// deletes the tables.
+// nothing. It builds them (buildTables, on GOMAXPROCS goroutines)
+// maglevBatch at a time, and puts each round into the maglev map with one
+// batch update while the next round is built: the update's wait for a
+// grace period overlaps the work. Each round's descriptors are closed
+// once its tables are in, so at most two rounds' are open.
+//
+// A table that fails for want of a descriptor is built again in the next
+// round, once the open tables are in and closed; only a table that cannot
+// be opened with no other open is an error. Whether a failure was for
+// want of a descriptor is only sure with nothing else opening or closing
+// files (see openFilesError), so a round that opens nothing while no
+// other is open is followed by one table built alone, whose error is the
+// answer. Undoing it deletes the tables.
 func (m *Manager) putNewTables(t *kernel.Txn, es []*entry) error {
-	var (
-		inners []*ebpf.Map
-		keys   []uint32
-		fds    []uint32
-	)
-	closeAll := func() {
-		for _, in := range inners {
-			in.Close()
+	if len(es) == 0 {
+		return nil
+	}
+	type job struct {
+		e      *entry
+		layout string
+	}
+	pending := make([]job, len(es))
+	keys := map[uint32][]uint32{}
+	for i, e := range es {
+		pending[i] = job{e, layoutKey(e)}
+		if keys[e.svc.MaglevTableSize] == nil {
+			keys[e.svc.MaglevTableSize] = tableKeys(e.svc.MaglevTableSize)
 		}
-		inners, keys, fds = inners[:0], keys[:0], fds[:0]
 	}
-	defer closeAll()
-	flush := func() error {
-		defer closeAll()
-		m.reuse(t, keys...)
-		// A map of maps takes an inner map's descriptor as the value.
-		return kernel.PutNew(t, m.maps.Maglev, slices.Clone(keys), fds)
+	slices.SortStableFunc(pending, func(a, b job) int { return strings.Compare(a.layout, b.layout) })
+
+	var flushing chan error // the previous round's batch update, if under way
+	wait := func() error {
+		if flushing == nil {
+			return nil
+		}
+		err := <-flushing
+		flushing = nil
+		return err
 	}
-	for i := 0; i < len(es); {
-		e := es[i]
-		in, err := newMaglevMap(e)
-		if errors.Is(err, unix.EMFILE) && len(inners) > 0 {
-			if err := flush(); err != nil {
-				return err
+	alone := false // build one table, with nothing else open
+	for len(pending) > 0 {
+		n, workers := maglevBatch, runtime.GOMAXPROCS(0)
+		if alone {
+			n, workers = 1, 1
+		}
+		round := pending[:min(n, len(pending))]
+		others := flushing != nil
+		roundEs, roundLayouts := make([]*entry, len(round)), make([]string, len(round))
+		for i, j := range round {
+			roundEs[i], roundLayouts[i] = j.e, j.layout
+		}
+		ins, errs := buildTables(roundEs, roundLayouts, keys, workers)
+		flushErr := wait()
+		var (
+			built    []*ebpf.Map
+			ids, fds []uint32
+			retry    []job
+			retryErr error
+			failed   error
+		)
+		for i, j := range round {
+			switch err := errs[i]; {
+			case err == nil:
+				built, ids, fds = append(built, ins[i]), append(ids, j.e.id), append(fds, uint32(ins[i].FD()))
+			case errors.Is(err, unix.EMFILE) || errors.Is(err, ebpf.ErrNotSupported):
+				retry = append(retry, j)
+				if retryErr == nil {
+					retryErr = err
+				}
+			case failed == nil:
+				failed = err
 			}
+		}
+		if err := cmp.Or(flushErr, failed); err != nil || (alone && retryErr != nil) {
+			for _, in := range built {
+				in.Close()
+			}
+			return cmp.Or(err, retryErr)
+		}
+		alone = len(built) == 0 && !others && retryErr != nil
+		pending = append(retry, pending[len(round):]...)
+		if len(built) == 0 {
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		inners, keys, fds = append(inners, in), append(keys, e.id), append(fds, uint32(in.FD()))
-		if len(inners) == maglevBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		i++
+		done := make(chan error, 1)
+		flushing = done
+		go func() {
+			defer func() {
+				for _, in := range built {
+					in.Close()
+				}
+			}()
+			m.reuse(t, ids...)
+			// A map of maps takes an inner map's descriptor as the value.
+			done <- kernel.PutNew(t, m.maps.Maglev, ids, fds)
+		}()
 	}
-	return flush()
+	return wait()
 }
 
 // restoreTables puts back the tables of es, after a rollback has put es
@@ -249,7 +382,7 @@ func (m *Manager) writeMaglev(t *kernel.Txn, old, e *entry) error {
 // replaceTable puts a new table for e into the maglev map, over the one
 // old had if any.
 func (m *Manager) replaceTable(t *kernel.Txn, old, e *entry) error {
-	in, err := newMaglevMap(e)
+	in, err := newMaglevMap(e, maglevIDs(e), tableKeys(e.svc.MaglevTableSize))
 	if err != nil {
 		return err
 	}

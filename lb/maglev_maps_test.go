@@ -326,3 +326,53 @@ func TestMaglevMissingTableRepaired(t *testing.T) {
 	}
 	checkConsistent(t, dp)
 }
+
+// Services with the same backends (a Kubernetes Service's cluster IP,
+// node port and load balancer IP; here also one backend set behind more
+// frontends than buildTables gives a worker at once) have tables of the
+// same layout, computed once per run of them: each still gets its own
+// table, naming its own backend ids. Backends that differ only in weight
+// or state make different layouts.
+func TestMaglevSharedLayouts(t *testing.T) {
+	dp, _ := openDatapath(t, datapath.Limits{})
+	m := newManager(t, dp)
+	backends := func(set int) []Backend {
+		var bs []Backend
+		for j := range 3 {
+			b := Backend{Address: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(1 + j), 0, byte(set)}), 8080)}
+			switch {
+			case set == 1 && j == 0:
+				b.Weight = 3
+			case set == 2 && j == 0:
+				b.State = Terminating
+			}
+			bs = append(bs, b)
+		}
+		return bs
+	}
+	var set []Service
+	for i := range 3*maglevRun + 30 {
+		s := maglevService(i, 0, MinMaglevTableSize)
+		switch {
+		case i < 3*maglevRun:
+			s.Backends = backends(0) // one set behind many frontends
+		case i%3 == 0:
+			s.Backends = backends(1 + i%4)
+		default:
+			s.Backends = backends(1 + (i+1)%4)
+		}
+		set = append(set, s)
+	}
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp)
+	seen := map[ebpf.MapID]bool{}
+	for _, s := range set {
+		id := tableID(t, dp, m.services[s.Frontend].id)
+		if seen[id] {
+			t.Fatalf("two services hold inner map %d", id)
+		}
+		seen[id] = true
+	}
+}
