@@ -311,7 +311,6 @@ func (m *Manager) putNewTables(t *kernel.Txn, es []*entry) error {
 // back as the services they were: built again, maglevBatch at a time.
 func (m *Manager) restoreTables(es []*entry) error {
 	var t kernel.Txn
-	defer t.Close()
 	return m.putNewTables(&t, es)
 }
 

@@ -168,7 +168,6 @@ func (m *Manager) Upsert(s Service) error {
 		return err
 	}
 	var t kernel.Txn
-	defer t.Close()
 	if err := m.apply(&t, old, s); err != nil {
 		return m.fail(&t, err)
 	}
@@ -188,7 +187,6 @@ func (m *Manager) Delete(f Frontend) error {
 		return fmt.Errorf("service %s: %w", f, ErrNotFound)
 	}
 	var t kernel.Txn
-	defer t.Close()
 	if err := m.remove(&t, e); err != nil {
 		return m.fail(&t, err)
 	}
@@ -246,7 +244,6 @@ func (m *Manager) Sync(desired []Service) (SyncResult, error) {
 
 	// Removals first: they free room for what comes after.
 	var t kernel.Txn
-	defer t.Close()
 	before := m.snapshot()
 	m.drops = map[uint32]*entry{}
 	defer func() { m.drops = nil }()

@@ -184,7 +184,7 @@ func loadState(maps *bpf.XdplaneMaps) (map[Frontend]*entry, *orphans, error) {
 		}
 	}
 
-	orph, err := findOrphans(maps, byID)
+	orph, err := findOrphans(maps, byID, tables)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -199,8 +199,9 @@ type orphans struct {
 	ranges   []bpf.XdplaneSrcRangeKey
 }
 
-// findOrphans lists the entries that no service in byID refers to.
-func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error) {
+// findOrphans lists the entries that no service in byID refers to;
+// tables are the ids the maglev map holds a table for.
+func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry, tables []uint32) (*orphans, error) {
 	var (
 		o    orphans
 		errs [5]error
@@ -216,12 +217,11 @@ func findOrphans(maps *bpf.XdplaneMaps, byID map[uint32]*entry) (*orphans, error
 	o.revnat, errs[2] = kernel.Keys(maps.Revnat, func(id uint32, _ bpf.XdplaneRevnatValue) bool {
 		return byID[id] == nil
 	})
-	// Read as a number, the inner map's id, a Maglev table opens no file
-	// descriptor.
-	o.maglev, errs[3] = kernel.Keys(maps.Maglev, func(id uint32, _ uint32) bool {
-		e := byID[id]
-		return e == nil || e.svc.Algorithm != Maglev
-	})
+	for _, id := range tables {
+		if e := byID[id]; e == nil || e.svc.Algorithm != Maglev {
+			o.maglev = append(o.maglev, id)
+		}
+	}
 	o.ranges, errs[4] = kernel.Keys(maps.SourceRanges, func(k bpf.XdplaneSrcRangeKey, _ uint8) bool {
 		id, _ := prefixOf(k)
 		return byID[id] == nil

@@ -119,7 +119,6 @@ func Set(dp *datapath.Datapath, prefixes []netip.Prefix) (Change, error) {
 	// New and changed entries first, so that a prefix on both lists is
 	// never let through; then the old ones go.
 	var t kernel.Txn
-	defer t.Close()
 	err = kernel.PutNew(&t, mp, fresh, freshVals)
 	for _, k := range changed {
 		if err == nil {

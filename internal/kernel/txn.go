@@ -9,29 +9,15 @@ import (
 
 // Txn applies map writes in order and remembers how to undo each, so that
 // a change the kernel refuses half-way is rolled back to the state before
-// it. The zero Txn is ready to use: write, Rollback if a write fails, and
-// Close in any case.
+// it. The zero Txn is ready to use: write, and Rollback if a write fails.
 type Txn struct {
 	undo []func() error
-	held []*ebpf.Map // maps the undo steps refer to; closed by Close
 }
-
-// Hold keeps m open until Close: an inner map the transaction made, or one
-// an undo step puts back.
-func (t *Txn) Hold(m *ebpf.Map) { t.held = append(t.held, m) }
 
 // OnRollback adds an undo step of the caller's: for a write the other
 // methods do not make (a per-CPU reset), or for state kept beside the
 // maps.
 func (t *Txn) OnRollback(undo func() error) { t.undo = append(t.undo, undo) }
-
-// Close releases what the transaction holds.
-func (t *Txn) Close() {
-	for _, m := range t.held {
-		m.Close()
-	}
-	t.held = nil
-}
 
 // Rollback undoes every write, newest first. Its error, if any, joins
 // cause, and clean is false: the maps may then hold part of the change.

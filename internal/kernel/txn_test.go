@@ -85,7 +85,6 @@ func TestTxnRollback(t *testing.T) {
 	}
 	before := contents(t, m)
 	var tx kernel.Txn
-	defer tx.Close()
 	steps := []error{
 		tx.Put(m, uint64(1), uint32(11)),
 		tx.Put(m, uint64(3), uint32(30)),
