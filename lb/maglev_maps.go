@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -113,26 +115,77 @@ func tableKeys(m uint32) []uint32 {
 }
 
 // newMaglevMap creates the inner map of a table of e, filled with ids
-// (maglevIDs of e) at keys (tableKeys of its size, which the kernel only
-// reads).
-func newMaglevMap(e *entry, ids, keys []uint32) (*ebpf.Map, error) {
+// (maglevIDs of e): through a mapping of its memory if mmapable (the
+// template of the maglev map says which), else at keys (tableKeys of its
+// size, which the kernel only reads) by a batch update.
+func newMaglevMap(e *entry, ids, keys []uint32, mmapable bool) (*ebpf.Map, error) {
 	s := e.svc
-	inner, err := ebpf.NewMap(&ebpf.MapSpec{
+	spec := &ebpf.MapSpec{
 		Name:       "maglev_table",
 		Type:       ebpf.Array,
 		KeySize:    4,
 		ValueSize:  4,
 		MaxEntries: s.MaglevTableSize,
 		Flags:      unix.BPF_F_INNER_MAP,
-	})
+	}
+	if mmapable {
+		spec.Flags |= unix.BPF_F_MMAPABLE
+	}
+	inner, err := ebpf.NewMap(spec)
 	if err != nil {
 		return nil, fmt.Errorf("create the Maglev table of %s: %w", s.Frontend, openFilesError(err))
 	}
-	if _, err := inner.BatchUpdate(keys, ids, nil); err != nil {
+	if mmapable {
+		err = fillMapped(inner, ids)
+	} else {
+		_, err = inner.BatchUpdate(keys, ids, nil)
+	}
+	if err != nil {
 		inner.Close()
 		return nil, fmt.Errorf("fill the Maglev table of %s: %w", s.Frontend, err)
 	}
 	return inner, nil
+}
+
+// fillMapped writes ids into the mmapable array in through a mapping of
+// its memory, unmapped again at once (cilium/ebpf's Map.Memory keeps its
+// mapping, and with it the map, until the garbage collector runs). An
+// array lays its elements out 8 bytes apart (round_up(value_size, 8)):
+// entry i is at offset 8i, in the host's byte order, as the datapath
+// reads it.
+func fillMapped(in *ebpf.Map, ids []uint32) error {
+	size := (8*len(ids) + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	b, err := unix.Mmap(in.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the table's memory: %w", openFilesError(err))
+	}
+	for i, id := range ids {
+		binary.NativeEndian.PutUint32(b[8*i:], id)
+	}
+	return unix.Munmap(b)
+}
+
+// mmapableTables reports whether the maglev map takes mmapable tables:
+// those of a datapath pinned before its template had BPF_F_MMAPABLE take
+// only tables without, as the kernel requires an inner map to match the
+// template's flags. It puts a table of one entry at a key no service has,
+// and takes it out again.
+func mmapableTables(outer *ebpf.Map) bool {
+	const probeKey = uint32(math.MaxUint32) // service ids are far below
+	in, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1,
+		Flags: unix.BPF_F_INNER_MAP | unix.BPF_F_MMAPABLE})
+	if err != nil {
+		return false
+	}
+	defer in.Close()
+	err = outer.Update(probeKey, uint32(in.FD()), ebpf.UpdateAny)
+	if errors.Is(err, unix.EINVAL) {
+		return false
+	}
+	outer.Delete(probeKey)
+	// Any other error (a full map, E2BIG) says nothing of the template:
+	// this version's template, which made the map unless it is older.
+	return true
 }
 
 // buildTables computes, creates and fills the tables of es on up to
@@ -142,7 +195,7 @@ func newMaglevMap(e *entry, ids, keys []uint32) (*ebpf.Map, error) {
 // IP, node port and external addresses have the same backends) and
 // computes the layout once for the run. keys holds tableKeys for every
 // size in es.
-func buildTables(es []*entry, layouts []string, keys map[uint32][]uint32, workers int) (ins []*ebpf.Map, errs []error) {
+func buildTables(es []*entry, layouts []string, keys map[uint32][]uint32, workers int, mmapable bool) (ins []*ebpf.Map, errs []error) {
 	ins, errs = make([]*ebpf.Map, len(es)), make([]error, len(es))
 	var runs []int // start of each run, then len(es)
 	for i := range es {
@@ -164,7 +217,7 @@ func buildTables(es []*entry, layouts []string, keys map[uint32][]uint32, worker
 					if layout == nil {
 						layout = maglevTable(e.svc.eligible(), e.svc.MaglevTableSize)
 					}
-					ins[i], errs[i] = newMaglevMap(e, maglevIDsOf(e, layout), keys[e.svc.MaglevTableSize])
+					ins[i], errs[i] = newMaglevMap(e, maglevIDsOf(e, layout), keys[e.svc.MaglevTableSize], mmapable)
 				}
 			}
 		})
@@ -258,7 +311,7 @@ func (m *Manager) putNewTables(t *kernel.Txn, es []*entry) error {
 		for i, j := range round {
 			roundEs[i], roundLayouts[i] = j.e, j.layout
 		}
-		ins, errs := buildTables(roundEs, roundLayouts, keys, workers)
+		ins, errs := buildTables(roundEs, roundLayouts, keys, workers, m.mmapable)
 		flushErr := wait()
 		var (
 			built    []*ebpf.Map
@@ -381,7 +434,7 @@ func (m *Manager) writeMaglev(t *kernel.Txn, old, e *entry) error {
 // replaceTable puts a new table for e into the maglev map, over the one
 // old had if any.
 func (m *Manager) replaceTable(t *kernel.Txn, old, e *entry) error {
-	in, err := newMaglevMap(e, maglevIDs(e), tableKeys(e.svc.MaglevTableSize))
+	in, err := newMaglevMap(e, maglevIDs(e), tableKeys(e.svc.MaglevTableSize), m.mmapable)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/xdplane/xdplane/datapath"
 	"github.com/xdplane/xdplane/internal/bpf"
 	"github.com/xdplane/xdplane/internal/kernel"
+	"github.com/xdplane/xdplane/internal/testutil"
 )
 
 // maglevService is a Maglev service numbered i with n backends, its table
@@ -374,5 +375,57 @@ func TestMaglevSharedLayouts(t *testing.T) {
 			t.Fatalf("two services hold inner map %d", id)
 		}
 		seen[id] = true
+	}
+}
+
+// A maglev map pinned by an earlier version, whose table template is
+// not mmapable, takes only tables that are not either: the Manager finds
+// out, and fills its tables by batch update; services are added, changed
+// and removed as on a map of this version's.
+func TestMaglevTablesOnAnOlderTemplate(t *testing.T) {
+	dir := testutil.BPFFS(t)
+	spec, err := bpf.LoadXdplane()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps[bpf.XdplaneMapMaglev].Copy()
+	ms.InnerMap.Flags &^= unix.BPF_F_MMAPABLE
+	ms.MaxEntries = datapath.DefaultMaxServices
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMapWithOptions(ms, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	dp, err := datapath.Open(datapath.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close(); datapath.Remove(dir) })
+	m := newManager(t, dp)
+	if m.mmapable {
+		t.Fatal("the Manager takes an older template for one of mmapable tables")
+	}
+	set := []Service{maglevService(1, 3, 0), maglevService(2, 2, MinMaglevTableSize)}
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp)
+	set[0].Backends = set[0].Backends[:2]
+	if _, err := m.Sync(set); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp)
+	if _, err := m.Sync(nil); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, dp)
+
+	// This version's own map takes mmapable tables.
+	dp2, _ := openDatapath(t, datapath.Limits{})
+	if !newManager(t, dp2).mmapable {
+		t.Fatal("the Manager does not take this version's template for one of mmapable tables")
 	}
 }

@@ -35,6 +35,9 @@ type Manager struct {
 	maps   *bpf.XdplaneMaps
 	limits datapath.Limits
 	held   *kernel.Held // the datapath's "lb" lock, until Close
+	// mmapable: the maglev map takes tables filled through a mapping
+	// (mmapableTables), as those this version makes do.
+	mmapable bool
 
 	mu       sync.Mutex
 	services map[Frontend]*entry
@@ -62,7 +65,7 @@ func NewManager(dp *datapath.Datapath) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lb.Manager: %w", err)
 	}
-	m := &Manager{maps: k.Maps, limits: dp.Limits(), held: held}
+	m := &Manager{maps: k.Maps, limits: dp.Limits(), held: held, mmapable: mmapableTables(k.Maps.Maglev)}
 	if err := m.load(); err != nil {
 		held.Release()
 		return nil, err

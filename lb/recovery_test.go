@@ -33,7 +33,7 @@ func TestRecoveryDeletesOrphans(t *testing.T) {
 
 	maps := kernel.Of(dp).Maps
 	const ghost = 4242 // a service id nobody has
-	inner, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 7, Flags: unix.BPF_F_INNER_MAP})
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 7, Flags: unix.BPF_F_INNER_MAP | unix.BPF_F_MMAPABLE})
 	if err != nil {
 		t.Fatal(err)
 	}

