@@ -129,13 +129,15 @@ type Bulk struct {
 	start    time.Time // start of the measured window
 
 	stopping atomic.Bool
-	base     meter // at start
+	base     meter                 // at start
+	probe    func() (int64, error) // BulkOptions.Probe
 
 	mu      sync.Mutex
 	samples []float64
 	stalls  []time.Duration
-	last    meter // at the last sample
-	err     error // first failure of the sender or receiver
+	probes  []int64 // the probe's readings: at start, then with each sample
+	last    meter   // at the last sample
+	err     error   // first failure of the sender or receiver
 
 	quit chan struct{} // closed by Stop to end the sampler
 	wg   sync.WaitGroup
@@ -145,10 +147,27 @@ type Bulk struct {
 	resErr error
 }
 
+// BulkOptions are the choices StartBulkTCPWith adds to StartBulkTCP's.
+type BulkOptions struct {
+	// Congestion is the sender's congestion control (TCP_CONGESTION:
+	// "cubic", "reno", "bbr"), or "" for the namespace's default.
+	Congestion string
+	// Probe, if set, is read at the start of the measured window and
+	// with each sample, right after the transfer's counters: something
+	// of the path the transfer crosses, such as the backlog of a queue
+	// on it (Bulk.Probes).
+	Probe func() (int64, error)
+}
+
 // StartBulkTCP starts the transfer BulkTCP makes and returns once warmup
 // has passed: the measured window starts then. Samples reports it while it
 // runs; Stop ends it.
 func StartBulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmup, interval time.Duration) (*Bulk, error) {
+	return StartBulkTCPWith(from, local, to, addr, warmup, interval, BulkOptions{})
+}
+
+// StartBulkTCPWith is StartBulkTCP with options.
+func StartBulkTCPWith(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmup, interval time.Duration, o BulkOptions) (*Bulk, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("bulk transfer: interval %v, want > 0", interval)
 	}
@@ -159,7 +178,14 @@ func StartBulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmu
 	if err != nil {
 		return nil, err
 	}
-	b := &Bulk{snd: snd, rcv: rcv, interval: interval, quit: make(chan struct{})}
+	if o.Congestion != "" {
+		if err := setCongestion(snd, o.Congestion); err != nil {
+			snd.Close()
+			rcv.Close()
+			return nil, fmt.Errorf("bulk sender: congestion control %q: %w", o.Congestion, err)
+		}
+	}
+	b := &Bulk{snd: snd, rcv: rcv, interval: interval, probe: o.Probe, quit: make(chan struct{})}
 	b.wg.Add(2)
 	go b.send()
 	go b.receive()
@@ -171,6 +197,14 @@ func StartBulkTCP(from *NS, local netip.Addr, to *NS, addr netip.AddrPort, warmu
 		return nil, errors.Join(err, serr)
 	}
 	b.start, b.base, b.last = m.at, m, m
+	if b.probe != nil {
+		p, err := b.probe()
+		if err != nil {
+			_, serr := b.Stop()
+			return nil, errors.Join(fmt.Errorf("bulk probe: %w", err), serr)
+		}
+		b.probes = append(b.probes, p)
+	}
 	b.wg.Add(1)
 	go b.sample()
 	if err := b.failure(); err != nil {
@@ -278,6 +312,12 @@ func (b *Bulk) sample() {
 		case <-t.C:
 		}
 		m, err := b.read()
+		var p int64
+		if err == nil && b.probe != nil {
+			if p, err = b.probe(); err != nil {
+				err = fmt.Errorf("bulk probe: %w", err)
+			}
+		}
 		if err != nil {
 			if !b.stopping.Load() {
 				b.fail(err)
@@ -288,6 +328,9 @@ func (b *Bulk) sample() {
 		rate, stalled := m.since(b.last)
 		b.samples = append(b.samples, rate)
 		b.stalls = append(b.stalls, stalled)
+		if b.probe != nil {
+			b.probes = append(b.probes, p)
+		}
 		b.last = m
 		b.mu.Unlock()
 	}
@@ -348,6 +391,26 @@ func (b *Bulk) Samples() []float64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]float64(nil), b.samples...)
+}
+
+// Probes returns the readings of BulkOptions.Probe so far: the first at
+// Start, then one with each sample, so that sample i lies between
+// readings i and i+1. It is empty without a probe.
+func (b *Bulk) Probes() []int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int64(nil), b.probes...)
+}
+
+// SenderInfo returns the sender's TCP_INFO now: its smoothed round-trip
+// time (Rtt, µs), segments sent and retransmitted so far (Segs_out,
+// Total_retrans), and the like.
+func (b *Bulk) SenderInfo() (*unix.TCPInfo, error) {
+	info, err := tcpInfo(b.snd)
+	if err != nil {
+		return nil, fmt.Errorf("bulk sender: read TCP_INFO: %w", err)
+	}
+	return info, nil
 }
 
 // Start returns the start of the measured window.
@@ -412,6 +475,19 @@ func (b *Bulk) stop() (BulkResult, error) {
 		ierr = fmt.Errorf("bulk sender: read TCP_INFO: %w", ierr)
 	}
 	return r, errors.Join(b.failure(), merr, ierr)
+}
+
+// setCongestion sets c's congestion control.
+func setCongestion(c *net.TCPConn, name string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
+	})
+	return errors.Join(err, serr)
 }
 
 // tcpInfo reads TCP_INFO from c.
